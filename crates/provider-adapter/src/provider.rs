@@ -1,0 +1,359 @@
+//! The I/O shell around the pure mapping modules: one [`Provider`] per configured upstream,
+//! sending the request with reqwest, applying the three timeouts, and turning the response body
+//! into a stream of normalised events.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_stream::EventStreamError;
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+
+use crate::sse::{self, ReadError};
+use crate::{anthropic, openai, AdapterError, ChatRequest, Secret, StreamEvent, TimeoutPhase, Usage};
+
+/// A stream of normalised events. It ends after the first `Err`, and ends with `Ok` items only
+/// when the upstream finished every choice. Dropping it closes the upstream connection.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, AdapterError>> + Send>>;
+
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_HEADERS_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
+
+/// Largest upstream error or non-streaming body Sluice reads.
+const MAX_BODY_BYTES: usize = 32 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub headers: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
+            headers: Duration::from_secs(DEFAULT_HEADERS_TIMEOUT_SECS),
+            idle: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Anthropic,
+}
+
+/// A finished non-streaming answer: the `chat.completion` object a client receives.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub body: Value,
+    pub usage: Option<Usage>,
+}
+
+/// What each upstream kind's pure mapping module provides.
+pub(crate) trait StreamMapper: Send + 'static {
+    /// Maps one SSE event (`event` is the SSE event name, `message` when none was given).
+    /// Returns `Ok(true)` when the upstream said the stream is complete.
+    fn on_event(
+        &mut self,
+        event: &str,
+        data: &str,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<bool, AdapterError>;
+
+    /// Called once at the end (after the completion marker, or at end of input): checks that
+    /// every choice finished, and may emit final events.
+    fn on_end(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), AdapterError>;
+}
+
+/// An HTTP request ready to send: built by a pure function, so it can be tested as data.
+pub(crate) struct UpstreamRequest {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    base_url: String,
+    api_key: Option<Secret>,
+    client: reqwest::Client,
+    timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .finish()
+    }
+}
+
+impl Provider {
+    pub fn new(
+        name: impl Into<String>,
+        kind: ProviderKind,
+        base_url: impl Into<String>,
+        api_key: Option<Secret>,
+        timeouts: Timeouts,
+    ) -> Result<Self, AdapterError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| AdapterError::Connect(e.to_string()))?;
+        Ok(Self {
+            name: name.into(),
+            kind,
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            api_key,
+            client,
+            timeouts,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn build(&self, req: &ChatRequest, stream: bool) -> Result<UpstreamRequest, AdapterError> {
+        let key = self.api_key.as_ref().map(Secret::expose);
+        match self.kind {
+            ProviderKind::OpenAi => Ok(openai::build_request(&self.base_url, key, req, stream)),
+            ProviderKind::Anthropic => anthropic::build_request(&self.base_url, key, req, stream),
+        }
+    }
+
+    async fn send(&self, up: UpstreamRequest) -> Result<reqwest::Response, AdapterError> {
+        let mut rb = self.client.post(&up.url).body(up.body);
+        for (k, v) in up.headers {
+            rb = rb.header(k, v);
+        }
+        let resp = match tokio::time::timeout(self.timeouts.headers, rb.send()).await {
+            Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Headers)),
+            Ok(Err(e)) if e.is_timeout() => {
+                return Err(AdapterError::Timeout(TimeoutPhase::Connect))
+            }
+            // reqwest's error text includes the URL but never headers, so the key cannot leak.
+            Ok(Err(e)) => return Err(AdapterError::Connect(error_chain(&e))),
+            Ok(Ok(r)) => r,
+        };
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.error_from_response(resp).await)
+    }
+
+    async fn error_from_response(&self, resp: reqwest::Response) -> AdapterError {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_body(resp, self.timeouts.idle).await.unwrap_or_default();
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        let mut err = parsed
+            .as_ref()
+            .and_then(|v| AdapterError::from_error_body(Some(status), v))
+            .unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(&body);
+                let text = text.trim();
+                let message = if text.is_empty() {
+                    format!("upstream answered HTTP {status}")
+                } else {
+                    let cut: String = text.chars().take(500).collect();
+                    format!("upstream answered HTTP {status}: {cut}")
+                };
+                AdapterError::Upstream {
+                    status: Some(status),
+                    kind: "upstream_error".into(),
+                    message,
+                    code: None,
+                    param: None,
+                    retry_after: None,
+                }
+            });
+        if let AdapterError::Upstream {
+            retry_after: ra, ..
+        } = &mut err
+        {
+            *ra = retry_after;
+        }
+        self.scrub(err)
+    }
+
+    /// Removes this provider's key from an upstream-supplied message (some servers echo the
+    /// key they were given in their "invalid key" errors).
+    fn scrub(&self, mut err: AdapterError) -> AdapterError {
+        if let (Some(key), AdapterError::Upstream { message, .. }) = (&self.api_key, &mut err) {
+            if !key.expose().is_empty() && message.contains(key.expose()) {
+                *message = message.replace(key.expose(), "*****");
+            }
+        }
+        err
+    }
+
+    /// Starts a streaming generation. Returns once the upstream has answered with its status
+    /// line and headers: an HTTP error, refused connection or headers timeout is an `Err` here
+    /// (so it can become a real HTTP status); everything after is an item of the stream.
+    pub async fn stream(&self, req: &ChatRequest) -> Result<EventStream, AdapterError> {
+        let up = self.build(req, true)?;
+        let resp = self.send(up).await?;
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !content_type.starts_with("text/event-stream") {
+            let err = AdapterError::Protocol(format!(
+                "expected a text/event-stream response, got content type '{content_type}'"
+            ));
+            return Ok(Box::pin(futures::stream::once(async move { Err(err) })));
+        }
+        let mapper: Box<dyn StreamMapper> = match self.kind {
+            ProviderKind::OpenAi => Box::new(openai::ChunkMapper::default()),
+            ProviderKind::Anthropic => Box::new(anthropic::StreamState::default()),
+        };
+        Ok(drive(resp.bytes_stream(), self.timeouts.idle, mapper, self.clone()))
+    }
+
+    /// A non-streaming generation.
+    pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, AdapterError> {
+        let up = self.build(req, false)?;
+        let resp = self.send(up).await?;
+        let body = read_body(resp, self.timeouts.idle).await?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| AdapterError::Protocol(format!("response is not JSON: {e}")))?;
+        if let Some(err) = AdapterError::from_error_body(None, &value) {
+            return Err(self.scrub(err));
+        }
+        match self.kind {
+            ProviderKind::OpenAi => Ok(openai::completion(value)),
+            ProviderKind::Anthropic => anthropic::completion(&value),
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+async fn read_body(mut resp: reqwest::Response, idle: Duration) -> Result<Vec<u8>, AdapterError> {
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout(idle, resp.chunk()).await {
+            Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Idle)),
+            Ok(Err(e)) => return Err(AdapterError::Truncated(error_chain(&e))),
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Ok(Some(chunk))) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(AdapterError::Protocol("upstream response too large".into()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+struct Driver<S> {
+    events: S,
+    mapper: Box<dyn StreamMapper>,
+    out: VecDeque<StreamEvent>,
+    completed_at_eof: Arc<AtomicBool>,
+    provider: Provider,
+    /// A failure to report once the events mapped before it are delivered.
+    failed: Option<AdapterError>,
+    done: bool,
+}
+
+/// Runs the SSE parser and the mapper, yielding normalised events one by one.
+fn drive<B>(
+    body: B,
+    idle: Duration,
+    mapper: Box<dyn StreamMapper>,
+    provider: Provider,
+) -> EventStream
+where
+    B: Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin + 'static,
+{
+    let flag = Arc::new(AtomicBool::new(false));
+    let events = Box::pin(sse::events(body, idle, flag.clone()));
+    let driver = Driver {
+        events,
+        mapper,
+        out: VecDeque::with_capacity(4),
+        completed_at_eof: flag,
+        provider,
+        failed: None,
+        done: false,
+    };
+    Box::pin(futures::stream::unfold(driver, |mut d| async move {
+        loop {
+            if let Some(ev) = d.out.pop_front() {
+                return Some((Ok(ev), d));
+            }
+            if let Some(e) = d.failed.take() {
+                return Some((Err(e), d));
+            }
+            if d.done {
+                return None;
+            }
+            let failure = match d.events.next().await {
+                Some(Ok(ev)) => match d.mapper.on_event(&ev.event, &ev.data, &mut d.out) {
+                    Ok(false) => None,
+                    Ok(true) => {
+                        d.done = true;
+                        d.mapper.on_end(&mut d.out).err()
+                    }
+                    // The half-written event Sluice completed at end of input: the connection
+                    // was cut in the middle of an event.
+                    Err(AdapterError::Protocol(_))
+                        if d.completed_at_eof.load(Ordering::Relaxed) =>
+                    {
+                        Some(AdapterError::Truncated(
+                            "the upstream closed the connection in the middle of an event".into(),
+                        ))
+                    }
+                    Err(e) => Some(d.provider.scrub(e)),
+                },
+                Some(Err(EventStreamError::Transport(ReadError::Idle))) => {
+                    Some(AdapterError::Timeout(TimeoutPhase::Idle))
+                }
+                Some(Err(EventStreamError::Transport(ReadError::Io(e)))) => Some(
+                    AdapterError::Truncated(format!("the upstream connection failed mid-stream: {e}")),
+                ),
+                Some(Err(e)) => Some(AdapterError::Protocol(e.to_string())),
+                None => {
+                    d.done = true;
+                    d.mapper.on_end(&mut d.out).err()
+                }
+            };
+            if let Some(e) = failure {
+                // Events already mapped are delivered first, then the error, then the end.
+                d.done = true;
+                d.failed = Some(e);
+            }
+        }
+    }))
+}

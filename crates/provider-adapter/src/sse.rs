@@ -1,0 +1,158 @@
+//! Upstream bytes to SSE events: eventsource-stream, with end of input handled here.
+//!
+//! eventsource-stream follows the WHATWG parsing algorithm, with one gap that matters for model
+//! streams: an event whose last line is not followed by a blank line (the upstream closed the
+//! connection right after its last `data:` line, or ended the line with a lone CR) is never
+//! dispatched. The HTML spec discards such an event ("If the file ends in the middle of an event,
+//! before the final empty line, the incomplete event is not dispatched"), but a model upstream
+//! that does this has still sent text the user is waiting for, so after a clean end of input we
+//! feed the parser one more `\n\n`: it completes a pending line (including one ended by a lone CR)
+//! and dispatches a pending event, and is a no-op when nothing is pending. Whether that happened
+//! is reported, so a half-written JSON event at the end reads as truncation, not as garbage.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
+
+/// Why the byte stream under the SSE parser stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    /// No bytes for the idle timeout.
+    Idle,
+    /// The connection failed mid-body.
+    Io(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Idle => f.write_str("idle timeout"),
+            Self::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+pub type SseItem = Result<Event, EventStreamError<ReadError>>;
+
+/// Parses `body` as SSE. `completed_at_eof` becomes true when the body ended without a final
+/// blank line and Sluice completed the last event itself.
+pub fn events<S, E>(
+    body: S,
+    idle: Duration,
+    completed_at_eof: Arc<AtomicBool>,
+) -> impl Stream<Item = SseItem> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display,
+{
+    // Track the last two bytes so we know whether the body ended on a blank line.
+    let bytes = futures::stream::unfold(
+        (body, Some(Tail::default()), completed_at_eof),
+        move |(mut body, tail, flag)| async move {
+            let mut tail = tail?;
+            match tokio::time::timeout(idle, body.next()).await {
+                Err(_) => Some((Err(ReadError::Idle), (body, None, flag))),
+                Ok(Some(Ok(chunk))) => {
+                    tail.push(&chunk);
+                    Some((Ok(chunk), (body, Some(tail), flag)))
+                }
+                Ok(Some(Err(e))) => Some((Err(ReadError::Io(e.to_string())), (body, None, flag))),
+                Ok(None) => {
+                    if tail.ends_event() {
+                        None
+                    } else {
+                        flag.store(true, Ordering::Relaxed);
+                        Some((Ok(Bytes::from_static(b"\n\n")), (body, None, flag)))
+                    }
+                }
+            }
+        },
+    );
+    Box::pin(bytes).eventsource()
+}
+
+/// The last bytes seen, enough to tell whether the body ended at an event boundary.
+#[derive(Default)]
+struct Tail {
+    last: [u8; 4],
+    len: usize,
+}
+
+impl Tail {
+    fn push(&mut self, chunk: &[u8]) {
+        for &b in chunk.iter().rev().take(4).collect::<Vec<_>>().iter().rev() {
+            self.last.rotate_left(1);
+            self.last[3] = *b;
+            self.len = (self.len + 1).min(4);
+        }
+    }
+
+    /// Nothing seen, or the body ends with a blank line (`\n\n`, `\r\r`, `\r\n\r\n`, `\n\r\n`...).
+    fn ends_event(&self) -> bool {
+        if self.len == 0 {
+            return true;
+        }
+        let t = &self.last[4 - self.len..];
+        t.ends_with(b"\n\n") || t.ends_with(b"\r\r") || t.ends_with(b"\n\r\n") || t.ends_with(b"\r\n\r\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    async fn parse(chunks: &[&'static [u8]]) -> (Vec<(String, String)>, bool) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let body = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, Infallible>(Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        );
+        let evs: Vec<_> = events(body, Duration::from_secs(5), flag.clone())
+            .map(|e| {
+                let e = e.expect("event");
+                (e.event, e.data)
+            })
+            .collect()
+            .await;
+        (evs, flag.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn complete_stream_needs_no_help() {
+        let (evs, flag) = parse(&[b"data: a\n\n", b"data: b\r\n\r\n"]).await;
+        assert_eq!(evs, vec![("message".into(), "a".into()), ("message".into(), "b".into())]);
+        assert!(!flag);
+    }
+
+    #[tokio::test]
+    async fn last_event_without_blank_line_is_dispatched() {
+        for body in [&b"data: a\n\ndata: b"[..], b"data: a\n\ndata: b\n", b"data: a\r\rdata: b\r", b"data: a\r\n\r\ndata: b\r\n"] {
+            let (evs, flag) = parse(&[body]).await;
+            assert_eq!(evs.len(), 2, "{body:?}");
+            assert_eq!(evs[1].1, "b", "{body:?}");
+            assert!(flag);
+        }
+    }
+
+    #[tokio::test]
+    async fn crlf_split_between_reads_and_utf8_split() {
+        let (evs, _) = parse(&[b"data: h\xc3", b"\xa9\r", b"\n\r", b"\ndata: x\n\n"]).await;
+        assert_eq!(evs, vec![("message".into(), "h\u{e9}".into()), ("message".into(), "x".into())]);
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_is_an_error() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let body = futures::stream::pending::<Result<Bytes, Infallible>>();
+        let mut s = Box::pin(events(body, Duration::from_millis(20), flag));
+        let first = s.next().await.expect("item");
+        assert!(matches!(first, Err(EventStreamError::Transport(ReadError::Idle))));
+    }
+}

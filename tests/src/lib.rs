@@ -1,0 +1,175 @@
+//! Shared harness for the end-to-end tests: starts the real `sluice` binary on port 0 and
+//! reads its `listening on` line, and serves scripted raw-bytes upstreams on port 0.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Path of the `sluice` binary built for this test run.
+pub fn sluice_bin() -> PathBuf {
+    // The tests package depends on the gateway, so cargo builds the binary first; it sits in the
+    // same target directory as this test executable.
+    let mut dir = std::env::current_exe().expect("test exe path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "sluice binary not found at {}: run `cargo build` first", bin.display());
+    bin
+}
+
+/// A running `sluice` process; killed on drop. Its stderr (the logs) is collected.
+pub struct Sluice {
+    pub addr: SocketAddr,
+    child: Child,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Sluice {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything the process wrote to stderr and stdout so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit (after a signal), returning its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `sluice` with `args`, a clean environment plus `env`, in a fresh temp directory (so
+/// no stray `.env` is read), on 127.0.0.1:0 unless `args` name an address.
+pub fn start_sluice(args: &[&str], env: &[(&str, &str)]) -> Sluice {
+    let dir = std::env::temp_dir().join(format!("sluice-test-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut cmd = Command::new(sluice_bin());
+    cmd.current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let has_addr = args.iter().any(|a| *a == "--addr");
+    cmd.args(args);
+    if !has_addr && !env.iter().any(|(k, _)| *k == "SLUICE_ADDR") {
+        cmd.args(["--addr", "127.0.0.1:0"]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn sluice");
+    let logs = Arc::new(Mutex::new(String::new()));
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("listening on http://") {
+                    if let Ok(a) = rest.trim().parse() {
+                        let _ = tx.send(a);
+                    }
+                }
+                let mut l = logs.lock().expect("logs");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = logs.lock().expect("logs");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("sluice did not print its listening line; logs:\n{}", logs.lock().expect("logs"));
+        }
+    };
+    Sluice { addr, child, logs }
+}
+
+/// Starts `sluice mock-upstream` (the demo upstream on its own) on port 0.
+pub fn start_mock_upstream(env: &[(&str, &str)]) -> Sluice {
+    start_sluice(&["mock-upstream", "--addr", "127.0.0.1:0"], env)
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    h.finish()
+}
+
+/// Parses an SSE body into events the way the WHATWG algorithm does (for assertions):
+/// each event as a map of field name to value (`data` lines joined with `\n`).
+pub fn parse_sse(body: &str) -> Vec<HashMap<String, String>> {
+    let mut events = Vec::new();
+    let mut cur: HashMap<String, String> = HashMap::new();
+    for line in body.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            if !cur.is_empty() {
+                events.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (k, v) = match line.split_once(':') {
+            Some((k, v)) => (k, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match cur.get_mut(k) {
+            Some(existing) if k == "data" => {
+                existing.push('\n');
+                existing.push_str(v);
+            }
+            _ => {
+                cur.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+    if !cur.is_empty() {
+        events.push(cur);
+    }
+    events
+}
+
+pub mod scripted;
