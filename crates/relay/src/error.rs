@@ -1,0 +1,15 @@
+//! Why a stream cannot be created or read.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error("stream not found or expired")]
+    NotFound,
+    /// The reader is already past the final event: nothing more will come.
+    #[error("the stream has no events after {0}")]
+    AtEnd(u64),
+    #[error("last event id {0} is beyond the stream's last event")]
+    BadPosition(u64),
+    /// The global memory bound is reached by live streams; new streams are refused.
+    #[error("the relay is at its memory limit; try again shortly")]
+    Full,
+}

@@ -1,0 +1,123 @@
+//! What the replay log holds: one [`Event`] per id.
+//!
+//! Every event maps to exactly one event in each output format (browser events and OpenAI
+//! chunks), so the two formats share their `id:` numbers. Per-choice finish reasons and usage are
+//! collected by the generation and written as the one terminal `Done` event, which is what lets
+//! the browser's `done` carry both.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Delta(Delta),
+    Done(Done),
+    Failed(Failure),
+}
+
+impl Event {
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Self::Delta(_))
+    }
+}
+
+/// Response-level facts the OpenAI chunk format repeats in every chunk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+    pub system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Delta {
+    pub choice: u32,
+    pub content: Option<String>,
+    pub reasoning: Option<String>,
+    pub refusal: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub logprobs: Option<Box<RawValue>>,
+    /// First delta of its choice: the OpenAI chunk carries `"role":"assistant"`. Set by the
+    /// generation on append.
+    pub first: bool,
+}
+
+impl Delta {
+    pub fn text(choice: u32, text: impl Into<String>) -> Self {
+        Self {
+            choice,
+            content: Some(text.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Approximate heap bytes held, for the memory bounds.
+    pub fn heap_bytes(&self) -> usize {
+        let t = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        t(&self.content)
+            + t(&self.reasoning)
+            + t(&self.refusal)
+            + self.logprobs.as_ref().map_or(0, |r| r.get().len())
+            + self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    std::mem::size_of::<ToolCall>() + t(&c.id) + t(&c.name) + t(&c.arguments)
+                })
+                .sum::<usize>()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolCall {
+    pub index: u32,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: Option<String>,
+}
+
+/// The end of a generation: each choice's finish reason, in choice order, and the final usage.
+#[derive(Debug, Clone, Default)]
+pub struct Done {
+    pub finish_reasons: Vec<(u32, String)>,
+    pub usage: Option<Usage>,
+}
+
+impl Done {
+    /// The finish reason of the first choice, which the browser's `done` event reports.
+    pub fn finish_reason(&self) -> &str {
+        self.finish_reasons.first().map_or("stop", |(_, r)| r.as_str())
+    }
+}
+
+/// A failure, in OpenAI's error vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: Option<String>,
+}
+
+/// Token counts in OpenAI's shape, serialised as OpenAI writes them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PromptDetails {
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CompletionDetails {
+    pub reasoning_tokens: u64,
+}

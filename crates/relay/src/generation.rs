@@ -1,0 +1,343 @@
+//! One generation: the numbered replay log of a single model answer, written by one producer
+//! (the gateway's pump task) and read by any number of [`Reader`]s.
+//!
+//! The log sits behind a `std::sync::Mutex` that is only ever held to push or to clone a few
+//! `Arc`s out; readers are woken through a `watch` channel carrying the log length, so a reader
+//! that checks the log and then waits can never miss an append in between.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::encode::{self, Format};
+use crate::event::{Delta, Done, Event, Failure, Meta, Usage};
+use crate::{Reader, RelayError, StreamId};
+
+/// How long a generation that never had a reader waits for its first one (the browser opens its
+/// EventSource right after `POST /v1/streams` answers) before the grace period rules apply.
+pub const FIRST_READER_WAIT: Duration = Duration::from_secs(10);
+
+/// Fixed per-event overhead counted against the memory bounds (entry, Arc, log slot).
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + 16 + 8;
+
+/// One numbered event, with its encodings made on first use and shared by every reader.
+#[derive(Debug)]
+pub struct Entry {
+    pub id: u64,
+    pub event: Event,
+    encoded: [OnceLock<Bytes>; 2],
+}
+
+impl Entry {
+    fn new(id: u64, event: Event) -> Self {
+        Self {
+            id,
+            event,
+            encoded: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The bytes of this event in `format`, encoded once for all readers.
+    pub fn encoded(&self, format: Format, meta: &Meta, include_usage: bool) -> &Bytes {
+        let slot = match format {
+            Format::Browser => &self.encoded[0],
+            Format::OpenAi => &self.encoded[1],
+        };
+        slot.get_or_init(|| encode::encode(format, self.id, &self.event, meta, include_usage))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) meta: Arc<Meta>,
+    pub(crate) log: Vec<Arc<Entry>>,
+    /// Choices that have had a delta (the first one carries the role).
+    started: Vec<u32>,
+    finishes: Vec<(u32, String)>,
+    usage: Option<Usage>,
+    pub(crate) finished_at: Option<Instant>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct Generation {
+    id: StreamId,
+    include_usage: bool,
+    created: Instant,
+    state: Mutex<State>,
+    len: watch::Sender<u64>,
+    readers: watch::Sender<usize>,
+    had_reader: AtomicBool,
+    cancel: CancellationToken,
+    max_bytes: usize,
+    /// The registry's running total of bytes held by all logs.
+    total_bytes: Arc<AtomicUsize>,
+}
+
+impl Generation {
+    pub(crate) fn new(
+        id: StreamId,
+        meta: Meta,
+        include_usage: bool,
+        max_bytes: usize,
+        total_bytes: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            id,
+            include_usage,
+            created: Instant::now(),
+            state: Mutex::new(State {
+                meta: Arc::new(meta),
+                log: Vec::with_capacity(64),
+                started: Vec::new(),
+                finishes: Vec::new(),
+                usage: None,
+                finished_at: None,
+                bytes: 0,
+            }),
+            len: watch::Sender::new(0),
+            readers: watch::Sender::new(0),
+            had_reader: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+            max_bytes,
+            total_bytes,
+        }
+    }
+
+    /// A generation outside any registry (tests, benchmarks).
+    pub fn standalone(meta: Meta, include_usage: bool) -> Arc<Self> {
+        Arc::new(Self::new(
+            StreamId::random(),
+            meta,
+            include_usage,
+            usize::MAX,
+            Arc::new(AtomicUsize::new(0)),
+        ))
+    }
+
+    pub fn id(&self) -> &StreamId {
+        &self.id
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.include_usage
+    }
+
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the log consistent (every write is a single
+        // push), so a poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the response metadata; only before the first event, so every chunk of a stream
+    /// carries the same id and model.
+    pub fn set_meta(&self, f: impl FnOnce(&mut Meta)) {
+        let mut st = self.lock();
+        if st.log.is_empty() {
+            f(Arc::make_mut(&mut st.meta));
+        }
+    }
+
+    pub fn meta(&self) -> Arc<Meta> {
+        self.lock().meta.clone()
+    }
+
+    fn append(&self, st: &mut State, event: Event, size: usize) {
+        let id = st.log.len() as u64 + 1;
+        if event.is_terminal() {
+            st.finished_at = Some(Instant::now());
+        }
+        st.log.push(Arc::new(Entry::new(id, event)));
+        st.bytes += size;
+        self.total_bytes.fetch_add(size, Ordering::Relaxed);
+        self.len.send_replace(id);
+    }
+
+    /// Appends a delta. Returns false when the generation is over (finished, failed, or past its
+    /// memory bound, in which case it is failed here): the producer should stop.
+    pub fn push_delta(&self, mut d: Delta) -> bool {
+        let mut st = self.lock();
+        if st.finished_at.is_some() {
+            return false;
+        }
+        if !st.started.contains(&d.choice) {
+            st.started.push(d.choice);
+            d.first = true;
+        }
+        let size = ENTRY_OVERHEAD + d.heap_bytes();
+        if st.bytes + size > self.max_bytes {
+            let f = Failure {
+                message: "the answer exceeded the relay's per-stream memory limit".into(),
+                kind: "stream_too_large".into(),
+                code: Some("stream_too_large".into()),
+            };
+            self.append(&mut st, Event::Failed(f), ENTRY_OVERHEAD);
+            return false;
+        }
+        self.append(&mut st, Event::Delta(d), size);
+        true
+    }
+
+    /// Records that a choice finished; written out with the terminal `done` event.
+    pub fn record_finish(&self, choice: u32, reason: impl Into<String>) {
+        let mut st = self.lock();
+        let reason = reason.into();
+        match st.finishes.iter_mut().find(|(c, _)| *c == choice) {
+            Some(slot) => slot.1 = reason,
+            None => st.finishes.push((choice, reason)),
+        }
+    }
+
+    /// Records the latest usage (an upstream's last report is its final one).
+    pub fn record_usage(&self, usage: Usage) {
+        self.lock().usage = Some(usage);
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.lock().usage
+    }
+
+    /// Ends the generation successfully. No-op if it already ended.
+    pub fn finish(&self) {
+        self.finish_with(None);
+    }
+
+    /// Ends the generation as cancelled: every choice without a finish reason gets `cancelled`.
+    pub fn finish_cancelled(&self) {
+        self.finish_with(Some("cancelled"));
+    }
+
+    fn finish_with(&self, open_reason: Option<&str>) {
+        let mut st = self.lock();
+        if st.finished_at.is_some() {
+            return;
+        }
+        let mut finish_reasons = std::mem::take(&mut st.finishes);
+        if let Some(r) = open_reason {
+            for c in st.started.clone() {
+                if !finish_reasons.iter().any(|(fc, _)| *fc == c) {
+                    finish_reasons.push((c, r.to_owned()));
+                }
+            }
+            if finish_reasons.is_empty() {
+                finish_reasons.push((0, r.to_owned()));
+            }
+        }
+        finish_reasons.sort_by_key(|(c, _)| *c);
+        let done = Done {
+            finish_reasons,
+            usage: st.usage,
+        };
+        self.append(&mut st, Event::Done(done), ENTRY_OVERHEAD + 64);
+    }
+
+    /// Ends the generation with an error. No-op if it already ended.
+    pub fn fail(&self, failure: Failure) {
+        let mut st = self.lock();
+        if st.finished_at.is_some() {
+            return;
+        }
+        let size = ENTRY_OVERHEAD + failure.message.len();
+        self.append(&mut st, Event::Failed(failure), size);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished_at.is_some()
+    }
+
+    pub(crate) fn finished_at(&self) -> Option<Instant> {
+        self.lock().finished_at
+    }
+
+    /// The id of the last event so far (0 before the first).
+    pub fn last_id(&self) -> u64 {
+        *self.len.borrow()
+    }
+
+    /// Bytes this log holds, as counted against the memory bounds.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// The final event, once the generation has ended.
+    pub fn outcome(&self) -> Option<Event> {
+        let st = self.lock();
+        st.finished_at?;
+        st.log.last().map(|e| e.event.clone())
+    }
+
+    /// Asks the producer to stop (the stop button, shutdown). Readers then see `done` with
+    /// `finish_reason` `cancelled`, written by the producer once the upstream is dropped.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when [`cancel`](Self::cancel) is called.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
+    pub fn reader_count(&self) -> usize {
+        *self.readers.borrow()
+    }
+
+    /// Resolves once the generation has had no reader for `grace` (counted from creation, and
+    /// at least [`FIRST_READER_WAIT`], while no reader has come yet).
+    pub async fn abandoned(&self, grace: Duration) {
+        let mut rx = self.readers.subscribe();
+        loop {
+            if rx.wait_for(|n| *n == 0).await.is_err() {
+                return;
+            }
+            let wait = if self.had_reader.load(Ordering::Acquire) {
+                grace
+            } else {
+                grace.max(FIRST_READER_WAIT)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => return,
+                r = rx.wait_for(|n| *n > 0) => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// A reader of the events after `after` (0 = from the start).
+    pub fn subscribe(self: &Arc<Self>, after: u64) -> Result<Reader, RelayError> {
+        let (last, finished) = {
+            let st = self.lock();
+            (st.log.len() as u64, st.finished_at.is_some())
+        };
+        if after > last {
+            return Err(RelayError::BadPosition(after));
+        }
+        if finished && after == last {
+            return Err(RelayError::AtEnd(after));
+        }
+        self.had_reader.store(true, Ordering::Release);
+        self.readers.send_modify(|n| *n += 1);
+        Ok(Reader::new(self.clone(), after, self.len.subscribe()))
+    }
+
+    pub(crate) fn reader_gone(&self) {
+        self.readers.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        let bytes = self.state.get_mut().map_or(0, |s| s.bytes);
+        self.total_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
