@@ -19,7 +19,11 @@ pub fn sluice_bin() -> PathBuf {
         dir.pop();
     }
     let bin = dir.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "sluice binary not found at {}: run `cargo build` first", bin.display());
+    assert!(
+        bin.exists(),
+        "sluice binary not found at {}: run `cargo build` first",
+        bin.display()
+    );
     bin
 }
 
@@ -67,7 +71,11 @@ impl Drop for Sluice {
 /// Starts `sluice` with `args`, a clean environment plus `env`, in a fresh temp directory (so
 /// no stray `.env` is read), on 127.0.0.1:0 unless `args` name an address.
 pub fn start_sluice(args: &[&str], env: &[(&str, &str)]) -> Sluice {
-    let dir = std::env::temp_dir().join(format!("sluice-test-{}-{}", std::process::id(), rand_suffix()));
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut cmd = Command::new(sluice_bin());
     cmd.current_dir(&dir)
@@ -118,7 +126,10 @@ pub fn start_sluice(args: &[&str], env: &[(&str, &str)]) -> Sluice {
         Ok(a) => a,
         Err(_) => {
             let _ = child.kill();
-            panic!("sluice did not print its listening line; logs:\n{}", logs.lock().expect("logs"));
+            panic!(
+                "sluice did not print its listening line; logs:\n{}",
+                logs.lock().expect("logs")
+            );
         }
     };
     Sluice { addr, child, logs }
@@ -132,7 +143,12 @@ pub fn start_mock_upstream(env: &[(&str, &str)]) -> Sluice {
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
     h.finish()
 }
 

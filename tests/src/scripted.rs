@@ -88,7 +88,9 @@ pub async fn serve(steps: Vec<Step>) -> ScriptedUpstream {
     let rec = recorded.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let _ = sock.set_nodelay(true);
             let steps = steps.clone();
             let rec = rec.clone();
@@ -98,7 +100,9 @@ pub async fn serve(steps: Vec<Step>) -> ScriptedUpstream {
                 let mut buf = Vec::new();
                 let mut tmp = [0u8; 8192];
                 let head_end = loop {
-                    let Ok(n) = sock.read(&mut tmp).await else { return };
+                    let Ok(n) = sock.read(&mut tmp).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -112,11 +116,14 @@ pub async fn serve(steps: Vec<Step>) -> ScriptedUpstream {
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
                     })
                     .unwrap_or(0);
                 while buf.len() < head_end + len {
-                    let Ok(n) = sock.read(&mut tmp).await else { return };
+                    let Ok(n) = sock.read(&mut tmp).await else {
+                        return;
+                    };
                     if n == 0 {
                         break;
                     }

@@ -53,9 +53,7 @@ pub(crate) fn build_request(
 
 /// A non-streaming answer is already in the client's format: passed on as it came.
 pub(crate) fn completion(body: Value) -> Completion {
-    let usage = body
-        .get("usage")
-        .and_then(|u| Usage::deserialize(u).ok());
+    let usage = body.get("usage").and_then(|u| Usage::deserialize(u).ok());
     Completion { body, usage }
 }
 
@@ -169,9 +167,11 @@ impl StreamMapper for ChunkMapper {
         if let Some(err) = chunk.error {
             let v: Value = serde_json::from_str(err.get()).unwrap_or(Value::Null);
             let wrapped = serde_json::json!({ "error": v });
-            return Err(AdapterError::from_error_body(None, &wrapped).unwrap_or_else(|| {
-                AdapterError::Protocol("an error chunk without details".into())
-            }));
+            return Err(
+                AdapterError::from_error_body(None, &wrapped).unwrap_or_else(|| {
+                    AdapterError::Protocol("an error chunk without details".into())
+                }),
+            );
         }
         if !self.meta_sent && (chunk.id.is_some() || chunk.model.is_some()) {
             self.meta_sent = true;
@@ -228,7 +228,11 @@ impl StreamMapper for ChunkMapper {
     }
 
     fn on_end(&mut self, _out: &mut VecDeque<StreamEvent>) -> Result<(), AdapterError> {
-        let unfinished = self.open.iter().filter(|i| !self.finished.contains(i)).count();
+        let unfinished = self
+            .open
+            .iter()
+            .filter(|i| !self.finished.contains(i))
+            .count();
         if self.open.is_empty() {
             return Err(AdapterError::Truncated(if self.saw_done {
                 "the upstream ended the stream without generating any choice".into()
@@ -308,19 +312,29 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"},{"index":1,"delta":{},"finish_reason":"stop"}]}"#,
         ]);
         end.unwrap();
-        let StreamEvent::Delta(d) = &evs[0] else { panic!() };
+        let StreamEvent::Delta(d) = &evs[0] else {
+            panic!()
+        };
         assert_eq!(d.tool_calls[0].id.as_deref(), Some("call_1"));
         assert_eq!(d.tool_calls[0].name.as_deref(), Some("f"));
-        let StreamEvent::Delta(d) = &evs[1] else { panic!() };
+        let StreamEvent::Delta(d) = &evs[1] else {
+            panic!()
+        };
         assert_eq!(d.tool_calls[0].arguments.as_deref(), Some("{\"a\":"));
-        let StreamEvent::Delta(d) = &evs[2] else { panic!() };
+        let StreamEvent::Delta(d) = &evs[2] else {
+            panic!()
+        };
         assert_eq!(
             d.logprobs.as_ref().unwrap().get(),
             r#"{"content":[{"token":"x","logprob":-0.1}]}"#
         );
-        let StreamEvent::Delta(d) = &evs[3] else { panic!() };
+        let StreamEvent::Delta(d) = &evs[3] else {
+            panic!()
+        };
         assert_eq!(d.refusal.as_deref(), Some("no"));
-        let StreamEvent::Delta(d) = &evs[4] else { panic!() };
+        let StreamEvent::Delta(d) = &evs[4] else {
+            panic!()
+        };
         assert_eq!(d.reasoning.as_deref(), Some("hmm"));
         assert_eq!(evs.len(), 7);
     }
@@ -344,8 +358,19 @@ mod tests {
             r#"{"error":{"message":"overloaded","type":"server_error","code":"busy"}}"#,
         ]);
         assert_eq!(evs.len(), 1);
-        let Err(AdapterError::Upstream { kind, message, code, .. }) = end else { panic!("{end:?}") };
-        assert_eq!((kind.as_str(), message.as_str(), code.as_deref()), ("server_error", "overloaded", Some("busy")));
+        let Err(AdapterError::Upstream {
+            kind,
+            message,
+            code,
+            ..
+        }) = end
+        else {
+            panic!("{end:?}")
+        };
+        assert_eq!(
+            (kind.as_str(), message.as_str(), code.as_deref()),
+            ("server_error", "overloaded", Some("busy"))
+        );
     }
 
     #[test]
@@ -363,9 +388,14 @@ mod tests {
         let up = build_request("http://h/v1", Some("sk-1"), &req, true);
         assert_eq!(up.url, "http://h/v1/chat/completions");
         let body: Value = serde_json::from_slice(&up.body).unwrap();
-        assert_eq!(body["stream_options"], serde_json::json!({"x":1,"include_usage":true}));
+        assert_eq!(
+            body["stream_options"],
+            serde_json::json!({"x":1,"include_usage":true})
+        );
         assert_eq!(body["seed"], 1);
         assert_eq!(body["vendor_ext"], serde_json::json!([1, 2]));
-        assert!(up.headers.contains(&("authorization", "Bearer sk-1".to_owned())));
+        assert!(up
+            .headers
+            .contains(&("authorization", "Bearer sk-1".to_owned())));
     }
 }

@@ -13,7 +13,9 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use crate::sse::{self, ReadError};
-use crate::{anthropic, openai, AdapterError, ChatRequest, Secret, StreamEvent, TimeoutPhase, Usage};
+use crate::{
+    anthropic, openai, AdapterError, ChatRequest, Secret, StreamEvent, TimeoutPhase, Usage,
+};
 
 /// A stream of normalised events. It ends after the first `Err`, and ends with `Ok` items only
 /// when the upstream finished every choice. Dropping it closes the upstream connection.
@@ -163,7 +165,9 @@ impl Provider {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = read_body(resp, self.timeouts.idle).await.unwrap_or_default();
+        let body = read_body(resp, self.timeouts.idle)
+            .await
+            .unwrap_or_default();
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         let mut err = parsed
             .as_ref()
@@ -228,7 +232,12 @@ impl Provider {
             ProviderKind::OpenAi => Box::new(openai::ChunkMapper::default()),
             ProviderKind::Anthropic => Box::new(anthropic::StreamState::default()),
         };
-        Ok(drive(resp.bytes_stream(), self.timeouts.idle, mapper, self.clone()))
+        Ok(drive(
+            resp.bytes_stream(),
+            self.timeouts.idle,
+            mapper,
+            self.clone(),
+        ))
     }
 
     /// A non-streaming generation.
@@ -340,9 +349,11 @@ where
                 Some(Err(EventStreamError::Transport(ReadError::Idle))) => {
                     Some(AdapterError::Timeout(TimeoutPhase::Idle))
                 }
-                Some(Err(EventStreamError::Transport(ReadError::Io(e)))) => Some(
-                    AdapterError::Truncated(format!("the upstream connection failed mid-stream: {e}")),
-                ),
+                Some(Err(EventStreamError::Transport(ReadError::Io(e)))) => {
+                    Some(AdapterError::Truncated(format!(
+                        "the upstream connection failed mid-stream: {e}"
+                    )))
+                }
                 Some(Err(e)) => Some(AdapterError::Protocol(e.to_string())),
                 None => {
                     d.done = true;

@@ -48,7 +48,10 @@ impl ChatRequest {
         };
         match body.get("messages") {
             Some(Value::Array(msgs)) if msgs.is_empty() => {
-                return Err(invalid("messages", "'messages' must contain at least one message"))
+                return Err(invalid(
+                    "messages",
+                    "'messages' must contain at least one message",
+                ))
             }
             Some(Value::Array(msgs)) => {
                 for (i, m) in msgs.iter().enumerate() {
@@ -106,14 +109,22 @@ impl ChatRequest {
                     ))
                 }
             },
-            Some(_) => return Err(invalid("stream_options", "'stream_options' must be an object")),
+            Some(_) => {
+                return Err(invalid(
+                    "stream_options",
+                    "'stream_options' must be an object",
+                ))
+            }
         };
         for field in ["n", "max_tokens", "max_completion_tokens"] {
             match body.get(field) {
                 None | Some(Value::Null) => {}
                 Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => {}
                 Some(_) => {
-                    return Err(invalid(field, format!("'{field}' must be a positive integer")))
+                    return Err(invalid(
+                        field,
+                        format!("'{field}' must be a positive integer"),
+                    ))
                 }
             }
         }
@@ -182,7 +193,10 @@ mod tests {
         assert_eq!(err(r#"{"model":"m","messages":"hi"}"#).0, "messages");
         assert_eq!(err(r#"{"model":"m","messages":[]}"#).0, "messages");
         assert_eq!(err(r#"{"model":"m","messages":[1]}"#).0, "messages[0]");
-        assert_eq!(err(r#"{"model":"m","messages":[{"content":"x"}]}"#).0, "messages[0].role");
+        assert_eq!(
+            err(r#"{"model":"m","messages":[{"content":"x"}]}"#).0,
+            "messages[0].role"
+        );
         assert_eq!(
             err(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#).0,
             "messages[0].content"
@@ -191,8 +205,13 @@ mod tests {
             err(r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#).0,
             "stream"
         );
-        assert_eq!(err(r#"{"model":"m","messages":[{"role":"user"}],"n":0}"#).0, "n");
-        let (p, m) = err(r#"{"model":"m","messages":[{"role":"user"}],"stream_options":{"include_usage":1}}"#);
+        assert_eq!(
+            err(r#"{"model":"m","messages":[{"role":"user"}],"n":0}"#).0,
+            "n"
+        );
+        let (p, m) = err(
+            r#"{"model":"m","messages":[{"role":"user"}],"stream_options":{"include_usage":1}}"#,
+        );
         assert_eq!(p, "stream_options.include_usage");
         assert!(m.contains("include_usage"));
     }

@@ -97,7 +97,10 @@ impl Tail {
             return true;
         }
         let t = &self.last[4 - self.len..];
-        t.ends_with(b"\n\n") || t.ends_with(b"\r\r") || t.ends_with(b"\n\r\n") || t.ends_with(b"\r\n\r\n")
+        t.ends_with(b"\n\n")
+            || t.ends_with(b"\r\r")
+            || t.ends_with(b"\n\r\n")
+            || t.ends_with(b"\r\n\r\n")
     }
 }
 
@@ -127,13 +130,24 @@ mod tests {
     #[tokio::test]
     async fn complete_stream_needs_no_help() {
         let (evs, flag) = parse(&[b"data: a\n\n", b"data: b\r\n\r\n"]).await;
-        assert_eq!(evs, vec![("message".into(), "a".into()), ("message".into(), "b".into())]);
+        assert_eq!(
+            evs,
+            vec![
+                ("message".into(), "a".into()),
+                ("message".into(), "b".into())
+            ]
+        );
         assert!(!flag);
     }
 
     #[tokio::test]
     async fn last_event_without_blank_line_is_dispatched() {
-        for body in [&b"data: a\n\ndata: b"[..], b"data: a\n\ndata: b\n", b"data: a\r\rdata: b\r", b"data: a\r\n\r\ndata: b\r\n"] {
+        for body in [
+            &b"data: a\n\ndata: b"[..],
+            b"data: a\n\ndata: b\n",
+            b"data: a\r\rdata: b\r",
+            b"data: a\r\n\r\ndata: b\r\n",
+        ] {
             let (evs, flag) = parse(&[body]).await;
             assert_eq!(evs.len(), 2, "{body:?}");
             assert_eq!(evs[1].1, "b", "{body:?}");
@@ -144,7 +158,13 @@ mod tests {
     #[tokio::test]
     async fn crlf_split_between_reads_and_utf8_split() {
         let (evs, _) = parse(&[b"data: h\xc3", b"\xa9\r", b"\n\r", b"\ndata: x\n\n"]).await;
-        assert_eq!(evs, vec![("message".into(), "h\u{e9}".into()), ("message".into(), "x".into())]);
+        assert_eq!(
+            evs,
+            vec![
+                ("message".into(), "h\u{e9}".into()),
+                ("message".into(), "x".into())
+            ]
+        );
     }
 
     #[tokio::test]
@@ -153,6 +173,9 @@ mod tests {
         let body = futures::stream::pending::<Result<Bytes, Infallible>>();
         let mut s = Box::pin(events(body, Duration::from_millis(20), flag));
         let first = s.next().await.expect("item");
-        assert!(matches!(first, Err(EventStreamError::Transport(ReadError::Idle))));
+        assert!(matches!(
+            first,
+            Err(EventStreamError::Transport(ReadError::Idle))
+        ));
     }
 }

@@ -128,12 +128,31 @@ fn browser(id: u64, event: &Event) -> Bytes {
         Event::Delta(d) => {
             let mut wrote = false;
             if let Some(t) = d.reasoning.as_deref().filter(|t| !t.is_empty()) {
-                event_bytes(&mut buf, id, Some("reasoning"), &TextData { index: d.choice, text: t });
+                event_bytes(
+                    &mut buf,
+                    id,
+                    Some("reasoning"),
+                    &TextData {
+                        index: d.choice,
+                        text: t,
+                    },
+                );
                 wrote = true;
             }
-            for t in [d.content.as_deref(), d.refusal.as_deref()].into_iter().flatten() {
+            for t in [d.content.as_deref(), d.refusal.as_deref()]
+                .into_iter()
+                .flatten()
+            {
                 if !t.is_empty() {
-                    event_bytes(&mut buf, id, Some("delta"), &TextData { index: d.choice, text: t });
+                    event_bytes(
+                        &mut buf,
+                        id,
+                        Some("delta"),
+                        &TextData {
+                            index: d.choice,
+                            text: t,
+                        },
+                    );
                     wrote = true;
                 }
             }
@@ -149,7 +168,15 @@ fn browser(id: u64, event: &Event) -> Bytes {
             }
             if !wrote {
                 // A delta with only logprobs: keep the id sequence whole for browsers too.
-                event_bytes(&mut buf, id, Some("delta"), &TextData { index: d.choice, text: "" });
+                event_bytes(
+                    &mut buf,
+                    id,
+                    Some("delta"),
+                    &TextData {
+                        index: d.choice,
+                        text: "",
+                    },
+                );
             }
         }
         Event::Done(done) => {
@@ -231,7 +258,11 @@ struct ErrorInner<'a> {
     code: Option<&'a str>,
 }
 
-fn chunk<'a>(meta: &'a Meta, choices: &'a [ChunkChoice<'a>], usage: Option<&'a Usage>) -> Chunk<'a> {
+fn chunk<'a>(
+    meta: &'a Meta,
+    choices: &'a [ChunkChoice<'a>],
+    usage: Option<&'a Usage>,
+) -> Chunk<'a> {
     Chunk {
         id: &meta.id,
         object: "chat.completion.chunk",

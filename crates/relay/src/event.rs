@@ -62,9 +62,7 @@ impl Delta {
             + self
                 .tool_calls
                 .iter()
-                .map(|c| {
-                    std::mem::size_of::<ToolCall>() + t(&c.id) + t(&c.name) + t(&c.arguments)
-                })
+                .map(|c| std::mem::size_of::<ToolCall>() + t(&c.id) + t(&c.name) + t(&c.arguments))
                 .sum::<usize>()
     }
 }
@@ -87,7 +85,9 @@ pub struct Done {
 impl Done {
     /// The finish reason of the first choice, which the browser's `done` event reports.
     pub fn finish_reason(&self) -> &str {
-        self.finish_reasons.first().map_or("stop", |(_, r)| r.as_str())
+        self.finish_reasons
+            .first()
+            .map_or("stop", |(_, r)| r.as_str())
     }
 }
 

@@ -16,8 +16,10 @@ impl StreamId {
 
     /// Accepts only strings that could be an ID Sluice made (cheap rejection of junk paths).
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 22 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-            .then(|| Self(s.to_owned()))
+        (s.len() == 22
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| Self(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(r.stats().evicted, 1);
         // A live stream over the bound is not cut short; new streams are refused instead.
         assert!(live.push_delta(Delta::text(0, "y".repeat(2000))));
-        assert_eq!(r.create(Meta::default(), false).unwrap_err(), RelayError::Full);
+        assert_eq!(
+            r.create(Meta::default(), false).unwrap_err(),
+            RelayError::Full
+        );
         live.finish();
         assert_eq!(r.stats().refused, 1);
     }
