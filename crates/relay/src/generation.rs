@@ -308,7 +308,7 @@ impl Generation {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => return,
-                r = rx.wait_for(|n| *n > 0) => if r.is_err() { return },
+                r = rx.changed() => if r.is_err() { return },
             }
         }
     }

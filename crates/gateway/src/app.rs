@@ -1,0 +1,73 @@
+//! The router: every endpoint of the contract, with the cross-cutting concerns (body limit,
+//! authentication, tracing, CORS) as layers.
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::metrics::inc;
+use crate::routes::{chat, models, ops, streams, web};
+use crate::state::AppState;
+
+pub fn app(state: AppState) -> Router {
+    // Everything under /v1 but the events URL needs a key when teams are configured: the
+    // stream ID is the capability there, because EventSource cannot send headers.
+    let authed = Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(models::list))
+        .route("/v1/streams", post(streams::create))
+        .route("/v1/streams/{id}", delete(streams::cancel))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let open = Router::new()
+        .route("/v1/streams/{id}/events", get(streams::events))
+        .route("/", get(web::index))
+        .route("/{file}", get(web::asset))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics));
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers([
+            HeaderName::from_static("x-sluice-stream-id"),
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ]);
+    authed
+        .merge(open)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(TraceLayer::new_for_http())
+        .layer(cors)
+        .with_state(state)
+}
+
+async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    inc(&state.metrics.requests);
+    next.run(req).await
+}
+
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match state.access.authenticate(req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    crate::error::GatewayError::NotFound("no such endpoint".into()).into_response()
+}

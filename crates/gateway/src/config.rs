@@ -1,0 +1,597 @@
+//! Configuration: one serde tree, filled in the contract's order (built-in defaults, the TOML
+//! file named by `--config`/`SLUICE_CONFIG`, a `.env` file in the working directory, the process
+//! environment, command-line flags) and validated at start with messages that name the key.
+//!
+//! Variables are read through a plain map ([`Vars`]) so tests never touch the process
+//! environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::glob;
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 15;
+pub const DEFAULT_STREAM_GRACE_SECS: u64 = 30;
+pub const DEFAULT_STREAM_RETENTION_SECS: u64 = 300;
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+/// Environment-style variables: the `.env` file overlaid by the process environment.
+pub type Vars = HashMap<String, String>;
+
+/// Reads `.env` from `dir` (if present) and overlays the process environment.
+pub fn read_vars(dir: &Path) -> Result<Vars, ConfigError> {
+    let mut vars = Vars::new();
+    let path = dir.join(".env");
+    if path.exists() {
+        let iter = dotenvy::from_path_iter(&path)
+            .map_err(|e| ConfigError::new(".env", format!("cannot read .env: {e}")))?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| ConfigError::new(".env", format!("{e}")))?;
+            vars.insert(k, v);
+        }
+    }
+    vars.extend(std::env::vars());
+    Ok(vars)
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The TOML file, exactly as written. Unknown keys are errors.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub addr: Option<String>,
+    /// `false` turns the built-in demo model off.
+    pub demo: Option<bool>,
+    pub demo_tokens_per_sec: Option<f64>,
+    pub allow_open: Option<bool>,
+    pub keepalive_secs: Option<u64>,
+    pub stream_grace_secs: Option<u64>,
+    pub stream_retention_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub upstream_connect_timeout_secs: Option<u64>,
+    pub upstream_headers_timeout_secs: Option<u64>,
+    pub upstream_idle_timeout_secs: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub relay_max_stream_bytes: Option<usize>,
+    pub relay_max_total_bytes: Option<usize>,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub teams: Vec<TeamConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub kind: String,
+    pub base_url: Option<String>,
+    /// The NAME of the variable holding the key.
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TeamConfig {
+    pub name: String,
+    #[serde(default)]
+    pub api_keys_sha256: Vec<String>,
+    pub requests_per_minute: Option<u32>,
+    /// Requests allowed at once before the per-minute pace applies (default: a sixth of the
+    /// per-minute limit, at least 1).
+    pub request_burst: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub max_concurrent_streams: Option<u32>,
+    #[serde(default = "all_models")]
+    pub models: Vec<String>,
+}
+
+fn all_models() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// Command-line flags that override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub config: Option<String>,
+    pub addr: Option<String>,
+}
+
+/// A provider, resolved: its key read from the variables.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub kind: provider_adapter::ProviderKind,
+    pub base_url: String,
+    pub api_key: Option<provider_adapter::Secret>,
+    pub models: Vec<String>,
+}
+
+/// The validated settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub demo: bool,
+    pub demo_tokens_per_sec: f64,
+    pub allow_open: bool,
+    pub keepalive: Duration,
+    pub stream_grace: Duration,
+    pub stream_retention: Duration,
+    pub shutdown_grace: Duration,
+    pub timeouts: provider_adapter::Timeouts,
+    pub max_body_bytes: usize,
+    pub relay_max_stream_bytes: usize,
+    pub relay_max_total_bytes: usize,
+    pub providers: Vec<ProviderSettings>,
+    pub teams: Vec<TeamConfig>,
+    /// The file the settings came from, for reloading teams.
+    pub config_path: Option<String>,
+}
+
+/// Reads and parses a TOML config file.
+pub fn read_file(path: &str) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("config", format!("cannot read {path}: {e}")))?;
+    parse_toml(&text)
+}
+
+pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        // toml's message names the key ("unknown field `x`", "invalid type ... for key `y`").
+        let msg = e.message().to_owned();
+        let key = e
+            .span()
+            .and_then(|s| text.get(s))
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .filter(|s| !s.is_empty() && s.len() < 80)
+            .unwrap_or_else(|| "config".to_owned());
+        ConfigError::new(key, msg)
+    })
+}
+
+fn var<'a>(vars: &'a Vars, name: &str) -> Option<&'a str> {
+    vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| ConfigError::new(name, format!("'{v}' is not a valid number")))
+}
+
+fn truthy(name: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(
+            name,
+            format!("'{v}' is not on/off, true/false or 1/0"),
+        )),
+    }
+}
+
+impl Settings {
+    /// Builds the settings from the variables and flags, reading the config file they name.
+    pub fn load(flags: &Flags, vars: &Vars) -> Result<Self, ConfigError> {
+        let path = flags
+            .config
+            .clone()
+            .or_else(|| var(vars, "SLUICE_CONFIG").map(str::to_owned));
+        let file = match &path {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let mut s = Self::resolve(file, flags, vars)?;
+        s.config_path = path;
+        Ok(s)
+    }
+
+    /// Applies the variables and flags over `file`, then validates.
+    pub fn resolve(file: FileConfig, flags: &Flags, vars: &Vars) -> Result<Self, ConfigError> {
+        macro_rules! num {
+            ($field:expr, $var:literal, $default:expr) => {
+                match var(vars, $var) {
+                    Some(v) => parse_num($var, v)?,
+                    None => $field.unwrap_or($default),
+                }
+            };
+        }
+        let addr_text = flags
+            .addr
+            .clone()
+            .or_else(|| var(vars, "SLUICE_ADDR").map(str::to_owned))
+            .or(file.addr.clone())
+            .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let addr_key = if flags.addr.is_some() {
+            "--addr"
+        } else if var(vars, "SLUICE_ADDR").is_some() {
+            "SLUICE_ADDR"
+        } else {
+            "addr"
+        };
+        let addr = addr_text.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                addr_key,
+                format!("'{addr_text}' is not a HOST:PORT address (e.g. 127.0.0.1:8080)"),
+            )
+        })?;
+        let demo = match var(vars, "SLUICE_DEMO") {
+            Some(v) => truthy("SLUICE_DEMO", v)?,
+            None => file.demo.unwrap_or(true),
+        };
+        let allow_open = match var(vars, "SLUICE_ALLOW_OPEN") {
+            Some(v) => truthy("SLUICE_ALLOW_OPEN", v)?,
+            None => file.allow_open.unwrap_or(false),
+        };
+        let demo_tokens_per_sec: f64 = num!(
+            file.demo_tokens_per_sec,
+            "SLUICE_DEMO_TOKENS_PER_SEC",
+            mock_upstream::DEFAULT_TOKENS_PER_SEC
+        );
+        let secs = Duration::from_secs;
+        let keepalive: u64 = num!(
+            file.keepalive_secs,
+            "SLUICE_KEEPALIVE_SECS",
+            DEFAULT_KEEPALIVE_SECS
+        );
+        if keepalive == 0 {
+            return Err(ConfigError::new(
+                "SLUICE_KEEPALIVE_SECS",
+                "must be at least 1",
+            ));
+        }
+        let timeouts = provider_adapter::Timeouts {
+            connect: secs(num!(
+                file.upstream_connect_timeout_secs,
+                "SLUICE_UPSTREAM_CONNECT_TIMEOUT_SECS",
+                provider_adapter::provider::DEFAULT_CONNECT_TIMEOUT_SECS
+            )),
+            headers: secs(num!(
+                file.upstream_headers_timeout_secs,
+                "SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS",
+                provider_adapter::provider::DEFAULT_HEADERS_TIMEOUT_SECS
+            )),
+            idle: secs(num!(
+                file.upstream_idle_timeout_secs,
+                "SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS",
+                provider_adapter::provider::DEFAULT_IDLE_TIMEOUT_SECS
+            )),
+        };
+        for (k, d) in [
+            ("SLUICE_UPSTREAM_CONNECT_TIMEOUT_SECS", timeouts.connect),
+            ("SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS", timeouts.headers),
+            ("SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS", timeouts.idle),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(k, "must be at least 1"));
+            }
+        }
+        let max_body_bytes: usize = num!(
+            file.max_body_bytes,
+            "SLUICE_MAX_BODY_BYTES",
+            DEFAULT_MAX_BODY_BYTES
+        );
+        let mut s = Self {
+            addr,
+            demo,
+            demo_tokens_per_sec,
+            allow_open,
+            keepalive: secs(keepalive),
+            stream_grace: secs(num!(
+                file.stream_grace_secs,
+                "SLUICE_STREAM_GRACE_SECS",
+                DEFAULT_STREAM_GRACE_SECS
+            )),
+            stream_retention: secs(num!(
+                file.stream_retention_secs,
+                "SLUICE_STREAM_RETENTION_SECS",
+                DEFAULT_STREAM_RETENTION_SECS
+            )),
+            shutdown_grace: secs(num!(
+                file.shutdown_grace_secs,
+                "SLUICE_SHUTDOWN_GRACE_SECS",
+                DEFAULT_SHUTDOWN_GRACE_SECS
+            )),
+            timeouts,
+            max_body_bytes,
+            relay_max_stream_bytes: num!(
+                file.relay_max_stream_bytes,
+                "SLUICE_RELAY_MAX_STREAM_BYTES",
+                relay::registry::DEFAULT_MAX_STREAM_BYTES
+            ),
+            relay_max_total_bytes: num!(
+                file.relay_max_total_bytes,
+                "SLUICE_RELAY_MAX_TOTAL_BYTES",
+                relay::registry::DEFAULT_MAX_TOTAL_BYTES
+            ),
+            providers: Vec::new(),
+            teams: file.teams.clone(),
+            config_path: None,
+        };
+        s.providers = resolve_providers(&file.providers, vars)?;
+        validate_teams(&s.teams)?;
+        if s.teams.is_empty() && !s.addr.ip().is_loopback() && !s.allow_open {
+            return Err(ConfigError::new(
+                addr_key,
+                format!(
+                    "no [[teams]] are configured (open mode), which may only listen on a loopback address; \
+                     '{}' is not one. Add teams, or set SLUICE_ALLOW_OPEN=1 to serve without keys",
+                    s.addr
+                ),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+fn resolve_providers(
+    list: &[ProviderConfig],
+    vars: &Vars,
+) -> Result<Vec<ProviderSettings>, ConfigError> {
+    use provider_adapter::{ProviderKind, Secret};
+    let mut out = Vec::new();
+    let mut names = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let key = |field: &str| format!("providers[{i}].{field}");
+        if p.name.trim().is_empty() {
+            return Err(ConfigError::new(key("name"), "must not be empty"));
+        }
+        if names.contains(&p.name) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("'{}' is used by two providers", p.name),
+            ));
+        }
+        names.push(p.name.clone());
+        let kind = match p.kind.as_str() {
+            "openai" => ProviderKind::OpenAi,
+            "anthropic" => ProviderKind::Anthropic,
+            other => {
+                return Err(ConfigError::new(
+                    key("kind"),
+                    format!("'{other}' is not a provider kind (openai | anthropic)"),
+                ))
+            }
+        };
+        let base_url = match (&p.base_url, kind) {
+            (Some(u), _) => u.clone(),
+            (None, ProviderKind::OpenAi) => DEFAULT_OPENAI_BASE_URL.to_owned(),
+            (None, ProviderKind::Anthropic) => DEFAULT_ANTHROPIC_BASE_URL.to_owned(),
+        };
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ConfigError::new(
+                key("base_url"),
+                format!("'{base_url}' is not an http(s) URL"),
+            ));
+        }
+        let api_key = match &p.api_key_env {
+            Some(name) => match var(vars, name) {
+                Some(v) => Some(Secret::new(v)),
+                None => {
+                    return Err(ConfigError::new(
+                        key("api_key_env"),
+                        format!("the variable {name} is not set"),
+                    ))
+                }
+            },
+            None => None,
+        };
+        if p.models.is_empty() {
+            return Err(ConfigError::new(
+                key("models"),
+                "list at least one model name or glob",
+            ));
+        }
+        for (j, m) in p.models.iter().enumerate() {
+            glob::validate(m)
+                .map_err(|e| ConfigError::new(format!("providers[{i}].models[{j}]"), e))?;
+        }
+        out.push(ProviderSettings {
+            name: p.name.clone(),
+            kind,
+            base_url,
+            api_key,
+            models: p.models.clone(),
+        });
+    }
+    // Environment shortcuts: Anthropic claims claude-*, OpenAI every model no other claims.
+    if let Some(k) = var(vars, "ANTHROPIC_API_KEY") {
+        out.push(ProviderSettings {
+            name: "anthropic".into(),
+            kind: ProviderKind::Anthropic,
+            base_url: var(vars, "ANTHROPIC_BASE_URL")
+                .unwrap_or(DEFAULT_ANTHROPIC_BASE_URL)
+                .to_owned(),
+            api_key: Some(Secret::new(k)),
+            models: vec!["claude-*".into()],
+        });
+    }
+    if let Some(k) = var(vars, "OPENAI_API_KEY") {
+        out.push(ProviderSettings {
+            name: "openai".into(),
+            kind: ProviderKind::OpenAi,
+            base_url: var(vars, "OPENAI_BASE_URL")
+                .unwrap_or(DEFAULT_OPENAI_BASE_URL)
+                .to_owned(),
+            api_key: Some(Secret::new(k)),
+            models: vec!["*".into()],
+        });
+    }
+    Ok(out)
+}
+
+pub fn validate_teams(teams: &[TeamConfig]) -> Result<(), ConfigError> {
+    let mut names = Vec::new();
+    let mut hashes: Vec<&str> = Vec::new();
+    for (i, t) in teams.iter().enumerate() {
+        let key = |field: &str| format!("teams[{i}].{field}");
+        if t.name.trim().is_empty() {
+            return Err(ConfigError::new(key("name"), "must not be empty"));
+        }
+        if names.contains(&&t.name) {
+            return Err(ConfigError::new(
+                key("name"),
+                format!("'{}' is used by two teams", t.name),
+            ));
+        }
+        names.push(&t.name);
+        if t.api_keys_sha256.is_empty() {
+            return Err(ConfigError::new(
+                key("api_keys_sha256"),
+                "list at least one key hash (see `sluice gen-key`)",
+            ));
+        }
+        for (j, h) in t.api_keys_sha256.iter().enumerate() {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::new(
+                    format!("teams[{i}].api_keys_sha256[{j}]"),
+                    "must be 64 hex characters: the SHA-256 of a key, never the key itself",
+                ));
+            }
+            if hashes.iter().any(|x| x.eq_ignore_ascii_case(h)) {
+                return Err(ConfigError::new(
+                    format!("teams[{i}].api_keys_sha256[{j}]"),
+                    "the same key hash is listed twice",
+                ));
+            }
+            hashes.push(h);
+        }
+        if t.requests_per_minute == Some(0) {
+            return Err(ConfigError::new(
+                key("requests_per_minute"),
+                "must be at least 1",
+            ));
+        }
+        if t.request_burst == Some(0) {
+            return Err(ConfigError::new(key("request_burst"), "must be at least 1"));
+        }
+        if t.tokens_per_minute == Some(0) {
+            return Err(ConfigError::new(
+                key("tokens_per_minute"),
+                "must be at least 1",
+            ));
+        }
+        if t.max_concurrent_streams == Some(0) {
+            return Err(ConfigError::new(
+                key("max_concurrent_streams"),
+                "must be at least 1",
+            ));
+        }
+        for (j, m) in t.models.iter().enumerate() {
+            glob::validate(m)
+                .map_err(|e| ConfigError::new(format!("teams[{i}].models[{j}]"), e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(kv: &[(&str, &str)]) -> Vars {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::resolve(FileConfig::default(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.addr.to_string(), DEFAULT_ADDR);
+        assert!(s.demo);
+        assert_eq!(s.keepalive, Duration::from_secs(15));
+        assert_eq!(s.stream_grace, Duration::from_secs(30));
+        assert_eq!(s.max_body_bytes, 4 << 20);
+        assert!(s.providers.is_empty());
+    }
+
+    #[test]
+    fn order_file_then_env_then_flags() {
+        let file = parse_toml("addr = \"127.0.0.1:1\"\nkeepalive_secs = 3\n").unwrap();
+        let s = Settings::resolve(file.clone(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!((s.addr.port(), s.keepalive.as_secs()), (1, 3));
+        let v = vars(&[
+            ("SLUICE_ADDR", "127.0.0.1:2"),
+            ("SLUICE_KEEPALIVE_SECS", "4"),
+        ]);
+        let s = Settings::resolve(file.clone(), &Flags::default(), &v).unwrap();
+        assert_eq!((s.addr.port(), s.keepalive.as_secs()), (2, 4));
+        let flags = Flags {
+            addr: Some("127.0.0.1:3".into()),
+            config: None,
+        };
+        let s = Settings::resolve(file, &flags, &v).unwrap();
+        assert_eq!(s.addr.port(), 3);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse_toml("bogus = 1").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = parse_toml("[[providers]]\nname = \"x\"\nkind = \"openai\"\nmodels = \"a\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("models"), "{e}");
+        let file =
+            parse_toml("[[providers]]\nname = \"x\"\nkind = \"grpc\"\nmodels = [\"a\"]\n").unwrap();
+        let e = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap_err();
+        assert_eq!(e.key, "providers[0].kind");
+        let e = Settings::resolve(
+            FileConfig::default(),
+            &Flags::default(),
+            &vars(&[("SLUICE_KEEPALIVE_SECS", "x")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "SLUICE_KEEPALIVE_SECS");
+        let file = parse_toml("[[teams]]\nname = \"t\"\napi_keys_sha256 = [\"abc\"]\n").unwrap();
+        let e = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap_err();
+        assert_eq!(e.key, "teams[0].api_keys_sha256[0]");
+        let file = parse_toml("[[providers]]\nname = \"x\"\nkind = \"openai\"\napi_key_env = \"NOPE_KEY\"\nmodels = [\"a\"]\n").unwrap();
+        let e = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap_err();
+        assert_eq!(e.key, "providers[0].api_key_env");
+    }
+
+    #[test]
+    fn open_mode_refuses_public_address() {
+        let v = vars(&[("SLUICE_ADDR", "0.0.0.0:8080")]);
+        let e = Settings::resolve(FileConfig::default(), &Flags::default(), &v).unwrap_err();
+        assert_eq!(e.key, "SLUICE_ADDR");
+        let v = vars(&[("SLUICE_ADDR", "0.0.0.0:8080"), ("SLUICE_ALLOW_OPEN", "1")]);
+        assert!(Settings::resolve(FileConfig::default(), &Flags::default(), &v).is_ok());
+    }
+
+    #[test]
+    fn env_shortcut_providers_come_last() {
+        let v = vars(&[("OPENAI_API_KEY", "sk-a"), ("ANTHROPIC_API_KEY", "sk-b")]);
+        let s = Settings::resolve(FileConfig::default(), &Flags::default(), &v).unwrap();
+        assert_eq!(s.providers[0].models, vec!["claude-*"]);
+        assert_eq!(s.providers[1].models, vec!["*"]);
+        assert_eq!(s.providers[1].base_url, DEFAULT_OPENAI_BASE_URL);
+        assert!(!format!("{:?}", s.providers).contains("sk-a"));
+    }
+}

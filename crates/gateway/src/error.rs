@@ -1,0 +1,192 @@
+//! Every error a request can end in, and the one place they become HTTP responses in OpenAI's
+//! error shape: `{"error":{"message","type","param","code"}}`.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use provider_adapter::AdapterError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("The model '{0}' does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{message}")]
+    RateLimited {
+        /// `requests`, `tokens` or `concurrency`.
+        kind: &'static str,
+        retry_after_secs: u64,
+        message: String,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Upstream(#[from] AdapterError),
+}
+
+impl GatewayError {
+    pub fn bad_request(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream(e) => upstream_status(e),
+        }
+    }
+}
+
+/// An upstream's 4xx is passed on; 529 (Anthropic overloaded) is 503; other 5xx are 502.
+fn upstream_status(e: &AdapterError) -> StatusCode {
+    match e {
+        AdapterError::Upstream {
+            status: Some(s), ..
+        } => match *s {
+            529 => StatusCode::SERVICE_UNAVAILABLE,
+            400..=499 => StatusCode::from_u16(*s).unwrap_or(StatusCode::BAD_GATEWAY),
+            _ => StatusCode::BAD_GATEWAY,
+        },
+        AdapterError::Upstream { status: None, .. } => StatusCode::BAD_GATEWAY,
+        AdapterError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        AdapterError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+        AdapterError::Connect(_) | AdapterError::Truncated(_) | AdapterError::Protocol(_) => {
+            StatusCode::BAD_GATEWAY
+        }
+    }
+}
+
+/// The error `type`, `code` and `param` a client sees.
+fn parts(e: &GatewayError) -> (String, Option<String>, Option<String>) {
+    let s = |v: &str| Some(v.to_owned());
+    match e {
+        GatewayError::BadRequest { param, .. } => {
+            ("invalid_request_error".into(), None, param.clone())
+        }
+        GatewayError::Unauthorized(_) => {
+            ("invalid_request_error".into(), s("invalid_api_key"), None)
+        }
+        GatewayError::Forbidden(_) => {
+            ("invalid_request_error".into(), s("model_not_allowed"), None)
+        }
+        GatewayError::ModelNotFound(_) => (
+            "invalid_request_error".into(),
+            s("model_not_found"),
+            s("model"),
+        ),
+        GatewayError::NotFound(_) => ("invalid_request_error".into(), s("not_found"), None),
+        GatewayError::PayloadTooLarge(_) => {
+            ("invalid_request_error".into(), s("request_too_large"), None)
+        }
+        GatewayError::RateLimited { kind, .. } => ((*kind).into(), s("rate_limit_exceeded"), None),
+        GatewayError::Unavailable(_) => ("server_error".into(), s("unavailable"), None),
+        GatewayError::Upstream(a) => (
+            a.kind().to_owned(),
+            a.code().map(str::to_owned),
+            a.param().map(str::to_owned),
+        ),
+    }
+}
+
+/// The JSON body for an error: also used in-band for stream failures.
+pub fn error_body(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> serde_json::Value {
+    json!({ "error": { "message": message, "type": kind, "param": param, "code": code } })
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (kind, code, param) = parts(&self);
+        let message = match &self {
+            GatewayError::Upstream(a) => a.message(),
+            other => other.to_string(),
+        };
+        let body = error_body(&message, &kind, param.as_deref(), code.as_deref());
+        let mut resp = (status, Json(body)).into_response();
+        let headers = resp.headers_mut();
+        match &self {
+            GatewayError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                headers.insert(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from((*retry_after_secs).max(1)),
+                );
+            }
+            GatewayError::Upstream(a) => {
+                headers.insert(
+                    HeaderName::from_static("x-sluice-error-source"),
+                    HeaderValue::from_static("upstream"),
+                );
+                if let AdapterError::Upstream {
+                    status: Some(429),
+                    retry_after: Some(ra),
+                    ..
+                } = a
+                {
+                    if let Ok(v) = HeaderValue::from_str(ra) {
+                        headers.insert(axum::http::header::RETRY_AFTER, v);
+                    }
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_statuses() {
+        let up = |s| AdapterError::Upstream {
+            status: Some(s),
+            kind: "x".into(),
+            message: "m".into(),
+            code: None,
+            param: None,
+            retry_after: None,
+        };
+        assert_eq!(upstream_status(&up(401)), StatusCode::UNAUTHORIZED);
+        assert_eq!(upstream_status(&up(429)), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(upstream_status(&up(500)), StatusCode::BAD_GATEWAY);
+        assert_eq!(upstream_status(&up(503)), StatusCode::BAD_GATEWAY);
+        assert_eq!(upstream_status(&up(529)), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            upstream_status(&AdapterError::Timeout(
+                provider_adapter::TimeoutPhase::Headers
+            )),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! `POST /v1/chat/completions`: OpenAI-compatible, streaming or not. Streams are registered
+//! in the relay like `POST /v1/streams` ones, so a dropped stream can be resumed by its
+//! `x-sluice-stream-id` with `?format=openai`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use relay::Format;
+
+use crate::access::Caller;
+use crate::error::GatewayError;
+use crate::metrics::inc;
+use crate::state::AppState;
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, GatewayError> {
+    let bytes = super::body(&state, body)?;
+    let (req, provider, admission) = super::admit(&state, &caller, &bytes)?;
+    inc(&state.metrics.chat_completions);
+    let headers = admission.headers.clone();
+    let mut resp = if req.stream {
+        let (gen, reader) =
+            super::start_generation(&state, &req, provider, admission, true).await?;
+        let Some(reader) = reader else {
+            return Err(GatewayError::Unavailable(
+                "stream reader unavailable".into(),
+            ));
+        };
+        let mut resp = super::sse_response(&state, reader, Format::OpenAi);
+        if let Ok(v) = HeaderValue::from_str(gen.id().as_str()) {
+            resp.headers_mut().insert("x-sluice-stream-id", v);
+        }
+        resp
+    } else {
+        let completion = match provider.complete(&req).await {
+            Ok(c) => c,
+            Err(e) => {
+                inc(&state.metrics.upstream_errors);
+                tracing::warn!(provider = %provider.name, model = %req.model, error = %e, "upstream request failed");
+                return Err(e.into());
+            }
+        };
+        let (p, c) = completion
+            .usage
+            .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        admission.settle(p, c);
+        Json(completion.body).into_response()
+    };
+    resp.headers_mut().extend(headers);
+    Ok(resp)
+}

@@ -1,0 +1,131 @@
+//! The resumable streams: `POST /v1/streams` starts a generation, `GET
+//! /v1/streams/{id}/events` reads it from any position (`Last-Event-ID` or `?last_event_id=`),
+//! `DELETE /v1/streams/{id}` cancels it.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use relay::{Format, RelayError};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::access::Caller;
+use crate::error::GatewayError;
+use crate::metrics::inc;
+use crate::state::AppState;
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, GatewayError> {
+    let bytes = super::body(&state, body)?;
+    let (req, provider, admission) = super::admit(&state, &caller, &bytes)?;
+    inc(&state.metrics.chat_completions);
+    let headers = admission.headers.clone();
+    let (gen, _) = super::start_generation(&state, &req, provider, admission, false).await?;
+    let id = gen.id().as_str();
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "events_url": format!("/v1/streams/{id}/events") })),
+    )
+        .into_response();
+    resp.headers_mut().extend(headers);
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    last_event_id: Option<String>,
+    format: Option<String>,
+}
+
+fn position(headers: &HeaderMap, query: &EventsQuery) -> Result<u64, GatewayError> {
+    // The header wins: EventSource sends it on reconnect to the same URL, whose query may hold
+    // an older position.
+    let (raw, name) = match headers.get("last-event-id") {
+        Some(v) => (
+            v.to_str()
+                .map_err(|_| {
+                    GatewayError::bad_request("Last-Event-ID", "Last-Event-ID must be a number")
+                })?
+                .to_owned(),
+            "Last-Event-ID",
+        ),
+        None => match &query.last_event_id {
+            Some(q) => (q.clone(), "last_event_id"),
+            None => return Ok(0),
+        },
+    };
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(0);
+    }
+    raw.parse::<u64>().map_err(|_| {
+        GatewayError::bad_request(
+            name,
+            format!("{name} must be a non-negative integer, got '{raw}'"),
+        )
+    })
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let format =
+        match query.format.as_deref() {
+            None | Some("") | Some("browser") | Some("sluice") => Format::Browser,
+            Some("openai") => Format::OpenAi,
+            Some(other) => return Err(GatewayError::bad_request(
+                "format",
+                format!(
+                    "unknown format '{other}' (use 'openai', or leave it out for browser events)"
+                ),
+            )),
+        };
+    let after = position(&headers, &query)?;
+    let gen = state
+        .registry
+        .get(&id)
+        .map_err(|_| GatewayError::NotFound(format!("stream '{id}' not found or expired")))?;
+    match gen.subscribe(after) {
+        Ok(reader) => {
+            if after > 0 {
+                inc(&state.metrics.resumes);
+            }
+            Ok(super::sse_response(&state, reader, format))
+        }
+        Err(RelayError::AtEnd(_)) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(RelayError::BadPosition(n)) => Err(GatewayError::bad_request(
+            "Last-Event-ID",
+            format!(
+                "event {n} does not exist: the stream's last event is {}",
+                gen.last_id()
+            ),
+        )),
+        Err(e) => Err(GatewayError::NotFound(e.to_string())),
+    }
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, GatewayError> {
+    let gen = state
+        .registry
+        .get(&id)
+        .map_err(|_| GatewayError::NotFound(format!("stream '{id}' not found or expired")))?;
+    let was_live = !gen.is_finished();
+    gen.cancel();
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "id": gen.id().as_str(), "object": "stream.deleted", "cancelled": was_live })),
+    )
+        .into_response())
+}

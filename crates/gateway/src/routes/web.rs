@@ -1,0 +1,49 @@
+//! The chat page, embedded in the binary at build time (see build.rs) so that it is served the
+//! same from any working directory.
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+include!(concat!(env!("OUT_DIR"), "/web_files.rs"));
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+fn file(name: &str) -> Response {
+    match WEB_FILES.iter().find(|(n, _)| *n == name) {
+        Some((n, bytes)) => (
+            [
+                (header::CONTENT_TYPE, content_type(n)),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+pub async fn index() -> Response {
+    file("index.html")
+}
+
+pub async fn asset(Path(name): Path<String>) -> Response {
+    file(&name)
+}
+
+/// Names of the embedded files (for tests).
+pub fn names() -> Vec<&'static str> {
+    WEB_FILES.iter().map(|(n, _)| *n).collect()
+}

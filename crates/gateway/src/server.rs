@@ -1,0 +1,169 @@
+//! Building the state and serving: `serve(listener, state, shutdown)` takes its listener and
+//! shutdown signal from the caller (tests pass port 0 and their own signal).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use provider_adapter::{Provider, ProviderKind};
+use relay::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::Access;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::routing::ModelRouter;
+use crate::state::{AppState, Inner};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up provider {name}: {message}")]
+    Provider { name: String, message: String },
+    #[error("cannot start the demo model: {0}")]
+    Demo(std::io::Error),
+}
+
+/// Builds the shared state. With the demo on, the demo upstream is started on a loopback port
+/// and served through the same provider path a real upstream takes; `stop` ends it.
+pub async fn build_state(
+    settings: Settings,
+    stop: CancellationToken,
+) -> Result<AppState, StartupError> {
+    let mut router = ModelRouter::default();
+    if settings.demo {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(StartupError::Demo)?;
+        let addr = listener.local_addr().map_err(StartupError::Demo)?;
+        let cfg = mock_upstream::MockConfig {
+            tokens_per_sec: settings.demo_tokens_per_sec,
+        };
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mock_upstream::serve(listener, cfg, stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "demo upstream stopped");
+            }
+        });
+        let p = Provider::new(
+            "sluice-demo",
+            ProviderKind::OpenAi,
+            format!("http://{addr}/v1"),
+            None,
+            settings.timeouts,
+        )
+        .map_err(|e| StartupError::Provider {
+            name: "sluice-demo".into(),
+            message: e.to_string(),
+        })?;
+        router.push(p, vec![mock_upstream::DEMO_MODEL.to_owned()]);
+    }
+    for p in &settings.providers {
+        let provider = Provider::new(
+            p.name.clone(),
+            p.kind,
+            p.base_url.clone(),
+            p.api_key.clone(),
+            settings.timeouts,
+        )
+        .map_err(|e| StartupError::Provider {
+            name: p.name.clone(),
+            message: e.to_string(),
+        })?;
+        router.push(provider, p.models.clone());
+    }
+    let registry = Arc::new(Registry::new(relay::Limits {
+        retention: settings.stream_retention,
+        max_stream_bytes: settings.relay_max_stream_bytes,
+        max_total_bytes: settings.relay_max_total_bytes,
+    }));
+    // Expired streams are dropped in the background; lookups also check expiry themselves.
+    {
+        let registry = registry.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => { registry.sweep(); }
+                }
+            }
+        });
+    }
+    Ok(AppState(Arc::new(Inner {
+        access: Access::new(settings.teams.clone()),
+        settings,
+        router,
+        registry,
+        metrics: Metrics::default(),
+    })))
+}
+
+/// Serves until `shutdown` resolves; then stops accepting, lets running streams finish for the
+/// shutdown grace period, ends the rest with an error event, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.settings.shutdown_grace;
+    let token = CancellationToken::new();
+    {
+        let token = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            token.cancel();
+        });
+    }
+    {
+        let token = token.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            tracing::info!(
+                "shutting down: no new connections; waiting up to {grace:?} for running streams"
+            );
+            crate::pump::drain(&state, grace).await;
+        });
+    }
+    let server = axum::serve(listener, crate::app::app(state))
+        .with_graceful_shutdown(token.clone().cancelled_owned());
+    // Connections that stay open after every stream ended (an idle client, say) must not
+    // hold the exit up for long.
+    let hard_stop = async {
+        token.cancelled().await;
+        tokio::time::sleep(grace + Duration::from_secs(3)).await;
+    };
+    tokio::select! {
+        r = server => r,
+        _ = hard_stop => Ok(()),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

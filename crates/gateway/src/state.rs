@@ -1,0 +1,28 @@
+//! What every handler shares: settings, providers, the relay registry, access control, metrics.
+
+use std::sync::Arc;
+
+use relay::Registry;
+
+use crate::access::Access;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::routing::ModelRouter;
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    pub router: ModelRouter,
+    pub registry: Arc<Registry>,
+    pub access: Access,
+    pub metrics: Metrics,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

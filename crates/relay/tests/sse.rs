@@ -1,0 +1,288 @@
+//! `Reader::into_sse`: the exact bytes of a response body in both formats, and keep-alives on a
+//! silent stream (time paused).
+
+mod common;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures::{Stream, StreamExt};
+use relay::{Delta, Format, Generation};
+use tokio::time::{timeout, Instant};
+
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+type Body = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
+
+fn body(g: &std::sync::Arc<Generation>, after: u64, format: Format) -> Body {
+    Box::pin(g.subscribe(after).unwrap().into_sse(format, KEEP_ALIVE))
+}
+
+async fn next(b: &mut Body) -> Option<Bytes> {
+    b.next().await.map(|r| {
+        let Ok(bytes) = r;
+        bytes
+    })
+}
+
+fn s(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap()
+}
+
+/// The contract's example: "Hel", "lo", done with usage.
+fn example(include_usage: bool) -> std::sync::Arc<Generation> {
+    let g = Generation::standalone(meta(), include_usage);
+    g.push_delta(Delta::text(0, "Hel"));
+    g.push_delta(Delta::text(0, "lo"));
+    g.record_finish(0, "stop");
+    g.record_usage(usage());
+    g.finish();
+    g
+}
+
+const CHUNK_HEAD: &str =
+    r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":7,"model":"m","#;
+
+#[tokio::test]
+async fn browser_golden_bytes() {
+    let g = example(false);
+    let all = sse_body(g.subscribe(0).unwrap(), Format::Browser, NO_KEEPALIVE).await;
+    assert_eq!(
+        s(&all),
+        concat!(
+            "retry: 1000\n\n",
+            "id: 1\nevent: delta\ndata: {\"index\":0,\"text\":\"Hel\"}\n\n",
+            "id: 2\nevent: delta\ndata: {\"index\":0,\"text\":\"lo\"}\n\n",
+            "id: 3\nevent: done\ndata: {\"finish_reason\":\"stop\",\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
+        )
+    );
+    // The preamble is its own first piece; a resumed body starts with it too.
+    let mut b = body(&g, 2, Format::Browser);
+    assert_eq!(s(&next(&mut b).await.unwrap()), "retry: 1000\n\n");
+    assert_eq!(
+        s(&next(&mut b).await.unwrap()),
+        "id: 3\nevent: done\ndata: {\"finish_reason\":\"stop\",\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n"
+    );
+    assert!(next(&mut b).await.is_none());
+}
+
+#[tokio::test]
+async fn browser_reasoning_and_tool_call_events() {
+    let g = Generation::standalone(meta(), false);
+    g.push_delta(Delta {
+        reasoning: Some("hmm".into()),
+        ..Delta::default()
+    });
+    g.push_delta(Delta {
+        tool_calls: vec![relay::ToolCall {
+            index: 0,
+            id: Some("call_1".into()),
+            name: Some("f".into()),
+            arguments: Some("{\"a\":".into()),
+        }],
+        ..Delta::default()
+    });
+    g.record_finish(0, "tool_calls");
+    g.finish();
+    let all = sse_body(g.subscribe(0).unwrap(), Format::Browser, NO_KEEPALIVE).await;
+    assert_eq!(
+        s(&all),
+        concat!(
+            "retry: 1000\n\n",
+            "id: 1\nevent: reasoning\ndata: {\"index\":0,\"text\":\"hmm\"}\n\n",
+            "id: 2\nevent: tool_call\ndata: {\"index\":0,\"id\":\"call_1\",\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\"}\n\n",
+            "id: 3\nevent: done\ndata: {\"finish_reason\":\"tool_calls\",\"usage\":null}\n\n",
+        )
+    );
+}
+
+#[tokio::test]
+async fn openai_golden_bytes() {
+    let g = example(true);
+    let all = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    let expected = format!(
+        concat!(
+            "id: 1\ndata: {h}\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"Hel\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
+            "id: 2\ndata: {h}\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"lo\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
+            "id: 3\ndata: {h}\"choices\":[{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"stop\"}}]}}\n\n",
+            "id: 3\ndata: {h}\"choices\":[],\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}}}\n\n",
+            "id: 3\ndata: [DONE]\n\n",
+        ),
+        h = CHUNK_HEAD
+    );
+    assert_eq!(s(&all), expected);
+    assert!(
+        !all.starts_with(b"retry"),
+        "no preamble on the OpenAI format"
+    );
+    assert!(all.ends_with(b"id: 3\ndata: [DONE]\n\n"));
+    assert_openai_blank_lines_ok(&all);
+
+    // Without include_usage: no usage chunk, same ending.
+    let g = example(false);
+    let all = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    assert!(!s(&all).contains("\"usage\""));
+    assert!(all.ends_with(b"id: 3\ndata: [DONE]\n\n"));
+    // A resumed body starts directly with the next event.
+    let rest = sse_body(g.subscribe(2).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    assert!(rest.starts_with(b"id: 3\ndata: {"), "{}", s(&rest));
+}
+
+#[tokio::test]
+async fn openai_meta_set_before_the_first_event_reaches_early_readers() {
+    let g = Generation::standalone(relay::Meta::default(), false);
+    let early = tokio::spawn(sse_body(
+        g.subscribe(0).unwrap(),
+        Format::OpenAi,
+        NO_KEEPALIVE,
+    ));
+    tokio::task::yield_now().await;
+    g.set_meta(|m| *m = meta());
+    g.push_delta(Delta::text(0, "x"));
+    // Too late: the first event fixed the metadata.
+    g.set_meta(|m| m.model = "other".into());
+    g.finish();
+    let early = early.await.unwrap();
+    let late = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    assert_eq!(early, late);
+    assert!(s(&early).starts_with(&format!("id: 1\ndata: {CHUNK_HEAD}")));
+    assert!(!s(&early).contains("other"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn browser_keep_alive_on_a_silent_stream() {
+    let g = Generation::standalone(meta(), false);
+    let mut b = body(&g, 0, Format::Browser);
+    let mut all = Vec::new();
+    let first = next(&mut b).await.unwrap();
+    assert_eq!(s(&first), "retry: 1000\n\n");
+    all.extend_from_slice(&first);
+
+    let start = Instant::now();
+    assert!(
+        timeout(KEEP_ALIVE - Duration::from_millis(1), b.next())
+            .await
+            .is_err(),
+        "keep-alive before {KEEP_ALIVE:?} of silence"
+    );
+    let ka = next(&mut b).await.unwrap();
+    assert_eq!(s(&ka), ": keep-alive\n\n");
+    assert_eq!(start.elapsed(), KEEP_ALIVE);
+    all.extend_from_slice(&ka);
+
+    g.push_delta(Delta::text(0, "Hel"));
+    let d = next(&mut b).await.unwrap();
+    assert_eq!(
+        s(&d),
+        "id: 1\nevent: delta\ndata: {\"index\":0,\"text\":\"Hel\"}\n\n"
+    );
+    all.extend_from_slice(&d);
+
+    // Silence counts from the last thing sent.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    g.push_delta(Delta::text(0, "lo"));
+    let start = Instant::now();
+    all.extend_from_slice(&next(&mut b).await.unwrap());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    let ka = next(&mut b).await.unwrap();
+    assert_eq!(s(&ka), ": keep-alive\n\n");
+    assert_eq!(start.elapsed(), KEEP_ALIVE);
+    all.extend_from_slice(&ka);
+    all.extend_from_slice(&next(&mut b).await.unwrap());
+    all.extend_from_slice(&next(&mut b).await.unwrap());
+
+    g.finish();
+    all.extend_from_slice(&next(&mut b).await.unwrap());
+    assert!(next(&mut b).await.is_none());
+
+    let (events, _) = parse_sse(&all);
+    assert_eq!(browser_text(&events), "Hello");
+    assert_eq!(
+        events.iter().map(|e| e.id.unwrap()).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(s(&all).matches(": keep-alive\n\n").count(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn openai_keep_alive_is_a_lone_comment_line() {
+    let g = Generation::standalone(meta(), true);
+    let mut b = body(&g, 0, Format::OpenAi);
+    let mut all = Vec::new();
+
+    // No preamble: the first thing on a silent stream is the keep-alive.
+    let start = Instant::now();
+    let ka = next(&mut b).await.unwrap();
+    assert_eq!(s(&ka), ": keep-alive\n");
+    assert_eq!(start.elapsed(), KEEP_ALIVE);
+    all.extend_from_slice(&ka);
+    all.extend_from_slice(&next(&mut b).await.unwrap());
+    assert_eq!(s(&all), ": keep-alive\n: keep-alive\n");
+
+    g.push_delta(Delta::text(0, "Hel"));
+    all.extend_from_slice(&next(&mut b).await.unwrap());
+    for _ in 0..3 {
+        let ka = next(&mut b).await.unwrap();
+        assert_eq!(s(&ka), ": keep-alive\n");
+        all.extend_from_slice(&ka);
+    }
+    g.push_delta(Delta::text(0, "lo"));
+    all.extend_from_slice(&next(&mut b).await.unwrap());
+    all.extend_from_slice(&next(&mut b).await.unwrap());
+    g.record_finish(0, "stop");
+    g.record_usage(usage());
+    g.finish();
+    all.extend_from_slice(&next(&mut b).await.unwrap());
+    assert!(next(&mut b).await.is_none());
+
+    let text = s(&all);
+    assert_eq!(text.matches(": keep-alive\n").count(), 6);
+    assert!(!text.contains(": keep-alive\n\n"), "{text}");
+    assert!(text.ends_with("id: 3\ndata: [DONE]\n\n"));
+    assert_openai_blank_lines_ok(&all);
+    let (events, empty) = parse_sse(&all);
+    assert_eq!(empty, 0, "a blank line that dispatches nothing: {text}");
+    assert_eq!(openai_text(&events), "Hello");
+    // Every dispatched event is a complete chunk or [DONE].
+    for e in &events {
+        assert!(e.id.is_some());
+        assert!(e.data == "[DONE]" || serde_json::from_str::<serde_json::Value>(&e.data).is_ok());
+    }
+}
+
+/// Many keep-alives interleaved with a whole stream, read from several positions: the OpenAI
+/// body stays clean whatever the timing.
+#[tokio::test(start_paused = true)]
+async fn openai_body_has_no_stray_blank_lines_under_any_timing() {
+    let g = Generation::standalone(meta(), true);
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(sse_body(
+                g.subscribe(0).unwrap(),
+                Format::OpenAi,
+                Duration::from_secs(1),
+            ))
+        })
+        .collect();
+    for i in 0..40u64 {
+        g.push_delta(Delta::text(0, format!("t{i}\n\n")));
+        tokio::time::sleep(Duration::from_millis(300 * (i % 7))).await;
+    }
+    g.fail(relay::Failure {
+        message: "bad\n\nthing".into(),
+        kind: "upstream_protocol_error".into(),
+        code: None,
+    });
+    for r in readers {
+        let all = r.await.unwrap();
+        assert!(s(&all).contains(": keep-alive\n"), "no keep-alive was sent");
+        assert_openai_blank_lines_ok(&all);
+        let (events, empty) = parse_sse(&all);
+        assert_eq!(empty, 0);
+        assert_eq!(events.len(), 41);
+        assert!(events.last().unwrap().data.starts_with("{\"error\":"));
+    }
+}
