@@ -22,6 +22,12 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// The window the teams' "per minute" limits apply to. Only tests should shorten it: a team's
+/// `requests_per_minute = 60` with a 6-second window allows 60 requests per 6 seconds.
+pub const DEFAULT_RATE_LIMIT_WINDOW_SECS: u64 = 60;
+/// Completion tokens reserved against a team's token budget when a request sets no
+/// `max_tokens` (see `crate::access`).
+pub const DEFAULT_MAX_TOKENS_ESTIMATE: u64 = 1024;
 
 /// Environment-style variables: the `.env` file overlaid by the process environment.
 pub type Vars = HashMap<String, String>;
@@ -77,6 +83,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub relay_max_stream_bytes: Option<usize>,
     pub relay_max_total_bytes: Option<usize>,
+    /// Length of the window that teams' "per minute" limits apply to (default 60; tests use a
+    /// few seconds). Also `SLUICE_RATE_LIMIT_WINDOW_SECS`.
+    pub rate_limit_window_secs: Option<u64>,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
@@ -107,6 +116,9 @@ pub struct TeamConfig {
     pub request_burst: Option<u32>,
     pub tokens_per_minute: Option<u64>,
     pub max_concurrent_streams: Option<u32>,
+    /// Completion tokens reserved against `tokens_per_minute` for a request without
+    /// `max_tokens` (default [`DEFAULT_MAX_TOKENS_ESTIMATE`]); settled with the real usage.
+    pub default_max_tokens: Option<u64>,
     #[serde(default = "all_models")]
     pub models: Vec<String>,
 }
@@ -149,6 +161,8 @@ pub struct Settings {
     pub relay_max_total_bytes: usize,
     pub providers: Vec<ProviderSettings>,
     pub teams: Vec<TeamConfig>,
+    /// The window teams' "per minute" limits apply to.
+    pub rate_limit_window: Duration,
     /// The file the settings came from, for reloading teams.
     pub config_path: Option<String>,
 }
@@ -296,6 +310,21 @@ impl Settings {
             "SLUICE_MAX_BODY_BYTES",
             DEFAULT_MAX_BODY_BYTES
         );
+        let window: u64 = num!(
+            file.rate_limit_window_secs,
+            "SLUICE_RATE_LIMIT_WINDOW_SECS",
+            DEFAULT_RATE_LIMIT_WINDOW_SECS
+        );
+        if window == 0 {
+            return Err(ConfigError::new(
+                if var(vars, "SLUICE_RATE_LIMIT_WINDOW_SECS").is_some() {
+                    "SLUICE_RATE_LIMIT_WINDOW_SECS"
+                } else {
+                    "rate_limit_window_secs"
+                },
+                "must be at least 1",
+            ));
+        }
         let mut s = Self {
             addr,
             demo,
@@ -331,6 +360,7 @@ impl Settings {
             ),
             providers: Vec::new(),
             teams: file.teams.clone(),
+            rate_limit_window: secs(window),
             config_path: None,
         };
         s.providers = resolve_providers(&file.providers, vars)?;
@@ -499,6 +529,12 @@ pub fn validate_teams(teams: &[TeamConfig]) -> Result<(), ConfigError> {
         if t.max_concurrent_streams == Some(0) {
             return Err(ConfigError::new(
                 key("max_concurrent_streams"),
+                "must be at least 1",
+            ));
+        }
+        if t.default_max_tokens == Some(0) {
+            return Err(ConfigError::new(
+                key("default_max_tokens"),
                 "must be at least 1",
             ));
         }

@@ -1,12 +1,22 @@
 //! Model routing: the first provider whose model globs match a request's model serves it.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use provider_adapter::Provider;
 
 use crate::glob;
 
+/// How long upstream model lists are reused for `/v1/models`.
+const MODEL_LIST_TTL: Duration = Duration::from_secs(60);
+
+type ModelList = Vec<(String, String)>;
+
 #[derive(Debug, Default)]
 pub struct ModelRouter {
     routes: Vec<(Provider, Vec<String>)>,
+    /// Upstream model lists of glob providers, with when they were fetched.
+    cache: Mutex<Option<(Instant, ModelList)>>,
 }
 
 impl ModelRouter {
@@ -21,15 +31,17 @@ impl ModelRouter {
             .map(|(p, _)| p)
     }
 
-    /// Every model name that can be listed: the exact (non-glob) names, in routing order.
-    pub fn listed_models(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
+    fn routes_to(&self, model: &str, provider: &Provider) -> bool {
+        self.route(model).is_some_and(|r| r.name == provider.name)
+    }
+
+    /// Every model name the config names exactly (non-glob), in routing order, with the
+    /// provider that serves it.
+    pub fn listed_models(&self) -> ModelList {
+        let mut out: ModelList = Vec::new();
         for (p, pats) in &self.routes {
             for m in pats.iter().filter(|m| !glob::is_glob(m)) {
-                // Listed only if this provider is the one that would serve it.
-                if self.route(m).is_some_and(|r| r.name == p.name)
-                    && !out.iter().any(|(n, _)| n == m)
-                {
+                if self.routes_to(m, p) && !out.iter().any(|(n, _)| n == m) {
                     out.push((m.clone(), p.name.clone()));
                 }
             }
@@ -37,12 +49,46 @@ impl ModelRouter {
         out
     }
 
-    /// Providers whose globs can match more than they list (their upstream's own model list
-    /// is consulted for `/v1/models`).
-    pub fn glob_routes(&self) -> impl Iterator<Item = (&Provider, &[String])> {
-        self.routes
-            .iter()
-            .filter(|(_, pats)| pats.iter().any(|p| glob::is_glob(p)))
-            .map(|(p, pats)| (p, pats.as_slice()))
+    /// The listed models plus, for providers whose globs claim more than they name, the
+    /// upstream's own list filtered to what routes there. Upstream lists are cached for a
+    /// minute; an upstream that fails to answer contributes nothing.
+    pub async fn all_models(&self) -> ModelList {
+        let mut out = self.listed_models();
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(t, _)| t.elapsed() < MODEL_LIST_TTL)
+            .map(|(_, l)| l.clone());
+        let fetched = match cached {
+            Some(l) => l,
+            None => {
+                let mut list = ModelList::new();
+                for (p, pats) in self.routes.iter().filter(|(_, pats)| pats.iter().any(|m| glob::is_glob(m))) {
+                    let models = match tokio::time::timeout(Duration::from_secs(5), p.list_models()).await {
+                        Ok(Ok(m)) => m,
+                        Ok(Err(e)) => {
+                            tracing::warn!(provider = %p.name, error = %e, "cannot list the upstream's models");
+                            continue;
+                        }
+                        Err(_) => continue,
+                    };
+                    for m in models {
+                        if glob::any_matches(pats, &m) && self.routes_to(&m, p) {
+                            list.push((m, p.name.clone()));
+                        }
+                    }
+                }
+                *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), list.clone()));
+                list
+            }
+        };
+        for (m, p) in fetched {
+            if !out.iter().any(|(n, _)| *n == m) {
+                out.push((m, p));
+            }
+        }
+        out
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use provider_adapter::{Provider, ProviderKind};
 use relay::Registry;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +78,7 @@ pub async fn build_state(
         })?;
         router.push(provider, p.models.clone());
     }
-    let registry = Arc::new(Registry::new(relay::Limits {
+    let registry: Arc<dyn relay::StreamStore> = Arc::new(Registry::new(relay::Limits {
         retention: settings.stream_retention,
         max_stream_bytes: settings.relay_max_stream_bytes,
         max_total_bytes: settings.relay_max_total_bytes,
@@ -91,7 +92,7 @@ pub async fn build_state(
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tick.tick() => { registry.sweep(); }
+                    _ = tick.tick() => { registry.expire(); }
                 }
             }
         });
@@ -132,6 +133,11 @@ pub async fn serve(
             crate::pump::drain(&state, grace).await;
         });
     }
+    // Events are small writes in quick succession: without TCP_NODELAY, Nagle's algorithm
+    // would hold each one back until the previous is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, crate::app::app(state))
         .with_graceful_shutdown(token.clone().cancelled_owned());
     // Connections that stay open after every stream ended (an idle client, say) must not

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use relay::Registry;
+use relay::StreamStore;
 
 use crate::access::Access;
 use crate::config::Settings;
@@ -15,7 +15,8 @@ pub struct AppState(pub Arc<Inner>);
 pub struct Inner {
     pub settings: Settings,
     pub router: ModelRouter,
-    pub registry: Arc<Registry>,
+    /// The streams: in memory by default (`relay::Registry`).
+    pub registry: Arc<dyn StreamStore>,
     pub access: Access,
     pub metrics: Metrics,
 }

@@ -130,6 +130,10 @@ pub async fn serve(
     cfg: MockConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(cfg))
         .with_graceful_shutdown(shutdown)
         .await

@@ -240,6 +240,49 @@ impl Provider {
         ))
     }
 
+    /// The upstream's own model list (`GET /models`), for `/v1/models` where a provider's globs
+    /// claim more models than the config names.
+    pub async fn list_models(&self) -> Result<Vec<String>, AdapterError> {
+        let key = self.api_key.as_ref().map(Secret::expose).filter(|k| !k.is_empty());
+        let rb = match self.kind {
+            ProviderKind::OpenAi => {
+                let rb = self.client.get(format!("{}/models", self.base_url));
+                match key {
+                    Some(k) => rb.bearer_auth(k),
+                    None => rb,
+                }
+            }
+            ProviderKind::Anthropic => {
+                let base = self.base_url.strip_suffix("/v1").unwrap_or(&self.base_url);
+                let rb = self
+                    .client
+                    .get(format!("{base}/v1/models?limit=1000"))
+                    .header("anthropic-version", "2023-06-01");
+                match key {
+                    Some(k) => rb.header("x-api-key", k),
+                    None => rb,
+                }
+            }
+        };
+        let resp = match tokio::time::timeout(self.timeouts.headers, rb.send()).await {
+            Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Headers)),
+            Ok(Err(e)) => return Err(AdapterError::Connect(error_chain(&e))),
+            Ok(Ok(r)) if !r.status().is_success() => return Err(self.error_from_response(r).await),
+            Ok(Ok(r)) => r,
+        };
+        let body = read_body(resp, self.timeouts.idle).await?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| AdapterError::Protocol(format!("model list is not JSON: {e}")))?;
+        Ok(v.get("data")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// A non-streaming generation.
     pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, AdapterError> {
         let up = self.build(req, false)?;

@@ -11,6 +11,7 @@ pub mod generation;
 pub mod id;
 pub mod reader;
 pub mod registry;
+pub mod store;
 
 pub use encode::Format;
 pub use error::RelayError;
@@ -19,3 +20,4 @@ pub use generation::Generation;
 pub use id::StreamId;
 pub use reader::Reader;
 pub use registry::{Limits, Registry, Stats};
+pub use store::StreamStore;

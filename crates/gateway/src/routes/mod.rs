@@ -71,6 +71,9 @@ pub async fn start_generation(
             GatewayError::Unavailable("the relay is at its memory limit; try again shortly".into())
         })?;
     gen.set_meta(|m| m.id = format!("chatcmpl-{}", gen.id()));
+    // If the client goes away while we wait for the upstream's headers, this future is
+    // dropped: the guard ends the registered generation so it does not count as live forever.
+    let guard = EndOnDrop(Some(gen.clone()));
     let upstream = match provider.stream(req).await {
         Ok(s) => s,
         Err(e) => {
@@ -80,6 +83,7 @@ pub async fn start_generation(
             return Err(e.into());
         }
     };
+    guard.disarm();
     inc(&state.metrics.streams_started);
     let reader = if with_reader {
         Some(
@@ -110,4 +114,21 @@ pub fn sse_response(state: &AppState, reader: Reader, format: Format) -> Respons
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// Ends a generation whose start was abandoned before its pump took over.
+struct EndOnDrop(Option<std::sync::Arc<Generation>>);
+
+impl EndOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(gen) = self.0.take() {
+            gen.finish_cancelled();
+        }
+    }
 }

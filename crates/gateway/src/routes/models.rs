@@ -11,7 +11,8 @@ use crate::state::AppState;
 pub async fn list(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
     let data: Vec<_> = state
         .router
-        .listed_models()
+        .all_models()
+        .await
         .into_iter()
         .filter(|(m, _)| state.access.may_use(&caller, m))
         .map(|(id, owner)| json!({ "id": id, "object": "model", "created": 0, "owned_by": owner }))
