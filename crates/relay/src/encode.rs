@@ -123,7 +123,11 @@ struct DoneData<'a> {
 }
 
 fn browser(id: u64, event: &Event) -> Bytes {
-    let mut buf = BytesMut::with_capacity(96);
+    let text = match event {
+        Event::Delta(d) => d.heap_bytes(),
+        _ => 192,
+    };
+    let mut buf = BytesMut::with_capacity(64 + text + text / 8);
     match event {
         Event::Delta(d) => {
             let mut wrote = false;
@@ -290,7 +294,12 @@ fn tool_calls(calls: &[ToolCall]) -> Vec<ChunkToolCall<'_>> {
 }
 
 fn openai(id: u64, event: &Event, meta: &Meta, include_usage: bool) -> Bytes {
-    let mut buf = BytesMut::with_capacity(160);
+    // Sized for one chunk (the fixed fields plus the text), so the buffer is not regrown.
+    let text = match event {
+        Event::Delta(d) => d.heap_bytes(),
+        _ => 256,
+    };
+    let mut buf = BytesMut::with_capacity(128 + meta.id.len() + meta.model.len() + text + text / 8);
     match event {
         Event::Delta(d) => openai_delta(&mut buf, id, d, meta),
         Event::Done(done) => openai_done(&mut buf, id, done, meta, include_usage),

@@ -40,15 +40,6 @@ impl Entry {
             encoded: [OnceLock::new(), OnceLock::new()],
         }
     }
-
-    /// The bytes of this event in `format`, encoded once for all readers.
-    pub fn encoded(&self, format: Format, meta: &Meta, include_usage: bool) -> &Bytes {
-        let slot = match format {
-            Format::Browser => &self.encoded[0],
-            Format::OpenAi => &self.encoded[1],
-        };
-        slot.get_or_init(|| encode::encode(format, self.id, &self.event, meta, include_usage))
-    }
 }
 
 #[derive(Debug)]
@@ -60,7 +51,6 @@ pub(crate) struct State {
     finishes: Vec<(u32, String)>,
     usage: Option<Usage>,
     pub(crate) finished_at: Option<Instant>,
-    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -74,6 +64,11 @@ pub struct Generation {
     had_reader: AtomicBool,
     cancel: CancellationToken,
     max_bytes: usize,
+    /// Bytes this log holds: events and their cached encodings.
+    bytes: AtomicUsize,
+    /// Bytes of the events alone: what the per-stream bound limits, so that how many formats
+    /// the stream is read in does not change how long an answer may be.
+    event_bytes: AtomicUsize,
     /// The registry's running total of bytes held by all logs.
     total_bytes: Arc<AtomicUsize>,
 }
@@ -97,8 +92,9 @@ impl Generation {
                 finishes: Vec::new(),
                 usage: None,
                 finished_at: None,
-                bytes: 0,
             }),
+            bytes: AtomicUsize::new(0),
+            event_bytes: AtomicUsize::new(0),
             len: watch::Sender::new(0),
             readers: watch::Sender::new(0),
             had_reader: AtomicBool::new(false),
@@ -156,8 +152,8 @@ impl Generation {
             st.finished_at = Some(Instant::now());
         }
         st.log.push(Arc::new(Entry::new(id, event)));
-        st.bytes += size;
-        self.total_bytes.fetch_add(size, Ordering::Relaxed);
+        self.event_bytes.fetch_add(size, Ordering::Relaxed);
+        self.charge(size);
         self.len.send_replace(id);
     }
 
@@ -173,7 +169,7 @@ impl Generation {
             d.first = true;
         }
         let size = ENTRY_OVERHEAD + d.heap_bytes();
-        if st.bytes + size > self.max_bytes {
+        if self.event_bytes.load(Ordering::Relaxed) + size > self.max_bytes {
             let f = Failure {
                 message: "the answer exceeded the relay's per-stream memory limit".into(),
                 kind: "stream_too_large".into(),
@@ -264,7 +260,33 @@ impl Generation {
 
     /// Bytes this log holds, as counted against the memory bounds.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn charge(&self, size: usize) {
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.total_bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// `entry` in `format`, encoded on first use and shared by every reader; the cached
+    /// encoding counts against the memory bounds like the event itself.
+    pub fn encoded<'e>(&self, entry: &'e Entry, format: Format, meta: &Meta) -> &'e Bytes {
+        let slot = match format {
+            Format::Browser => &entry.encoded[0],
+            Format::OpenAi => &entry.encoded[1],
+        };
+        if let Some(b) = slot.get() {
+            return b;
+        }
+        let mut made = false;
+        let b = slot.get_or_init(|| {
+            made = true;
+            encode::encode(format, entry.id, &entry.event, meta, self.include_usage)
+        });
+        if made {
+            self.charge(b.len());
+        }
+        b
     }
 
     /// The final event, once the generation has ended.
@@ -337,7 +359,7 @@ impl Generation {
 
 impl Drop for Generation {
     fn drop(&mut self) {
-        let bytes = self.state.get_mut().map_or(0, |s| s.bytes);
-        self.total_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.total_bytes
+            .fetch_sub(*self.bytes.get_mut(), Ordering::Relaxed);
     }
 }

@@ -81,8 +81,7 @@ impl Reader {
     /// Everything available now, encoded as one piece, or waits for more; `None` at the end.
     async fn next_bytes(&mut self, format: Format) -> Option<Bytes> {
         let first = self.next().await?;
-        let include_usage = self.gen.include_usage();
-        let first_bytes = first.encoded(format, &self.meta, include_usage);
+        let first_bytes = self.gen.encoded(&first, format, &self.meta);
         if self.buf.is_empty() {
             return Some(first_bytes.clone());
         }
@@ -93,7 +92,7 @@ impl Reader {
             if e.event.is_terminal() {
                 self.ended = true;
             }
-            out.extend_from_slice(e.encoded(format, &self.meta, include_usage));
+            out.extend_from_slice(self.gen.encoded(&e, format, &self.meta));
         }
         Some(out.freeze())
     }

@@ -11,8 +11,8 @@ use crate::event::Meta;
 use crate::{Generation, RelayError, StreamId};
 
 pub const DEFAULT_RETENTION_SECS: u64 = 300;
-pub const DEFAULT_MAX_STREAM_BYTES: usize = 16 << 20;
-pub const DEFAULT_MAX_TOTAL_BYTES: usize = 512 << 20;
+pub const DEFAULT_MAX_STREAM_BYTES: usize = 64 << 20;
+pub const DEFAULT_MAX_TOTAL_BYTES: usize = 1 << 30;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -193,6 +193,32 @@ mod tests {
         );
         live.finish();
         assert_eq!(r.stats().refused, 1);
+    }
+
+    #[tokio::test]
+    async fn encodings_count_globally_but_not_against_the_stream_bound() {
+        let r = Registry::new(Limits {
+            max_stream_bytes: 2000,
+            ..Limits::default()
+        });
+        let g = r.create(Meta::default(), false).unwrap();
+        for _ in 0..5 {
+            assert!(g.push_delta(Delta::text(0, "abcd")));
+        }
+        let before = r.stats().bytes;
+        let mut reader = g.subscribe(0).unwrap();
+        for f in [crate::Format::OpenAi, crate::Format::Browser] {
+            for _ in 0..5 {
+                let e = reader.next().await.unwrap();
+                g.encoded(&e, f, &Meta::default());
+            }
+            drop(reader);
+            reader = g.subscribe(0).unwrap();
+        }
+        assert!(r.stats().bytes > before, "cached encodings are counted");
+        // The stream still has room for as much text as before the reads.
+        assert!(g.push_delta(Delta::text(0, "efgh")));
+        assert!(!g.is_finished());
     }
 
     #[test]

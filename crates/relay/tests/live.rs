@@ -117,13 +117,13 @@ async fn race_once(round: usize) -> usize {
             g.finish();
         })
     };
-    producer.await.unwrap();
+    producer.await.expect("producer task");
     let last = DELTAS + 1;
     assert_eq!(g.last_id(), last);
 
     let mut live = 0;
     for (i, r) in readers.into_iter().enumerate() {
-        let seen = r.await.unwrap();
+        let seen = r.await.expect("reader task");
         live += usize::from(seen.live);
         let want: Vec<u64> = (seen.pos + 1..=last).collect();
         assert_eq!(

@@ -18,7 +18,11 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 type Body = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
 
 fn body(g: &std::sync::Arc<Generation>, after: u64, format: Format) -> Body {
-    Box::pin(g.subscribe(after).unwrap().into_sse(format, KEEP_ALIVE))
+    Box::pin(
+        g.subscribe(after)
+            .expect("subscribe")
+            .into_sse(format, KEEP_ALIVE),
+    )
 }
 
 async fn next(b: &mut Body) -> Option<Bytes> {
@@ -29,7 +33,7 @@ async fn next(b: &mut Body) -> Option<Bytes> {
 }
 
 fn s(b: &[u8]) -> &str {
-    std::str::from_utf8(b).unwrap()
+    std::str::from_utf8(b).expect("UTF-8")
 }
 
 /// The contract's example: "Hel", "lo", done with usage.
