@@ -321,12 +321,13 @@ async function stop() {
 }
 
 function setBusy(busy) {
-  const hadFocus = document.activeElement === stopBtn;
-  stopBtn.hidden = !busy;
+  const f = document.activeElement;
+  const lose = (busy && f === sendBtn) || (!busy && f === stopBtn);
+  stopBtn.hidden = !busy; // Stop takes Send's place while an answer streams
   stopBtn.disabled = false;
-  sendBtn.disabled = busy;
+  sendBtn.hidden = busy;
   newBtn.disabled = busy;
-  if (hadFocus && !busy) promptEl.focus();
+  if (lose) promptEl.focus();
 }
 
 function addUser(text) {
