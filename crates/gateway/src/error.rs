@@ -33,8 +33,16 @@ pub enum GatewayError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// Boxed: upstream errors carry several strings, and every handler's `Result` pays for
+    /// the largest variant.
     #[error(transparent)]
-    Upstream(#[from] AdapterError),
+    Upstream(Box<AdapterError>),
+}
+
+impl From<AdapterError> for GatewayError {
+    fn from(e: AdapterError) -> Self {
+        Self::Upstream(Box::new(e))
+    }
 }
 
 impl GatewayError {
@@ -150,7 +158,7 @@ impl IntoResponse for GatewayError {
                     status: Some(429),
                     retry_after: Some(ra),
                     ..
-                } = a
+                } = &**a
                 {
                     if let Ok(v) = HeaderValue::from_str(ra) {
                         headers.insert(axum::http::header::RETRY_AFTER, v);
