@@ -1,9 +1,10 @@
 //! Wire encoders: one log event to the exact bytes a client receives, in either format.
 //!
 //! Pure functions, tested against literal strings. Every event written carries its `id:` line,
-//! so a client can resume from any event it has seen; when one log event becomes several SSE
-//! events (the OpenAI format's final finish chunk, usage chunk and `[DONE]`), each carries the
-//! same id, written in one piece.
+//! so a client can resume from any event it has seen. A log event is one SSE event in either
+//! format, with the log's number as its id, except the OpenAI format's end: the terminal `done`
+//! becomes the finish chunk(s), the usage chunk (when asked for) and `[DONE]`, numbered on from
+//! the `done` event's id, so ids stay 1, 2, 3, ... in both formats and agree on every delta.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -46,8 +47,24 @@ impl Format {
 pub fn encode(format: Format, id: u64, event: &Event, meta: &Meta, include_usage: bool) -> Bytes {
     match format {
         Format::Browser => browser(id, event),
-        Format::OpenAi => openai(id, event, meta, include_usage),
+        Format::OpenAi => openai(id, event, meta, include_usage, 0),
     }
+}
+
+/// How many SSE events `event` is in `format` (more than one only for the OpenAI end).
+pub fn event_count(format: Format, event: &Event, include_usage: bool) -> u64 {
+    match (format, event) {
+        (Format::OpenAi, Event::Done(done)) => {
+            done.finish_reasons.len() as u64 + u64::from(include_usage && done.usage.is_some()) + 1
+        }
+        _ => 1,
+    }
+}
+
+/// The OpenAI encoding of the terminal `done` at log id `id` without its first `skip` events,
+/// for a reader resuming in the middle of it.
+pub fn openai_tail(id: u64, event: &Event, meta: &Meta, include_usage: bool, skip: u64) -> Bytes {
+    openai(id, event, meta, include_usage, skip)
 }
 
 fn start_event(buf: &mut BytesMut, id: u64, name: Option<&str>) {
@@ -129,8 +146,8 @@ fn browser(id: u64, event: &Event) -> Bytes {
     };
     let mut buf = BytesMut::with_capacity(64 + text + text / 8);
     match event {
+        // The generation splits deltas so that each holds one kind of output: one event each.
         Event::Delta(d) => {
-            let mut wrote = false;
             if let Some(t) = d.reasoning.as_deref().filter(|t| !t.is_empty()) {
                 event_bytes(
                     &mut buf,
@@ -141,26 +158,7 @@ fn browser(id: u64, event: &Event) -> Bytes {
                         text: t,
                     },
                 );
-                wrote = true;
-            }
-            for t in [d.content.as_deref(), d.refusal.as_deref()]
-                .into_iter()
-                .flatten()
-            {
-                if !t.is_empty() {
-                    event_bytes(
-                        &mut buf,
-                        id,
-                        Some("delta"),
-                        &TextData {
-                            index: d.choice,
-                            text: t,
-                        },
-                    );
-                    wrote = true;
-                }
-            }
-            for c in &d.tool_calls {
+            } else if let Some(c) = d.tool_calls.first() {
                 let data = ToolCallData {
                     index: c.index,
                     id: c.id.as_deref(),
@@ -168,17 +166,17 @@ fn browser(id: u64, event: &Event) -> Bytes {
                     arguments: c.arguments.as_deref().unwrap_or(""),
                 };
                 event_bytes(&mut buf, id, Some("tool_call"), &data);
-                wrote = true;
-            }
-            if !wrote {
-                // A delta with only logprobs: keep the id sequence whole for browsers too.
+            } else {
+                // Content, or a refusal (shown as text), or a logprobs-only delta (empty text,
+                // so the id sequence stays whole for browsers too).
+                let text = d.content.as_deref().or(d.refusal.as_deref()).unwrap_or("");
                 event_bytes(
                     &mut buf,
                     id,
                     Some("delta"),
                     &TextData {
                         index: d.choice,
-                        text: "",
+                        text,
                     },
                 );
             }
@@ -293,7 +291,7 @@ fn tool_calls(calls: &[ToolCall]) -> Vec<ChunkToolCall<'_>> {
         .collect()
 }
 
-fn openai(id: u64, event: &Event, meta: &Meta, include_usage: bool) -> Bytes {
+fn openai(id: u64, event: &Event, meta: &Meta, include_usage: bool, skip: u64) -> Bytes {
     // Sized for one chunk (the fixed fields plus the text), so the buffer is not regrown.
     let text = match event {
         Event::Delta(d) => d.heap_bytes(),
@@ -302,7 +300,7 @@ fn openai(id: u64, event: &Event, meta: &Meta, include_usage: bool) -> Bytes {
     let mut buf = BytesMut::with_capacity(128 + meta.id.len() + meta.model.len() + text + text / 8);
     match event {
         Event::Delta(d) => openai_delta(&mut buf, id, d, meta),
-        Event::Done(done) => openai_done(&mut buf, id, done, meta, include_usage),
+        Event::Done(done) => openai_done(&mut buf, id, done, meta, include_usage, skip),
         Event::Failed(f) => openai_failed(&mut buf, id, f),
     }
     buf.freeze()
@@ -324,22 +322,36 @@ fn openai_delta(buf: &mut BytesMut, id: u64, d: &Delta, meta: &Meta) {
     event_bytes(buf, id, None, &chunk(meta, &choices, None));
 }
 
-fn openai_done(buf: &mut BytesMut, id: u64, done: &Done, meta: &Meta, include_usage: bool) {
+fn openai_done(
+    buf: &mut BytesMut,
+    id: u64,
+    done: &Done,
+    meta: &Meta,
+    include_usage: bool,
+    skip: u64,
+) {
+    let mut next = id;
     for (choice, reason) in &done.finish_reasons {
-        let choices = [ChunkChoice {
-            index: *choice,
-            delta: ChunkDelta::default(),
-            logprobs: None,
-            finish_reason: Some(reason),
-        }];
-        event_bytes(buf, id, None, &chunk(meta, &choices, None));
+        if next >= id + skip {
+            let choices = [ChunkChoice {
+                index: *choice,
+                delta: ChunkDelta::default(),
+                logprobs: None,
+                finish_reason: Some(reason),
+            }];
+            event_bytes(buf, next, None, &chunk(meta, &choices, None));
+        }
+        next += 1;
     }
     if include_usage {
         if let Some(u) = &done.usage {
-            event_bytes(buf, id, None, &chunk(meta, &[], Some(u)));
+            if next >= id + skip {
+                event_bytes(buf, next, None, &chunk(meta, &[], Some(u)));
+            }
+            next += 1;
         }
     }
-    start_event(buf, id, None);
+    start_event(buf, next, None);
     buf.put_slice(b"[DONE]\n\n");
 }
 
@@ -434,7 +446,7 @@ mod tests {
         let mut d = Delta::text(0, "Hel");
         d.first = true;
         assert_eq!(
-            s(openai(1, &Event::Delta(d), &meta(), false)),
+            s(openai(1, &Event::Delta(d), &meta(), false, 0)),
             "id: 1\ndata: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
         );
         let done = Event::Done(Done {
@@ -445,21 +457,42 @@ mod tests {
             }),
         });
         assert_eq!(
-            s(openai(3, &done, &meta(), true)),
+            s(openai(3, &done, &meta(), true, 0)),
             "id: 3\ndata: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n\
-             id: 3\ndata: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":1}}}\n\n\
-             id: 3\ndata: [DONE]\n\n"
+             id: 4\ndata: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":1}}}\n\n\
+             id: 5\ndata: [DONE]\n\n"
         );
         // Without include_usage the usage chunk is not sent.
-        assert!(!s(openai(3, &done, &meta(), false)).contains("\"usage\""));
+        assert!(!s(openai(3, &done, &meta(), false, 0)).contains("\"usage\""));
         let failed = Event::Failed(Failure {
             message: "cut".into(),
             kind: "upstream_truncated".into(),
             code: None,
         });
         assert_eq!(
-            s(openai(2, &failed, &meta(), true)),
+            s(openai(2, &failed, &meta(), true, 0)),
             "id: 2\ndata: {\"error\":{\"message\":\"cut\",\"type\":\"upstream_truncated\",\"param\":null,\"code\":null}}\n\n"
+        );
+    }
+
+    #[test]
+    fn openai_end_numbers_on_and_resumes_mid_way() {
+        let done = Event::Done(Done {
+            finish_reasons: vec![(0, "stop".into()), (1, "length".into())],
+            usage: Some(usage()),
+        });
+        assert_eq!(event_count(Format::OpenAi, &done, true), 4);
+        assert_eq!(event_count(Format::OpenAi, &done, false), 3);
+        assert_eq!(event_count(Format::Browser, &done, true), 1);
+        let full = s(openai(7, &done, &meta(), true, 0));
+        let ids: Vec<&str> = full.lines().filter(|l| l.starts_with("id: ")).collect();
+        assert_eq!(ids, vec!["id: 7", "id: 8", "id: 9", "id: 10"]);
+        let tail = s(openai_tail(7, &done, &meta(), true, 2));
+        assert!(full.ends_with(&tail), "{tail}");
+        assert!(tail.starts_with("id: 9\ndata: {"), "{tail}");
+        assert_eq!(
+            s(openai_tail(7, &done, &meta(), true, 3)),
+            "id: 10\ndata: [DONE]\n\n"
         );
     }
 
@@ -476,7 +509,7 @@ mod tests {
             logprobs: Some(RawValue::from_string("{\"content\":[]}".into()).unwrap()),
             ..Delta::default()
         };
-        let out = s(openai(9, &Event::Delta(d), &meta(), false));
+        let out = s(openai(9, &Event::Delta(d), &meta(), false, 0));
         assert!(out.contains("\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]},\"logprobs\":{\"content\":[]}"), "{out}");
     }
 

@@ -159,7 +159,19 @@ impl Generation {
 
     /// Appends a delta. Returns false when the generation is over (finished, failed, or past its
     /// memory bound, in which case it is failed here): the producer should stop.
-    pub fn push_delta(&self, mut d: Delta) -> bool {
+    pub fn push_delta(&self, d: Delta) -> bool {
+        let present = |t: &Option<String>| usize::from(t.as_deref().is_some_and(|t| !t.is_empty()));
+        let kinds =
+            present(&d.reasoning) + present(&d.content) + present(&d.refusal) + d.tool_calls.len();
+        if kinds <= 1 {
+            return self.push_one(d);
+        }
+        // One kind of output per event, so that each log event is exactly one browser event
+        // (`reasoning`, `delta`, `tool_call`) and one OpenAI chunk with the same id.
+        split(d).into_iter().all(|part| self.push_one(part))
+    }
+
+    fn push_one(&self, mut d: Delta) -> bool {
         let mut st = self.lock();
         if st.finished_at.is_some() {
             return false;
@@ -337,24 +349,91 @@ impl Generation {
 
     /// A reader of the events after `after` (0 = from the start).
     pub fn subscribe(self: &Arc<Self>, after: u64) -> Result<Reader, RelayError> {
-        let (last, finished) = {
-            let st = self.lock();
-            (st.log.len() as u64, st.finished_at.is_some())
-        };
+        self.subscribe_as(after, Format::Browser)
+    }
+
+    /// The id of the last event in `format` so far: the OpenAI format's end is several events
+    /// (finish chunks, usage chunk, `[DONE]`) numbered on from the log's last id.
+    pub fn last_event_id(&self, format: Format) -> u64 {
+        let st = self.lock();
+        let len = st.log.len() as u64;
+        match (st.finished_at, st.log.last()) {
+            (Some(_), Some(e)) => {
+                len + encode::event_count(format, &e.event, self.include_usage) - 1
+            }
+            _ => len,
+        }
+    }
+
+    /// A reader of the events after `after`, as numbered in `format`.
+    pub fn subscribe_as(
+        self: &Arc<Self>,
+        after: u64,
+        format: Format,
+    ) -> Result<Reader, RelayError> {
+        let len = self.last_id();
+        let last = self.last_event_id(format);
         if after > last {
             return Err(RelayError::BadPosition(after));
         }
-        if finished && after == last {
+        if self.is_finished() && after == last {
             return Err(RelayError::AtEnd(after));
         }
+        // Resuming inside the OpenAI end: start at the terminal event, skipping what was seen.
+        let (pos, skip) = if after >= len && last > len {
+            (len - 1, after - (len - 1))
+        } else {
+            (after, 0)
+        };
         self.had_reader.store(true, Ordering::Release);
         self.readers.send_modify(|n| *n += 1);
-        Ok(Reader::new(self.clone(), after, self.len.subscribe()))
+        Ok(Reader::new(self.clone(), pos, skip, self.len.subscribe()))
     }
 
     pub(crate) fn reader_gone(&self) {
         self.readers.send_modify(|n| *n = n.saturating_sub(1));
     }
+}
+
+/// Splits a delta that carries several kinds of output into one delta per kind, in the order a
+/// reader would see them: thinking, text (with the logprobs), refusal, then each tool call.
+fn split(d: Delta) -> Vec<Delta> {
+    let base = |choice| Delta {
+        choice,
+        ..Delta::default()
+    };
+    let mut parts = Vec::with_capacity(4);
+    if let Some(t) = d.reasoning.filter(|t| !t.is_empty()) {
+        parts.push(Delta {
+            reasoning: Some(t),
+            ..base(d.choice)
+        });
+    }
+    if let Some(t) = d.content.filter(|t| !t.is_empty()) {
+        parts.push(Delta {
+            content: Some(t),
+            ..base(d.choice)
+        });
+    }
+    if let Some(t) = d.refusal.filter(|t| !t.is_empty()) {
+        parts.push(Delta {
+            refusal: Some(t),
+            ..base(d.choice)
+        });
+    }
+    for call in d.tool_calls {
+        parts.push(Delta {
+            tool_calls: vec![call],
+            ..base(d.choice)
+        });
+    }
+    if let Some(lp) = d.logprobs {
+        let at = parts.iter().position(|p| p.content.is_some()).unwrap_or(0);
+        if let Some(p) = parts.get_mut(at) {
+            p.logprobs = Some(lp);
+        }
+    }
+    parts
 }
 
 impl Drop for Generation {

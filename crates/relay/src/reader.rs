@@ -18,6 +18,8 @@ pub struct Reader {
     gen: Arc<Generation>,
     /// Id of the last event handed out.
     pos: u64,
+    /// Events of the OpenAI end to leave out: the reader resumed in the middle of it.
+    skip: u64,
     len: watch::Receiver<u64>,
     buf: VecDeque<Arc<Entry>>,
     meta: Arc<Meta>,
@@ -25,11 +27,17 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(gen: Arc<Generation>, pos: u64, len: watch::Receiver<u64>) -> Self {
+    pub(crate) fn new(
+        gen: Arc<Generation>,
+        pos: u64,
+        skip: u64,
+        len: watch::Receiver<u64>,
+    ) -> Self {
         let meta = gen.meta();
         Self {
             gen,
             pos,
+            skip,
             len,
             buf: VecDeque::new(),
             meta,
@@ -81,7 +89,19 @@ impl Reader {
     /// Everything available now, encoded as one piece, or waits for more; `None` at the end.
     async fn next_bytes(&mut self, format: Format) -> Option<Bytes> {
         let first = self.next().await?;
-        let first_bytes = self.gen.encoded(&first, format, &self.meta);
+        let tail;
+        let first_bytes = if self.skip > 0 && format == Format::OpenAi {
+            tail = crate::encode::openai_tail(
+                first.id,
+                &first.event,
+                &self.meta,
+                self.gen.include_usage(),
+                std::mem::take(&mut self.skip),
+            );
+            &tail
+        } else {
+            self.gen.encoded(&first, format, &self.meta)
+        };
         if self.buf.is_empty() {
             return Some(first_bytes.clone());
         }

@@ -236,9 +236,12 @@ async fn late_and_early_readers_get_identical_bytes_in_both_formats() {
     assert_openai_blank_lines_ok(&late_o);
     let (events, _) = parse_sse(&late_o);
     assert_eq!(openai_text(&events), pieces.concat());
-    // The finish chunk, the usage chunk and [DONE] all carry the final id.
+    // The finish chunk, the usage chunk and [DONE] number on from the last delta.
     let tail: Vec<_> = events.iter().rev().take(3).collect();
-    assert!(tail.iter().all(|e| e.id == Some(21)));
+    assert_eq!(
+        tail.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![Some(23), Some(22), Some(21)]
+    );
     assert_eq!(tail[0].data, "[DONE]");
     assert!(tail[1]
         .data

@@ -175,7 +175,8 @@ async fn cancel_resolves_cancelled_and_ends_with_cancelled_done() {
     let body = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
     let text = String::from_utf8(body).unwrap();
     assert!(text.contains("\"finish_reason\":\"cancelled\""), "{text}");
-    assert!(text.ends_with("id: 2\ndata: [DONE]\n\n"));
+    // The finish chunk is id 2, [DONE] numbers on.
+    assert!(text.ends_with("id: 3\ndata: [DONE]\n\n"), "{text}");
 }
 
 #[tokio::test]

@@ -53,12 +53,46 @@ async fn resume_at_every_position() {
         let (sse, empty) = parse_sse(&body);
         assert_eq!(empty, 0);
         assert_eq!(sse.last().unwrap().data, "[DONE]");
-        assert_eq!(sse.last().unwrap().id, Some(k + 1));
+        // The OpenAI end (finish chunk, [DONE]) numbers on from the `done` event's id.
+        assert_eq!(
+            sse.last().unwrap().id,
+            Some(g.last_event_id(Format::OpenAi))
+        );
+        let oids: Vec<u64> = sse.iter().map(|e| e.id.unwrap()).collect();
+        assert_eq!(
+            oids,
+            (n + 1..=g.last_event_id(Format::OpenAi)).collect::<Vec<_>>(),
+            "openai ids from {n}"
+        );
         assert_eq!(pieces[..n as usize].concat() + &openai_text(&sse), full);
         // Only the first chunk of the whole stream carries the role, resumed or not.
         let roles = sse.iter().filter(|e| e.data.contains("\"role\"")).count();
         assert_eq!(roles, usize::from(n == 0), "role chunks resuming from {n}");
     }
+
+    // In the OpenAI numbering, resuming inside the end yields exactly its remaining events.
+    let last = g.last_event_id(Format::OpenAi);
+    assert!(last > k + 1);
+    for n in k + 1..last {
+        let r = g.subscribe_as(n, Format::OpenAi).unwrap();
+        let body = sse_body(r, Format::OpenAi, NO_KEEPALIVE).await;
+        let (sse, _) = parse_sse(&body);
+        let oids: Vec<u64> = sse.iter().map(|e| e.id.unwrap()).collect();
+        assert_eq!(
+            oids,
+            (n + 1..=last).collect::<Vec<_>>(),
+            "openai resume from {n}"
+        );
+        assert_eq!(sse.last().unwrap().data, "[DONE]");
+    }
+    assert_eq!(
+        g.subscribe_as(last, Format::OpenAi).err(),
+        Some(RelayError::AtEnd(last))
+    );
+    assert_eq!(
+        g.subscribe_as(last + 1, Format::OpenAi).err(),
+        Some(RelayError::BadPosition(last + 1))
+    );
 
     assert_eq!(g.subscribe(k + 1).err(), Some(RelayError::AtEnd(k + 1)));
     assert_eq!(

@@ -112,8 +112,8 @@ async fn openai_golden_bytes() {
             "id: 1\ndata: {h}\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"Hel\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
             "id: 2\ndata: {h}\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"lo\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
             "id: 3\ndata: {h}\"choices\":[{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"stop\"}}]}}\n\n",
-            "id: 3\ndata: {h}\"choices\":[],\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}}}\n\n",
-            "id: 3\ndata: [DONE]\n\n",
+            "id: 4\ndata: {h}\"choices\":[],\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}}}\n\n",
+            "id: 5\ndata: [DONE]\n\n",
         ),
         h = CHUNK_HEAD
     );
@@ -122,14 +122,14 @@ async fn openai_golden_bytes() {
         !all.starts_with(b"retry"),
         "no preamble on the OpenAI format"
     );
-    assert!(all.ends_with(b"id: 3\ndata: [DONE]\n\n"));
+    assert!(all.ends_with(b"id: 5\ndata: [DONE]\n\n"));
     assert_openai_blank_lines_ok(&all);
 
-    // Without include_usage: no usage chunk, same ending.
+    // Without include_usage: no usage chunk, so [DONE] comes one id earlier.
     let g = example(false);
     let all = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
     assert!(!s(&all).contains("\"usage\""));
-    assert!(all.ends_with(b"id: 3\ndata: [DONE]\n\n"));
+    assert!(all.ends_with(b"id: 4\ndata: [DONE]\n\n"));
     // A resumed body starts directly with the next event.
     let rest = sse_body(g.subscribe(2).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
     assert!(rest.starts_with(b"id: 3\ndata: {"), "{}", s(&rest));
@@ -245,7 +245,7 @@ async fn openai_keep_alive_is_a_lone_comment_line() {
     let text = s(&all);
     assert_eq!(text.matches(": keep-alive\n").count(), 6);
     assert!(!text.contains(": keep-alive\n\n"), "{text}");
-    assert!(text.ends_with("id: 3\ndata: [DONE]\n\n"));
+    assert!(text.ends_with("id: 5\ndata: [DONE]\n\n"), "{text}");
     assert_openai_blank_lines_ok(&all);
     let (events, empty) = parse_sse(&all);
     assert_eq!(empty, 0, "a blank line that dispatches nothing: {text}");

@@ -94,7 +94,7 @@ pub async fn events(
         .registry
         .get(&id)
         .map_err(|_| GatewayError::NotFound(format!("stream '{id}' not found or expired")))?;
-    match gen.subscribe(after) {
+    match gen.subscribe_as(after, format) {
         Ok(reader) => {
             if after > 0 {
                 inc(&state.metrics.resumes);
@@ -106,7 +106,7 @@ pub async fn events(
             "Last-Event-ID",
             format!(
                 "event {n} does not exist: the stream's last event is {}",
-                gen.last_id()
+                gen.last_event_id(format)
             ),
         )),
         Err(e) => Err(GatewayError::NotFound(e.to_string())),
