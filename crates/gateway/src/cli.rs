@@ -146,6 +146,8 @@ async fn serve(flags: Flags, vars: config::Vars) -> i32 {
             return 1;
         }
     };
+    #[cfg(unix)]
+    server::reload_on_hangup(state.clone(), flags.clone(), vars.clone());
     announce(&listener);
     tracing::info!(
         providers = state.router.listed_models().len(),

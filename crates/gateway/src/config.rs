@@ -176,16 +176,63 @@ pub fn read_file(path: &str) -> Result<FileConfig, ConfigError> {
 
 pub fn parse_toml(text: &str) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        // toml's message names the key ("unknown field `x`", "invalid type ... for key `y`").
-        let msg = e.message().to_owned();
+        // The span points at the offending key or value: name the key of that line (with its
+        // table), never the value, and leave string values out of the message, since a value
+        // may be a secret pasted in the wrong place.
         let key = e
             .span()
-            .and_then(|s| text.get(s))
-            .map(|s| s.trim().trim_matches('"').to_owned())
-            .filter(|s| !s.is_empty() && s.len() < 80)
+            .and_then(|s| key_at(text, s.start))
             .unwrap_or_else(|| "config".to_owned());
-        ConfigError::new(key, msg)
+        ConfigError::new(key, redact_strings(e.message()))
     })
+}
+
+/// The dotted key of the `key = value` line holding byte `pos`: `addr`, `teams[1].models`.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let before = text.get(..pos)?;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.len() > 80 || key.starts_with('[') {
+        return None;
+    }
+    // The table the line is in: the last header above it; for `[[name]]`, its index.
+    let mut table: Option<(String, Option<usize>)> = None;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for l in before.lines().map(str::trim) {
+        if let Some((name, _)) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let name = name.trim().to_owned();
+            let n = seen.entry(name.clone()).or_insert(0);
+            table = Some((name, Some(*n)));
+            *n += 1;
+        } else if let Some((name, _)) = l.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            table = Some((name.trim().to_owned(), None));
+        }
+    }
+    Some(match table {
+        Some((t, Some(i))) => format!("{t}[{i}].{key}"),
+        Some((t, None)) => format!("{t}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
+/// The message with every double-quoted string replaced by `"..."`.
+fn redact_strings(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut parts = msg.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let rest: Vec<&str> = parts.collect();
+    for (i, p) in rest.iter().enumerate() {
+        // Odd pieces are inside quotes; an unmatched last quote keeps its text out too.
+        if i % 2 == 0 {
+            out.push_str("\"...\"");
+        } else {
+            out.push_str(p);
+        }
+    }
+    out
 }
 
 fn var<'a>(vars: &'a Vars, name: &str) -> Option<&'a str> {
@@ -610,6 +657,39 @@ mod tests {
         let file = parse_toml("[[providers]]\nname = \"x\"\nkind = \"openai\"\napi_key_env = \"NOPE_KEY\"\nmodels = [\"a\"]\n").unwrap();
         let e = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap_err();
         assert_eq!(e.key, "providers[0].api_key_env");
+    }
+
+    #[test]
+    fn parse_errors_name_the_key_not_the_value() {
+        let secret = "sk-sluice-AAAABBBBCCCC";
+        let text = format!(
+            "[[teams]]\nname = \"a\"\napi_keys_sha256 = [\"{h}\"]\n\n[[teams]]\nname = \"b\"\napi_keys_sha256 = \"{secret}\"\n",
+            h = "0".repeat(64)
+        );
+        let e = parse_toml(&text).unwrap_err();
+        assert_eq!(e.key, "teams[1].api_keys_sha256");
+        assert!(!e.to_string().contains(secret), "{e}");
+        let e = parse_toml("rate_limit_window_secs = \"x\"\n").unwrap_err();
+        assert_eq!(e.key, "rate_limit_window_secs");
+        assert_eq!(redact_strings(r#"a "b" c "d"#), r#"a "..." c "...""#);
+    }
+
+    #[test]
+    fn rate_limit_window() {
+        let s = Settings::resolve(FileConfig::default(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.rate_limit_window, Duration::from_secs(60));
+        let file = parse_toml("rate_limit_window_secs = 5\n").unwrap();
+        let s = Settings::resolve(file.clone(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.rate_limit_window, Duration::from_secs(5));
+        let v = vars(&[("SLUICE_RATE_LIMIT_WINDOW_SECS", "2")]);
+        let s = Settings::resolve(file, &Flags::default(), &v).unwrap();
+        assert_eq!(s.rate_limit_window, Duration::from_secs(2));
+        let v = vars(&[("SLUICE_RATE_LIMIT_WINDOW_SECS", "0")]);
+        let e = Settings::resolve(FileConfig::default(), &Flags::default(), &v).unwrap_err();
+        assert_eq!(e.key, "SLUICE_RATE_LIMIT_WINDOW_SECS");
+        let file = parse_toml("[[teams]]\nname = \"t\"\napi_keys_sha256 = [\"0000000000000000000000000000000000000000000000000000000000000000\"]\ndefault_max_tokens = 0\n").unwrap();
+        let e = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap_err();
+        assert_eq!(e.key, "teams[0].default_max_tokens");
     }
 
     #[test]

@@ -5,14 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use provider_adapter::{Provider, ProviderKind};
 use relay::Registry;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
-use crate::config::Settings;
+use crate::config::{Flags, Settings, Vars};
 use crate::metrics::Metrics;
 use crate::routing::ModelRouter;
 use crate::state::{AppState, Inner};
@@ -98,7 +98,7 @@ pub async fn build_state(
         });
     }
     Ok(AppState(Arc::new(Inner {
-        access: Access::new(settings.teams.clone()),
+        access: Access::new(settings.teams.clone(), settings.rate_limit_window),
         settings,
         router,
         registry,
@@ -150,6 +150,42 @@ pub async fn serve(
         r = server => r,
         _ = hard_stop => Ok(()),
     }
+}
+
+/// Re-reads the config file the server started with and applies its `[[teams]]` and limit
+/// window (other settings need a restart). Limiters of unchanged teams are kept. A file that
+/// does not validate changes nothing.
+pub fn reload_teams(state: &AppState, flags: &Flags, vars: &Vars) -> Result<String, String> {
+    if state.settings.config_path.is_none() {
+        return Err("the server was started without a config file: nothing to reload".into());
+    }
+    let s = Settings::load(flags, vars).map_err(|e| e.to_string())?;
+    state.access.reload(s.teams, s.rate_limit_window)
+}
+
+/// From now on, reloads the teams on every SIGHUP, logging the outcome. The handler is in
+/// place when this returns (before the server announces itself, so an early SIGHUP does not
+/// take the default action and end the process).
+#[cfg(unix)]
+pub fn reload_on_hangup(state: AppState, flags: Flags, vars: Vars) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: config reload is off");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reload_teams(&state, &flags, &vars) {
+                Ok(summary) => tracing::info!("SIGHUP: teams reloaded: {summary}"),
+                Err(e) => {
+                    tracing::warn!("SIGHUP: config not reloaded, keeping the current teams: {e}")
+                }
+            }
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -115,7 +115,10 @@ mod tests {
             presented_key(&headers(&[("authorization", b"bearer   sk-1 ")])),
             Ok("sk-1")
         );
-        assert_eq!(presented_key(&headers(&[("x-api-key", b"sk-2")])), Ok("sk-2"));
+        assert_eq!(
+            presented_key(&headers(&[("x-api-key", b"sk-2")])),
+            Ok("sk-2")
+        );
         // Authorization wins.
         assert_eq!(
             presented_key(&headers(&[
@@ -129,7 +132,8 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_key() {
         use AuthProblem::*;
-        let cases: &[(&[(&str, &[u8])], AuthProblem)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], AuthProblem);
+        let cases: &[Case] = &[
             (&[], Missing),
             (&[("authorization", b"Bearer ")], Malformed),
             (&[("authorization", b"Bearer")], Malformed),
@@ -152,7 +156,11 @@ mod tests {
 
     #[test]
     fn messages_do_not_echo() {
-        for p in [AuthProblem::Missing, AuthProblem::Malformed, AuthProblem::Unknown] {
+        for p in [
+            AuthProblem::Missing,
+            AuthProblem::Malformed,
+            AuthProblem::Unknown,
+        ] {
             assert!(!p.message().contains("sk-"));
         }
     }

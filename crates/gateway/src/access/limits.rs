@@ -113,7 +113,8 @@ pub trait LimitStore: Send + Sync + fmt::Debug {
         limits: &TeamLimits,
         tokens: u64,
     ) -> Result<LimitStatus, Duration>;
-    /// Settles: `delta` tokens more (positive) or fewer (negative) than were reserved.
+    /// Settles: `delta` tokens more (positive) or fewer (negative) than were reserved, against
+    /// the team's budget as it is now (`limits` may be those of before a reload).
     fn adjust_tokens(&self, team: &str, limits: &TeamLimits, delta: i64);
     /// Where the token budget stands, without taking from it.
     fn token_status(&self, team: &str, limits: &TeamLimits) -> LimitStatus;
@@ -200,8 +201,8 @@ impl Requests {
         let interval = self.quota.interval();
         let burst = self.quota.burst;
         let elapsed = now.saturating_duration_since(at);
-        let regained = u32::try_from(elapsed.as_nanos() / interval.as_nanos().max(1))
-            .unwrap_or(u32::MAX);
+        let regained =
+            u32::try_from(elapsed.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u32::MAX);
         let remaining = remaining.saturating_add(regained).min(burst);
         let missing = interval.saturating_mul(burst.saturating_sub(remaining));
         let since_measure = elapsed.saturating_sub(interval.saturating_mul(regained));
@@ -327,7 +328,10 @@ impl MemoryStore {
         if let Some(t) = read(&self.teams).get(team) {
             return t.clone();
         }
-        write(&self.teams).entry(team.to_owned()).or_default().clone()
+        write(&self.teams)
+            .entry(team.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// The team's request limiter, rebuilt if its quota changed.
@@ -400,9 +404,13 @@ impl LimitStore for MemoryStore {
         }
     }
 
-    fn adjust_tokens(&self, team: &str, limits: &TeamLimits, delta: i64) {
-        if let Some(q) = limits.token_quota() {
-            self.with_tokens(team, q, |b, now| b.adjust(delta, now));
+    fn adjust_tokens(&self, team: &str, _limits: &TeamLimits, delta: i64) {
+        // Settles against the budget as it is now, even if a reload changed its quota since
+        // the reservation (rebuilding it under the old quota would undo the reload).
+        if let Some(t) = read(&self.teams).get(team) {
+            if let Some(tk) = lock(&t.tokens).as_mut() {
+                tk.bucket.adjust(delta, Instant::now());
+            }
         }
     }
 
@@ -431,9 +439,7 @@ impl LimitStore for MemoryStore {
     }
 
     fn open_streams(&self, team: &str) -> u64 {
-        read(&self.teams)
-            .get(team)
-            .map_or(0, |t| *lock(&t.streams))
+        read(&self.teams).get(team).map_or(0, |t| *lock(&t.streams))
     }
 }
 
@@ -485,7 +491,10 @@ mod tests {
             assert_eq!(st.remaining, 9 - i);
         }
         let wait = s.take_request("a", &l).unwrap_err();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         let st = s.request_status("a", &l);
         assert_eq!(st.remaining, 0);
         assert!(st.reset > Duration::from_secs(9) && st.reset <= Duration::from_secs(10));
@@ -503,7 +512,10 @@ mod tests {
         let l = limits(None, 1, None, None);
         for _ in 0..100 {
             assert_eq!(s.take_request("a", &l), Ok(LimitStatus::UNLIMITED));
-            assert_eq!(s.reserve_tokens("a", &l, 1 << 40), Ok(LimitStatus::UNLIMITED));
+            assert_eq!(
+                s.reserve_tokens("a", &l, 1 << 40),
+                Ok(LimitStatus::UNLIMITED)
+            );
         }
     }
 
@@ -560,6 +572,22 @@ mod tests {
         let l2 = limits(None, 1, Some(2000), None);
         assert!(s.token_status("a", &l2).remaining <= 101);
         assert!(s.token_status("b", &l).remaining >= 900);
+    }
+
+    #[test]
+    fn settling_after_a_quota_change_keeps_the_new_quota() {
+        let s = MemoryStore::new();
+        let old = limits(None, 1, Some(1000), None);
+        s.reserve_tokens("a", &old, 900).unwrap();
+        let new = limits(None, 1, Some(5000), None);
+        assert_eq!(s.token_status("a", &new).limit, 5000);
+        s.adjust_tokens("a", &old, -800);
+        let st = s.token_status("a", &new);
+        assert_eq!(st.limit, 5000);
+        assert!(st.remaining >= 900, "{st:?}");
+        // Nothing reserved yet: nothing to settle.
+        s.adjust_tokens("b", &old, 10);
+        assert_eq!(s.token_status("b", &old).remaining, 1000);
     }
 
     #[test]

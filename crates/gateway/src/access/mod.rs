@@ -1,72 +1,723 @@
 //! Who is calling and what they may do: team keys, model permissions, and the request, token
 //! and concurrency limits. In open mode (no `[[teams]]`) every caller is let through.
 //!
-//! Handlers see only [`Access::authenticate`], [`Access::admit`] and the [`Admission`] it
-//! returns: a permit that carries the `x-ratelimit-*` headers, holds a concurrency slot until it
-//! is dropped, and settles the token budget with the real usage.
+//! Handlers see only [`Access::authenticate`] (called by the auth layer in `crate::app`),
+//! [`Access::admit`] and the [`Admission`] it returns: a permit that carries the
+//! `x-ratelimit-*` headers, holds a concurrency slot until it is dropped, and settles the token
+//! budget with the real usage. The auth layer also fills the `x-ratelimit-*` headers into every
+//! other response to a team (errors included) from [`Access::fill_headers`].
+//!
+//! # The limits
+//!
+//! "Per minute" means per *limit window*: a minute, unless `rate_limit_window_secs` /
+//! `SLUICE_RATE_LIMIT_WINDOW_SECS` makes it shorter (for tests).
+//!
+//! - **Requests**: GCRA (governor), one limiter per team: `requests_per_minute` spread evenly
+//!   over the window, with `request_burst` (default a sixth of it, at least 1) allowed at once.
+//! - **Tokens: reserve and settle.** Before a request, its estimate (the prompt estimate plus
+//!   `max_tokens`, or the team's `default_max_tokens`, times `n`) must fit in the team's budget,
+//!   a bucket of `tokens_per_minute` that refills continuously; the estimate is then taken from
+//!   it. When the generation ends the reservation is settled against the real usage: the
+//!   difference is given back or taken as well (the budget may go below zero, and the next
+//!   request waits until the refill has paid that debt). A stream cut short before the upstream
+//!   reported usage is charged the prompt estimate plus one token per streamed delta; a request
+//!   that never reached streaming (upstream error, client gone while waiting for the upstream)
+//!   is charged nothing. An estimate larger than the whole budget is admitted when the budget is
+//!   full, so a big request is slow, not impossible. Reserving (rather than admitting whenever
+//!   the budget is positive) keeps a burst of parallel requests from overspending it.
+//! - **Concurrency**: generations in flight (streams, and non-streaming requests while they
+//!   wait for the upstream) per team, at most `max_concurrent_streams`. The [`Admission`] holds
+//!   the slot and gives it back when dropped, whatever ended the generation.
+//!
+//! Limits are checked concurrency first, then tokens, then requests, and a refusal undoes the
+//! earlier steps, so a refused request costs the team nothing. The 429 carries `Retry-After`
+//! in whole seconds (at least 1), rounded up from the time until the refusing limit has room:
+//! a retry after it succeeds unless others used the room first. Concurrency has no such time
+//! (nobody knows when a stream ends): it says 1 second.
+//!
+//! # Headers
+//!
+//! `x-ratelimit-limit-requests` is `requests_per_minute`, `-remaining-requests` the requests
+//! that may be sent at once now (at most the burst), `-reset-requests` the time until the
+//! whole burst is back; `-tokens` likewise for the token budget. A limit the team does not
+//! have is shown as 4294967295 remaining of 4294967295, reset `0s`.
+//!
+//! # Reloading
+//!
+//! The team table sits behind a `RwLock<Arc<_>>` that is only held to clone or swap the `Arc`.
+//! [`Access::reload`] swaps in a new table; limiter state lives in the [`LimitStore`] keyed by
+//! team name and is rebuilt only for a team whose limits changed, so other teams keep theirs.
 
-use std::sync::Arc;
+mod auth;
+pub mod headers;
+pub mod limits;
+pub mod usage;
 
-use axum::http::HeaderMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName};
 use provider_adapter::ChatRequest;
+use serde_json::{json, Value};
 
 use crate::config::TeamConfig;
 use crate::error::GatewayError;
+pub use auth::AuthProblem;
+pub use limits::{LimitStatus, LimitStore, MemoryStore, TeamLimits};
+pub use usage::{LimitKind, TeamUsage, UsageBook};
+
+/// A configured team, as the current config describes it.
+#[derive(Debug)]
+pub struct Team {
+    pub name: Arc<str>,
+    pub limits: TeamLimits,
+    models: Vec<String>,
+    usage: Arc<TeamUsage>,
+    config: TeamConfig,
+}
+
+impl Team {
+    pub fn may_use(&self, model: &str) -> bool {
+        crate::glob::any_matches(&self.models, model)
+    }
+}
 
 /// The authenticated caller: a team, or nobody in open mode.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
-    pub team: Option<Arc<str>>,
+    pub team: Option<Arc<Team>>,
+}
+
+impl Caller {
+    pub fn team_name(&self) -> Option<&str> {
+        self.team.as_deref().map(|t| &*t.name)
+    }
 }
 
 /// Admission of one request: headers to send, and a slot held until dropped.
 #[derive(Debug, Default)]
 pub struct Admission {
     pub headers: HeaderMap,
+    charge: Option<Charge>,
 }
 
 impl Admission {
     /// Settles the token budget with what the generation really used.
-    pub fn settle(self, _prompt_tokens: u64, _completion_tokens: u64) {}
+    pub fn settle(mut self, prompt_tokens: u64, completion_tokens: u64) {
+        if let Some(c) = self.charge.as_mut() {
+            c.settle(prompt_tokens, completion_tokens);
+        }
+    }
+
+    /// Settles a generation that ended before the upstream reported its usage: the prompt
+    /// estimate, and one token per delta that was streamed.
+    pub fn settle_cut_short(self, deltas: u64) {
+        let prompt = self.charge.as_ref().map_or(0, |c| c.prompt_estimate);
+        self.settle(prompt, deltas);
+    }
+}
+
+/// What an admitted request holds: its token reservation and its stream slot.
+#[derive(Debug)]
+struct Charge {
+    store: Arc<dyn LimitStore>,
+    team: Arc<Team>,
+    /// Tokens taken from the budget at admission (0 without a token limit).
+    reserved: u64,
+    prompt_estimate: u64,
+    slot: bool,
+    settled: bool,
+}
+
+impl Charge {
+    fn settle(&mut self, prompt: u64, completion: u64) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        self.team.usage.charged(prompt, completion);
+        if self.team.limits.tokens.is_some() {
+            let used = prompt.saturating_add(completion);
+            let delta = i64::try_from(used)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(i64::try_from(self.reserved).unwrap_or(i64::MAX));
+            self.store
+                .adjust_tokens(&self.team.name, &self.team.limits, delta);
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.slot {
+            self.store.close_stream(&self.team.name);
+        }
+        if !self.settled && self.reserved > 0 {
+            // Never reached the upstream's answer: nothing to charge.
+            let refund = i64::try_from(self.reserved).unwrap_or(i64::MAX);
+            self.store
+                .adjust_tokens(&self.team.name, &self.team.limits, -refund);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
+struct Table {
+    teams: Vec<Arc<Team>>,
+    keys: auth::KeyTable,
+}
+
+impl Table {
+    fn build(teams: Vec<TeamConfig>, window: Duration, usage: &UsageBook) -> Self {
+        let mut table = Table::default();
+        for (i, t) in teams.into_iter().enumerate() {
+            for h in &t.api_keys_sha256 {
+                // The config validated every hash; a bad one would simply never match.
+                let _ = table.keys.add(h, u32::try_from(i).unwrap_or(u32::MAX));
+            }
+            table.teams.push(Arc::new(Team {
+                name: t.name.as_str().into(),
+                limits: TeamLimits::from_config(&t, window),
+                models: t.models.clone(),
+                usage: usage.team(&t.name),
+                config: t,
+            }));
+        }
+        table
+    }
+
+    fn find(&self, name: &str) -> Option<&Arc<Team>> {
+        self.teams.iter().find(|t| &*t.name == name)
+    }
+}
+
+#[derive(Debug)]
 pub struct Access {
-    teams: Vec<TeamConfig>,
+    table: RwLock<Arc<Table>>,
+    store: Arc<dyn LimitStore>,
+    usage: UsageBook,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self::new(Vec::new(), Duration::from_secs(60))
+    }
+}
+
+/// `Retry-After` seconds for a wait: rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl Access {
-    pub fn new(teams: Vec<TeamConfig>) -> Self {
-        Self { teams }
+    /// Access with the in-memory limit store.
+    pub fn new(teams: Vec<TeamConfig>, window: Duration) -> Self {
+        Self::with_store(teams, window, Arc::new(MemoryStore::new()))
+    }
+
+    pub fn with_store(
+        teams: Vec<TeamConfig>,
+        window: Duration,
+        store: Arc<dyn LimitStore>,
+    ) -> Self {
+        let usage = UsageBook::default();
+        let table = Table::build(teams, window, &usage);
+        Self {
+            table: RwLock::new(Arc::new(table)),
+            store,
+            usage,
+        }
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn open_mode(&self) -> bool {
-        self.teams.is_empty()
+        self.table().teams.is_empty()
     }
 
     /// Identifies the caller from `Authorization: Bearer` or `x-api-key`.
-    pub fn authenticate(&self, _headers: &HeaderMap) -> Result<Caller, GatewayError> {
-        Ok(Caller::default())
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+        let table = self.table();
+        if table.teams.is_empty() {
+            return Ok(Caller::default());
+        }
+        let unauthorized = |p: AuthProblem| {
+            tracing::debug!(problem = ?p, "request refused: no valid API key");
+            GatewayError::Unauthorized(p.message().to_owned())
+        };
+        let key = auth::presented_key(headers).map_err(unauthorized)?;
+        let idx = table
+            .keys
+            .lookup(key)
+            .ok_or_else(|| unauthorized(AuthProblem::Unknown))?;
+        let team = table
+            .teams
+            .get(idx as usize)
+            .ok_or_else(|| unauthorized(AuthProblem::Unknown))?;
+        Ok(Caller {
+            team: Some(team.clone()),
+        })
+    }
+
+    /// The caller's team as the config now describes it (it may have been reloaded since the
+    /// caller was authenticated); `None` in open mode or if the team is gone.
+    fn current(&self, caller: &Caller) -> Option<Arc<Team>> {
+        let team = caller.team.as_ref()?;
+        self.table().find(&team.name).cloned()
     }
 
     /// May the caller use `model`?
-    pub fn may_use(&self, _caller: &Caller, _model: &str) -> bool {
-        true
+    pub fn may_use(&self, caller: &Caller, model: &str) -> bool {
+        match &caller.team {
+            None => true,
+            Some(t) => self
+                .current(caller)
+                .unwrap_or_else(|| t.clone())
+                .may_use(model),
+        }
     }
 
     /// Checks the caller's model permission and limits for `req`.
     pub fn admit(&self, caller: &Caller, req: &ChatRequest) -> Result<Admission, GatewayError> {
-        if !self.may_use(caller, &req.model) {
+        if caller.team.is_none() {
+            return Ok(Admission::default());
+        }
+        let Some(team) = self.current(caller) else {
+            return Err(GatewayError::Unauthorized(
+                AuthProblem::Unknown.message().to_owned(),
+            ));
+        };
+        if !team.may_use(&req.model) {
             return Err(GatewayError::Forbidden(format!(
                 "your team may not use the model '{}'",
                 req.model
             )));
         }
-        Ok(Admission::default())
+        let l = team.limits;
+        let n = req
+            .body
+            .get("n")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .max(1);
+        let prompt_estimate = req.estimated_prompt_tokens();
+        let estimate = prompt_estimate.saturating_add(
+            req.max_tokens()
+                .unwrap_or(l.default_max_tokens)
+                .saturating_mul(n),
+        );
+        // Dropping `charge` on a refusal below gives back what it holds so far.
+        let mut charge = Charge {
+            store: self.store.clone(),
+            team: team.clone(),
+            reserved: 0,
+            prompt_estimate,
+            slot: false,
+            settled: false,
+        };
+        if let Some(max) = l.streams {
+            if !self.store.open_stream(&team.name, max) {
+                return Err(reject(
+                    &team,
+                    LimitKind::Concurrency,
+                    Duration::from_secs(1),
+                    format!(
+                        "Too many concurrent streams for team '{}': limit {max}. Try again when one of them has ended.",
+                        team.name
+                    ),
+                ));
+            }
+            charge.slot = true;
+        }
+        let tokens = match self.store.reserve_tokens(&team.name, &l, estimate) {
+            Ok(st) => st,
+            Err(wait) => {
+                return Err(reject(
+                    &team,
+                    LimitKind::Tokens,
+                    wait,
+                    format!(
+                        "Rate limit reached for team '{}' on tokens per minute: limit {}, requested {estimate} (prompt estimate plus max_tokens). Please try again in {}s.",
+                        team.name,
+                        l.tokens.unwrap_or_default(),
+                        retry_after_secs(wait)
+                    ),
+                ))
+            }
+        };
+        if l.tokens.is_some() {
+            charge.reserved = estimate;
+        }
+        let requests = match self.store.take_request(&team.name, &l) {
+            Ok(st) => st,
+            Err(wait) => {
+                return Err(reject(
+                    &team,
+                    LimitKind::Requests,
+                    wait,
+                    format!(
+                        "Rate limit reached for team '{}' on requests per minute: limit {}. Please try again in {}s.",
+                        team.name,
+                        l.requests.unwrap_or_default(),
+                        retry_after_secs(wait)
+                    ),
+                ))
+            }
+        };
+        team.usage.admitted();
+        Ok(Admission {
+            headers: headers::rate_limit_headers(requests, tokens),
+            charge: Some(charge),
+        })
     }
 
-    /// Headers for a team response that was not admitted against a model (e.g. `/v1/models`).
-    pub fn headers(&self, _caller: &Caller) -> HeaderMap {
-        HeaderMap::new()
+    /// The `x-ratelimit-*` headers for a team response, showing where the limits stand now
+    /// without taking from them. Empty in open mode.
+    pub fn headers(&self, caller: &Caller) -> HeaderMap {
+        match self.current(caller) {
+            Some(team) => headers::rate_limit_headers(
+                self.store.request_status(&team.name, &team.limits),
+                self.store.token_status(&team.name, &team.limits),
+            ),
+            None => HeaderMap::new(),
+        }
+    }
+
+    /// Adds the `x-ratelimit-*` headers that a team response does not carry yet (an admitted
+    /// request carries its own from the moment of admission).
+    pub fn fill_headers(&self, caller: &Caller, out: &mut HeaderMap) {
+        if caller.team.is_none() || headers::ALL.iter().all(|h| out.contains_key(*h)) {
+            return;
+        }
+        for (name, value) in self.headers(caller) {
+            if let Some(name) = name {
+                if !out.contains_key(&name) {
+                    out.insert::<HeaderName>(name, value);
+                }
+            }
+        }
+    }
+
+    /// Replaces the teams (config reload). Limiters of teams whose limits did not change are
+    /// kept; usage counters are kept for all. Refuses to drop from teams to open mode, which
+    /// would serve without keys: that needs a restart.
+    pub fn reload(&self, teams: Vec<TeamConfig>, window: Duration) -> Result<String, String> {
+        crate::config::validate_teams(&teams).map_err(|e| e.to_string())?;
+        let old = self.table();
+        if !old.teams.is_empty() && teams.is_empty() {
+            return Err(
+                "the new config has no [[teams]]: switching to open mode (no keys) needs a restart"
+                    .into(),
+            );
+        }
+        let new = Table::build(teams, window, &self.usage);
+        let mut added = Vec::new();
+        let mut changed = Vec::new();
+        let mut same = 0;
+        for t in &new.teams {
+            match old.find(&t.name) {
+                None => added.push(t.name.to_string()),
+                Some(o) if o.config != t.config || o.limits != t.limits => {
+                    changed.push(t.name.to_string())
+                }
+                Some(_) => same += 1,
+            }
+        }
+        let removed: Vec<String> = old
+            .teams
+            .iter()
+            .filter(|t| new.find(&t.name).is_none())
+            .map(|t| t.name.to_string())
+            .collect();
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        Ok(format!(
+            "added [{}], changed [{}], removed [{}], unchanged {same}",
+            added.join(", "),
+            changed.join(", "),
+            removed.join(", ")
+        ))
+    }
+
+    /// `GET /v1/usage` for the caller's team; `None` in open mode.
+    pub fn usage(&self, caller: &Caller) -> Option<Value> {
+        let stale = caller.team.as_ref()?;
+        let team = self.current(caller).unwrap_or_else(|| stale.clone());
+        let s = team.usage.snapshot();
+        let l = team.limits;
+        let mut v = json!({ "object": "team.usage", "team": &*team.name });
+        if let (Some(o), Value::Object(counts)) = (v.as_object_mut(), s.to_json()) {
+            o.extend(counts);
+            o.insert(
+                "open_streams".into(),
+                self.store.open_streams(&team.name).into(),
+            );
+            o.insert(
+                "limits".into(),
+                json!({
+                    "requests_per_minute": l.requests,
+                    "request_burst": l.burst,
+                    "tokens_per_minute": l.tokens,
+                    "max_concurrent_streams": l.streams,
+                    "window_secs": l.window.as_secs_f64(),
+                }),
+            );
+        }
+        Some(v)
+    }
+
+    /// Per-team counters in Prometheus text format, for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        self.usage.render(|t| self.store.open_streams(t))
+    }
+}
+
+fn reject(team: &Team, kind: LimitKind, wait: Duration, message: String) -> GatewayError {
+    team.usage.rejected(kind);
+    tracing::debug!(team = %team.name, limit = kind.as_str(), "request refused: over the limit");
+    GatewayError::RateLimited {
+        kind: kind.as_str(),
+        retry_after_secs: retry_after_secs(wait),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn team(name: &str, key_hash: &str) -> TeamConfig {
+        TeamConfig {
+            name: name.into(),
+            api_keys_sha256: vec![key_hash.into()],
+            requests_per_minute: None,
+            request_burst: None,
+            tokens_per_minute: None,
+            max_concurrent_streams: None,
+            default_max_tokens: None,
+            models: vec!["*".into()],
+        }
+    }
+
+    fn bearer(key: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+        );
+        h
+    }
+
+    fn req(body: &str) -> ChatRequest {
+        ChatRequest::parse(body.as_bytes()).unwrap()
+    }
+
+    const CHAT: &str =
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":10}"#;
+
+    fn kind(e: &GatewayError) -> (&'static str, u64) {
+        match e {
+            GatewayError::RateLimited {
+                kind,
+                retry_after_secs,
+                ..
+            } => (kind, *retry_after_secs),
+            other => panic!("not a 429: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_at_least_one() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+    }
+
+    #[test]
+    fn open_mode_lets_everyone_in() {
+        let a = Access::default();
+        assert!(a.open_mode());
+        let c = a.authenticate(&HeaderMap::new()).unwrap();
+        assert!(c.team.is_none());
+        let adm = a.admit(&c, &req(CHAT)).unwrap();
+        assert!(adm.headers.is_empty());
+        assert!(a.headers(&c).is_empty());
+        assert!(a.usage(&c).is_none());
+    }
+
+    #[test]
+    fn keys_identify_teams() {
+        let (k1, h1) = crate::keys::generate();
+        let (k2, h2) = crate::keys::generate();
+        let a = Access::new(
+            vec![team("a", &h1), team("b", &h2)],
+            Duration::from_secs(60),
+        );
+        assert_eq!(a.authenticate(&bearer(&k1)).unwrap().team_name(), Some("a"));
+        assert_eq!(a.authenticate(&bearer(&k2)).unwrap().team_name(), Some("b"));
+        for h in [HeaderMap::new(), bearer("sk-wrong"), bearer(&h1)] {
+            let e = a.authenticate(&h).unwrap_err();
+            assert!(matches!(e, GatewayError::Unauthorized(_)));
+            assert!(!e.to_string().contains(&k1));
+        }
+    }
+
+    #[test]
+    fn models_are_checked() {
+        let (k, h) = crate::keys::generate();
+        let mut t = team("a", &h);
+        t.models = vec!["sluice-*".into()];
+        let a = Access::new(vec![t], Duration::from_secs(60));
+        let c = a.authenticate(&bearer(&k)).unwrap();
+        assert!(a.may_use(&c, "sluice-demo"));
+        assert!(!a.may_use(&c, "gpt-4o"));
+        let e = a.admit(&c, &req(CHAT)).unwrap_err();
+        assert!(matches!(e, GatewayError::Forbidden(_)));
+    }
+
+    #[test]
+    fn slots_come_back_on_drop_and_refusals_cost_nothing() {
+        let (k, h) = crate::keys::generate();
+        let mut t = team("a", &h);
+        t.max_concurrent_streams = Some(2);
+        t.tokens_per_minute = Some(1000);
+        let a = Access::new(vec![t], Duration::from_secs(60));
+        let c = a.authenticate(&bearer(&k)).unwrap();
+        let one = a.admit(&c, &req(CHAT)).unwrap();
+        let two = a.admit(&c, &req(CHAT)).unwrap();
+        let e = a.admit(&c, &req(CHAT)).unwrap_err();
+        assert_eq!(kind(&e), ("concurrency", 1));
+        // The refused request reserved nothing: 2 x (prompt estimate + 10) are out.
+        let est = req(CHAT).estimated_prompt_tokens() + 10;
+        let remaining = |a: &Access| {
+            a.headers(&c)["x-ratelimit-remaining-tokens"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        assert!(remaining(&a) <= 1000 - 2 * est);
+        one.settle(5, 3);
+        drop(two); // not settled: refunded
+        assert!(remaining(&a) >= 1000 - 8 - 1);
+        let u = a.usage(&c).unwrap();
+        assert_eq!(u["requests"], 2);
+        assert_eq!(u["prompt_tokens"], 5);
+        assert_eq!(u["completion_tokens"], 3);
+        assert_eq!(u["rejected"]["concurrency"], 1);
+        assert_eq!(u["open_streams"], 0);
+        let _again = a.admit(&c, &req(CHAT)).unwrap();
+        assert_eq!(a.usage(&c).unwrap()["open_streams"], 1);
+    }
+
+    #[test]
+    fn token_budget_refuses_with_the_wait() {
+        let (k, h) = crate::keys::generate();
+        let mut t = team("a", &h);
+        // 600 tokens per 6 s: 100 a second.
+        t.tokens_per_minute = Some(600);
+        let a = Access::new(vec![t], Duration::from_secs(6));
+        let c = a.authenticate(&bearer(&k)).unwrap();
+        // Prompt estimate: 4 bytes of text -> 1, plus 8.
+        let big = req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":491}"#);
+        assert_eq!(big.estimated_prompt_tokens(), 9);
+        let adm = a.admit(&c, &big).unwrap();
+        assert_eq!(adm.headers["x-ratelimit-limit-tokens"], "600");
+        assert_eq!(adm.headers["x-ratelimit-remaining-tokens"], "100");
+        assert_eq!(adm.headers["x-ratelimit-reset-tokens"], "5s");
+        adm.settle(8, 192); // 200 used, 300 back: 400 left
+        let e = a.admit(&c, &big).unwrap_err();
+        assert_eq!(kind(&e), ("tokens", 1));
+        let cut = a.admit(
+            &c,
+            &req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":291}"#),
+        );
+        let cut = cut.unwrap();
+        cut.settle_cut_short(2); // prompt estimate 9 + 2 deltas
+        let u = a.usage(&c).unwrap();
+        assert_eq!(u["prompt_tokens"], 17);
+        assert_eq!(u["completion_tokens"], 194);
+        assert_eq!(u["rejected"]["tokens"], 1);
+    }
+
+    #[test]
+    fn request_limit_and_headers() {
+        let (k, h) = crate::keys::generate();
+        let mut t = team("a", &h);
+        t.requests_per_minute = Some(60);
+        t.request_burst = Some(3);
+        let a = Access::new(vec![t], Duration::from_secs(60));
+        let c = a.authenticate(&bearer(&k)).unwrap();
+        let h0 = a.headers(&c);
+        assert_eq!(h0["x-ratelimit-limit-requests"], "60");
+        assert_eq!(h0["x-ratelimit-remaining-requests"], "3");
+        assert_eq!(h0["x-ratelimit-reset-requests"], "0s");
+        assert_eq!(h0["x-ratelimit-limit-tokens"], "4294967295");
+        for left in ["2", "1", "0"] {
+            let adm = a.admit(&c, &req(CHAT)).unwrap();
+            assert_eq!(adm.headers["x-ratelimit-remaining-requests"], left);
+        }
+        let e = a.admit(&c, &req(CHAT)).unwrap_err();
+        assert_eq!(kind(&e), ("requests", 1));
+        let mut out = HeaderMap::new();
+        out.insert(
+            "x-ratelimit-limit-requests",
+            HeaderValue::from_static("keep"),
+        );
+        a.fill_headers(&c, &mut out);
+        assert_eq!(out.len(), 6);
+        assert_eq!(out["x-ratelimit-limit-requests"], "keep");
+        assert_eq!(out["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(a.usage(&c).unwrap()["rejected"]["requests"], 1);
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_limiters_and_counters() {
+        let (ka, ha) = crate::keys::generate();
+        let (kb, hb) = crate::keys::generate();
+        let (kc, hc) = crate::keys::generate();
+        let limited = |name: &str, h: &str| {
+            let mut t = team(name, h);
+            t.requests_per_minute = Some(60);
+            t.request_burst = Some(1);
+            t
+        };
+        let w = Duration::from_secs(60);
+        let a = Access::new(vec![limited("a", &ha), limited("b", &hb)], w);
+        let ca = a.authenticate(&bearer(&ka)).unwrap();
+        let cb = a.authenticate(&bearer(&kb)).unwrap();
+        drop(a.admit(&ca, &req(CHAT)).unwrap());
+        drop(a.admit(&cb, &req(CHAT)).unwrap());
+        assert!(a.admit(&ca, &req(CHAT)).is_err());
+        assert!(a.admit(&cb, &req(CHAT)).is_err());
+        // b gets a bigger burst and a new key; a is unchanged; c is new.
+        let mut b2 = limited("b", &hb);
+        b2.request_burst = Some(5);
+        b2.api_keys_sha256.push(hc.clone());
+        let summary = a.reload(vec![limited("a", &ha), b2], w).expect("reload");
+        assert!(summary.contains("changed [b]"), "{summary}");
+        assert!(a.admit(&ca, &req(CHAT)).is_err(), "a's limiter was reset");
+        // The caller authenticated before the reload is admitted under b's new limits.
+        assert!(a.admit(&cb, &req(CHAT)).is_ok());
+        assert_eq!(a.authenticate(&bearer(&kc)).unwrap().team_name(), Some("b"));
+        assert_eq!(a.usage(&ca).unwrap()["requests"], 1);
+        assert_eq!(a.usage(&ca).unwrap()["rejected"]["requests"], 2);
+        // To open mode: refused. A bad table: refused.
+        assert!(a.reload(vec![], w).is_err());
+        assert!(a.reload(vec![team("x", "nothex")], w).is_err());
+        assert_eq!(a.authenticate(&bearer(&ka)).unwrap().team_name(), Some("a"));
+        // Removing a team locks its callers out.
+        a.reload(vec![limited("b", &hb)], w).unwrap();
+        assert!(a.authenticate(&bearer(&ka)).is_err());
+        assert!(matches!(
+            a.admit(&ca, &req(CHAT)).unwrap_err(),
+            GatewayError::Unauthorized(_)
+        ));
+        assert!(a
+            .render_metrics()
+            .contains("sluice_team_requests_total{team=\"a\"} 1"));
     }
 }

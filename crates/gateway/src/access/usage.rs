@@ -48,7 +48,8 @@ impl TeamUsage {
 
     pub fn charged(&self, prompt: u64, completion: u64) {
         self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
-        self.completion_tokens.fetch_add(completion, Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(completion, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> UsageSnapshot {
@@ -223,7 +224,10 @@ mod tests {
         book.team("be\"ta").rejected(LimitKind::Concurrency);
         assert!(Arc::ptr_eq(&a, &book.team("alpha")));
         let s = a.snapshot();
-        assert_eq!((s.requests, s.prompt_tokens, s.completion_tokens), (2, 10, 5));
+        assert_eq!(
+            (s.requests, s.prompt_tokens, s.completion_tokens),
+            (2, 10, 5)
+        );
         assert_eq!(s.rejected, [0, 1, 0]);
         assert_eq!(s.to_json()["total_tokens"], 15);
         assert_eq!(s.to_json()["rejected"]["tokens"], 1);

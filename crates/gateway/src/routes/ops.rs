@@ -11,7 +11,9 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.render(state.registry.stats(), "");
+    let body = state
+        .metrics
+        .render(state.registry.stats(), &state.access.render_metrics());
     (
         [(
             header::CONTENT_TYPE,
