@@ -19,6 +19,7 @@ pub fn sluice_bin() -> PathBuf {
         dir.pop();
     }
     let bin = dir.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
+    build_once(&dir);
     assert!(
         bin.exists(),
         "sluice binary not found at {}: run `cargo build` first",
@@ -27,11 +28,56 @@ pub fn sluice_bin() -> PathBuf {
     bin
 }
 
+/// `cargo test -p sluice-tests` builds the gateway's library but not its binary, so a binary
+/// left from an earlier build could be stale: build it once per test process (a no-op when it is
+/// fresh). `SLUICE_TEST_NO_BUILD=1` skips this (the binary is then used as found).
+fn build_once(profile_dir: &std::path::Path) {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        if std::env::var_os("SLUICE_TEST_NO_BUILD").is_some() {
+            return;
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "sluice-gateway",
+            "--bin",
+            "sluice",
+        ])
+        .arg("--manifest-path")
+        .arg(manifest);
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(other) => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        if let Some(target) = profile_dir.parent() {
+            cmd.arg("--target-dir").arg(target);
+        }
+        let out = cmd.output().expect("run cargo build for the sluice binary");
+        assert!(
+            out.status.success(),
+            "building the sluice binary failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 /// A running `sluice` process; killed on drop. Its stderr (the logs) is collected.
 pub struct Sluice {
     pub addr: SocketAddr,
     child: Child,
     logs: Arc<Mutex<String>>,
+    /// The working directory it runs in, removed on drop.
+    dir: PathBuf,
 }
 
 impl Sluice {
@@ -55,6 +101,8 @@ impl Sluice {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.code();
             }
+            // A plain thread waiting on a child process, not a runtime worker.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(20));
         }
         None
@@ -65,6 +113,7 @@ impl Drop for Sluice {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -84,7 +133,7 @@ pub fn start_sluice(args: &[&str], env: &[(&str, &str)]) -> Sluice {
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let has_addr = args.iter().any(|a| *a == "--addr");
+    let has_addr = args.contains(&"--addr");
     cmd.args(args);
     if !has_addr && !env.iter().any(|(k, _)| *k == "SLUICE_ADDR") {
         cmd.args(["--addr", "127.0.0.1:0"]);
@@ -132,7 +181,12 @@ pub fn start_sluice(args: &[&str], env: &[(&str, &str)]) -> Sluice {
             );
         }
     };
-    Sluice { addr, child, logs }
+    Sluice {
+        addr,
+        child,
+        logs,
+        dir,
+    }
 }
 
 /// Starts `sluice mock-upstream` (the demo upstream on its own) on port 0.
@@ -188,4 +242,6 @@ pub fn parse_sse(body: &str) -> Vec<HashMap<String, String>> {
     events
 }
 
+pub mod e2e;
 pub mod scripted;
+pub mod sdk;

@@ -20,9 +20,11 @@ pub enum Step {
 }
 
 /// A raw HTTP/1.1 head with a chunked SSE body: use `sse_head()` then `chunk(...)` steps.
+/// `connection: close`: a script serves one request per connection, so the client must not
+/// reuse it.
 pub fn sse_head() -> Step {
     Step::Write(
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
             .to_vec(),
     )
 }

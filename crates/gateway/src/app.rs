@@ -11,7 +11,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::metrics::inc;
-use crate::routes::{chat, models, ops, streams, web};
+use crate::routes::{chat, models, ops, streams, usage, web};
 use crate::state::AppState;
 
 pub fn app(state: AppState) -> Router {
@@ -22,6 +22,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/streams", post(streams::create))
         .route("/v1/streams/{id}", delete(streams::cancel))
+        .route("/v1/usage", get(usage::get))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let open = Router::new()
         .route("/v1/streams/{id}/events", get(streams::events))
@@ -46,6 +47,7 @@ pub fn app(state: AppState) -> Router {
     authed
         .merge(open)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(TraceLayer::new_for_http())
@@ -58,14 +60,22 @@ async fn count(State(state): State<AppState>, req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
+/// Authenticates the caller, and gives every response to a team its `x-ratelimit-*` headers
+/// (an admitted request's own, set by its handler, or where the limits stand now: errors too).
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match state.access.authenticate(req.headers()) {
         Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+            req.extensions_mut().insert(caller.clone());
+            let mut resp = next.run(req).await;
+            state.access.fill_headers(&caller, resp.headers_mut());
+            resp
         }
         Err(e) => e.into_response(),
     }
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    crate::error::GatewayError::MethodNotAllowed(method.to_string()).into_response()
 }
 
 async fn not_found() -> Response {

@@ -22,6 +22,8 @@ pub enum GatewayError {
     ModelNotFound(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("this endpoint does not accept the {0} method")]
+    MethodNotAllowed(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
     #[error("{message}")]
@@ -60,6 +62,7 @@ impl GatewayError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -106,6 +109,11 @@ fn parts(e: &GatewayError) -> (String, Option<String>, Option<String>) {
             s("model"),
         ),
         GatewayError::NotFound(_) => ("invalid_request_error".into(), s("not_found"), None),
+        GatewayError::MethodNotAllowed(_) => (
+            "invalid_request_error".into(),
+            s("method_not_allowed"),
+            None,
+        ),
         GatewayError::PayloadTooLarge(_) => {
             ("invalid_request_error".into(), s("request_too_large"), None)
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use provider_adapter::{AdapterError, EventStream, StreamEvent};
 use relay::{Delta, Failure, Generation, ToolCall, Usage};
 
@@ -42,7 +42,7 @@ pub async fn pump(
                 inc(&state.metrics.streams_cancelled);
                 break;
             }
-            item = upstream.next() => match item {
+            item = next_or_panic(&mut upstream) => match item {
                 Some(Ok(ev)) => {
                     if !apply(&gen, ev) {
                         drop(upstream);
@@ -77,8 +77,27 @@ pub async fn pump(
             .completion_tokens
             .fetch_add(u.completion_tokens, std::sync::atomic::Ordering::Relaxed);
     }
-    let (p, c) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-    admission.settle(p, c);
+    match usage {
+        Some(u) => admission.settle(u.prompt_tokens, u.completion_tokens),
+        // Cut short before the upstream's usage report: charged for what was generated (the
+        // log holds one event per delta, plus the terminal event).
+        None => admission.settle_cut_short(gen.last_id().saturating_sub(1)),
+    }
+}
+
+/// The upstream's next event. A panic while decoding it (a bug, but one an upstream's bytes could
+/// trigger) becomes an error that ends the stream, instead of a dead task whose readers would
+/// wait for an end that never comes.
+async fn next_or_panic(upstream: &mut EventStream) -> Option<Result<StreamEvent, AdapterError>> {
+    match std::panic::AssertUnwindSafe(upstream.next())
+        .catch_unwind()
+        .await
+    {
+        Ok(item) => item,
+        Err(_) => Some(Err(AdapterError::Protocol(
+            "internal error while decoding the upstream's stream".into(),
+        ))),
+    }
 }
 
 /// Appends one normalised event; false when the generation refuses more (memory bound).
@@ -170,5 +189,23 @@ pub async fn drain(state: &AppState, grace: Duration) {
             code: Some("server_shutdown".into()),
         });
         gen.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_the_upstream_stream_is_an_error_item() {
+        let mut upstream: EventStream = Box::pin(futures::stream::poll_fn(
+            |_| -> std::task::Poll<Option<Result<StreamEvent, AdapterError>>> {
+                panic!("decoder bug")
+            },
+        ));
+        assert!(matches!(
+            next_or_panic(&mut upstream).await,
+            Some(Err(AdapterError::Protocol(_)))
+        ));
     }
 }

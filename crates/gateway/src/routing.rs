@@ -65,8 +65,14 @@ impl ModelRouter {
             Some(l) => l,
             None => {
                 let mut list = ModelList::new();
-                for (p, pats) in self.routes.iter().filter(|(_, pats)| pats.iter().any(|m| glob::is_glob(m))) {
-                    let models = match tokio::time::timeout(Duration::from_secs(5), p.list_models()).await {
+                for (p, pats) in self
+                    .routes
+                    .iter()
+                    .filter(|(_, pats)| pats.iter().any(|m| glob::is_glob(m)))
+                {
+                    let models = match tokio::time::timeout(Duration::from_secs(5), p.list_models())
+                        .await
+                    {
                         Ok(Ok(m)) => m,
                         Ok(Err(e)) => {
                             tracing::warn!(provider = %p.name, error = %e, "cannot list the upstream's models");
@@ -80,7 +86,8 @@ impl ModelRouter {
                         }
                     }
                 }
-                *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), list.clone()));
+                *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), list.clone()));
                 list
             }
         };

@@ -40,12 +40,22 @@ fn check_config_accepts_a_good_file_and_names_the_bad_key() {
         "[[providers]]\nname = \"local\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"llama-*\"]\n",
     )
     .expect("write");
-    let out = sluice(&["check-config", "--config", good.to_str().expect("path")], &dir);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sluice(
+        &["check-config", "--config", good.to_str().expect("path")],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     for (body, key) in [
         ("bogus_key = 1\n", "bogus_key"),
-        ("[[providers]]\nname = \"x\"\nkind = \"grpc\"\nmodels = [\"a\"]\n", "providers[0].kind"),
+        (
+            "[[providers]]\nname = \"x\"\nkind = \"grpc\"\nmodels = [\"a\"]\n",
+            "providers[0].kind",
+        ),
         (
             "[[teams]]\nname = \"t\"\napi_keys_sha256 = [\"abc\"]\n",
             "teams[0].api_keys_sha256[0]",
@@ -53,7 +63,10 @@ fn check_config_accepts_a_good_file_and_names_the_bad_key() {
     ] {
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, body).expect("write");
-        let out = sluice(&["check-config", "--config", bad.to_str().expect("path")], &dir);
+        let out = sluice(
+            &["check-config", "--config", bad.to_str().expect("path")],
+            &dir,
+        );
         assert!(!out.status.success(), "{body}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "expected '{key}' in: {err}");

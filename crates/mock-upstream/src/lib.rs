@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -121,6 +121,9 @@ pub fn app(cfg: MockConfig) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
+        // The gateway enforces its own (configurable) body limit before forwarding; axum's
+        // default 2 MB here would refuse requests the gateway accepted.
+        .layer(DefaultBodyLimit::disable())
         .with_state(cfg)
 }
 

@@ -53,7 +53,13 @@ pub(crate) fn build_request(
 
 /// A non-streaming answer is already in the client's format: passed on as it came.
 pub(crate) fn completion(body: Value) -> Completion {
-    let usage = body.get("usage").and_then(|u| Usage::deserialize(u).ok());
+    let usage = body.get("usage").and_then(|u| {
+        let mut u = Usage::deserialize(u).ok()?;
+        if u.total_tokens == 0 {
+            u.total_tokens = u.prompt_tokens + u.completion_tokens;
+        }
+        Some(u)
+    });
     Completion { body, usage }
 }
 
@@ -69,10 +75,21 @@ struct Chunk<'a> {
     system_fingerprint: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     choices: Vec<ChunkChoice<'a>>,
-    #[serde(default)]
-    usage: Option<Usage>,
+    /// Parsed on its own (see [`usage`]): a malformed usage report must not fail the answer.
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+}
+
+/// An upstream's usage report, if it is one: a missing `total_tokens` is the sum of the other
+/// two; anything unreadable (`null`, wrong types) is no report rather than a failed stream.
+fn usage(raw: &RawValue) -> Option<Usage> {
+    let mut u: Usage = serde_json::from_str(raw.get()).ok()?;
+    if u.total_tokens == 0 {
+        u.total_tokens = u.prompt_tokens + u.completion_tokens;
+    }
+    Some(u)
 }
 
 #[derive(Deserialize)]
@@ -221,7 +238,7 @@ impl StreamMapper for ChunkMapper {
                 });
             }
         }
-        if let Some(u) = chunk.usage {
+        if let Some(u) = chunk.usage.and_then(usage) {
             out.push_back(StreamEvent::Usage(u));
         }
         Ok(false)
@@ -371,6 +388,36 @@ mod tests {
             (kind.as_str(), message.as_str(), code.as_deref()),
             ("server_error", "overloaded", Some("busy"))
         );
+    }
+
+    #[test]
+    fn usage_reports_with_missing_or_odd_fields_do_not_fail_the_stream() {
+        let finish = r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}"#;
+        let (evs, end) = map(&[
+            finish,
+            r#"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":7}}"#,
+        ]);
+        end.unwrap();
+        assert_eq!(
+            evs.last(),
+            Some(&StreamEvent::Usage(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 7,
+                total_tokens: 11,
+                ..Usage::default()
+            }))
+        );
+        for odd in [
+            r#"{"choices":[],"usage":null}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":"4"}}"#,
+        ] {
+            let (evs, end) = map(&[finish, odd]);
+            end.unwrap();
+            assert!(
+                !evs.iter().any(|e| matches!(e, StreamEvent::Usage(_))),
+                "{odd}"
+            );
+        }
     }
 
     #[test]

@@ -173,7 +173,9 @@ impl Provider {
             .as_ref()
             .and_then(|v| AdapterError::from_error_body(Some(status), v))
             .unwrap_or_else(|| {
-                let text = String::from_utf8_lossy(&body);
+                // The key is masked before the text is cut, so that a key straddling the cut
+                // cannot leave its first half behind.
+                let text = self.scrub_text(&String::from_utf8_lossy(&body));
                 let text = text.trim();
                 let message = if text.is_empty() {
                     format!("upstream answered HTTP {status}")
@@ -202,12 +204,19 @@ impl Provider {
     /// Removes this provider's key from an upstream-supplied message (some servers echo the
     /// key they were given in their "invalid key" errors).
     fn scrub(&self, mut err: AdapterError) -> AdapterError {
-        if let (Some(key), AdapterError::Upstream { message, .. }) = (&self.api_key, &mut err) {
-            if !key.expose().is_empty() && message.contains(key.expose()) {
-                *message = message.replace(key.expose(), "*****");
-            }
+        if let AdapterError::Upstream { message, .. } = &mut err {
+            *message = self.scrub_text(message);
         }
         err
+    }
+
+    fn scrub_text(&self, text: &str) -> String {
+        match &self.api_key {
+            Some(key) if !key.expose().is_empty() && text.contains(key.expose()) => {
+                text.replace(key.expose(), "*****")
+            }
+            _ => text.to_owned(),
+        }
     }
 
     /// Starts a streaming generation. Returns once the upstream has answered with its status
@@ -243,7 +252,11 @@ impl Provider {
     /// The upstream's own model list (`GET /models`), for `/v1/models` where a provider's globs
     /// claim more models than the config names.
     pub async fn list_models(&self) -> Result<Vec<String>, AdapterError> {
-        let key = self.api_key.as_ref().map(Secret::expose).filter(|k| !k.is_empty());
+        let key = self
+            .api_key
+            .as_ref()
+            .map(Secret::expose)
+            .filter(|k| !k.is_empty());
         let rb = match self.kind {
             ProviderKind::OpenAi => {
                 let rb = self.client.get(format!("{}/models", self.base_url));

@@ -9,6 +9,13 @@
 //! feed the parser one more `\n\n`: it completes a pending line (including one ended by a lone CR)
 //! and dispatches a pending event, and is a no-op when nothing is pending. Whether that happened
 //! is reported, so a half-written JSON event at the end reads as truncation, not as garbage.
+//! A body that ends on a blank line written as a lone CR (`\r\r`) is complete, but the parser
+//! is still waiting to see whether that CR starts a CRLF; a final `\n` settles it.
+//!
+//! eventsource-stream 0.2 also panics on a leading byte order mark (it slices the first string
+//! at byte 1, inside the three-byte BOM). So the BOM is stripped here, on the bytes (it may be
+//! split across reads), and the parser's first input is a harmless `\n` (a blank line with no
+//! pending event dispatches nothing), so its own check never sees a BOM.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -63,7 +70,10 @@ where
                 Ok(Some(Err(e))) => Some((Err(ReadError::Io(e.to_string())), (body, None, flag))),
                 Ok(None) => {
                     if tail.ends_event() {
-                        None
+                        // A last blank line written as a lone CR is still pending in the
+                        // parser; an LF completes it (as CRLF) without adding a line.
+                        tail.ends_with_cr()
+                            .then(|| (Ok(Bytes::from_static(b"\n")), (body, None, flag)))
                     } else {
                         flag.store(true, Ordering::Relaxed);
                         Some((Ok(Bytes::from_static(b"\n\n")), (body, None, flag)))
@@ -72,7 +82,42 @@ where
             }
         },
     );
-    Box::pin(bytes).eventsource()
+    let start = futures::stream::once(futures::future::ready(Ok(Bytes::from_static(b"\n"))));
+    Box::pin(start.chain(strip_bom(Box::pin(bytes).fuse()))).eventsource()
+}
+
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// Removes a byte order mark from the start of `body`, wherever the reads split it.
+fn strip_bom<S>(body: S) -> impl Stream<Item = Result<Bytes, ReadError>> + Send
+where
+    S: Stream<Item = Result<Bytes, ReadError>> + futures::stream::FusedStream + Send + Unpin,
+{
+    // `Some(bytes)`: the start of the body, while it could still be a BOM.
+    futures::stream::unfold((body, Some(Vec::new())), |(mut body, head)| async move {
+        let Some(mut head) = head else {
+            let item = body.next().await?;
+            return Some((item, (body, None)));
+        };
+        loop {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    head.extend_from_slice(&chunk);
+                    if head.len() < BOM.len() && BOM.starts_with(&head) {
+                        continue;
+                    }
+                    let rest = match head.strip_prefix(BOM) {
+                        Some(rest) => rest.to_vec(),
+                        None => head,
+                    };
+                    return Some((Ok(Bytes::from(rest)), (body, None)));
+                }
+                Some(Err(e)) => return Some((Err(e), (body, None))),
+                None if head.is_empty() => return None,
+                None => return Some((Ok(Bytes::from(head)), (body, None))),
+            }
+        }
+    })
 }
 
 /// The last bytes seen, enough to tell whether the body ended at an event boundary.
@@ -89,6 +134,10 @@ impl Tail {
             self.last[3] = *b;
             self.len = (self.len + 1).min(4);
         }
+    }
+
+    fn ends_with_cr(&self) -> bool {
+        self.len > 0 && self.last[3] == b'\r'
     }
 
     /// Nothing seen, or the body ends with a blank line (`\n\n`, `\r\r`, `\r\n\r\n`, `\n\r\n`...).
@@ -164,6 +213,54 @@ mod tests {
                 ("message".into(), "h\u{e9}".into()),
                 ("message".into(), "x".into())
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn cr_only_stream_keeps_its_last_event() {
+        // Ends on a complete event whose blank line is a lone CR.
+        let (evs, flag) = parse(&[b"data: a\r\rdata: b\r\r"]).await;
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[1].1, "b");
+        assert!(!flag, "the event was complete");
+        let (evs, _) = parse(&[b"data: a\r", b"\r", b"data: b\r", b"\r"]).await;
+        assert_eq!(evs.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_leading_bom_is_stripped_however_it_is_split() {
+        let whole: &[u8] = b"\xef\xbb\xbfdata: a\n\ndata: b\n\n";
+        for cut1 in 0..whole.len() {
+            for cut2 in cut1..whole.len() {
+                let chunks = [&whole[..cut1], &whole[cut1..cut2], &whole[cut2..]];
+                let flag = Arc::new(AtomicBool::new(false));
+                let body = futures::stream::iter(
+                    chunks
+                        .iter()
+                        .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
+                        .collect::<Vec<_>>(),
+                );
+                let evs: Vec<_> = events(body, Duration::from_secs(5), flag)
+                    .map(|e| e.expect("event").data)
+                    .collect()
+                    .await;
+                assert_eq!(evs, vec!["a", "b"], "cuts {cut1} {cut2}");
+            }
+        }
+        // Only the first BOM is a BOM: a second one is part of the first line's field name,
+        // which makes it an unknown field (WHATWG), and must not crash anything.
+        let (evs, _) = parse(&[b"\xef\xbb\xbf\xef\xbb\xbfdata: x\n\ndata: y\n\n"]).await;
+        assert_eq!(evs, vec![("message".into(), "y".into())]);
+        // A body that starts like a BOM but is not one is passed on as it is (here: not UTF-8).
+        let flag = Arc::new(AtomicBool::new(false));
+        let body = futures::stream::iter([
+            Ok::<_, Infallible>(Bytes::from_static(b"\xef")),
+            Ok(Bytes::from_static(b"\xbbdata: x\n\n")),
+        ]);
+        let items: Vec<_> = events(body, Duration::from_secs(5), flag).collect().await;
+        assert!(
+            matches!(items[..], [Err(EventStreamError::Utf8(_))]),
+            "{items:?}"
         );
     }
 

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod models;
 pub mod ops;
 pub mod streams;
+pub mod usage;
 pub mod web;
 
 use axum::body::Bytes;

@@ -78,17 +78,18 @@ pub async fn events(
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let format =
-        match query.format.as_deref() {
-            None | Some("") | Some("browser") | Some("sluice") => Format::Browser,
-            Some("openai") => Format::OpenAi,
-            Some(other) => return Err(GatewayError::bad_request(
+    let format = match query.format.as_deref() {
+        None | Some("") | Some("browser") | Some("sluice") => Format::Browser,
+        Some("openai") => Format::OpenAi,
+        Some(other) => {
+            return Err(GatewayError::bad_request(
                 "format",
                 format!(
                     "unknown format '{other}' (use 'openai', or leave it out for browser events)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let after = position(&headers, &query)?;
     let gen = state
         .registry

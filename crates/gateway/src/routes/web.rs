@@ -2,7 +2,7 @@
 //! same from any working directory.
 
 use axum::extract::Path;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 include!(concat!(env!("OUT_DIR"), "/web_files.rs"));
@@ -31,7 +31,9 @@ fn file(name: &str) -> Response {
             *bytes,
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        // Every error is JSON in OpenAI's shape, including a mistyped path (`/v1x`, say).
+        None => crate::error::GatewayError::NotFound(format!("no such endpoint: /{name}"))
+            .into_response(),
     }
 }
 

@@ -1,0 +1,150 @@
+//! Runs the client scripts under `tests/sdk/` (official OpenAI SDKs for Python and Node, the npm
+//! `eventsource` client) against a running `sluice`.
+//!
+//! A missing interpreter or package skips the test with a plain `SKIPPED: ...` line, except
+//! under `CI=true`, where `.ci/run` has installed everything and a missing piece is a failure.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `tests/sdk/`: the scripts, `package.json` and (after `npm ci`) `node_modules/`.
+pub fn sdk_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sdk")
+}
+
+/// True when running under CI (`CI=true`), where a missing SDK fails the test.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Reports a missing prerequisite: panics under CI, otherwise prints `SKIPPED: {why}`.
+/// Returns normally only when the caller should skip the test.
+pub fn skip_or_fail(why: &str) {
+    if in_ci() {
+        panic!("{why} (CI=true: a missing SDK is a failure)");
+    }
+    println!("SKIPPED: {why}");
+}
+
+/// `Err(why)` unless `python3` can import the `openai` package.
+pub fn python_openai() -> Result<(), String> {
+    let out = Command::new("python3")
+        .args(["-c", "import openai"])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(_) => Err(
+            "the openai Python package is not installed (pip install openai); .ci/run installs it"
+                .into(),
+        ),
+        Err(e) => Err(format!(
+            "python3 is not available ({e}); the Python SDK test needs python3 with the openai package"
+        )),
+    }
+}
+
+/// `Err(why)` unless `node` runs and `tests/sdk/node_modules/{package}` exists.
+pub fn node_package(package: &str) -> Result<(), String> {
+    if !sdk_dir().join("node_modules").join(package).is_dir() {
+        return Err(format!(
+            "the npm package {package} is not installed in tests/sdk/node_modules \
+             (cd tests/sdk && npm ci); .ci/run installs it"
+        ));
+    }
+    match Command::new("node")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err("node is not available; the Node client tests need Node.js 20 or later".into()),
+    }
+}
+
+/// Runs `program args...` in `tests/sdk/`, with proxy variables removed so that loopback
+/// traffic goes straight to sluice. Prints and returns its output; panics if it does not exit
+/// 0 within `timeout`.
+pub fn run_script(program: &str, args: &[&str], timeout: Duration) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(sdk_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env("PYTHONUNBUFFERED", "1");
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    let shown = format!("{program} {}", args.join(" "));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{shown}`: {e}"));
+    // Each pipe is read to its end on its own thread; both end when the script exits.
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let tx_err = tx.clone();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        let _ = tx.send((false, s));
+    });
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        let _ = tx_err.send((true, s));
+    });
+    let deadline = Instant::now() + timeout;
+    let (mut out, mut err) = (String::new(), String::new());
+    let mut timed_out = false;
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((true, s)) => err = s,
+            Ok((false, s)) => out = s,
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
+        }
+    }
+    if timed_out {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait for script");
+    // After a kill the pipes close: collect what the script printed before it.
+    while let Ok((is_err, s)) = rx.recv_timeout(Duration::from_secs(5)) {
+        if is_err {
+            err = s;
+        } else {
+            out = s;
+        }
+    }
+    let mut all = out;
+    if !err.is_empty() {
+        all.push_str("--- stderr ---\n");
+        all.push_str(&err);
+    }
+    println!("--- `{shown}` ---\n{all}");
+    if timed_out {
+        panic!("`{shown}` did not finish within {timeout:?}; output:\n{all}");
+    }
+    if !status.success() {
+        panic!("`{shown}` failed ({status}); output:\n{all}");
+    }
+    all
+}

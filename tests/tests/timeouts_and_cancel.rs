@@ -1,0 +1,427 @@
+//! Timeouts, client disconnects, resuming a dropped stream and graceful shutdown, end to end,
+//! with small timeouts set through the environment.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice_tests::e2e::{
+    assert_error_shape, assert_failed_stream, chat, check_openai_wire, check_openai_wire_from,
+    content_events, content_of, data, error_events, openai_provider, post_collect,
+    start_with_config, up_chunk, up_text, StreamReader,
+};
+use sluice_tests::scripted::{chunk, end_chunks, serve, sse_head, Step};
+use sluice_tests::start_sluice;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+const FAST_TIMEOUTS: [(&str, &str); 3] = [
+    ("SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS", "1"),
+    ("SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS", "2"),
+    ("SLUICE_KEEPALIVE_SECS", "1"),
+];
+
+#[tokio::test]
+async fn an_upstream_that_never_sends_headers_is_504_upstream_timeout() {
+    let up = serve(vec![Step::Sleep(Duration::from_secs(30))]).await;
+    let sluice = start_with_config(
+        &openai_provider("up", &up.base_url(), &["*"]),
+        &FAST_TIMEOUTS,
+    );
+    for stream in [true, false] {
+        let start = Instant::now();
+        let a = post_collect(
+            &sluice.url("/v1/chat/completions"),
+            &chat("m", stream, json!({})),
+            LIMIT,
+        )
+        .await;
+        let took = start.elapsed();
+        assert_eq!(a.status, 504, "stream={stream}: {}", a.body);
+        let v = a.json();
+        let err = assert_error_shape(&v);
+        assert_eq!(err["type"], "upstream_timeout", "{v}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "the headers timeout is 1 s; took {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_silent_upstream_gets_keep_alives_then_an_in_band_idle_timeout() {
+    let up = serve(vec![
+        sse_head(),
+        chunk(
+            data(&up_chunk(
+                0,
+                json!({"role": "assistant", "content": ""}),
+                None,
+            ))
+            .as_bytes(),
+        ),
+        chunk(data(&up_text("Hel")).as_bytes()),
+        Step::Sleep(Duration::from_secs(30)),
+    ])
+    .await;
+    let sluice = start_with_config(
+        &openai_provider("up", &up.base_url(), &["*"]),
+        &FAST_TIMEOUTS,
+    );
+    let a = post_collect(
+        &sluice.url("/v1/chat/completions"),
+        &chat("m", true, json!({})),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The wire rules: keep-alives are lone `: keep-alive` lines, no blank line stands alone.
+    let events = check_openai_wire(&a.body);
+    assert_eq!(content_of(&events, 0), "Hel");
+    let err = assert_failed_stream(&events, "upstream_timeout");
+    assert_eq!(events.len(), 2, "{}", a.body);
+    let ka = a.body.matches(": keep-alive\n").count();
+    assert!(ka >= 1, "keep-alives during the silence: {:?}", a.body);
+    let first_event_end = a.body.find("\n\n").expect("first event") + 2;
+    let error_start = a.body.rfind("id: 2\n").expect("error event");
+    assert!(
+        a.body[first_event_end..error_start].contains(": keep-alive\n"),
+        "the keep-alive comes between the delta and the error: {:?}",
+        a.body
+    );
+    let ka_at = a
+        .arrival_of(a.body.find(": keep-alive").expect("keep-alive"))
+        .expect("arrival");
+    let err_at = a.arrival_of(error_start).expect("arrival");
+    assert!(
+        ka_at >= Duration::from_millis(800) && ka_at < err_at,
+        "keep-alive after about 1 s of silence, before the error: {ka_at:?} vs {err_at:?}"
+    );
+    assert!(
+        err_at >= Duration::from_millis(1800) && err_at < Duration::from_secs(5),
+        "idle timeout is 2 s: {err_at:?}"
+    );
+    assert!(err["message"]
+        .as_str()
+        .expect("message")
+        .contains("upstream"));
+}
+
+#[tokio::test]
+async fn a_keep_alive_before_the_first_event_is_a_lone_comment_line() {
+    let mut steps = vec![sse_head(), Step::Sleep(Duration::from_millis(1600))];
+    steps.push(chunk(
+        format!(
+            "{}{}{}data: [DONE]\n\n",
+            data(&up_text("Hi")),
+            data(&up_chunk(0, json!({}), Some("stop"))),
+            data(&sluice_tests::e2e::up_usage(1, 1)),
+        )
+        .as_bytes(),
+    ));
+    steps.push(end_chunks());
+    let up = serve(steps).await;
+    let sluice = start_with_config(
+        &openai_provider("up", &up.base_url(), &["*"]),
+        &FAST_TIMEOUTS,
+    );
+    let a = post_collect(
+        &sluice.url("/v1/chat/completions"),
+        &chat("m", true, json!({})),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.body.starts_with(": keep-alive\nid: 1\n"),
+        "a keep-alive, then the first event, with no blank line between: {:?}",
+        a.body
+    );
+    let events = check_openai_wire(&a.body);
+    assert_eq!(content_of(&events, 0), "Hi");
+    assert!(events.last().expect("events").is_done());
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_502() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let sluice = start_with_config(
+        &openai_provider("up", &format!("http://127.0.0.1:{port}/v1"), &["*"]),
+        &FAST_TIMEOUTS,
+    );
+    for stream in [true, false] {
+        let a = post_collect(
+            &sluice.url("/v1/chat/completions"),
+            &chat("m", stream, json!({})),
+            LIMIT,
+        )
+        .await;
+        assert_eq!(a.status, 502, "stream={stream}: {}", a.body);
+        let v = a.json();
+        let err = assert_error_shape(&v);
+        assert!(
+            err["message"]
+                .as_str()
+                .expect("message")
+                .contains("upstream"),
+            "{v}"
+        );
+    }
+}
+
+/// An upstream streaming `n` tokens `every` apart, then finishing.
+fn slow_upstream(n: usize, every: Duration) -> Vec<Step> {
+    let mut steps = vec![
+        sse_head(),
+        chunk(
+            data(&up_chunk(
+                0,
+                json!({"role": "assistant", "content": ""}),
+                None,
+            ))
+            .as_bytes(),
+        ),
+    ];
+    for i in 0..n {
+        steps.push(chunk(data(&up_text(&format!("t{i} "))).as_bytes()));
+        steps.push(Step::Sleep(every));
+    }
+    steps.push(chunk(
+        format!(
+            "{}data: [DONE]\n\n",
+            data(&up_chunk(0, json!({}), Some("stop")))
+        )
+        .as_bytes(),
+    ));
+    steps.push(end_chunks());
+    steps
+}
+
+fn expected_text(n: usize) -> String {
+    (0..n).map(|i| format!("t{i} ")).collect()
+}
+
+/// Starts a stream, reads two content events, and drops the connection. Returns the upstream,
+/// Sluice, and when the client let go.
+async fn drop_mid_stream(
+    grace: &str,
+) -> (
+    sluice_tests::scripted::ScriptedUpstream,
+    sluice_tests::Sluice,
+    Instant,
+) {
+    let up = serve(slow_upstream(100, Duration::from_millis(100))).await;
+    let sluice = start_with_config(
+        &openai_provider("up", &up.base_url(), &["*"]),
+        &[
+            ("SLUICE_STREAM_GRACE_SECS", grace),
+            ("SLUICE_KEEPALIVE_SECS", "1"),
+        ],
+    );
+    let mut r = StreamReader::post(
+        &sluice.url("/v1/chat/completions"),
+        &chat("m", true, json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    r.read_until(LIMIT, |b| content_events(b) >= 2).await;
+    assert!(!r.ended);
+    assert_eq!(up.client_closed(), 0, "the upstream is still streaming");
+    drop(r);
+    (up, sluice, Instant::now())
+}
+
+#[tokio::test]
+async fn with_no_grace_a_client_disconnect_closes_the_upstream_connection() {
+    let (up, sluice, dropped) = drop_mid_stream("0").await;
+    let closed =
+        sluice_tests::e2e::wait_until(Duration::from_secs(4), || up.client_closed() > 0).await;
+    assert!(
+        closed,
+        "the upstream never saw its connection closed; logs:\n{}",
+        sluice.logs()
+    );
+    assert!(
+        dropped.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        dropped.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn with_a_grace_period_the_upstream_is_kept_for_it_then_closed() {
+    let (up, sluice, dropped) = drop_mid_stream("2").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        up.client_closed(),
+        0,
+        "closed before the 2 s grace period ended"
+    );
+    let closed =
+        sluice_tests::e2e::wait_until(Duration::from_secs(5), || up.client_closed() > 0).await;
+    let after = dropped.elapsed();
+    assert!(
+        closed,
+        "the upstream was never closed; logs:\n{}",
+        sluice.logs()
+    );
+    assert!(
+        after >= Duration::from_millis(1800) && after < Duration::from_secs(5),
+        "closed {after:?} after the client left; grace is 2 s"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_stream_resumes_by_its_stream_id_within_the_grace_period() {
+    let n = 15;
+    let up = serve(slow_upstream(n, Duration::from_millis(100))).await;
+    let sluice = start_with_config(
+        &openai_provider("up", &up.base_url(), &["*"]),
+        &[("SLUICE_STREAM_GRACE_SECS", "2")],
+    );
+    let mut r = StreamReader::post(
+        &sluice.url("/v1/chat/completions"),
+        &chat("m", true, json!({})),
+    )
+    .await;
+    let stream_id = r
+        .header("x-sluice-stream-id")
+        .expect("stream id")
+        .to_owned();
+    r.read_until(LIMIT, |b| content_events(b) >= 3).await;
+    let seen = r.complete_events();
+    drop(r);
+    let last_seen = seen.last().and_then(|e| e.id).expect("an id");
+    let before = content_of(&seen, 0);
+    assert!(!before.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let resp = sluice_tests::e2e::client()
+        .get(sluice.url(&format!("/v1/streams/{stream_id}/events?format=openai")))
+        .header("Last-Event-ID", last_seen.to_string())
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(resp.status(), 200);
+    let a = sluice_tests::e2e::collect(resp, Instant::now(), LIMIT).await;
+    assert_eq!(a.header("content-type"), Some("text/event-stream"));
+    let rest = check_openai_wire_from(&a.body, last_seen + 1);
+    assert_eq!(rest[0].id, Some(last_seen + 1), "{}", a.body);
+    assert!(rest.last().expect("events").is_done(), "{}", a.body);
+    assert!(error_events(&rest).is_empty(), "{}", a.body);
+    assert_eq!(
+        format!("{before}{}", content_of(&rest, 0)),
+        expected_text(n),
+        "no gap, no duplicate"
+    );
+    // The upstream was asked once: the resume reads the same generation.
+    assert_eq!(up.requests().len(), 1);
+}
+
+fn send_sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_long_stream_with_an_error_event_and_exits_zero() {
+    let mut sluice = start_sluice(&[], &[("SLUICE_SHUTDOWN_GRACE_SECS", "1")]);
+    let url = sluice.url("/v1/chat/completions");
+    // 100 tokens 100 ms apart: far longer than the grace period.
+    let mut long = StreamReader::post(
+        &url,
+        &chat(
+            "sluice-demo",
+            true,
+            json!({"mock": {"delay_ms": 100, "tokens": 100}}),
+        ),
+    )
+    .await;
+    long.read_until(LIMIT, |b| content_events(b) >= 1).await;
+    // A short stream, started just before the signal, finishes within the grace period.
+    let mut short = StreamReader::post(
+        &url,
+        &chat(
+            "sluice-demo",
+            true,
+            json!({"mock": {"delay_ms": 50, "tokens": 6}}),
+        ),
+    )
+    .await;
+    short.read_until(LIMIT, |b| content_events(b) >= 1).await;
+    let signalled = Instant::now();
+    send_sigterm(sluice.pid());
+
+    short.read_to_end(LIMIT).await;
+    let events = check_openai_wire(&short.body);
+    assert!(events.last().expect("events").is_done(), "{:?}", short.body);
+    assert_eq!(content_of(&events, 0).split_whitespace().count(), 6);
+
+    long.read_to_end(LIMIT).await;
+    let ended = signalled.elapsed();
+    let events = check_openai_wire(&long.body);
+    assert!(!content_of(&events, 0).is_empty());
+    let err = assert_failed_stream(&events, "server_shutdown");
+    assert!(!err["message"].as_str().expect("message").is_empty());
+    assert!(
+        ended >= Duration::from_millis(800) && ended < Duration::from_secs(5),
+        "the long stream ends after the 1 s grace: {ended:?}"
+    );
+
+    let code = tokio::task::block_in_place(|| sluice.wait_exit(Duration::from_secs(8)));
+    assert_eq!(code, Some(0), "logs:\n{}", sluice.logs());
+}
+
+async fn metric(sluice: &sluice_tests::Sluice, name: &str) -> u64 {
+    let text = reqwest::get(sluice.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_upstream_answers_cancels_it_and_leaves_no_live_stream() {
+    // The upstream never answers; the headers timeout is the default 30 s.
+    let up = serve(vec![Step::Sleep(Duration::from_secs(30))]).await;
+    let sluice = start_with_config(
+        &openai_provider("up", &up.base_url(), &["*"]),
+        &[("SLUICE_STREAM_GRACE_SECS", "0")],
+    );
+    for path in ["/v1/chat/completions", "/v1/streams"] {
+        let before = up.client_closed();
+        let gave_up = sluice_tests::e2e::client()
+            .post(sluice.url(path))
+            .json(&chat("m", true, json!({})))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+        assert!(gave_up.is_err(), "{path}: the upstream never answers");
+        let closed =
+            sluice_tests::e2e::wait_until(Duration::from_secs(3), || up.client_closed() > before)
+                .await;
+        assert!(closed, "{path}: the upstream request was not cancelled");
+        // No generation is left behind as "live" forever.
+        let mut live = u64::MAX;
+        for _ in 0..50 {
+            live = metric(&sluice, "sluice_relay_live_streams").await;
+            if live == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            live, 0,
+            "{path}: a generation stayed live after its request was dropped"
+        );
+    }
+}
