@@ -1,0 +1,30 @@
+//! The official OpenAI Python SDK (PyPI `openai`) against the real `sluice`: streaming and
+//! non-streaming text, finish reasons, usage, a slow stream whose silences outlast the
+//! keep-alive interval (the SDK dies on a stray blank line once it has seen an `id:`), and
+//! `NotFoundError` for an unknown model. The checks live in `tests/sdk/openai_python.py`.
+
+use std::time::Duration;
+
+use sluice_tests::sdk::{python_openai, run_script, skip_or_fail};
+use sluice_tests::start_sluice;
+
+#[test]
+fn official_python_sdk_against_sluice() {
+    if let Err(why) = python_openai() {
+        skip_or_fail(&why);
+        return;
+    }
+    // A 1 s keep-alive interval puts keep-alive comments into the slow stream's 2.5 s silences.
+    let sluice = start_sluice(&[], &[("SLUICE_KEEPALIVE_SECS", "1")]);
+    let base = sluice.url("/v1");
+    let out = run_script(
+        "python3",
+        &["openai_python.py", &base],
+        Duration::from_secs(180),
+    );
+    assert!(
+        out.contains("PASS openai-python: every check passed"),
+        "script exited 0 without its closing PASS line:\n{out}\nsluice logs:\n{}",
+        sluice.logs()
+    );
+}
