@@ -61,11 +61,15 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let stop = CancellationToken::new();
-    let up = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let up = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
     let up_addr = up.local_addr().expect("addr");
     tokio::spawn(mock_upstream::serve(
         up,
-        mock_upstream::MockConfig { tokens_per_sec: 0.0 },
+        mock_upstream::MockConfig {
+            tokens_per_sec: 0.0,
+        },
         stop.clone().cancelled_owned(),
     ));
     let file = FileConfig {
@@ -80,14 +84,25 @@ async fn main() {
         ..FileConfig::default()
     };
     let settings = Settings::resolve(file, &Flags::default(), &Vars::new()).expect("settings");
-    let state = sluice_gateway::build_state(settings, stop.clone()).await.expect("state");
-    let gw = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    let state = sluice_gateway::build_state(settings, stop.clone())
+        .await
+        .expect("state");
+    let gw = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
     let gw_addr = gw.local_addr().expect("addr");
-    tokio::spawn(sluice_gateway::serve(gw, state, stop.clone().cancelled_owned()));
+    tokio::spawn(sluice_gateway::serve(
+        gw,
+        state,
+        stop.clone().cancelled_owned(),
+    ));
 
     let direct = format!("http://{up_addr}/v1/chat/completions");
     let via = format!("http://{gw_addr}/v1/chat/completions");
-    let client = reqwest::Client::builder().tcp_nodelay(true).build().expect("client");
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
     // Warm up both paths (connection pools, allocators).
     for _ in 0..20 {
         one(&client, &direct, 10).await;
