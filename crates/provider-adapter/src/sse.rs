@@ -58,17 +58,27 @@ where
 {
     // Track the last two bytes so we know whether the body ended on a blank line.
     let bytes = futures::stream::unfold(
-        (body, Some(Tail::default()), completed_at_eof),
-        move |(mut body, tail, flag)| async move {
-            let mut tail = tail?;
-            match tokio::time::timeout(idle, body.next()).await {
-                Err(_) => Some((Err(ReadError::Idle), (body, None, flag))),
-                Ok(Some(Ok(chunk))) => {
+        (
+            body,
+            Some((Tail::default(), IdleTimer::new(idle))),
+            completed_at_eof,
+        ),
+        move |(mut body, state, flag)| async move {
+            let (mut tail, mut timer) = state?;
+            let next = tokio::select! {
+                biased;
+                next = body.next() => Some(next),
+                () = timer.expired() => None,
+            };
+            match next {
+                None => Some((Err(ReadError::Idle), (body, None, flag))),
+                Some(Some(Ok(chunk))) => {
                     tail.push(&chunk);
-                    Some((Ok(chunk), (body, Some(tail), flag)))
+                    timer.activity();
+                    Some((Ok(chunk), (body, Some((tail, timer)), flag)))
                 }
-                Ok(Some(Err(e))) => Some((Err(ReadError::Io(e.to_string())), (body, None, flag))),
-                Ok(None) => {
+                Some(Some(Err(e))) => Some((Err(ReadError::Io(e.to_string())), (body, None, flag))),
+                Some(None) => {
                     if tail.ends_event() {
                         // A last blank line written as a lone CR is still pending in the
                         // parser; an LF completes it (as CRLF) without adding a line.
@@ -120,6 +130,41 @@ where
     })
 }
 
+/// The idle timeout without a timer per read: a read only records the time, and the one sleep
+/// (registered once) is moved on when it fires before the silence is long enough.
+struct IdleTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    last: tokio::time::Instant,
+    idle: Duration,
+}
+
+impl IdleTimer {
+    fn new(idle: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
+            last: now,
+            idle,
+        }
+    }
+
+    fn activity(&mut self) {
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// Resolves once nothing has been read for the idle timeout.
+    async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            let due = self.last + self.idle;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+    }
+}
+
 /// The last bytes seen, enough to tell whether the body ended at an event boundary.
 #[derive(Default)]
 struct Tail {
@@ -129,9 +174,9 @@ struct Tail {
 
 impl Tail {
     fn push(&mut self, chunk: &[u8]) {
-        for &b in chunk.iter().rev().take(4).collect::<Vec<_>>().iter().rev() {
+        for &b in &chunk[chunk.len().saturating_sub(4)..] {
             self.last.rotate_left(1);
-            self.last[3] = *b;
+            self.last[3] = b;
             self.len = (self.len + 1).min(4);
         }
     }

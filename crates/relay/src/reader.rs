@@ -3,12 +3,14 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use crate::event::Meta;
 use crate::generation::Entry;
@@ -125,19 +127,66 @@ impl Reader {
         keep_alive: Duration,
     ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
         let preamble = format.preamble();
+        let silence = Silence::new(keep_alive);
         futures::stream::unfold(
-            (self, !preamble.is_empty()),
-            move |(mut reader, send_preamble)| async move {
+            (self, silence, !preamble.is_empty()),
+            move |(mut reader, mut silence, send_preamble)| async move {
                 if send_preamble {
-                    return Some((Ok(Bytes::from_static(preamble)), (reader, false)));
+                    return Some((Ok(Bytes::from_static(preamble)), (reader, silence, false)));
                 }
-                match tokio::time::timeout(keep_alive, reader.next_bytes(format)).await {
-                    Ok(Some(b)) => Some((Ok(b), (reader, false))),
-                    Ok(None) => None,
-                    Err(_) => Some((Ok(Bytes::from_static(format.keep_alive())), (reader, false))),
+                // Both branches are cancel-safe: the reader only waits on its watch channel,
+                // the silence timer only on its sleep.
+                tokio::select! {
+                    biased;
+                    b = reader.next_bytes(format) => {
+                        silence.activity();
+                        b.map(|b| (Ok(b), (reader, silence, false)))
+                    }
+                    () = silence.elapsed() => Some((
+                        Ok(Bytes::from_static(format.keep_alive())),
+                        (reader, silence, false),
+                    )),
                 }
             },
         )
+    }
+}
+
+/// A keep-alive timer that costs nothing per event: sending an event only records the time,
+/// and the one sleep (registered once) is moved when it fires early.
+struct Silence {
+    sleep: Pin<Box<Sleep>>,
+    last: Instant,
+    period: Duration,
+}
+
+impl Silence {
+    fn new(period: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(now + period)),
+            last: now,
+            period,
+        }
+    }
+
+    fn activity(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Resolves once `period` has passed since the last activity (or the last keep-alive).
+    async fn elapsed(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            let due = self.last + self.period;
+            let now = Instant::now();
+            if now >= due {
+                self.last = now;
+                self.sleep.as_mut().reset(now + self.period);
+                return;
+            }
+            self.sleep.as_mut().reset(due);
+        }
     }
 }
 
