@@ -1,5 +1,6 @@
-//! The binary's offline subcommands. (Being an integration test of this package also makes
-//! `cargo test` build the `sluice` binary that the end-to-end tests in `tests/` start.)
+//! `sluice gen-key`. Being an integration test of this package, it also makes `cargo test`
+//! build the `sluice` binary that the end-to-end tests in `tests/` start (those cover the other
+//! subcommands, in tests/tests/cli_commands.rs).
 
 use std::process::Command;
 
@@ -29,46 +30,4 @@ fn gen_key_prints_a_key_and_its_sha256() {
     assert_eq!(lines.len(), 2, "{text}");
     assert_eq!(sluice_gateway::keys::sha256_hex(lines[0]), lines[1]);
     assert_eq!(lines[1].len(), 64);
-}
-
-#[test]
-fn check_config_accepts_a_good_file_and_names_the_bad_key() {
-    let dir = temp_dir("check");
-    let good = dir.join("good.toml");
-    std::fs::write(
-        &good,
-        "[[providers]]\nname = \"local\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"llama-*\"]\n",
-    )
-    .expect("write");
-    let out = sluice(
-        &["check-config", "--config", good.to_str().expect("path")],
-        &dir,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    for (body, key) in [
-        ("bogus_key = 1\n", "bogus_key"),
-        (
-            "[[providers]]\nname = \"x\"\nkind = \"grpc\"\nmodels = [\"a\"]\n",
-            "providers[0].kind",
-        ),
-        (
-            "[[teams]]\nname = \"t\"\napi_keys_sha256 = [\"abc\"]\n",
-            "teams[0].api_keys_sha256[0]",
-        ),
-    ] {
-        let bad = dir.join("bad.toml");
-        std::fs::write(&bad, body).expect("write");
-        let out = sluice(
-            &["check-config", "--config", bad.to_str().expect("path")],
-            &dir,
-        );
-        assert!(!out.status.success(), "{body}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(key), "expected '{key}' in: {err}");
-    }
 }
