@@ -1,0 +1,233 @@
+//! Resumable streams over HTTP, against the real binary and the demo upstream: every resume
+//! position, a reconnect while generating, two readers, cancel, and the error statuses.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sluice_tests::{parse_sse, start_sluice, Sluice};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+async fn create(s: &Sluice, mock: Value) -> String {
+    let resp = client()
+        .post(s.url("/v1/streams"))
+        .json(&json!({
+            "model": "sluice-demo",
+            "messages": [{"role": "user", "content": "Resume me"}],
+            "mock": mock,
+        }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await.expect("json");
+    let id = v["id"].as_str().expect("id").to_owned();
+    assert_eq!(v["events_url"], format!("/v1/streams/{id}/events"));
+    assert!(id.len() >= 22, "at least 128 random bits");
+    id
+}
+
+/// (id, event name, data) of every event in a browser-format body.
+fn events(body: &str) -> Vec<(u64, String, Value)> {
+    parse_sse(body)
+        .into_iter()
+        .filter(|e| e.contains_key("data"))
+        .map(|e| {
+            (
+                e["id"].parse().expect("numeric id"),
+                e.get("event").cloned().unwrap_or_default(),
+                serde_json::from_str(&e["data"]).expect("json data"),
+            )
+        })
+        .collect()
+}
+
+fn text(evs: &[(u64, String, Value)]) -> String {
+    evs.iter()
+        .filter(|(_, name, _)| name == "delta")
+        .map(|(_, _, d)| d["text"].as_str().expect("text").to_owned())
+        .collect()
+}
+
+async fn get(s: &Sluice, id: &str, last: Option<&str>, query: &str) -> reqwest::Response {
+    let mut req = client().get(s.url(&format!("/v1/streams/{id}/events{query}")));
+    if let Some(n) = last {
+        req = req.header("Last-Event-ID", n);
+    }
+    req.send().await.expect("get")
+}
+
+#[tokio::test]
+async fn every_resume_position_yields_exactly_the_rest() {
+    let s = start_sluice(&[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
+    let id = create(&s, json!({"tokens": 25, "delay_ms": 0})).await;
+    let resp = get(&s, &id, None, "").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let body = resp.text().await.expect("body");
+    assert!(body.starts_with("retry: 1000\n\n"), "{body}");
+    let all = events(&body);
+    let ids: Vec<u64> = all.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=all.len() as u64).collect::<Vec<_>>());
+    let (last, name, done) = all.last().expect("events").clone();
+    assert_eq!(name, "done");
+    assert_eq!(done["finish_reason"], "stop");
+    assert!(done["usage"]["completion_tokens"].as_u64().expect("usage") > 0);
+    let full = text(&all);
+    assert!(full.len() > 50);
+
+    for n in 0..last {
+        // Alternate the header and the query form.
+        let resp = if n % 2 == 0 {
+            get(&s, &id, Some(&n.to_string()), "").await
+        } else {
+            get(&s, &id, None, &format!("?last_event_id={n}")).await
+        };
+        assert_eq!(resp.status(), 200, "resume from {n}");
+        let rest = events(&resp.text().await.expect("body"));
+        assert_eq!(rest.first().expect("an event").0, n + 1, "resume from {n}");
+        let before: Vec<_> = all.iter().filter(|e| e.0 <= n).cloned().collect();
+        assert_eq!(text(&before) + &text(&rest), full, "resume from {n}");
+        assert_eq!(rest.last().expect("an event").1, "done");
+    }
+    // The final id: nothing more, EventSource stops on 204.
+    assert_eq!(
+        get(&s, &id, Some(&last.to_string()), "").await.status(),
+        204
+    );
+    // Past the end, or not a number: 400. Unknown stream: 404.
+    for bad in [(last + 1).to_string(), "abc".into(), "-1".into()] {
+        let resp = get(&s, &id, Some(&bad), "").await;
+        assert_eq!(resp.status(), 400, "Last-Event-ID {bad}");
+        let v: Value = resp.json().await.expect("json error");
+        assert!(v["error"]["message"].is_string());
+    }
+    let resp = get(&s, "AAAAAAAAAAAAAAAAAAAAAA", None, "").await;
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.expect("json error");
+    assert!(v["error"]["message"].is_string());
+
+    // The same stream as OpenAI chunks: same ids for the deltas, the end numbered on.
+    let body = get(&s, &id, None, "?format=openai")
+        .await
+        .text()
+        .await
+        .expect("body");
+    let chunks: Vec<_> = parse_sse(&body)
+        .into_iter()
+        .filter(|e| e.contains_key("data"))
+        .collect();
+    let oids: Vec<u64> = chunks
+        .iter()
+        .map(|e| e["id"].parse().expect("id"))
+        .collect();
+    assert_eq!(oids, (1..=oids.len() as u64).collect::<Vec<_>>());
+    assert_eq!(chunks.last().expect("chunks")["data"], "[DONE]");
+    let content: String = chunks
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e["data"]).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, full);
+    for n in 0..*oids.last().expect("ids") {
+        let body = get(&s, &id, Some(&n.to_string()), "?format=openai")
+            .await
+            .text()
+            .await
+            .expect("body");
+        let rest: Vec<u64> = parse_sse(&body)
+            .into_iter()
+            .filter(|e| e.contains_key("data"))
+            .map(|e| e["id"].parse().expect("id"))
+            .collect();
+        assert_eq!(
+            rest,
+            (n + 1..=*oids.last().expect("ids")).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test]
+async fn reconnect_while_generating_continues_live_without_duplicates() {
+    let s = start_sluice(&[], &[]);
+    let id = create(&s, json!({"tokens": 40, "delay_ms": 40})).await;
+    // Read a few events, then drop the connection mid-stream.
+    let resp = get(&s, &id, None, "").await;
+    let mut stream = resp.bytes_stream();
+    let mut first = String::new();
+    while events(&first).len() < 5 {
+        let chunk = stream.next().await.expect("more").expect("chunk");
+        first.push_str(std::str::from_utf8(&chunk).expect("utf8"));
+    }
+    drop(stream);
+    let seen = events(&first);
+    let n = seen.last().expect("events").0;
+    // Reconnect from what we saw: the rest arrives live, starting right after it.
+    let rest = events(
+        &get(&s, &id, Some(&n.to_string()), "")
+            .await
+            .text()
+            .await
+            .expect("body"),
+    );
+    assert_eq!(rest.first().expect("rest").0, n + 1);
+    let whole = events(&get(&s, &id, None, "").await.text().await.expect("body"));
+    assert_eq!(text(&seen) + &text(&rest), text(&whole));
+    let mut ids: Vec<u64> = seen.iter().chain(rest.iter()).map(|e| e.0).collect();
+    ids.dedup();
+    assert_eq!(ids, (1..=whole.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn two_readers_get_the_whole_answer_and_delete_cancels() {
+    let s = start_sluice(&[], &[]);
+    let id = create(&s, json!({"tokens": 20, "delay_ms": 20})).await;
+    let (a, b) = tokio::join!(get(&s, &id, None, ""), get(&s, &id, None, ""));
+    let (a, b) = tokio::join!(a.text(), b.text());
+    let (a, b) = (events(&a.expect("a")), events(&b.expect("b")));
+    assert_eq!(a, b);
+    assert_eq!(a.last().expect("events").1, "done");
+
+    let id = create(&s, json!({"tokens": 500, "delay_ms": 50})).await;
+    let reader = tokio::spawn({
+        let url = s.url(&format!("/v1/streams/{id}/events"));
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .expect("get")
+                .text()
+                .await
+                .expect("body")
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = client()
+        .delete(s.url(&format!("/v1/streams/{id}")))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 200);
+    let evs = events(&reader.await.expect("reader"));
+    let (_, name, data) = evs.last().expect("events");
+    assert_eq!(name, "done");
+    assert_eq!(data["finish_reason"], "cancelled");
+    assert!(evs.len() < 100, "stopped early: {} events", evs.len());
+    let resp = client()
+        .delete(s.url("/v1/streams/AAAAAAAAAAAAAAAAAAAAAA"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 404);
+}
