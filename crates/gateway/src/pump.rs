@@ -14,6 +14,17 @@ use crate::access::Admission;
 use crate::metrics::inc;
 use crate::state::AppState;
 
+/// Most events appended before readers are woken (bounds a reader's wait behind a fast upstream).
+const MAX_BATCH: usize = 64;
+
+/// How the upstream's part of a generation ended.
+enum End {
+    Finished,
+    Failed(AdapterError),
+    /// The relay refused more (the per-stream memory bound); it failed the stream itself.
+    Refused,
+}
+
 /// Runs a generation to its end. `admission` is held (a concurrency slot) until then and settled
 /// with the real usage.
 pub async fn pump(
@@ -42,26 +53,53 @@ pub async fn pump(
                 inc(&state.metrics.streams_cancelled);
                 break;
             }
-            item = next_or_panic(&mut upstream) => match item {
-                Some(Ok(ev)) => {
-                    if !apply(&gen, ev) {
+            item = next_or_panic(&mut upstream) => {
+                // Take every event already decoded from the same upstream read before waking
+                // the readers, so that they write them in one piece. One token per read (the
+                // usual pace of a model) is a batch of one: no added latency.
+                gen.begin_batch();
+                let mut item = item;
+                let mut taken = 0;
+                let end = loop {
+                    match item {
+                        Some(Ok(ev)) => {
+                            if !apply(&gen, ev) {
+                                break Some(End::Refused);
+                            }
+                        }
+                        Some(Err(e)) => break Some(End::Failed(e)),
+                        None => break Some(End::Finished),
+                    }
+                    taken += 1;
+                    if taken == MAX_BATCH {
+                        break None;
+                    }
+                    match next_or_panic(&mut upstream).now_or_never() {
+                        Some(next) => item = next,
+                        None => break None,
+                    }
+                };
+                gen.end_batch();
+                match end {
+                    None => {}
+                    Some(End::Refused) => {
                         drop(upstream);
                         inc(&state.metrics.streams_failed);
                         break;
                     }
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(stream = %gen.id(), error = %e, "upstream stream failed");
-                    drop(upstream);
-                    gen.fail(failure(&e));
-                    inc(&state.metrics.streams_failed);
-                    break;
-                }
-                None => {
-                    drop(upstream);
-                    gen.finish();
-                    inc(&state.metrics.streams_completed);
-                    break;
+                    Some(End::Failed(e)) => {
+                        tracing::warn!(stream = %gen.id(), error = %e, "upstream stream failed");
+                        drop(upstream);
+                        gen.fail(failure(&e));
+                        inc(&state.metrics.streams_failed);
+                        break;
+                    }
+                    Some(End::Finished) => {
+                        drop(upstream);
+                        gen.finish();
+                        inc(&state.metrics.streams_completed);
+                        break;
+                    }
                 }
             }
         }

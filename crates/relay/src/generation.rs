@@ -62,6 +62,8 @@ pub struct Generation {
     len: watch::Sender<u64>,
     readers: watch::Sender<usize>,
     had_reader: AtomicBool,
+    /// While set, appends do not wake readers; [`Generation::end_batch`] wakes them once.
+    batching: AtomicBool,
     cancel: CancellationToken,
     max_bytes: usize,
     /// Bytes this log holds: events and their cached encodings.
@@ -98,6 +100,7 @@ impl Generation {
             len: watch::Sender::new(0),
             readers: watch::Sender::new(0),
             had_reader: AtomicBool::new(false),
+            batching: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             max_bytes,
             total_bytes,
@@ -154,7 +157,28 @@ impl Generation {
         st.log.push(Arc::new(Entry::new(id, event)));
         self.event_bytes.fetch_add(size, Ordering::Relaxed);
         self.charge(size);
-        self.len.send_replace(id);
+        // The terminal event always wakes readers: nothing may wait on a finished stream.
+        if !self.batching.load(Ordering::Relaxed) || st.finished_at.is_some() {
+            self.len.send_replace(id);
+        }
+    }
+
+    /// Starts a batch: events appended until [`end_batch`](Self::end_batch) wake readers once,
+    /// so a producer holding several events (an upstream read that carried many) lets each
+    /// reader send them in one write instead of one write per event.
+    pub fn begin_batch(&self) {
+        self.batching.store(true, Ordering::Relaxed);
+    }
+
+    /// Ends a batch and wakes the readers if anything was appended.
+    pub fn end_batch(&self) {
+        self.batching.store(false, Ordering::Relaxed);
+        let len = self.lock().log.len() as u64;
+        self.len.send_if_modified(|cur| {
+            let changed = *cur != len;
+            *cur = len;
+            changed
+        });
     }
 
     /// Appends a delta. Returns false when the generation is over (finished, failed, or past its
@@ -267,7 +291,7 @@ impl Generation {
 
     /// The id of the last event so far (0 before the first).
     pub fn last_id(&self) -> u64 {
-        *self.len.borrow()
+        self.lock().log.len() as u64
     }
 
     /// Bytes this log holds, as counted against the memory bounds.

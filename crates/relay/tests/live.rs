@@ -267,3 +267,31 @@ async fn dropping_a_reader_mid_stream() {
     // The generation outlives its readers.
     let _keep: Arc<Generation> = g;
 }
+
+#[tokio::test]
+async fn a_batch_wakes_a_waiting_reader_once_with_every_event() {
+    use futures::StreamExt;
+    let g = Generation::standalone(meta(), false);
+    let mut body = Box::pin(
+        g.subscribe(0)
+            .unwrap()
+            .into_sse(Format::OpenAi, NO_KEEPALIVE),
+    );
+    let waiting = tokio::spawn(async move { body.next().await.unwrap().unwrap() });
+    tokio::task::yield_now().await;
+    g.begin_batch();
+    for p in ["a", "b", "c"] {
+        assert!(g.push_delta(Delta::text(0, p)));
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished(), "no wake-up inside a batch");
+    g.end_batch();
+    let first = waiting.await.unwrap();
+    let text = String::from_utf8(first.to_vec()).unwrap();
+    assert_eq!(
+        text.matches("data: ").count(),
+        3,
+        "one write for the batch: {text}"
+    );
+    assert!(text.starts_with("id: 1\n") && text.contains("id: 3\n"));
+}
