@@ -1047,3 +1047,48 @@ async fn streamed_usage_is_settled_and_stream_cut_short_is_charged() {
     );
     assert!(u["prompt_tokens"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_v1_paths_and_methods_need_a_key_too() {
+    let k = new_key();
+    let (s, _) = start(&team("paths", &[&k], ""), &[]);
+    let c = client();
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/nope"),
+        (reqwest::Method::GET, "/v1/chat/completions"),
+        (reqwest::Method::PUT, "/v1/models"),
+    ] {
+        let anon = c
+            .request(method.clone(), s.url(path))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(anon.status(), 401, "{method} {path} without a key");
+        let authed = c
+            .request(method.clone(), s.url(path))
+            .bearer_auth(&k.key)
+            .send()
+            .await
+            .expect("send");
+        assert!(
+            matches!(authed.status().as_u16(), 404 | 405),
+            "{method} {path} with a key: {}",
+            authed.status()
+        );
+        let v: Value = authed.json().await.expect("json error");
+        assert!(v["error"]["message"].is_string());
+    }
+    // Outside /v1, no key is asked for.
+    assert_eq!(
+        c.get(s.url("/healthz"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(s.url("/nope")).send().await.expect("send").status(),
+        404
+    );
+}

@@ -2,7 +2,7 @@
 //! authentication, tracing, CORS) as layers.
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderName, Method};
+use axum::http::{header, HeaderMap, HeaderName, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -74,10 +74,28 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     }
 }
 
-async fn method_not_allowed(method: Method) -> Response {
-    crate::error::GatewayError::MethodNotAllowed(method.to_string()).into_response()
+/// With teams, every `/v1/*` request needs a key, even one to a path or method that does not
+/// exist: an unauthenticated caller learns nothing about the API but 401.
+fn unauthenticated(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+    if !uri.path().starts_with("/v1/") {
+        return None;
+    }
+    state.access.authenticate(headers).err().map(IntoResponse::into_response)
 }
 
-async fn not_found() -> Response {
-    crate::error::GatewayError::NotFound("no such endpoint".into()).into_response()
+async fn method_not_allowed(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    unauthenticated(&state, &uri, &headers).unwrap_or_else(|| {
+        crate::error::GatewayError::MethodNotAllowed(method.to_string()).into_response()
+    })
+}
+
+async fn not_found(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    unauthenticated(&state, &uri, &headers).unwrap_or_else(|| {
+        crate::error::GatewayError::NotFound("no such endpoint".into()).into_response()
+    })
 }

@@ -1,18 +1,31 @@
 //! The `sluice` gateway: configuration, access control, routes, and the glue between the
 //! provider-adapter (upstreams in) and the relay (numbered, resumable streams out).
 
+/// Team keys, model permissions and the request, token and concurrency limits.
 pub mod access;
+/// The router: every endpoint, with body limit, auth, tracing and CORS as layers.
 pub mod app;
+/// The command line: serve, `mock-upstream`, `check-config`, `gen-key`.
 pub mod cli;
+/// Settings from defaults, TOML, `.env`, environment and flags, validated at start.
 pub mod config;
+/// Every request error, and the one place it becomes an OpenAI-shaped HTTP response.
 pub mod error;
+/// Model-name globs for routing and team permissions.
 pub mod glob;
+/// API key generation and SHA-256 hashing.
 pub mod keys;
+/// Counters for `GET /metrics` (Prometheus text).
 pub mod metrics;
+/// The task that moves one generation from its upstream into the relay.
 pub mod pump;
+/// The HTTP handlers.
 pub mod routes;
+/// Which provider serves which model.
 pub mod routing;
+/// Building the shared state, serving, graceful shutdown.
 pub mod server;
+/// What every handler shares.
 pub mod state;
 
 pub use app::app;

@@ -5,13 +5,21 @@
 //! completion or a [`EventStream`] of [`StreamEvent`]s. Each upstream kind is a thin I/O shell
 //! around pure mapping functions (one upstream event in, zero or more normalised events out).
 
+/// Anthropic Messages API: request and stream translation.
 pub mod anthropic;
+/// Everything that can go wrong with an upstream.
 pub mod error;
+/// The normalised events every upstream is translated into.
 pub mod event;
+/// OpenAI-compatible upstreams.
 pub mod openai;
+/// The I/O shell: one configured upstream, its client and timeouts.
 pub mod provider;
+/// The client request, parsed once and validated.
 pub mod request;
+/// API keys that never print.
 pub mod secret;
+/// Upstream bytes to SSE events (eventsource-stream, with end of input handled).
 pub mod sse;
 
 pub use error::{AdapterError, TimeoutPhase};

@@ -4,13 +4,21 @@
 //! It knows nothing about HTTP clients or servers: events come in as [`Event`]s and go out as
 //! `Bytes` streams a server can send as an SSE body.
 
+/// Log events to the exact bytes of browser events and OpenAI chunks.
 pub mod encode;
+/// Why a stream cannot be created or read.
 pub mod error;
+/// What the replay log holds.
 pub mod event;
+/// One generation: its numbered log, its readers, cancellation.
 pub mod generation;
+/// Unguessable stream IDs.
 pub mod id;
+/// A reader from its own position, as an SSE body with keep-alives.
 pub mod reader;
+/// Streams by ID, with expiry and memory bounds (the in-memory store).
 pub mod registry;
+/// The seam for a shared store.
 pub mod store;
 
 pub use encode::Format;
