@@ -80,7 +80,11 @@ fn unauthenticated(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Option<R
     if !uri.path().starts_with("/v1/") {
         return None;
     }
-    state.access.authenticate(headers).err().map(IntoResponse::into_response)
+    state
+        .access
+        .authenticate(headers)
+        .err()
+        .map(IntoResponse::into_response)
 }
 
 async fn method_not_allowed(
