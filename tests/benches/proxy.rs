@@ -12,6 +12,10 @@ use sluice_gateway::config::{FileConfig, Flags, ProviderConfig, Settings, Vars};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The allocator the `sluice` binary uses, so the in-process gateway is measured as it ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TTFB_RUNS: usize = 200;
 const LONG_TOKENS: usize = 5000;
 const LONG_RUNS: usize = 20;
@@ -107,6 +111,25 @@ async fn main() {
     for _ in 0..20 {
         one(&client, &direct, 10).await;
         one(&client, &via, 10).await;
+    }
+
+    // `SLUICE_BENCH_PROFILE=1`: only the parallel streams through Sluice, many times over (for a
+    // profiler to sample).
+    if std::env::var_os("SLUICE_BENCH_PROFILE").is_some() {
+        for _ in 0..100 {
+            let tasks: Vec<_> = (0..PARALLEL)
+                .map(|_| {
+                    let client = client.clone();
+                    let url = via.clone();
+                    tokio::spawn(async move { one(&client, &url, PARALLEL_TOKENS).await })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+        }
+        stop.cancel();
+        return;
     }
 
     println!("sluice proxy benchmark (2 worker threads, loopback, demo upstream at full speed)");

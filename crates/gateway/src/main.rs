@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// Every streamed event allocates a few small buffers on one thread and frees them on another;
+/// mimalloc does that much faster than the system allocator (measured with the proxy benchmark).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = sluice_gateway::cli::Cli::parse();
