@@ -56,6 +56,9 @@ function answerKey(key) {
   keyWait = keyDone = null;
   if (key) setKey(key);
   if (done) done(key);
+  // A new key may belong to another team, and a list that failed without a key never filled
+  // the picker: load it again (unless the load in flight is the one that asked for the key).
+  if (key && !modelsLoading) loadModels();
   promptEl.focus();
 }
 keyForm.addEventListener('submit', (e) => {
@@ -68,7 +71,9 @@ setKeyPrompt(askKey);
 
 // ---- models ----
 
+let modelsLoading = false;
 async function loadModels() {
+  modelsLoading = true;
   try {
     const list = await api('GET', '/v1/models');
     const ids = (Array.isArray(list && list.data) ? list.data : [])
@@ -80,6 +85,8 @@ async function loadModels() {
     notice('');
   } catch (e) {
     notice(`Could not load the model list. ${e.message}`);
+  } finally {
+    modelsLoading = false;
   }
 }
 

@@ -1,0 +1,124 @@
+//! The chat page (`GET /`) in headless Chromium against the real `sluice` running with
+//! `[[teams]]`: the first load asks for a key (401 from `/v1/models`), the right key is kept in
+//! `localStorage`, fills the model picker and streams an answer equal to the server's replay; a
+//! reload reuses the stored key; a wrong key is refused with a clear message and asked again; a
+//! team at its request limit sees "Rate limited: try again in N s" (N from `Retry-After`) and
+//! the Retry button after N s goes through; a team whose model globs match nothing the gateway
+//! serves sees the 403 as a clear message. The checks live in `tests/sdk/browser_teams.mjs`
+//! (Node + playwright-core); a screenshot lands in `test-artifacts/teams.png`.
+//!
+//! Without Debian's `chromium` or `tests/sdk/node_modules` the test prints `SKIPPED: ...`;
+//! under `CI=true` (where `.ci/run` installed both) a missing piece is a failure.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sluice_tests::e2e::{config_file, openai_provider};
+use sluice_tests::sdk::{in_ci, node_package, run_script};
+use sluice_tests::start_sluice;
+
+const SKIP: &str = "headless Chromium tests need Debian's chromium and tests/sdk node_modules \
+                    (bash .ci/run installs both)";
+
+/// `/usr/bin/chromium`, else `chromium` found on `PATH`.
+fn chromium() -> Option<PathBuf> {
+    let debian = Path::new("/usr/bin/chromium");
+    if debian.is_file() {
+        return Some(debian.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("chromium"))
+        .find(|p| p.is_file())
+}
+
+/// One `[[teams]]` entry for the SHA-256 `hash` of its key; `extra` holds more lines.
+fn team(name: &str, hash: &str, extra: &str) -> String {
+    format!("[[teams]]\nname = {name:?}\napi_keys_sha256 = [{hash:?}]\n{extra}\n\n")
+}
+
+#[test]
+fn chat_page_with_teams_in_headless_chromium() {
+    let browser = chromium();
+    let node = node_package("playwright-core");
+    let (browser, missing) = match (browser, node) {
+        (Some(b), Ok(())) => (b, None),
+        (None, Ok(())) => (
+            PathBuf::new(),
+            Some("chromium (/usr/bin/chromium) not found".into()),
+        ),
+        (Some(b), Err(why)) => (b, Some(why)),
+        (None, Err(why)) => (PathBuf::new(), Some(format!("chromium not found; {why}"))),
+    };
+    if let Some(missing) = missing {
+        if in_ci() {
+            panic!("{SKIP}: {missing} (CI=true: a missing browser is a failure, not a skip)");
+        }
+        println!("SKIPPED: {SKIP}");
+        println!("  missing: {missing}");
+        return;
+    }
+
+    let (main_key, main_hash) = sluice_gateway::keys::generate();
+    let (limited_key, limited_hash) = sluice_gateway::keys::generate();
+    let (narrow_key, narrow_hash) = sluice_gateway::keys::generate();
+    // A second, exactly named model (never asked for: its upstream is a closed port) so that
+    // /v1/models lists more than the page's one built-in option and the picker visibly fills.
+    let toml = openai_provider("spare", "http://127.0.0.1:9/v1", &["gpt-spare"])
+        + &team("main", &main_hash, "")
+        + &team(
+            "limited",
+            &limited_hash,
+            "requests_per_minute = 60\nrequest_burst = 2",
+        )
+        + &team("narrow", &narrow_hash, "models = [\"claude-*\"]");
+    let config = config_file(&toml);
+    let config = config.to_str().expect("utf-8 temp path");
+    // 300 tokens/s: an answer streams for about a third of a second, so three messages sent one
+    // after another fit in the burst's first second and the limit is reached.
+    let sluice = start_sluice(
+        &["--config", config],
+        &[("SLUICE_DEMO_TOKENS_PER_SEC", "300")],
+    );
+    let base = format!("http://{}", sluice.addr);
+    let browser = browser.to_string_lossy().into_owned();
+    let run = std::panic::catch_unwind(|| {
+        run_script(
+            "node",
+            &[
+                "browser_teams.mjs",
+                &base,
+                &browser,
+                &main_key,
+                &limited_key,
+                &narrow_key,
+            ],
+            Duration::from_secs(150),
+        )
+    });
+    let out = match run {
+        Ok(out) => out,
+        Err(panic) => {
+            println!("--- sluice logs ---\n{}", sluice.logs());
+            std::panic::resume_unwind(panic);
+        }
+    };
+    assert!(
+        out.contains("PASS browser teams: every check passed"),
+        "script exited 0 without its closing PASS line:\n{out}\nsluice logs:\n{}",
+        sluice.logs()
+    );
+    // The page sent every key in headers only: none of them may appear in the gateway's logs.
+    let logs = sluice.logs();
+    for (name, key) in [
+        ("main", &main_key),
+        ("limited", &limited_key),
+        ("narrow", &narrow_key),
+    ] {
+        assert!(
+            !logs.contains(key.as_str()),
+            "the {name} team's key appears in the sluice logs"
+        );
+    }
+    let _ = std::fs::remove_dir_all(Path::new(config).parent().expect("config dir"));
+}
