@@ -32,13 +32,20 @@ pub enum ReadError {
     Idle,
     /// The connection failed mid-body.
     Io(String),
+    /// A line longer than [`MAX_LINE_BYTES`]: the parser would buffer it without end.
+    LineTooLong,
 }
+
+/// Longest SSE line Sluice buffers. A hostile upstream that never ends its line would
+/// otherwise grow the parser's buffer without bound.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
 
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Idle => f.write_str("idle timeout"),
             Self::Io(e) => f.write_str(e),
+            Self::LineTooLong => write!(f, "an SSE line longer than {MAX_LINE_BYTES} bytes"),
         }
     }
 }
@@ -74,6 +81,9 @@ where
                 None => Some((Err(ReadError::Idle), (body, None, flag))),
                 Some(Some(Ok(chunk))) => {
                     tail.push(&chunk);
+                    if tail.since_line_end > MAX_LINE_BYTES {
+                        return Some((Err(ReadError::LineTooLong), (body, None, flag)));
+                    }
                     timer.activity();
                     Some((Ok(chunk), (body, Some((tail, timer)), flag)))
                 }
@@ -170,10 +180,17 @@ impl IdleTimer {
 struct Tail {
     last: [u8; 4],
     len: usize,
+    /// Bytes since the last CR or LF.
+    since_line_end: usize,
 }
 
 impl Tail {
     fn push(&mut self, chunk: &[u8]) {
+        // Searching from the end stops at once for the usual chunk, which ends with a line end.
+        match chunk.iter().rposition(|&b| b == b'\n' || b == b'\r') {
+            Some(at) => self.since_line_end = chunk.len() - at - 1,
+            None => self.since_line_end += chunk.len(),
+        }
         for &b in &chunk[chunk.len().saturating_sub(4)..] {
             self.last.rotate_left(1);
             self.last[3] = b;
@@ -306,6 +323,25 @@ mod tests {
         assert!(
             matches!(items[..], [Err(EventStreamError::Utf8(_))]),
             "{items:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_an_error_not_an_endless_buffer() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let body = futures::stream::iter(
+            std::iter::once(Ok::<_, Infallible>(Bytes::from_static(b"data: ")))
+                .chain(std::iter::repeat_n(chunk, 20).map(Ok)),
+        );
+        let mut s = Box::pin(events(body, Duration::from_secs(5), flag));
+        let first = s.next().await.expect("item");
+        assert!(
+            matches!(
+                first,
+                Err(EventStreamError::Transport(ReadError::LineTooLong))
+            ),
+            "{first:?}"
         );
     }
 
