@@ -16,6 +16,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { replay as fetchReplay } from './sse.mjs';
 
 const DEADLINE_MS = 90_000; // the whole script; normally it takes 15-25 s
 const ANSWER_TIMEOUT_MS = 30_000; // one demo answer at 30 tokens/s takes about 4 s
@@ -50,45 +51,8 @@ const short = (s, n = 80) => JSON.stringify(s.length > n ? `${s.slice(0, n)}…`
 
 // ---- the server's record of an answer ----
 
-function parseSse(body) {
-  const events = [];
-  let cur = {};
-  for (const line of body.split(/\r\n|\r|\n/)) {
-    if (line === '') {
-      if (Object.keys(cur).length) events.push(cur);
-      cur = {};
-      continue;
-    }
-    if (line.startsWith(':')) continue;
-    const i = line.indexOf(':');
-    const field = i < 0 ? line : line.slice(0, i);
-    let value = i < 0 ? '' : line.slice(i + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    cur[field] = field === 'data' && cur.data !== undefined ? `${cur.data}\n${value}` : value;
-  }
-  if (Object.keys(cur).length) events.push(cur);
-  return events;
-}
-
-/** The whole replay of stream `id` (read after it ended): its text and its last event. */
-async function replay(id) {
-  const res = await fetch(`${origin}/v1/streams/${encodeURIComponent(id)}/events`, {
-    signal: AbortSignal.timeout(15_000),
-  });
-  const body = await res.text();
-  if (res.status !== 200) throw new Error(`GET events for ${id}: ${res.status} ${body}`);
-  const events = parseSse(body);
-  const text = events
-    .filter((e) => e.event === 'delta')
-    .map((e) => JSON.parse(e.data))
-    .filter((d) => (d.index || 0) === 0)
-    .map((d) => d.text)
-    .join('');
-  const last = events[events.length - 1] || {};
-  let lastData = null;
-  try { lastData = JSON.parse(last.data); } catch { /* not JSON */ }
-  return { text, events, last: { event: last.event, data: lastData } };
-}
+/** The whole replay of stream `id`, as the server keeps it. */
+const replay = (id) => fetchReplay(origin, id);
 
 // ---- the page ----
 

@@ -26,6 +26,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { replay as fetchReplay } from './sse.mjs';
 
 const DEADLINE_MS = 90_000; // the whole script; normally it takes 10-20 s
 const STEP_TIMEOUT_MS = 10_000; // a page reaction (form shown, response seen)
@@ -81,45 +82,8 @@ async function waitUntil(what, fn, timeout = STEP_TIMEOUT_MS) {
 
 // ---- the server's side ----
 
-function parseSse(body) {
-  const events = [];
-  let cur = {};
-  for (const line of body.split(/\r\n|\r|\n/)) {
-    if (line === '') {
-      if (Object.keys(cur).length) events.push(cur);
-      cur = {};
-      continue;
-    }
-    if (line.startsWith(':')) continue;
-    const i = line.indexOf(':');
-    const field = i < 0 ? line : line.slice(0, i);
-    let value = i < 0 ? '' : line.slice(i + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    cur[field] = field === 'data' && cur.data !== undefined ? `${cur.data}\n${value}` : value;
-  }
-  if (Object.keys(cur).length) events.push(cur);
-  return events;
-}
-
-/** The whole replay of stream `id` (read after it ended; the events URL needs no key). */
-async function replay(id) {
-  const res = await fetch(`${origin}/v1/streams/${encodeURIComponent(id)}/events`, {
-    signal: AbortSignal.timeout(15_000),
-  });
-  const body = await res.text();
-  if (res.status !== 200) throw new Error(`GET events for ${id}: ${res.status} ${body}`);
-  const events = parseSse(body);
-  const text = events
-    .filter((e) => e.event === 'delta')
-    .map((e) => JSON.parse(e.data))
-    .filter((d) => (d.index || 0) === 0)
-    .map((d) => d.text)
-    .join('');
-  const last = events[events.length - 1] || {};
-  let lastData = null;
-  try { lastData = JSON.parse(last.data); } catch { /* not JSON */ }
-  return { text, last: { event: last.event, data: lastData } };
-}
+/** The whole replay of stream `id`, as the server keeps it. */
+const replay = (id) => fetchReplay(origin, id);
 
 /** The model ids the server lists for `key`. */
 async function serverModels(key) {

@@ -148,3 +148,36 @@ pub fn run_script(program: &str, args: &[&str], timeout: Duration) -> String {
     }
     all
 }
+
+const BROWSER_SKIP: &str = "headless Chromium tests need Debian's chromium and tests/sdk \
+                            node_modules (bash .ci/run installs both)";
+
+/// `/usr/bin/chromium`, else `chromium` found on `PATH`.
+fn chromium() -> Option<PathBuf> {
+    let debian = std::path::Path::new("/usr/bin/chromium");
+    if debian.is_file() {
+        return Some(debian.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("chromium"))
+        .find(|p| p.is_file())
+}
+
+/// The browser for the headless Chromium tests, when it and `playwright-core` are installed.
+/// Otherwise prints `SKIPPED: ...` and returns `None`, or panics under `CI=true`, where a missing
+/// browser is a failure.
+pub fn browser_or_skip() -> Option<PathBuf> {
+    let missing = match (chromium(), node_package("playwright-core")) {
+        (Some(b), Ok(())) => return Some(b),
+        (None, Ok(())) => "chromium (/usr/bin/chromium) not found".to_owned(),
+        (Some(_), Err(why)) => why,
+        (None, Err(why)) => format!("chromium not found; {why}"),
+    };
+    if in_ci() {
+        panic!("{BROWSER_SKIP}: {missing} (CI=true: a missing browser is a failure, not a skip)");
+    }
+    println!("SKIPPED: {BROWSER_SKIP}");
+    println!("  missing: {missing}");
+    None
+}

@@ -10,27 +10,12 @@
 //! Without Debian's `chromium` or `tests/sdk/node_modules` the test prints `SKIPPED: ...`;
 //! under `CI=true` (where `.ci/run` installed both) a missing piece is a failure.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use sluice_tests::e2e::{config_file, openai_provider};
-use sluice_tests::sdk::{in_ci, node_package, run_script};
+use sluice_tests::sdk::{browser_or_skip, run_script};
 use sluice_tests::start_sluice;
-
-const SKIP: &str = "headless Chromium tests need Debian's chromium and tests/sdk node_modules \
-                    (bash .ci/run installs both)";
-
-/// `/usr/bin/chromium`, else `chromium` found on `PATH`.
-fn chromium() -> Option<PathBuf> {
-    let debian = Path::new("/usr/bin/chromium");
-    if debian.is_file() {
-        return Some(debian.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("chromium"))
-        .find(|p| p.is_file())
-}
 
 /// One `[[teams]]` entry for the SHA-256 `hash` of its key; `extra` holds more lines.
 fn team(name: &str, hash: &str, extra: &str) -> String {
@@ -39,25 +24,9 @@ fn team(name: &str, hash: &str, extra: &str) -> String {
 
 #[test]
 fn chat_page_with_teams_in_headless_chromium() {
-    let browser = chromium();
-    let node = node_package("playwright-core");
-    let (browser, missing) = match (browser, node) {
-        (Some(b), Ok(())) => (b, None),
-        (None, Ok(())) => (
-            PathBuf::new(),
-            Some("chromium (/usr/bin/chromium) not found".into()),
-        ),
-        (Some(b), Err(why)) => (b, Some(why)),
-        (None, Err(why)) => (PathBuf::new(), Some(format!("chromium not found; {why}"))),
-    };
-    if let Some(missing) = missing {
-        if in_ci() {
-            panic!("{SKIP}: {missing} (CI=true: a missing browser is a failure, not a skip)");
-        }
-        println!("SKIPPED: {SKIP}");
-        println!("  missing: {missing}");
+    let Some(browser) = browser_or_skip() else {
         return;
-    }
+    };
 
     let (main_key, main_hash) = sluice_gateway::keys::generate();
     let (limited_key, limited_hash) = sluice_gateway::keys::generate();
