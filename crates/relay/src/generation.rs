@@ -379,13 +379,19 @@ impl Generation {
     /// The id of the last event in `format` so far: the OpenAI format's end is several events
     /// (finish chunks, usage chunk, `[DONE]`) numbered on from the log's last id.
     pub fn last_event_id(&self, format: Format) -> u64 {
-        let st = self.lock();
+        self.ends(&self.lock(), format).1
+    }
+
+    /// The log's last id, the last event id in `format`, and whether the stream has ended, read
+    /// together so that they agree.
+    fn ends(&self, st: &State, format: Format) -> (u64, u64, bool) {
         let len = st.log.len() as u64;
         match (st.finished_at, st.log.last()) {
             (Some(_), Some(e)) => {
-                len + encode::event_count(format, &e.event, self.include_usage) - 1
+                let count = encode::event_count(format, &e.event, self.include_usage);
+                (len, len + count - 1, true)
             }
-            _ => len,
+            (finished, _) => (len, len, finished.is_some()),
         }
     }
 
@@ -395,12 +401,13 @@ impl Generation {
         after: u64,
         format: Format,
     ) -> Result<Reader, RelayError> {
-        let len = self.last_id();
-        let last = self.last_event_id(format);
+        // One look at the log: a terminal event appended between separate looks would make a
+        // caught-up reader resume "inside the end" and get its last delta twice.
+        let (len, last, finished) = self.ends(&self.lock(), format);
         if after > last {
             return Err(RelayError::BadPosition(after));
         }
-        if self.is_finished() && after == last {
+        if finished && after == last {
             return Err(RelayError::AtEnd(after));
         }
         // Resuming inside the OpenAI end: start at the terminal event, skipping what was seen.
