@@ -395,6 +395,18 @@ impl Generation {
         }
     }
 
+    /// A reader from the first event. Unlike [`subscribe_as`](Self::subscribe_as) it cannot
+    /// fail: every stream has a position 0, and an ended one has at least its terminal event.
+    pub fn reader(self: &Arc<Self>) -> Reader {
+        self.attach(0, 0)
+    }
+
+    fn attach(self: &Arc<Self>, pos: u64, skip: u64) -> Reader {
+        self.had_reader.store(true, Ordering::Release);
+        self.readers.send_modify(|n| *n += 1);
+        Reader::new(self.clone(), pos, skip, self.len.subscribe())
+    }
+
     /// A reader of the events after `after`, as numbered in `format`.
     pub fn subscribe_as(
         self: &Arc<Self>,
@@ -416,9 +428,7 @@ impl Generation {
         } else {
             (after, 0)
         };
-        self.had_reader.store(true, Ordering::Release);
-        self.readers.send_modify(|n| *n += 1);
-        Ok(Reader::new(self.clone(), pos, skip, self.len.subscribe()))
+        Ok(self.attach(pos, skip))
     }
 
     pub(crate) fn reader_gone(&self) {

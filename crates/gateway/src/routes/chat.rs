@@ -25,13 +25,10 @@ pub async fn chat_completions(
     inc(&state.metrics.chat_completions);
     let headers = admission.headers.clone();
     let mut resp = if req.stream {
-        let (gen, reader) =
-            super::start_generation(&state, &req, provider, admission, true).await?;
-        let Some(reader) = reader else {
-            return Err(GatewayError::Unavailable(
-                "stream reader unavailable".into(),
-            ));
-        };
+        let started = super::start_generation(&state, &req, provider, admission).await?;
+        // The response is the first reader, attached before the pump runs.
+        let reader = started.gen.reader();
+        let gen = started.spawn(&state);
         let mut resp = super::sse_response(&state, reader, Format::OpenAi);
         if let Ok(v) = HeaderValue::from_str(gen.id().as_str()) {
             resp.headers_mut().insert("x-sluice-stream-id", v);

@@ -45,15 +45,36 @@ pub fn admit<'a>(
     Ok((req, provider, admission))
 }
 
-/// Starts a generation: registers it, waits for the upstream's headers (so an upstream HTTP
-/// error becomes a real status), attaches `reader_at_start` if asked, then spawns the pump.
+/// A generation whose upstream has answered, ready for its pump.
+pub struct Started {
+    pub gen: std::sync::Arc<Generation>,
+    upstream: provider_adapter::EventStream,
+    admission: Admission,
+}
+
+impl Started {
+    /// Spawns the pump that runs the generation to its end. Readers that must not miss the
+    /// start (the `POST /v1/chat/completions` response) attach before this.
+    pub fn spawn(self, state: &AppState) -> std::sync::Arc<Generation> {
+        let gen = self.gen.clone();
+        tokio::spawn(crate::pump::pump(
+            state.clone(),
+            self.gen,
+            self.upstream,
+            self.admission,
+        ));
+        gen
+    }
+}
+
+/// Starts a generation: registers it and waits for the upstream's headers, so that an upstream
+/// HTTP error becomes a real status.
 pub async fn start_generation(
     state: &AppState,
     req: &ChatRequest,
     provider: &Provider,
     admission: Admission,
-    with_reader: bool,
-) -> Result<(std::sync::Arc<Generation>, Option<Reader>), GatewayError> {
+) -> Result<Started, GatewayError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -86,21 +107,11 @@ pub async fn start_generation(
     };
     guard.disarm();
     inc(&state.metrics.streams_started);
-    let reader = if with_reader {
-        Some(
-            gen.subscribe(0)
-                .map_err(|e| GatewayError::NotFound(e.to_string()))?,
-        )
-    } else {
-        None
-    };
-    tokio::spawn(crate::pump::pump(
-        state.clone(),
-        gen.clone(),
+    Ok(Started {
+        gen,
         upstream,
         admission,
-    ));
-    Ok((gen, reader))
+    })
 }
 
 /// An SSE response over `reader`: no compression, no proxy buffering, flushed per event.

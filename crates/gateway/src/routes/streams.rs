@@ -26,7 +26,9 @@ pub async fn create(
     let (req, provider, admission) = super::admit(&state, &caller, &bytes)?;
     inc(&state.metrics.chat_completions);
     let headers = admission.headers.clone();
-    let (gen, _) = super::start_generation(&state, &req, provider, admission, false).await?;
+    let gen = super::start_generation(&state, &req, provider, admission)
+        .await?
+        .spawn(&state);
     let id = gen.id().as_str();
     let mut resp = (
         StatusCode::CREATED,
