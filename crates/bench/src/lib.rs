@@ -1,0 +1,31 @@
+//! sluice-bench: what a gateway adds on top of a direct connection to an OpenAI-compatible
+//! upstream, measured as ratios in one run with the targets interleaved (never as timed tests).
+
+/// SVG charts: added TTFT against concurrency, soak curves.
+pub mod chart;
+/// The command line: `suite` and `load`.
+pub mod cli;
+/// hyper client connections and one timed streaming request.
+pub mod client;
+/// One load run: workers, stop conditions, merged samples.
+pub mod load;
+/// One measured run: CPU, RSS and metrics around a load run.
+pub mod measure;
+/// The mock upstream plus `/health`, for gateways that poll it (vllm-router).
+pub mod mockserver;
+/// Spawning the mock upstream, Sluice and other gateways.
+pub mod peers;
+/// CPU time and RSS from /proc.
+pub mod procfs;
+/// Prometheus text format into a name -> value map.
+pub mod prom;
+/// Rows, tables and ratio lines.
+pub mod report;
+/// The suite's scenarios.
+pub mod scenarios;
+/// The soak: Sluice under load for minutes, sampled.
+pub mod soak;
+/// The cheap SSE scan that counts content tokens.
+pub mod sse;
+/// Percentiles.
+pub mod stats;
