@@ -83,6 +83,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub relay_max_stream_bytes: Option<usize>,
     pub relay_max_total_bytes: Option<usize>,
+    /// Readers one stream may have at once. Also `SLUICE_STREAM_MAX_READERS`.
+    pub stream_max_readers: Option<usize>,
     /// Length of the window that teams' "per minute" limits apply to (default 60; tests use a
     /// few seconds). Also `SLUICE_RATE_LIMIT_WINDOW_SECS`.
     pub rate_limit_window_secs: Option<u64>,
@@ -159,6 +161,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub relay_max_stream_bytes: usize,
     pub relay_max_total_bytes: usize,
+    pub stream_max_readers: usize,
     pub providers: Vec<ProviderSettings>,
     pub teams: Vec<TeamConfig>,
     /// The window teams' "per minute" limits apply to.
@@ -405,11 +408,26 @@ impl Settings {
                 "SLUICE_RELAY_MAX_TOTAL_BYTES",
                 relay::registry::DEFAULT_MAX_TOTAL_BYTES
             ),
+            stream_max_readers: num!(
+                file.stream_max_readers,
+                "SLUICE_STREAM_MAX_READERS",
+                relay::registry::DEFAULT_MAX_READERS_PER_STREAM
+            ),
             providers: Vec::new(),
             teams: file.teams.clone(),
             rate_limit_window: secs(window),
             config_path: None,
         };
+        if s.stream_max_readers == 0 {
+            return Err(ConfigError::new(
+                if var(vars, "SLUICE_STREAM_MAX_READERS").is_some() {
+                    "SLUICE_STREAM_MAX_READERS"
+                } else {
+                    "stream_max_readers"
+                },
+                "must be at least 1",
+            ));
+        }
         s.providers = resolve_providers(&file.providers, vars)?;
         validate_teams(&s.teams)?;
         if s.teams.is_empty() && !s.addr.ip().is_loopback() && !s.allow_open {

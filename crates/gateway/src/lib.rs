@@ -7,18 +7,20 @@ pub mod access;
 pub mod app;
 /// The command line: serve, `mock-upstream`, `check-config`, `gen-key`.
 pub mod cli;
+/// One accepted connection: TCP options, and writes that let a burst of tokens leave at once.
+pub mod conn;
 /// Settings from defaults, TOML, `.env`, environment and flags, validated at start.
 pub mod config;
 /// Every request error, and the one place it becomes an OpenAI-shaped HTTP response.
 pub mod error;
+/// One generation's life: start, pump from the upstream into the relay, end.
+pub mod generation;
 /// Model-name globs for routing and team permissions.
 pub mod glob;
 /// API key generation and SHA-256 hashing.
 pub mod keys;
 /// Counters for `GET /metrics` (Prometheus text).
 pub mod metrics;
-/// The task that moves one generation from its upstream into the relay.
-pub mod pump;
 /// The HTTP handlers.
 pub mod routes;
 /// Which provider serves which model.

@@ -107,8 +107,18 @@ impl Metrics {
         );
         gauge(
             "sluice_relay_bytes",
-            "Bytes held by replay logs.",
+            "Bytes held by replay logs (live and finished streams).",
             relay.bytes as u64,
+        );
+        gauge(
+            "sluice_relay_live_bytes",
+            "Bytes held by the replay logs of generations in progress.",
+            relay.live_bytes as u64,
+        );
+        gauge(
+            "sluice_relay_oldest_retained_seconds",
+            "Seconds since the oldest retained finished stream ended: how long answers stay resumable now.",
+            relay.oldest_finished_age.map_or(0, |d| d.as_secs()),
         );
         out.push_str(extra);
         out

@@ -5,13 +5,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tower::ServiceExt;
 use provider_adapter::{Provider, ProviderKind};
 use relay::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
+use crate::conn::Conn;
 use crate::config::{Flags, Settings, Vars};
 use crate::metrics::Metrics;
 use crate::routing::ModelRouter;
@@ -78,10 +83,11 @@ pub async fn build_state(
         })?;
         router.push(provider, p.models.clone());
     }
-    let registry: Arc<dyn relay::StreamStore> = Arc::new(Registry::new(relay::Limits {
+    let registry = Arc::new(Registry::new(relay::Limits {
         retention: settings.stream_retention,
         max_stream_bytes: settings.relay_max_stream_bytes,
         max_total_bytes: settings.relay_max_total_bytes,
+        max_readers_per_stream: settings.stream_max_readers,
     }));
     // Expired streams are dropped in the background; lookups also check expiry themselves.
     {
@@ -92,7 +98,7 @@ pub async fn build_state(
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tick.tick() => { registry.expire(); }
+                    _ = tick.tick() => { registry.sweep(); }
                 }
             }
         });
@@ -102,9 +108,16 @@ pub async fn build_state(
         settings,
         router,
         registry,
+        pumps: tokio_util::task::TaskTracker::new(),
+        shutdown: CancellationToken::new(),
         metrics: Metrics::default(),
     })))
 }
+
+/// Most bytes of a response the server buffers for a client before it stops pulling more from
+/// the response body: a client that stops reading holds about this much, not its stream's
+/// backlog (hyper's default is about 400 KB).
+pub const MAX_CONN_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Serves until `shutdown` resolves; then stops accepting, lets running streams finish for the
 /// shutdown grace period, ends the rest with an error event, and returns.
@@ -122,7 +135,7 @@ pub async fn serve(
             token.cancel();
         });
     }
-    {
+    let drained = {
         let token = token.clone();
         let state = state.clone();
         tokio::spawn(async move {
@@ -130,26 +143,53 @@ pub async fn serve(
             tracing::info!(
                 "shutting down: no new connections; waiting up to {grace:?} for running streams"
             );
-            crate::pump::drain(&state, grace).await;
+            crate::generation::drain(&state, grace).await;
+        })
+    };
+    let router = crate::app::app(state);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_CONN_WRITE_BUFFER);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let tcp = tokio::select! {
+            _ = token.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors or memory for a moment: keep serving the connections
+                    // we have, and try again shortly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (io, hint) = Conn::new(tcp);
+        let router = router.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(hint.clone());
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
         });
     }
-    // Events are small writes in quick succession: without TCP_NODELAY, Nagle's algorithm
-    // would hold each one back until the previous is acknowledged.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, crate::app::app(state))
-        .with_graceful_shutdown(token.clone().cancelled_owned());
+    drop(listener);
     // Connections that stay open after every stream ended (an idle client, say) must not
     // hold the exit up for long.
-    let hard_stop = async {
-        token.cancelled().await;
-        tokio::time::sleep(grace + Duration::from_secs(3)).await;
-    };
-    tokio::select! {
-        r = server => r,
-        _ = hard_stop => Ok(()),
-    }
+    let _ = tokio::time::timeout(grace + Duration::from_secs(3), async {
+        graceful.shutdown().await;
+        let _ = drained.await;
+    })
+    .await;
+    Ok(())
 }
 
 /// Re-reads the config file the server started with and applies its `[[teams]]` and limit

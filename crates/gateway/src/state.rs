@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use relay::StreamStore;
+use relay::Registry;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::access::Access;
 use crate::config::Settings;
@@ -15,8 +17,13 @@ pub struct AppState(pub Arc<Inner>);
 pub struct Inner {
     pub settings: Settings,
     pub router: ModelRouter,
-    /// The streams: in memory by default (`relay::Registry`).
-    pub registry: Arc<dyn StreamStore>,
+    /// The streams, in memory.
+    pub registry: Arc<Registry>,
+    /// Every running pump (see `generation`), so that shutdown can wait for them.
+    pub pumps: TaskTracker,
+    /// Cancelled when the shutdown grace period is over: pumps still running end their
+    /// streams with an error event.
+    pub shutdown: CancellationToken,
     pub access: Access,
     pub metrics: Metrics,
 }

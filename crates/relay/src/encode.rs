@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::event::{Delta, Done, Event, Failure, Meta, ToolCall, Usage};
+use crate::event::{DeltaRef, Done, Event, EventRef, Failure, Meta, ToolCall, Usage};
 
 /// The two output formats of one log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,34 +43,125 @@ impl Format {
     }
 }
 
-/// Encodes one log event in `format`.
+/// Encodes one event in `format` into a fresh buffer (tests, and readers of rare events).
 pub fn encode(format: Format, id: u64, event: &Event, meta: &Meta, include_usage: bool) -> Bytes {
+    let mut buf = BytesMut::new();
+    let head = chunk_head(meta);
+    encode_into(&mut buf, format, id, event.view(), &head, include_usage, 0);
+    buf.freeze()
+}
+
+/// Encodes one log event in `format` at the end of `buf`. `head` is the stream's
+/// [`chunk_head`]; `skip` leaves out the first events of the OpenAI end (a reader resuming in
+/// the middle of it).
+pub fn encode_into(
+    buf: &mut BytesMut,
+    format: Format,
+    id: u64,
+    event: EventRef<'_>,
+    head: &str,
+    include_usage: bool,
+    skip: u64,
+) {
     match format {
-        Format::Browser => browser(id, event),
-        Format::OpenAi => openai(id, event, meta, include_usage, 0),
+        Format::Browser => browser(buf, id, event),
+        Format::OpenAi => match event {
+            EventRef::Delta(d) => openai_delta(buf, id, &d, head),
+            EventRef::Done(done) => openai_done(buf, id, done, head, include_usage, skip),
+            EventRef::Failed(f) => openai_failed(buf, id, f),
+        },
     }
 }
 
 /// How many SSE events `event` is in `format` (more than one only for the OpenAI end).
-pub fn event_count(format: Format, event: &Event, include_usage: bool) -> u64 {
+pub fn event_count(format: Format, event: EventRef<'_>, include_usage: bool) -> u64 {
     match (format, event) {
-        (Format::OpenAi, Event::Done(done)) => {
+        (Format::OpenAi, EventRef::Done(done)) => {
             done.finish_reasons.len() as u64 + u64::from(include_usage && done.usage.is_some()) + 1
         }
         _ => 1,
     }
 }
 
-/// The OpenAI encoding of the terminal `done` at log id `id` without its first `skip` events,
-/// for a reader resuming in the middle of it.
-pub fn openai_tail(id: u64, event: &Event, meta: &Meta, include_usage: bool, skip: u64) -> Bytes {
-    openai(id, event, meta, include_usage, skip)
+/// The opening every OpenAI chunk of a stream shares, up to and including `"choices":`. Made
+/// once per stream (the metadata is fixed by its first event), so the id and model are not
+/// escaped again for every token.
+pub fn chunk_head(meta: &Meta) -> String {
+    let mut s = String::with_capacity(64 + meta.id.len() + meta.model.len());
+    s.push_str("{\"id\":");
+    push_json_str(&mut s, &meta.id);
+    s.push_str(",\"object\":\"chat.completion.chunk\",\"created\":");
+    s.push_str(itoa_buf(meta.created).as_str());
+    s.push_str(",\"model\":");
+    push_json_str(&mut s, &meta.model);
+    if let Some(fp) = &meta.system_fingerprint {
+        s.push_str(",\"system_fingerprint\":");
+        push_json_str(&mut s, fp);
+    }
+    s.push_str(",\"choices\":");
+    s
+}
+
+fn push_json_str(s: &mut String, v: &str) {
+    let mut b = BytesMut::with_capacity(v.len() + 2);
+    put_json_str(&mut b, v);
+    // Escaping keeps valid UTF-8 valid.
+    s.push_str(std::str::from_utf8(&b).unwrap_or_default());
+}
+
+/// JSON string escapes as serde_json writes them: the two-character forms for `"`, `\`, and
+/// `\b \f \n \r \t`, `\u00XX` for the other control characters, everything else as is.
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Writes `v` as a JSON string: the hot path of every token, so no serializer in between.
+fn put_json_str(buf: &mut BytesMut, v: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = v.as_bytes();
+    buf.reserve(bytes.len() + 2);
+    buf.put_u8(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        buf.put_slice(&bytes[start..i]);
+        if esc == b'u' {
+            buf.put_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
+        } else {
+            buf.put_slice(&[b'\\', esc]);
+        }
+        start = i + 1;
+    }
+    buf.put_slice(&bytes[start..]);
+    buf.put_u8(b'"');
 }
 
 fn start_event(buf: &mut BytesMut, id: u64, name: Option<&str>) {
     buf.put_slice(b"id: ");
-    let mut itoa = itoa_buf(id);
-    buf.put_slice(itoa.as_bytes_mut());
+    buf.put_slice(itoa_buf(id).as_str().as_bytes());
     buf.put_u8(b'\n');
     if let Some(n) = name {
         buf.put_slice(b"event: ");
@@ -87,8 +178,9 @@ struct Digits {
 }
 
 impl Digits {
-    fn as_bytes_mut(&mut self) -> &[u8] {
-        &self.buf[self.start..]
+    fn as_str(&self) -> &str {
+        // Only ASCII digits are written.
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or_default()
     }
 }
 
@@ -118,12 +210,6 @@ fn event_bytes<T: Serialize>(buf: &mut BytesMut, id: u64, name: Option<&str>, da
 }
 
 #[derive(Serialize)]
-struct TextData<'a> {
-    index: u32,
-    text: &'a str,
-}
-
-#[derive(Serialize)]
 struct ToolCallData<'a> {
     index: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,25 +225,22 @@ struct DoneData<'a> {
     usage: Option<&'a Usage>,
 }
 
-fn browser(id: u64, event: &Event) -> Bytes {
-    let text = match event {
-        Event::Delta(d) => d.heap_bytes(),
-        _ => 192,
-    };
-    let mut buf = BytesMut::with_capacity(64 + text + text / 8);
+/// `id: N\nevent: NAME\ndata: {"index":I,"text":"..."}\n\n`, written directly.
+fn browser_text(buf: &mut BytesMut, id: u64, name: &str, index: u32, text: &str) {
+    start_event(buf, id, Some(name));
+    buf.put_slice(b"{\"index\":");
+    buf.put_slice(itoa_buf(u64::from(index)).as_str().as_bytes());
+    buf.put_slice(b",\"text\":");
+    put_json_str(buf, text);
+    buf.put_slice(b"}\n\n");
+}
+
+fn browser(buf: &mut BytesMut, id: u64, event: EventRef<'_>) {
     match event {
-        // The generation splits deltas so that each holds one kind of output: one event each.
-        Event::Delta(d) => {
-            if let Some(t) = d.reasoning.as_deref().filter(|t| !t.is_empty()) {
-                event_bytes(
-                    &mut buf,
-                    id,
-                    Some("reasoning"),
-                    &TextData {
-                        index: d.choice,
-                        text: t,
-                    },
-                );
+        // The writer splits deltas so that each holds one kind of output: one event each.
+        EventRef::Delta(d) => {
+            if let Some(t) = d.reasoning.filter(|t| !t.is_empty()) {
+                browser_text(buf, id, "reasoning", d.choice, t);
             } else if let Some(c) = d.tool_calls.first() {
                 let data = ToolCallData {
                     index: c.index,
@@ -165,45 +248,23 @@ fn browser(id: u64, event: &Event) -> Bytes {
                     name: c.name.as_deref(),
                     arguments: c.arguments.as_deref().unwrap_or(""),
                 };
-                event_bytes(&mut buf, id, Some("tool_call"), &data);
+                event_bytes(buf, id, Some("tool_call"), &data);
             } else {
                 // Content, or a refusal (shown as text), or a logprobs-only delta (empty text,
                 // so the id sequence stays whole for browsers too).
-                let text = d.content.as_deref().or(d.refusal.as_deref()).unwrap_or("");
-                event_bytes(
-                    &mut buf,
-                    id,
-                    Some("delta"),
-                    &TextData {
-                        index: d.choice,
-                        text,
-                    },
-                );
+                let text = d.content.or(d.refusal).unwrap_or("");
+                browser_text(buf, id, "delta", d.choice, text);
             }
         }
-        Event::Done(done) => {
+        EventRef::Done(done) => {
             let data = DoneData {
                 finish_reason: done.finish_reason(),
                 usage: done.usage.as_ref(),
             };
-            event_bytes(&mut buf, id, Some("done"), &data);
+            event_bytes(buf, id, Some("done"), &data);
         }
-        Event::Failed(f) => event_bytes(&mut buf, id, Some("failed"), f),
+        EventRef::Failed(f) => event_bytes(buf, id, Some("failed"), f),
     }
-    buf.freeze()
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system_fingerprint: Option<&'a str>,
-    choices: &'a [ChunkChoice<'a>],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<&'a Usage>,
 }
 
 #[derive(Serialize)]
@@ -260,20 +321,16 @@ struct ErrorInner<'a> {
     code: Option<&'a str>,
 }
 
-fn chunk<'a>(
-    meta: &'a Meta,
-    choices: &'a [ChunkChoice<'a>],
-    usage: Option<&'a Usage>,
-) -> Chunk<'a> {
-    Chunk {
-        id: &meta.id,
-        object: "chat.completion.chunk",
-        created: meta.created,
-        model: &meta.model,
-        system_fingerprint: meta.system_fingerprint.as_deref(),
-        choices,
-        usage,
+/// One chunk: the stream's head, `choices` (already JSON), the usage if any, the end.
+fn chunk<T: Serialize>(buf: &mut BytesMut, id: u64, head: &str, choices: &T, usage: Option<&Usage>) {
+    start_event(buf, id, None);
+    buf.put_slice(head.as_bytes());
+    put_json(buf, choices);
+    if let Some(u) = usage {
+        buf.put_slice(b",\"usage\":");
+        put_json(buf, u);
     }
+    buf.put_slice(b"}\n\n");
 }
 
 fn tool_calls(calls: &[ToolCall]) -> Vec<ChunkToolCall<'_>> {
@@ -291,42 +348,50 @@ fn tool_calls(calls: &[ToolCall]) -> Vec<ChunkToolCall<'_>> {
         .collect()
 }
 
-fn openai(id: u64, event: &Event, meta: &Meta, include_usage: bool, skip: u64) -> Bytes {
-    // Sized for one chunk (the fixed fields plus the text), so the buffer is not regrown.
-    let text = match event {
-        Event::Delta(d) => d.heap_bytes(),
-        _ => 256,
+fn openai_delta(buf: &mut BytesMut, id: u64, d: &DeltaRef<'_>, head: &str) {
+    // The hot path: one kind of text, no tool calls or logprobs, written without a serializer.
+    let text = match (d.content, d.reasoning, d.refusal) {
+        (Some(t), None, None) => Some(("content", t)),
+        (None, Some(t), None) => Some(("reasoning_content", t)),
+        (None, None, Some(t)) => Some(("refusal", t)),
+        _ => None,
     };
-    let mut buf = BytesMut::with_capacity(128 + meta.id.len() + meta.model.len() + text + text / 8);
-    match event {
-        Event::Delta(d) => openai_delta(&mut buf, id, d, meta),
-        Event::Done(done) => openai_done(&mut buf, id, done, meta, include_usage, skip),
-        Event::Failed(f) => openai_failed(&mut buf, id, f),
+    if let (Some((field, t)), true, None) = (text, d.tool_calls.is_empty(), d.logprobs) {
+        start_event(buf, id, None);
+        buf.put_slice(head.as_bytes());
+        buf.put_slice(b"[{\"index\":");
+        buf.put_slice(itoa_buf(u64::from(d.choice)).as_str().as_bytes());
+        buf.put_slice(b",\"delta\":{");
+        if d.first {
+            buf.put_slice(b"\"role\":\"assistant\",");
+        }
+        buf.put_u8(b'"');
+        buf.put_slice(field.as_bytes());
+        buf.put_slice(b"\":");
+        put_json_str(buf, t);
+        buf.put_slice(b"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+        return;
     }
-    buf.freeze()
-}
-
-fn openai_delta(buf: &mut BytesMut, id: u64, d: &Delta, meta: &Meta) {
     let choices = [ChunkChoice {
         index: d.choice,
         delta: ChunkDelta {
             role: d.first.then_some("assistant"),
-            content: d.content.as_deref(),
-            reasoning_content: d.reasoning.as_deref(),
-            refusal: d.refusal.as_deref(),
-            tool_calls: tool_calls(&d.tool_calls),
+            content: d.content,
+            reasoning_content: d.reasoning,
+            refusal: d.refusal,
+            tool_calls: tool_calls(d.tool_calls),
         },
-        logprobs: d.logprobs.as_deref(),
+        logprobs: d.logprobs,
         finish_reason: None,
     }];
-    event_bytes(buf, id, None, &chunk(meta, &choices, None));
+    chunk(buf, id, head, &choices, None);
 }
 
 fn openai_done(
     buf: &mut BytesMut,
     id: u64,
     done: &Done,
-    meta: &Meta,
+    head: &str,
     include_usage: bool,
     skip: u64,
 ) {
@@ -339,14 +404,14 @@ fn openai_done(
                 logprobs: None,
                 finish_reason: Some(reason),
             }];
-            event_bytes(buf, next, None, &chunk(meta, &choices, None));
+            chunk(buf, next, head, &choices, None);
         }
         next += 1;
     }
     if include_usage {
         if let Some(u) = &done.usage {
             if next >= id + skip {
-                event_bytes(buf, next, None, &chunk(meta, &[], Some(u)));
+                chunk(buf, next, head, &[(); 0], Some(u));
             }
             next += 1;
         }
@@ -370,7 +435,7 @@ fn openai_failed(buf: &mut BytesMut, id: u64, f: &Failure) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{PromptDetails, Usage};
+    use crate::event::{Delta, PromptDetails, Usage};
 
     fn meta() -> Meta {
         Meta {
@@ -383,6 +448,20 @@ mod tests {
 
     fn s(b: Bytes) -> String {
         String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    fn browser(id: u64, e: &Event) -> Bytes {
+        encode(Format::Browser, id, e, &meta(), false)
+    }
+
+    fn openai(id: u64, e: &Event, meta: &Meta, include_usage: bool, skip: u64) -> Bytes {
+        let mut buf = BytesMut::new();
+        encode_into(&mut buf, Format::OpenAi, id, e.view(), &chunk_head(meta), include_usage, skip);
+        buf.freeze()
+    }
+
+    fn openai_tail(id: u64, e: &Event, meta: &Meta, include_usage: bool, skip: u64) -> Bytes {
+        openai(id, e, meta, include_usage, skip)
     }
 
     fn usage() -> Usage {
@@ -481,9 +560,9 @@ mod tests {
             finish_reasons: vec![(0, "stop".into()), (1, "length".into())],
             usage: Some(usage()),
         });
-        assert_eq!(event_count(Format::OpenAi, &done, true), 4);
-        assert_eq!(event_count(Format::OpenAi, &done, false), 3);
-        assert_eq!(event_count(Format::Browser, &done, true), 1);
+        assert_eq!(event_count(Format::OpenAi, done.view(), true), 4);
+        assert_eq!(event_count(Format::OpenAi, done.view(), false), 3);
+        assert_eq!(event_count(Format::Browser, done.view(), true), 1);
         let full = s(openai(7, &done, &meta(), true, 0));
         let ids: Vec<&str> = full.lines().filter(|l| l.starts_with("id: ")).collect();
         assert_eq!(ids, vec!["id: 7", "id: 8", "id: 9", "id: 10"]);
@@ -514,9 +593,55 @@ mod tests {
     }
 
     #[test]
+    fn hand_written_chunks_match_the_serializer() {
+        let head = chunk_head(&Meta {
+            system_fingerprint: Some("fp\"1".into()),
+            ..meta()
+        });
+        for (first, text) in [(true, "a"), (false, "\u{0}\u{1f}\"\\\n\t\r\u{8}\u{c}é\u{7f}")] {
+            for kind in 0..3 {
+                let mut d = DeltaRef { choice: 3, first, ..DeltaRef::default() };
+                match kind {
+                    0 => d.content = Some(text),
+                    1 => d.reasoning = Some(text),
+                    _ => d.refusal = Some(text),
+                }
+                let mut fast = BytesMut::new();
+                openai_delta(&mut fast, 9, &d, &head);
+                // The generic path, forced by an empty logprobs-free tool call list... the serde
+                // structs write the same chunk.
+                let choices = [ChunkChoice {
+                    index: d.choice,
+                    delta: ChunkDelta {
+                        role: d.first.then_some("assistant"),
+                        content: d.content,
+                        reasoning_content: d.reasoning,
+                        refusal: d.refusal,
+                        tool_calls: Vec::new(),
+                    },
+                    logprobs: None,
+                    finish_reason: None,
+                }];
+                let mut slow = BytesMut::new();
+                chunk(&mut slow, 9, &head, &choices, None);
+                assert_eq!(s(fast.freeze()), s(slow.freeze()));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn json_strings_match_serde_json(v in ".*") {
+            let mut b = BytesMut::new();
+            put_json_str(&mut b, &v);
+            proptest::prop_assert_eq!(s(b.freeze()), serde_json::to_string(&v).unwrap());
+        }
+    }
+
+    #[test]
     fn digits() {
         for n in [0u64, 7, 10, 123_456, u64::MAX] {
-            assert_eq!(itoa_buf(n).as_bytes_mut(), n.to_string().as_bytes());
+            assert_eq!(itoa_buf(n).as_str(), n.to_string());
         }
     }
 }

@@ -12,4 +12,7 @@ pub enum RelayError {
     /// The global memory bound is reached by live streams; new streams are refused.
     #[error("the relay is at its memory limit; try again shortly")]
     Full,
+    /// The stream already has as many readers as one stream may have.
+    #[error("the stream already has {0} readers, the most one stream may have")]
+    TooManyReaders(usize),
 }

@@ -19,6 +19,65 @@ impl Event {
     pub fn is_terminal(&self) -> bool {
         !matches!(self, Self::Delta(_))
     }
+
+    /// This event, borrowed, as the encoders take it.
+    pub fn view(&self) -> EventRef<'_> {
+        match self {
+            Self::Delta(d) => EventRef::Delta(d.view()),
+            Self::Done(d) => EventRef::Done(d),
+            Self::Failed(f) => EventRef::Failed(f),
+        }
+    }
+}
+
+/// An event borrowed from the log (or from an [`Event`]): what the encoders read.
+#[derive(Debug, Clone, Copy)]
+pub enum EventRef<'a> {
+    Delta(DeltaRef<'a>),
+    Done(&'a Done),
+    Failed(&'a Failure),
+}
+
+impl EventRef<'_> {
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Self::Delta(_))
+    }
+
+    /// An owned copy.
+    pub fn to_event(&self) -> Event {
+        match self {
+            Self::Delta(d) => Event::Delta(d.to_delta()),
+            Self::Done(d) => Event::Done((*d).clone()),
+            Self::Failed(f) => Event::Failed((*f).clone()),
+        }
+    }
+}
+
+/// A delta borrowed from the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeltaRef<'a> {
+    pub choice: u32,
+    /// First delta of its choice: the OpenAI chunk carries `"role":"assistant"`.
+    pub first: bool,
+    pub content: Option<&'a str>,
+    pub reasoning: Option<&'a str>,
+    pub refusal: Option<&'a str>,
+    pub tool_calls: &'a [ToolCall],
+    pub logprobs: Option<&'a RawValue>,
+}
+
+impl DeltaRef<'_> {
+    pub fn to_delta(&self) -> Delta {
+        Delta {
+            choice: self.choice,
+            content: self.content.map(str::to_owned),
+            reasoning: self.reasoning.map(str::to_owned),
+            refusal: self.refusal.map(str::to_owned),
+            tool_calls: self.tool_calls.to_vec(),
+            logprobs: self.logprobs.map(ToOwned::to_owned),
+            first: self.first,
+        }
+    }
 }
 
 /// Response-level facts the OpenAI chunk format repeats in every chunk.
@@ -52,6 +111,19 @@ impl Delta {
         }
     }
 
+    /// This delta, borrowed, as the encoders take it.
+    pub fn view(&self) -> DeltaRef<'_> {
+        DeltaRef {
+            choice: self.choice,
+            first: self.first,
+            content: self.content.as_deref(),
+            reasoning: self.reasoning.as_deref(),
+            refusal: self.refusal.as_deref(),
+            tool_calls: &self.tool_calls,
+            logprobs: self.logprobs.as_deref(),
+        }
+    }
+
     /// Approximate heap bytes held, for the memory bounds.
     pub fn heap_bytes(&self) -> usize {
         let t = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
@@ -76,7 +148,7 @@ pub struct ToolCall {
 }
 
 /// The end of a generation: each choice's finish reason, in choice order, and the final usage.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Done {
     pub finish_reasons: Vec<(u32, String)>,
     pub usage: Option<Usage>,

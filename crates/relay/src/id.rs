@@ -27,6 +27,13 @@ impl StreamId {
     }
 }
 
+/// Lets the registry look a stream up by the path's `&str` without allocating.
+impl std::borrow::Borrow<str> for StreamId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

@@ -1,154 +1,279 @@
 //! A reader of one generation from its own position: the log from there, then live events,
 //! with no gap and no duplicate at the seam, as an SSE body with keep-alive comments.
+//!
+//! Events are encoded when read, straight into the buffer of the next write, which holds at
+//! most [`MAX_WRITE`] bytes: a reader catching up sends its backlog in a few large writes, and a
+//! reader whose client stops reading holds one such buffer, never a copy of the backlog.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::event::Meta;
-use crate::generation::Entry;
-use crate::{Format, Generation};
+use crate::encode::{self, Format};
+use crate::event::Event;
+use crate::log::Cursor;
+use crate::shared::Shared;
 
+/// Most bytes handed to the server in one piece.
+pub const MAX_WRITE: usize = 64 * 1024;
+
+/// Room for an event's fixed parts, on top of its text, when sizing a write buffer.
+const EVENT_OVERHEAD: usize = 96;
+
+#[derive(Debug)]
 pub struct Reader {
-    gen: Arc<Generation>,
-    /// Id of the last event handed out.
-    pos: u64,
+    shared: Arc<Shared>,
+    format: Format,
+    /// The last event handed out.
+    at: Cursor,
     /// Events of the OpenAI end to leave out: the reader resumed in the middle of it.
     skip: u64,
-    len: watch::Receiver<u64>,
-    buf: VecDeque<Arc<Entry>>,
-    meta: Arc<Meta>,
+    /// The rest of an encoded event larger than one write.
+    pending: Bytes,
     ended: bool,
 }
 
+enum Fill {
+    Chunk(Bytes),
+    Empty,
+    End,
+}
+
 impl Reader {
-    pub(crate) fn new(
-        gen: Arc<Generation>,
-        pos: u64,
-        skip: u64,
-        len: watch::Receiver<u64>,
-    ) -> Self {
-        let meta = gen.meta();
+    pub(crate) fn new(shared: Arc<Shared>, pos: u64, skip: u64, format: Format) -> Self {
+        let at = shared.read().cursor(pos);
         Self {
-            gen,
-            pos,
+            shared,
+            format,
+            at,
             skip,
-            len,
-            buf: VecDeque::new(),
-            meta,
+            pending: Bytes::new(),
             ended: false,
         }
     }
 
-    pub fn generation(&self) -> &Arc<Generation> {
-        &self.gen
+    pub fn format(&self) -> Format {
+        self.format
     }
 
-    /// Takes what the log holds past our position into the buffer. Returns false when the log
-    /// has nothing more and never will.
-    fn fill(&mut self) -> bool {
-        // Mark the current length as seen *before* reading the log: an append after this
-        // point changes the watch version, so the following `changed()` returns at once.
-        self.len.borrow_and_update();
-        let st = self.gen.lock();
-        let from = self.pos as usize;
-        if from < st.log.len() {
-            if self.pos == 0 || !Arc::ptr_eq(&self.meta, &st.meta) {
-                self.meta = st.meta.clone();
-            }
-            self.buf.extend(st.log[from..].iter().cloned());
-            self.pos = st.log.len() as u64;
-            return true;
-        }
-        st.finished_at.is_none()
+    /// The id of the last event this reader has taken.
+    pub fn position(&self) -> u64 {
+        self.at.id
     }
 
-    /// The next event, waiting for it if need be; `None` after the terminal event.
-    pub async fn next(&mut self) -> Option<Arc<Entry>> {
-        loop {
-            if let Some(e) = self.buf.pop_front() {
-                if e.event.is_terminal() {
-                    self.ended = true;
-                }
-                return Some(e);
-            }
-            if self.ended || !self.fill() {
-                return None;
-            }
-            if self.buf.is_empty() && self.len.changed().await.is_err() {
-                return None;
-            }
+    /// Encodes what the log holds past our position, up to [`MAX_WRITE`] bytes.
+    fn try_chunk(&mut self) -> Fill {
+        if !self.pending.is_empty() {
+            let n = self.pending.len().min(MAX_WRITE);
+            return Fill::Chunk(self.pending.split_to(n));
         }
-    }
-
-    /// Everything available now, encoded as one piece, or waits for more; `None` at the end.
-    async fn next_bytes(&mut self, format: Format) -> Option<Bytes> {
-        let first = self.next().await?;
-        let tail;
-        let first_bytes = if self.skip > 0 && format == Format::OpenAi {
-            tail = crate::encode::openai_tail(
-                first.id,
-                &first.event,
-                &self.meta,
-                self.gen.include_usage(),
-                std::mem::take(&mut self.skip),
-            );
-            &tail
-        } else {
-            self.gen.encoded(&first, format, &self.meta)
-        };
-        if self.buf.is_empty() {
-            return Some(first_bytes.clone());
+        if self.ended {
+            return Fill::End;
         }
-        // A reader catching up: send the backlog in one write instead of one per event.
-        let mut out = BytesMut::with_capacity(first_bytes.len() * (self.buf.len() + 1));
-        out.extend_from_slice(first_bytes);
-        while let Some(e) = self.buf.pop_front() {
-            if e.event.is_terminal() {
+        let log = self.shared.read();
+        let len = log.len();
+        if self.at.id >= len {
+            return if log.terminal().is_some() {
                 self.ended = true;
-            }
-            out.extend_from_slice(self.gen.encoded(&e, format, &self.meta));
+                Fill::End
+            } else {
+                Fill::Empty
+            };
         }
-        Some(out.freeze())
+        let head = log.chunk_head();
+        let per_event = EVENT_OVERHEAD
+            + match self.format {
+                Format::OpenAi => head.len(),
+                Format::Browser => 0,
+            };
+        // Size the buffer for the events that fit in one write, so it is never regrown.
+        let mut last = self.at.id;
+        let mut size = 0;
+        while last < len && size < MAX_WRITE {
+            let text = log.text_len_after(last);
+            size += per_event + text + text / 8;
+            last += 1;
+        }
+        let mut buf = BytesMut::with_capacity(size);
+        while self.at.id < last {
+            let Some(event) = log.next(&mut self.at) else {
+                break;
+            };
+            let skip = if event.is_terminal() {
+                self.ended = true;
+                std::mem::take(&mut self.skip)
+            } else {
+                0
+            };
+            encode::encode_into(
+                &mut buf,
+                self.format,
+                self.at.id,
+                event,
+                head,
+                self.shared.include_usage,
+                skip,
+            );
+        }
+        drop(log);
+        if buf.len() > MAX_WRITE {
+            self.pending = buf.split_off(MAX_WRITE).freeze();
+        }
+        Fill::Chunk(buf.freeze())
+    }
+
+    /// The next piece of the body, waiting for events if need be; `None` after the end.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        loop {
+            match self.try_chunk() {
+                Fill::Chunk(b) => return Poll::Ready(Some(b)),
+                Fill::End => return Poll::Ready(None),
+                Fill::Empty => {}
+            }
+            if self.shared.wait(self.at.id, cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// The next event and its id, waiting for it if need be; `None` after the terminal event.
+    pub async fn next_event(&mut self) -> Option<(u64, Event)> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u64, Event)>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            {
+                let log = self.shared.read();
+                if let Some(e) = log.next(&mut self.at) {
+                    self.ended = e.is_terminal();
+                    return Poll::Ready(Some((self.at.id, e.to_event())));
+                }
+                if log.terminal().is_some() {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+            }
+            if self.shared.wait(self.at.id, cx.waker()) {
+                return Poll::Pending;
+            }
+        }
     }
 
     /// This reader as an SSE body: the format's preamble, then events, with a keep-alive
     /// comment after `keep_alive` of silence. Ends after the terminal event.
-    pub fn into_sse(
-        self,
-        format: Format,
-        keep_alive: Duration,
-    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-        let preamble = format.preamble();
-        let silence = Silence::new(keep_alive);
-        futures::stream::unfold(
-            (self, silence, !preamble.is_empty()),
-            move |(mut reader, mut silence, send_preamble)| async move {
-                if send_preamble {
-                    return Some((Ok(Bytes::from_static(preamble)), (reader, silence, false)));
+    pub fn into_sse(self, keep_alive: Duration) -> SseBody {
+        SseBody {
+            preamble: self.format.preamble(),
+            reader: self,
+            silence: Silence::new(keep_alive),
+            driver: None,
+        }
+    }
+
+    /// Like [`into_sse`](Self::into_sse), for the stream's first reader, which also drives the
+    /// stream's writer: `driver` (the future that appends the events) is polled by the body
+    /// itself, so each event goes from the upstream to the client in one task, without a wake-up
+    /// of another. When the body is dropped (the client went away) before the driver is done,
+    /// the driver is handed to `hand_off` (to spawn it) and runs on alone.
+    pub fn into_sse_driving(self, keep_alive: Duration, driver: Driver) -> SseBody {
+        SseBody {
+            driver: Some(driver),
+            ..self.into_sse(keep_alive)
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.shared.readers.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The future that writes a stream, and what to do with it if its first reader goes away.
+pub struct Driver {
+    future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    hand_off: Option<HandOff>,
+}
+
+type HandOff = Box<dyn FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) + Send>;
+
+impl Driver {
+    pub fn new(
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+        hand_off: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + 'static,
+    ) -> Self {
+        Self {
+            future,
+            hand_off: Some(Box::new(hand_off)),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(hand_off) = self.hand_off.take() {
+            let future = std::mem::replace(&mut self.future, Box::pin(async {}));
+            hand_off(future);
+        }
+    }
+}
+
+/// A reader as a response body of SSE bytes.
+pub struct SseBody {
+    reader: Reader,
+    preamble: &'static [u8],
+    silence: Silence,
+    driver: Option<Driver>,
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if !this.preamble.is_empty() {
+            let p = std::mem::take(&mut this.preamble);
+            return Poll::Ready(Some(Ok(Bytes::from_static(p))));
+        }
+        if let Some(d) = &mut this.driver {
+            if d.future.as_mut().poll(cx).is_ready() {
+                // Done: nothing to hand off.
+                d.hand_off = None;
+                this.driver = None;
+            }
+        }
+        if this.driver.is_some() {
+            // Only the driver appends, and it has registered this task for its own progress:
+            // waiting on the log as well would only wake this task a second time.
+            match this.reader.try_chunk() {
+                Fill::Chunk(b) => {
+                    this.silence.activity();
+                    return Poll::Ready(Some(Ok(b)));
                 }
-                // Both branches are cancel-safe: the reader only waits on its watch channel,
-                // the silence timer only on its sleep.
-                tokio::select! {
-                    biased;
-                    b = reader.next_bytes(format) => {
-                        silence.activity();
-                        b.map(|b| (Ok(b), (reader, silence, false)))
-                    }
-                    () = silence.elapsed() => Some((
-                        Ok(Bytes::from_static(format.keep_alive())),
-                        (reader, silence, false),
-                    )),
-                }
-            },
-        )
+                Fill::End => return Poll::Ready(None),
+                Fill::Empty => {}
+            }
+        } else if let Poll::Ready(b) = this.reader.poll_chunk(cx) {
+            this.silence.activity();
+            return Poll::Ready(b.map(Ok));
+        }
+        match this.silence.poll_elapsed(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Ok(Bytes::from_static(
+                this.reader.format.keep_alive(),
+            )))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -174,24 +299,20 @@ impl Silence {
         self.last = Instant::now();
     }
 
-    /// Resolves once `period` has passed since the last activity (or the last keep-alive).
-    async fn elapsed(&mut self) {
+    /// Ready once `period` has passed since the last activity (or the last keep-alive).
+    fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            self.sleep.as_mut().await;
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
             let due = self.last + self.period;
             let now = Instant::now();
             if now >= due {
                 self.last = now;
                 self.sleep.as_mut().reset(now + self.period);
-                return;
+                return Poll::Ready(());
             }
             self.sleep.as_mut().reset(due);
         }
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.gen.reader_gone();
     }
 }

@@ -1,18 +1,24 @@
-//! The registry of live and recently finished generations by ID, with expiry and the memory
-//! bounds: a per-stream cap, and a global cap that evicts the oldest finished streams first and
-//! refuses new streams (never cuts a live one) when live streams alone fill it.
+//! The registry of live and recently finished streams by ID, with expiry and the memory bounds:
+//! a per-stream cap, and a global cap that evicts the oldest finished streams first and refuses
+//! new streams (never cuts a live one) only when live streams alone fill it.
+//!
+//! Finished streams are queued in the order they finished, so expiry and eviction take them
+//! from the front of the queue, one at a time, with no scan of the map.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::event::Meta;
-use crate::{Generation, RelayError, StreamId};
+use crate::log::Log;
+use crate::shared::Shared;
+use crate::{Handle, RelayError, StreamId, Writer};
 
 pub const DEFAULT_RETENTION_SECS: u64 = 300;
 pub const DEFAULT_MAX_STREAM_BYTES: usize = 64 << 20;
 pub const DEFAULT_MAX_TOTAL_BYTES: usize = 1 << 30;
+pub const DEFAULT_MAX_READERS_PER_STREAM: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -20,6 +26,9 @@ pub struct Limits {
     pub retention: Duration,
     pub max_stream_bytes: usize,
     pub max_total_bytes: usize,
+    /// Readers one stream may have at once (tabs of one chat page, reconnects); the first
+    /// reader of a stream is always admitted.
+    pub max_readers_per_stream: usize,
 }
 
 impl Default for Limits {
@@ -28,6 +37,7 @@ impl Default for Limits {
             retention: Duration::from_secs(DEFAULT_RETENTION_SECS),
             max_stream_bytes: DEFAULT_MAX_STREAM_BYTES,
             max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
+            max_readers_per_stream: DEFAULT_MAX_READERS_PER_STREAM,
         }
     }
 }
@@ -37,16 +47,90 @@ impl Default for Limits {
 pub struct Stats {
     pub live: usize,
     pub finished: usize,
+    /// Bytes held by all streams (live and finished).
     pub bytes: usize,
+    /// Bytes held by live streams.
+    pub live_bytes: usize,
     pub evicted: usize,
     pub refused: usize,
+    /// How long ago the oldest retained stream finished: the retention in effect.
+    pub oldest_finished_age: Option<Duration>,
+}
+
+/// The bytes all streams hold, split by live and finished, and the finished streams in the
+/// order they finished.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    live: AtomicUsize,
+    finished: AtomicUsize,
+    /// `None` for a stream outside any registry.
+    queue: Option<Mutex<VecDeque<(Instant, StreamId)>>>,
+}
+
+impl Budget {
+    pub(crate) fn standalone() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn tracked() -> Arc<Self> {
+        Arc::new(Self {
+            queue: Some(Mutex::new(VecDeque::new())),
+            ..Self::default()
+        })
+    }
+
+    pub(crate) fn charge_live(&self, diff: isize) {
+        if diff >= 0 {
+            self.live.fetch_add(diff as usize, Ordering::Relaxed);
+        } else {
+            self.live.fetch_sub(diff.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// A stream that counted `before` bytes as live now holds `now` bytes, finished.
+    pub(crate) fn finished(&self, before: usize, now: usize) {
+        self.live.fetch_sub(before, Ordering::Relaxed);
+        self.finished.fetch_add(now, Ordering::Relaxed);
+    }
+
+    /// A stream dropped: its bytes are free.
+    pub(crate) fn release(&self, counted: usize, finished: bool) {
+        let from = if finished { &self.finished } else { &self.live };
+        from.fetch_sub(counted, Ordering::Relaxed);
+    }
+
+    /// Queues a finished stream for expiry and eviction.
+    pub(crate) fn retain(&self, shared: &Shared) {
+        if let Some(q) = &self.queue {
+            lock(q).push_back((Instant::now(), shared.id.clone()));
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    fn total(&self) -> usize {
+        self.live() + self.finished.load(Ordering::Relaxed)
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<(Instant, StreamId)>> {
+        // A registry's budget always has a queue.
+        lock(self.queue.as_ref().expect("a registry's budget has a queue"))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a single push, pop or insert: a poisoned lock is still
+    // consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Debug)]
 pub struct Registry {
-    streams: Mutex<HashMap<StreamId, Arc<Generation>>>,
+    streams: Mutex<HashMap<StreamId, Arc<Shared>>>,
     limits: Limits,
-    bytes: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
     evicted: AtomicUsize,
     refused: AtomicUsize,
 }
@@ -56,7 +140,7 @@ impl Registry {
         Self {
             streams: Mutex::new(HashMap::new()),
             limits,
-            bytes: Arc::new(AtomicUsize::new(0)),
+            budget: Budget::tracked(),
             evicted: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
         }
@@ -66,87 +150,83 @@ impl Registry {
         self.limits
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<Generation>>> {
-        self.streams.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a new generation, evicting the oldest finished streams if the global bound is
-    /// reached, or refusing with [`RelayError::Full`] if live streams alone hold it.
-    pub fn create(&self, meta: Meta, include_usage: bool) -> Result<Arc<Generation>, RelayError> {
-        let mut map = self.map();
-        if self.bytes.load(Ordering::Relaxed) >= self.limits.max_total_bytes {
-            let mut finished: Vec<(Instant, StreamId)> = map
-                .iter()
-                .filter_map(|(id, g)| g.finished_at().map(|t| (t, id.clone())))
-                .collect();
-            finished.sort();
-            for (_, id) in finished {
-                if self.bytes.load(Ordering::Relaxed) < self.limits.max_total_bytes {
+    /// Registers a new stream and returns its writer, evicting the oldest finished streams if
+    /// the global bound is reached, or refusing with [`RelayError::Full`] if live streams alone
+    /// hold it.
+    pub fn create(&self, meta: Meta, include_usage: bool) -> Result<Writer, RelayError> {
+        let mut map = lock(&self.streams);
+        if self.budget.total() >= self.limits.max_total_bytes {
+            let mut queue = self.budget.queue();
+            while self.budget.total() >= self.limits.max_total_bytes {
+                let Some((_, id)) = queue.pop_front() else {
                     break;
-                }
+                };
                 // Readers still holding it keep its memory until they finish; it is no longer
                 // findable either way.
-                map.remove(&id);
-                self.evicted.fetch_add(1, Ordering::Relaxed);
-            }
-            if self.bytes.load(Ordering::Relaxed) >= self.limits.max_total_bytes {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(RelayError::Full);
+                if map.remove(&id).is_some() {
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
+        if self.budget.live() >= self.limits.max_total_bytes {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(RelayError::Full);
+        }
         let id = StreamId::random();
-        let gen = Arc::new(Generation::new(
+        let shared = Arc::new(Shared::new(
             id.clone(),
-            meta,
+            Log::new(meta),
             include_usage,
             self.limits.max_stream_bytes,
-            self.bytes.clone(),
+            self.limits.max_readers_per_stream,
+            self.budget.clone(),
         ));
-        map.insert(id, gen.clone());
-        Ok(gen)
+        map.insert(id, shared.clone());
+        Ok(Writer::new(shared))
     }
 
     /// A stream by ID, unless unknown or expired.
-    pub fn get(&self, id: &str) -> Result<Arc<Generation>, RelayError> {
-        let id = StreamId::parse(id).ok_or(RelayError::NotFound)?;
-        let map = self.map();
-        let gen = map.get(&id).ok_or(RelayError::NotFound)?;
-        if gen
+    pub fn get(&self, id: &str) -> Result<Handle, RelayError> {
+        let map = lock(&self.streams);
+        let shared = map.get(id).ok_or(RelayError::NotFound)?;
+        if shared
+            .read()
             .finished_at()
             .is_some_and(|t| t.elapsed() >= self.limits.retention)
         {
             return Err(RelayError::NotFound);
         }
-        Ok(gen.clone())
+        Ok(Handle::new(shared.clone()))
     }
 
-    /// Drops streams finished longer ago than the retention time. Call periodically.
+    /// Drops streams finished longer ago than the retention time; returns how many. Call
+    /// periodically.
     pub fn sweep(&self) -> usize {
-        let mut map = self.map();
-        let before = map.len();
-        let retention = self.limits.retention;
-        map.retain(|_, g| g.finished_at().is_none_or(|t| t.elapsed() < retention));
-        before - map.len()
-    }
-
-    /// Every stream still generating (for shutdown).
-    pub fn live(&self) -> Vec<Arc<Generation>> {
-        self.map()
-            .values()
-            .filter(|g| !g.is_finished())
-            .cloned()
-            .collect()
+        let mut map = lock(&self.streams);
+        let mut queue = self.budget.queue();
+        let mut n = 0;
+        while let Some((at, _)) = queue.front() {
+            if at.elapsed() < self.limits.retention {
+                break;
+            }
+            if let Some((_, id)) = queue.pop_front() {
+                n += usize::from(map.remove(&id).is_some());
+            }
+        }
+        n
     }
 
     pub fn stats(&self) -> Stats {
-        let map = self.map();
-        let live = map.values().filter(|g| !g.is_finished()).count();
+        let streams = lock(&self.streams).len();
+        let queue = self.budget.queue();
         Stats {
-            live,
-            finished: map.len() - live,
-            bytes: self.bytes.load(Ordering::Relaxed),
+            live: streams.saturating_sub(queue.len()),
+            finished: queue.len(),
+            bytes: self.budget.total(),
+            live_bytes: self.budget.live(),
             evicted: self.evicted.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            oldest_finished_age: queue.front().map(|(at, _)| at.elapsed()),
         }
     }
 }
@@ -155,6 +235,7 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::event::Delta;
+    use crate::Format;
 
     #[test]
     fn expired_streams_are_gone() {
@@ -162,12 +243,14 @@ mod tests {
             retention: Duration::from_millis(0),
             ..Limits::default()
         });
-        let g = r.create(Meta::default(), false).unwrap();
-        assert!(r.get(g.id().as_str()).is_ok(), "live streams never expire");
-        g.finish();
-        assert_eq!(r.get(g.id().as_str()).unwrap_err(), RelayError::NotFound);
+        let w = r.create(Meta::default(), false).unwrap();
+        let id = w.id().clone();
+        assert!(r.get(id.as_str()).is_ok(), "live streams never expire");
+        w.finish();
+        assert_eq!(r.get(id.as_str()).unwrap_err(), RelayError::NotFound);
         assert_eq!(r.sweep(), 1);
         assert_eq!(r.get("nope").unwrap_err(), RelayError::NotFound);
+        assert_eq!(r.stats().bytes, 0, "a dropped stream frees its bytes");
     }
 
     #[test]
@@ -176,13 +259,12 @@ mod tests {
             max_total_bytes: 1000,
             ..Limits::default()
         });
-        let old = r.create(Meta::default(), false).unwrap();
+        let mut old = r.create(Meta::default(), false).unwrap();
         old.push_delta(Delta::text(0, "x".repeat(2000)));
-        old.finish();
         let old_id = old.id().clone();
-        drop(old);
+        old.finish();
         // The finished stream is evicted to make room.
-        let live = r.create(Meta::default(), false).unwrap();
+        let mut live = r.create(Meta::default(), false).unwrap();
         assert_eq!(r.get(old_id.as_str()).unwrap_err(), RelayError::NotFound);
         assert_eq!(r.stats().evicted, 1);
         // A live stream over the bound is not cut short; new streams are refused instead.
@@ -193,32 +275,33 @@ mod tests {
         );
         live.finish();
         assert_eq!(r.stats().refused, 1);
+        // Finished now: evictable, so the next stream is admitted.
+        assert!(r.create(Meta::default(), false).is_ok());
     }
 
-    #[tokio::test]
-    async fn encodings_count_globally_but_not_against_the_stream_bound() {
+    #[test]
+    fn churn_never_refuses_while_finished_streams_can_go() {
+        // A bound that holds a handful of answers; thousands of short streams, several live
+        // at once, none refused.
         let r = Registry::new(Limits {
-            max_stream_bytes: 2000,
+            max_total_bytes: 8 * 1024,
             ..Limits::default()
         });
-        let g = r.create(Meta::default(), false).unwrap();
-        for _ in 0..5 {
-            assert!(g.push_delta(Delta::text(0, "abcd")));
-        }
-        let before = r.stats().bytes;
-        let mut reader = g.subscribe(0).unwrap();
-        for f in [crate::Format::OpenAi, crate::Format::Browser] {
-            for _ in 0..5 {
-                let e = reader.next().await.unwrap();
-                g.encoded(&e, f, &Meta::default());
+        let mut live = std::collections::VecDeque::new();
+        for i in 0..5000 {
+            let mut w = r.create(Meta::default(), false).expect("admitted");
+            w.push_delta(Delta::text(0, "token ".repeat(20)));
+            live.push_back(w);
+            if live.len() > 3 || i % 7 == 0 {
+                if let Some(w) = live.pop_front() {
+                    w.finish();
+                }
             }
-            drop(reader);
-            reader = g.subscribe(0).unwrap();
         }
-        assert!(r.stats().bytes > before, "cached encodings are counted");
-        // The stream still has room for as much text as before the reads.
-        assert!(g.push_delta(Delta::text(0, "efgh")));
-        assert!(!g.is_finished());
+        let s = r.stats();
+        assert_eq!(s.refused, 0);
+        assert!(s.evicted > 4000, "{s:?}");
+        assert!(s.bytes <= 8 * 1024 + 4096, "{s:?}");
     }
 
     #[test]
@@ -227,10 +310,52 @@ mod tests {
             max_stream_bytes: 500,
             ..Limits::default()
         });
-        let g = r.create(Meta::default(), false).unwrap();
-        assert!(g.push_delta(Delta::text(0, "a")));
-        assert!(!g.push_delta(Delta::text(0, "b".repeat(1000))));
-        assert!(g.is_finished());
-        assert!(matches!(g.outcome(), Some(crate::Event::Failed(_))));
+        let mut w = r.create(Meta::default(), false).unwrap();
+        let h = w.handle();
+        assert!(w.push_delta(Delta::text(0, "a")));
+        assert!(!w.push_delta(Delta::text(0, "b".repeat(1000))));
+        assert!(h.is_finished());
+        assert!(matches!(h.outcome(), Some(crate::Event::Failed(_))));
+    }
+
+    #[test]
+    fn readers_per_stream_are_capped() {
+        let r = Registry::new(Limits {
+            max_readers_per_stream: 2,
+            ..Limits::default()
+        });
+        let w = r.create(Meta::default(), false).unwrap();
+        let h = w.handle();
+        let _a = h.reader(Format::Browser);
+        let _b = h.subscribe(0, Format::Browser).unwrap();
+        assert_eq!(
+            h.subscribe(0, Format::OpenAi).unwrap_err(),
+            RelayError::TooManyReaders(2)
+        );
+        drop(_b);
+        assert!(h.subscribe(0, Format::OpenAi).is_ok());
+    }
+
+    #[test]
+    fn retained_answer_is_compact() {
+        let r = Registry::new(Limits::default());
+        let mut w = r.create(
+            Meta {
+                id: "chatcmpl-0123456789012345678901".into(),
+                model: "sluice-demo".into(),
+                created: 1,
+                system_fingerprint: None,
+            },
+            false,
+        )
+        .unwrap();
+        for i in 0..100 {
+            w.push_delta(Delta::text(0, ["Hello ", "from ", "Sluice! ", "gateway. "][i % 4]));
+        }
+        w.record_finish(0, "stop");
+        w.finish();
+        let s = r.stats();
+        assert_eq!((s.live, s.finished, s.live_bytes), (0, 1, 0));
+        assert!(s.bytes <= 2048, "{s:?}");
     }
 }

@@ -11,13 +11,16 @@ use axum::{Extension, Json};
 use relay::Format;
 
 use crate::access::Caller;
+use crate::conn::FlushHint;
 use crate::error::GatewayError;
+use crate::generation;
 use crate::metrics::inc;
 use crate::state::AppState;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    hint: Option<Extension<FlushHint>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     let bytes = super::body(&state, body)?;
@@ -25,12 +28,14 @@ pub async fn chat_completions(
     inc(&state.metrics.chat_completions);
     let headers = admission.headers.clone();
     let mut resp = if req.stream {
-        let started = super::start_generation(&state, &req, provider, admission).await?;
-        // The response is the first reader, attached before the pump runs.
-        let reader = started.gen.reader();
-        let gen = started.spawn(&state);
-        let mut resp = super::sse_response(&state, reader, Format::OpenAi);
-        if let Ok(v) = HeaderValue::from_str(gen.id().as_str()) {
+        let started = generation::start(&state, &req, provider, admission).await?;
+        // The response is the first reader, and drives the pump itself (see `generation`).
+        let handle = started.handle();
+        let reader = handle.reader(Format::OpenAi);
+        let driver = started.into_driver(&state, hint.map(|Extension(h)| h));
+        let mut resp =
+            super::sse_response(reader.into_sse_driving(state.settings.keepalive, driver));
+        if let Ok(v) = HeaderValue::from_str(handle.id().as_str()) {
             resp.headers_mut().insert("x-sluice-stream-id", v);
         }
         resp

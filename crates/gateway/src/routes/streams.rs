@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::access::Caller;
 use crate::error::GatewayError;
+use crate::generation;
 use crate::metrics::inc;
 use crate::state::AppState;
 
@@ -26,10 +27,10 @@ pub async fn create(
     let (req, provider, admission) = super::admit(&state, &caller, &bytes)?;
     inc(&state.metrics.chat_completions);
     let headers = admission.headers.clone();
-    let gen = super::start_generation(&state, &req, provider, admission)
+    let handle = generation::start(&state, &req, provider, admission)
         .await?
         .spawn(&state);
-    let id = gen.id().as_str();
+    let id = handle.id().as_str();
     let mut resp = (
         StatusCode::CREATED,
         Json(json!({ "id": id, "events_url": format!("/v1/streams/{id}/events") })),
@@ -93,23 +94,30 @@ pub async fn events(
         }
     };
     let after = position(&headers, &query)?;
-    let gen = state
+    let handle = state
         .registry
         .get(&id)
         .map_err(|_| GatewayError::NotFound(format!("stream '{id}' not found or expired")))?;
-    match gen.subscribe_as(after, format) {
+    match handle.subscribe(after, format) {
         Ok(reader) => {
             if after > 0 {
                 inc(&state.metrics.resumes);
             }
-            Ok(super::sse_response(&state, reader, format))
+            Ok(super::sse_response(reader.into_sse(state.settings.keepalive)))
         }
+        Err(RelayError::TooManyReaders(n)) => Err(GatewayError::RateLimited {
+            kind: "concurrency",
+            retry_after_secs: 1,
+            message: format!(
+                "stream '{id}' already has {n} readers, the most one stream may have; close one and retry"
+            ),
+        }),
         Err(RelayError::AtEnd(_)) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(RelayError::BadPosition(n)) => Err(GatewayError::bad_request(
             "Last-Event-ID",
             format!(
                 "event {n} does not exist: the stream's last event is {}",
-                gen.last_event_id(format)
+                handle.last_event_id(format)
             ),
         )),
         Err(e) => Err(GatewayError::NotFound(e.to_string())),
@@ -120,15 +128,15 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
-    let gen = state
+    let handle = state
         .registry
         .get(&id)
         .map_err(|_| GatewayError::NotFound(format!("stream '{id}' not found or expired")))?;
-    let was_live = !gen.is_finished();
-    gen.cancel();
+    let was_live = !handle.is_finished();
+    handle.cancel();
     Ok((
         StatusCode::OK,
-        Json(json!({ "id": gen.id().as_str(), "object": "stream.deleted", "cancelled": was_live })),
+        Json(json!({ "id": handle.id().as_str(), "object": "stream.deleted", "cancelled": was_live })),
     )
         .into_response())
 }

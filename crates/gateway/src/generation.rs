@@ -1,0 +1,361 @@
+//! One generation's life in the gateway, in one place: start (register it in the relay, send
+//! the upstream request and wait for its status), pump (the upstream's normalised events into
+//! the relay's writer until the upstream ends, fails, the stream is cancelled or abandoned, or
+//! the server shuts down), end (settle the team's tokens, count it).
+//!
+//! Every pump is tracked, so shutdown waits for them. A pump runs either in its own task or,
+//! for `POST /v1/chat/completions`, inside the response body of its first reader, so that each
+//! token goes from the upstream to the client without waking a second task; if that client goes
+//! away first, the pump moves to a task of its own and the grace period rules apply.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use provider_adapter::{AdapterError, ChatRequest, EventStream, Provider, StreamEvent};
+use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
+
+use crate::access::Admission;
+use crate::conn::{FlushHint, BURST_GAP};
+use crate::error::GatewayError;
+use crate::metrics::inc;
+use crate::state::AppState;
+
+/// Most events appended before readers are woken (bounds a reader's wait behind a fast upstream).
+const MAX_BATCH: usize = 64;
+
+/// A generation whose upstream has answered, ready to be pumped.
+pub struct Started {
+    writer: Writer,
+    upstream: EventStream,
+    admission: Admission,
+}
+
+/// Starts a generation: registers it and waits for the upstream's headers, so that an upstream
+/// HTTP error becomes a real status. If the caller goes away meanwhile, this future is dropped
+/// and so is the writer, which ends the registered stream as cancelled.
+pub async fn start(
+    state: &AppState,
+    req: &ChatRequest,
+    provider: &Provider,
+    admission: Admission,
+) -> Result<Started, GatewayError> {
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut writer = state
+        .registry
+        .create(
+            Meta {
+                id: String::new(),
+                model: req.model.clone(),
+                created,
+                system_fingerprint: None,
+            },
+            req.include_usage,
+        )
+        .map_err(|_| {
+            GatewayError::Unavailable("the relay is at its memory limit; try again shortly".into())
+        })?;
+    let id = format!("chatcmpl-{}", writer.id());
+    writer.set_meta(|m| m.id = id);
+    match provider.stream(req).await {
+        Ok(upstream) => {
+            inc(&state.metrics.streams_started);
+            Ok(Started {
+                writer,
+                upstream,
+                admission,
+            })
+        }
+        Err(e) => {
+            inc(&state.metrics.upstream_errors);
+            tracing::warn!(provider = %provider.name, model = %req.model, error = %e, "upstream request failed");
+            writer.fail(failure(&e));
+            Err(e.into())
+        }
+    }
+}
+
+impl Started {
+    pub fn handle(&self) -> Handle {
+        self.writer.handle()
+    }
+
+    /// Runs the pump in a task of its own (streams whose readers come later).
+    pub fn spawn(self, state: &AppState) -> Handle {
+        let handle = self.handle();
+        state.pumps.spawn(pump(
+            state.clone(),
+            self.writer,
+            self.upstream,
+            self.admission,
+            None,
+        ));
+        handle
+    }
+
+    /// The pump as a [`Driver`] for the first reader's body to poll; handed to a task of its
+    /// own if that body is dropped first. `hint` is the reader's connection's (see `conn`).
+    pub fn into_driver(self, state: &AppState, hint: Option<FlushHint>) -> Driver {
+        let token = state.pumps.token();
+        let fut = pump(
+            state.clone(),
+            self.writer,
+            self.upstream,
+            self.admission,
+            hint,
+        );
+        let tracked: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            fut.await;
+            drop(token);
+        });
+        Driver::new(tracked, |rest| {
+            // Outside a runtime (the process is exiting) the pump is dropped, and with it the
+            // writer, which ends the stream as cancelled.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(rest);
+            }
+        })
+    }
+}
+
+/// How the upstream's part of a generation ended.
+enum End {
+    Finished,
+    Failed(AdapterError),
+    /// The relay refused more (the per-stream memory bound); it failed the stream itself.
+    Refused,
+    Cancelled,
+    Shutdown,
+}
+
+/// Runs a generation to its end. `admission` is held (a concurrency slot) until then and settled
+/// with the real usage. `hint` is told when upstream chunks come in a burst.
+async fn pump(
+    state: AppState,
+    mut writer: Writer,
+    mut upstream: EventStream,
+    admission: Admission,
+    hint: Option<FlushHint>,
+) {
+    let mut last_chunk = Instant::now();
+    let abandoned = writer.abandoned(state.settings.stream_grace);
+    let cancelled = writer.cancelled();
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    tokio::pin!(abandoned, cancelled, shutdown);
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = &mut cancelled => break End::Cancelled,
+            _ = &mut shutdown => break End::Shutdown,
+            _ = &mut abandoned => {
+                tracing::info!(stream = %writer.id(), "no reader for the grace period: cancelling the upstream");
+                break End::Cancelled;
+            }
+            item = next_or_panic(&mut upstream) => {
+                // Take every event already decoded from the same upstream read before waking
+                // the readers, so that they write them in one piece. One token per read (the
+                // usual pace of a model) is a batch of one: no added latency.
+                let mut batch = writer.batch();
+                let mut item = item;
+                let mut taken = 0;
+                let end = loop {
+                    match item {
+                        Some(Ok(ev)) => {
+                            if !apply(&mut *batch, ev) {
+                                break Some(End::Refused);
+                            }
+                        }
+                        Some(Err(e)) => break Some(End::Failed(e)),
+                        None => break Some(End::Finished),
+                    }
+                    taken += 1;
+                    if taken == MAX_BATCH {
+                        break None;
+                    }
+                    match next_or_panic(&mut upstream).now_or_never() {
+                        Some(next) => item = next,
+                        None => break None,
+                    }
+                };
+                drop(batch);
+                if let Some(end) = end {
+                    break end;
+                }
+                if let Some(hint) = &hint {
+                    let now = Instant::now();
+                    if now.duration_since(last_chunk) < BURST_GAP {
+                        hint.burst();
+                    }
+                    last_chunk = now;
+                }
+            }
+        }
+    };
+    // The upstream connection closes before the stream's end is written.
+    drop(upstream);
+    let usage = writer.usage();
+    let cut_short = writer.last_id();
+    match end {
+        End::Finished => {
+            writer.finish();
+            inc(&state.metrics.streams_completed);
+        }
+        End::Cancelled => {
+            writer.finish_cancelled();
+            inc(&state.metrics.streams_cancelled);
+        }
+        End::Refused => inc(&state.metrics.streams_failed),
+        End::Failed(e) => {
+            tracing::warn!(stream = %writer.id(), error = %e, "upstream stream failed");
+            writer.fail(failure(&e));
+            inc(&state.metrics.streams_failed);
+        }
+        End::Shutdown => {
+            writer.fail(Failure {
+                message: "the server is shutting down".into(),
+                kind: "server_shutdown".into(),
+                code: Some("server_shutdown".into()),
+            });
+            inc(&state.metrics.streams_failed);
+        }
+    }
+    if let Some(u) = usage {
+        state
+            .metrics
+            .prompt_tokens
+            .fetch_add(u.prompt_tokens, Ordering::Relaxed);
+        state
+            .metrics
+            .completion_tokens
+            .fetch_add(u.completion_tokens, Ordering::Relaxed);
+    }
+    match usage {
+        Some(u) => admission.settle(u.prompt_tokens, u.completion_tokens),
+        // Cut short before the upstream's usage report: charged for what was generated (the
+        // log holds one event per delta).
+        None => admission.settle_cut_short(cut_short),
+    }
+}
+
+/// The upstream's next event. A panic while decoding it (a bug, but one an upstream's bytes could
+/// trigger) becomes an error that ends the stream, instead of a dead task whose readers would
+/// wait for an end that never comes.
+async fn next_or_panic(upstream: &mut EventStream) -> Option<Result<StreamEvent, AdapterError>> {
+    match std::panic::AssertUnwindSafe(upstream.next())
+        .catch_unwind()
+        .await
+    {
+        Ok(item) => item,
+        Err(_) => Some(Err(AdapterError::Protocol(
+            "internal error while decoding the upstream's stream".into(),
+        ))),
+    }
+}
+
+/// Appends one normalised event; false when the relay refuses more (memory bound).
+fn apply(writer: &mut Writer, ev: StreamEvent) -> bool {
+    match ev {
+        StreamEvent::Meta(m) => {
+            writer.set_meta(|meta| {
+                if let Some(id) = m.id {
+                    meta.id = id;
+                }
+                if let Some(model) = m.model {
+                    meta.model = model;
+                }
+                if let Some(c) = m.created {
+                    meta.created = c;
+                }
+                if m.system_fingerprint.is_some() {
+                    meta.system_fingerprint = m.system_fingerprint;
+                }
+            });
+            true
+        }
+        StreamEvent::Delta(d) => writer.push_delta(Delta {
+            choice: d.choice,
+            content: d.content,
+            reasoning: d.reasoning,
+            refusal: d.refusal,
+            tool_calls: d
+                .tool_calls
+                .into_iter()
+                .map(|t| ToolCall {
+                    index: t.index,
+                    id: t.id,
+                    name: t.name,
+                    arguments: t.arguments,
+                })
+                .collect(),
+            logprobs: d.logprobs,
+            first: false,
+        }),
+        StreamEvent::Finish { choice, reason } => {
+            writer.record_finish(choice, reason.as_str());
+            true
+        }
+        StreamEvent::Usage(u) => {
+            writer.record_usage(usage(u));
+            true
+        }
+    }
+}
+
+pub fn usage(u: provider_adapter::Usage) -> Usage {
+    Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+        prompt_tokens_details: u
+            .prompt_tokens_details
+            .map(|d| relay::event::PromptDetails {
+                cached_tokens: d.cached_tokens,
+            }),
+        completion_tokens_details: u.completion_tokens_details.map(|d| {
+            relay::event::CompletionDetails {
+                reasoning_tokens: d.reasoning_tokens,
+            }
+        }),
+    }
+}
+
+/// An adapter error as the in-band failure readers see.
+pub fn failure(e: &AdapterError) -> Failure {
+    Failure {
+        message: e.message(),
+        kind: e.kind().to_owned(),
+        code: e.code().map(str::to_owned),
+    }
+}
+
+/// For shutdown: lets running generations finish for `grace`, then ends the rest with an error
+/// event and waits (briefly) for their pumps to write it.
+pub async fn drain(state: &AppState, grace: Duration) {
+    state.pumps.close();
+    if tokio::time::timeout(grace, state.pumps.wait()).await.is_err() {
+        state.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.pumps.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_the_upstream_stream_is_an_error_item() {
+        let mut upstream: EventStream = Box::pin(futures::stream::poll_fn(
+            |_| -> std::task::Poll<Option<Result<StreamEvent, AdapterError>>> {
+                panic!("decoder bug")
+            },
+        ));
+        assert!(matches!(
+            next_or_panic(&mut upstream).await,
+            Some(Err(AdapterError::Protocol(_)))
+        ));
+    }
+}

@@ -1,0 +1,118 @@
+//! The read side of one generation: what a request that found the stream by its ID may do with
+//! it. Attach readers from any position, cancel it, look at how it ended.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::encode::{self, Format};
+use crate::event::{Event, Usage};
+use crate::shared::Shared;
+use crate::{Reader, RelayError, StreamId};
+
+#[derive(Debug, Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    pub fn id(&self) -> &StreamId {
+        &self.shared.id
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.shared.include_usage
+    }
+
+    pub fn created(&self) -> Instant {
+        self.shared.created
+    }
+
+    /// Asks the writer to stop (the stop button). Readers then see `done` with
+    /// `finish_reason` `cancelled`, written by the writer once the upstream is dropped.
+    pub fn cancel(&self) {
+        self.shared.cancel.cancel();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.shared.is_finished()
+    }
+
+    /// The final event, once the generation has ended.
+    pub fn outcome(&self) -> Option<Event> {
+        self.shared.read().terminal().cloned()
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.shared.read().usage()
+    }
+
+    /// Readers attached now.
+    pub fn reader_count(&self) -> usize {
+        *self.shared.readers.borrow()
+    }
+
+    /// Bytes this stream holds, as counted against the memory bounds.
+    pub fn bytes(&self) -> usize {
+        self.shared.counted()
+    }
+
+    /// The id of the last event so far in `format`: the OpenAI format's end is several events
+    /// (finish chunks, usage chunk, `[DONE]`) numbered on from the log's last id.
+    pub fn last_event_id(&self, format: Format) -> u64 {
+        self.ends(format).1
+    }
+
+    /// The log's last id, the last event id in `format`, and whether the stream has ended, read
+    /// together so that they agree.
+    fn ends(&self, format: Format) -> (u64, u64, bool) {
+        let log = self.shared.read();
+        let len = log.len();
+        match log.terminal() {
+            Some(e) => {
+                let count = encode::event_count(format, e.view(), self.shared.include_usage);
+                (len, len + count - 1, true)
+            }
+            None => (len, len, false),
+        }
+    }
+
+    /// A reader from the first event, which the first reader of a stream always gets (the
+    /// reader limit applies to those that come later).
+    pub fn reader(&self, format: Format) -> Reader {
+        self.attach(0, 0, format)
+    }
+
+    /// A reader of the events after `after`, as numbered in `format`.
+    pub fn subscribe(&self, after: u64, format: Format) -> Result<Reader, RelayError> {
+        // One look at the log: a terminal event appended between separate looks would make a
+        // caught-up reader resume "inside the end" and get its last delta twice.
+        let (len, last, finished) = self.ends(format);
+        if after > last {
+            return Err(RelayError::BadPosition(after));
+        }
+        if finished && after == last {
+            return Err(RelayError::AtEnd(after));
+        }
+        if self.reader_count() >= self.shared.max_readers {
+            return Err(RelayError::TooManyReaders(self.shared.max_readers));
+        }
+        // Resuming inside the OpenAI end: start at the terminal event, skipping what was seen.
+        let (pos, skip) = if after >= len && last > len {
+            (len - 1, after - (len - 1))
+        } else {
+            (after, 0)
+        };
+        Ok(self.attach(pos, skip, format))
+    }
+
+    fn attach(&self, pos: u64, skip: u64, format: Format) -> Reader {
+        self.shared.had_reader.store(true, Ordering::Release);
+        self.shared.readers.send_modify(|n| *n += 1);
+        Reader::new(self.shared.clone(), pos, skip, format)
+    }
+}

@@ -1,0 +1,142 @@
+//! What a generation's writer, readers and handles share: the log behind a lock, the wake-up
+//! list, the reader count, cancellation and the memory accounting.
+//!
+//! The log sits behind a `std::sync::RwLock` held only to append or to encode a bounded batch,
+//! never across an await. Readers that find nothing new register their waker under the `wakers`
+//! lock after checking the published length, and the writer publishes (stores the length, then
+//! takes the same lock to wake them), so a reader can never miss an append in between.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::Waker;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::Log;
+use crate::registry::Budget;
+use crate::StreamId;
+
+/// Bytes one stream costs beyond its log: this struct, its registry entry and ID.
+pub(crate) const STREAM_OVERHEAD: usize = std::mem::size_of::<Shared>() + 96;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) id: StreamId,
+    pub(crate) include_usage: bool,
+    pub(crate) created: Instant,
+    log: RwLock<Log>,
+    /// The log length readers have been woken for.
+    published: AtomicU64,
+    wakers: Mutex<Vec<Waker>>,
+    /// Readers attached now; the writer watches it for the grace period.
+    pub(crate) readers: watch::Sender<usize>,
+    pub(crate) had_reader: AtomicBool,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) max_readers: usize,
+    pub(crate) max_bytes: usize,
+    /// Heap bytes of the log last reported to the budget.
+    counted: AtomicUsize,
+    pub(crate) budget: Arc<Budget>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        id: StreamId,
+        log: Log,
+        include_usage: bool,
+        max_bytes: usize,
+        max_readers: usize,
+        budget: Arc<Budget>,
+    ) -> Self {
+        let counted = STREAM_OVERHEAD + log.heap_bytes();
+        budget.charge_live(counted as isize);
+        Self {
+            id,
+            include_usage,
+            created: Instant::now(),
+            log: RwLock::new(log),
+            published: AtomicU64::new(0),
+            wakers: Mutex::new(Vec::new()),
+            readers: watch::Sender::new(0),
+            had_reader: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+            max_readers,
+            max_bytes,
+            counted: AtomicUsize::new(counted),
+            budget,
+        }
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Log> {
+        // Every write is a single push under the lock, so a poisoned lock still holds a
+        // consistent log.
+        self.log.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Log> {
+        self.log.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the budget up to date with the log's size (called with the write lock held, so
+    /// the updates of one stream are ordered).
+    pub(crate) fn recount(&self, log: &Log) {
+        let now = STREAM_OVERHEAD + log.heap_bytes();
+        let before = self.counted.swap(now, Ordering::Relaxed);
+        let diff = now as isize - before as isize;
+        if log.finished_at().is_some() {
+            self.budget.finished(before, now);
+        } else if diff != 0 {
+            self.budget.charge_live(diff);
+        }
+    }
+
+    pub(crate) fn counted(&self) -> usize {
+        self.counted.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Wakes every reader waiting for events past what was published before.
+    pub(crate) fn publish(&self, len: u64) {
+        if self.published.swap(len, Ordering::AcqRel) == len {
+            return;
+        }
+        let wakers = std::mem::take(&mut *self.lock_wakers());
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Registers `waker` unless events past `seen` were published meanwhile; returns whether
+    /// it was registered (false: read again now).
+    pub(crate) fn wait(&self, seen: u64, waker: &Waker) -> bool {
+        let mut wakers = self.lock_wakers();
+        if self.published() > seen {
+            return false;
+        }
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+        true
+    }
+
+    fn lock_wakers(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.read().finished_at().is_some()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let counted = *self.counted.get_mut();
+        let finished = self.log.get_mut().map_or(true, |l| l.finished_at().is_some());
+        self.budget.release(counted, finished);
+    }
+}

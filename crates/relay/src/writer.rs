@@ -1,0 +1,274 @@
+//! The write side of one generation: a single owner (the gateway's pump) appends events, then
+//! ends the stream exactly once. Ending consumes the writer; dropping it without an end (a
+//! panic, a cancelled task) ends the stream as cancelled, so no reader ever waits on a stream
+//! nobody writes.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::event::{Delta, Event, Failure, Meta, Usage};
+use crate::log::Log;
+use crate::shared::Shared;
+use crate::Handle;
+
+/// How long a generation that never had a reader waits for its first one (the browser opens its
+/// EventSource right after `POST /v1/streams` answers) before the grace period rules apply.
+pub const FIRST_READER_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct Writer {
+    shared: Arc<Shared>,
+    /// Appends wake readers only when no [`Batch`] is open.
+    batching: bool,
+    ended: bool,
+}
+
+/// Appends made while this guard lives wake readers once, when it drops: a producer holding
+/// several events (an upstream read that carried many) lets each reader send them in one write.
+#[derive(Debug)]
+pub struct Batch<'w> {
+    writer: &'w mut Writer,
+}
+
+impl std::ops::Deref for Batch<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        self.writer
+    }
+}
+
+impl std::ops::DerefMut for Batch<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        self.writer
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.writer.batching = false;
+        let len = self.writer.shared.read().len();
+        self.writer.shared.publish(len);
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            batching: false,
+            ended: false,
+        }
+    }
+
+    /// A handle on the read side of this stream.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.shared.clone())
+    }
+
+    pub fn id(&self) -> &crate::StreamId {
+        &self.shared.id
+    }
+
+    /// Opens a batch; see [`Batch`].
+    pub fn batch(&mut self) -> Batch<'_> {
+        self.batching = true;
+        Batch { writer: self }
+    }
+
+    /// Replaces the response metadata; only before the first event, so every chunk of a stream
+    /// carries the same id and model.
+    pub fn set_meta(&mut self, f: impl FnOnce(&mut Meta)) {
+        let mut log = self.shared.write();
+        log.set_meta(f);
+        self.shared.recount(&log);
+    }
+
+    /// Appends a delta. Returns false when the stream went past its memory bound (it is failed
+    /// here and the writer should stop).
+    pub fn push_delta(&mut self, d: Delta) -> bool {
+        let present = |t: &Option<String>| usize::from(t.as_deref().is_some_and(|t| !t.is_empty()));
+        let kinds =
+            present(&d.reasoning) + present(&d.content) + present(&d.refusal) + d.tool_calls.len();
+        if kinds <= 1 {
+            return self.push_one(d);
+        }
+        // One kind of output per event, so that each log event is exactly one browser event
+        // (`reasoning`, `delta`, `tool_call`) and one OpenAI chunk with the same id.
+        split(d).into_iter().all(|part| self.push_one(part))
+    }
+
+    fn push_one(&mut self, d: Delta) -> bool {
+        if self.ended {
+            return false;
+        }
+        let mut log = self.shared.write();
+        if log.event_bytes() + Log::delta_bytes(&d) > self.shared.max_bytes {
+            let f = Failure {
+                message: "the answer exceeded the relay's per-stream memory limit".into(),
+                kind: "stream_too_large".into(),
+                code: Some("stream_too_large".into()),
+            };
+            drop(log);
+            self.end(Event::Failed(f));
+            return false;
+        }
+        log.push_delta(d);
+        let len = log.len();
+        self.shared.recount(&log);
+        drop(log);
+        if !self.batching {
+            self.shared.publish(len);
+        }
+        true
+    }
+
+    /// Records that a choice finished; written out with the terminal `done` event.
+    pub fn record_finish(&mut self, choice: u32, reason: impl Into<String>) {
+        self.shared.write().record_finish(choice, reason.into());
+    }
+
+    /// Records the latest usage (an upstream's last report is its final one).
+    pub fn record_usage(&mut self, usage: Usage) {
+        self.shared.write().set_usage(usage);
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.shared.read().usage()
+    }
+
+    /// The id of the last event so far (0 before the first).
+    pub fn last_id(&self) -> u64 {
+        self.shared.read().len()
+    }
+
+    /// Ends the stream successfully: `done` with the recorded finishes and usage.
+    pub fn finish(mut self) {
+        self.end_done(None);
+    }
+
+    /// Ends the stream as cancelled: every choice without a finish reason gets `cancelled`.
+    pub fn finish_cancelled(mut self) {
+        self.end_done(Some("cancelled"));
+    }
+
+    /// Ends the stream with an error.
+    pub fn fail(mut self, failure: Failure) {
+        self.end(Event::Failed(failure));
+    }
+
+    /// The final event, once the stream has ended (after the memory bound failed it).
+    pub fn outcome(&self) -> Option<Event> {
+        self.shared.read().terminal().cloned()
+    }
+
+    fn end_done(&mut self, open_reason: Option<&str>) {
+        if self.ended {
+            return;
+        }
+        let done = self.shared.write().done(open_reason);
+        self.end(Event::Done(done));
+    }
+
+    fn end(&mut self, event: Event) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let mut log = self.shared.write();
+        log.push_terminal(event);
+        let len = log.len();
+        self.shared.recount(&log);
+        drop(log);
+        self.shared.budget.retain(&self.shared);
+        // The terminal event always wakes readers: nothing may wait on a finished stream.
+        self.shared.publish(len);
+    }
+
+    /// True once the stream has ended (here, or by the memory bound).
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Resolves when a reader's side asks the stream to stop (the stop button). Owns what it
+    /// needs, so the writer stays free to append while it is pending.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.cancel.clone().cancelled_owned()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// Resolves once the stream has had no reader for `grace` (counted from creation, and at
+    /// least [`FIRST_READER_WAIT`], while no reader has come yet). Owns what it needs, like
+    /// [`cancelled`](Self::cancelled).
+    pub fn abandoned(&self, grace: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let shared = self.shared.clone();
+        async move {
+            let mut rx = shared.readers.subscribe();
+            loop {
+                if rx.wait_for(|n| *n == 0).await.is_err() {
+                    return;
+                }
+                let wait = if shared.had_reader.load(Ordering::Acquire) {
+                    grace
+                } else {
+                    grace.max(FIRST_READER_WAIT)
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.end_done(Some("cancelled"));
+    }
+}
+
+/// Splits a delta that carries several kinds of output into one delta per kind, in the order a
+/// reader would see them: thinking, text (with the logprobs), refusal, then each tool call.
+fn split(d: Delta) -> Vec<Delta> {
+    let base = |choice| Delta {
+        choice,
+        ..Delta::default()
+    };
+    let mut parts = Vec::with_capacity(4);
+    if let Some(t) = d.reasoning.filter(|t| !t.is_empty()) {
+        parts.push(Delta {
+            reasoning: Some(t),
+            ..base(d.choice)
+        });
+    }
+    if let Some(t) = d.content.filter(|t| !t.is_empty()) {
+        parts.push(Delta {
+            content: Some(t),
+            ..base(d.choice)
+        });
+    }
+    if let Some(t) = d.refusal.filter(|t| !t.is_empty()) {
+        parts.push(Delta {
+            refusal: Some(t),
+            ..base(d.choice)
+        });
+    }
+    for call in d.tool_calls {
+        parts.push(Delta {
+            tool_calls: vec![call],
+            ..base(d.choice)
+        });
+    }
+    if let Some(lp) = d.logprobs {
+        let at = parts.iter().position(|p| p.content.is_some()).unwrap_or(0);
+        if let Some(p) = parts.get_mut(at) {
+            p.logprobs = Some(lp);
+        }
+    }
+    parts
+}
