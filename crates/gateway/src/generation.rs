@@ -165,7 +165,7 @@ async fn pump(
                 let end = loop {
                     match item {
                         Some(Ok(ev)) => {
-                            if !apply(&mut *batch, ev) {
+                            if !apply(&mut batch, ev) {
                                 break Some(End::Refused);
                             }
                         }
@@ -336,7 +336,10 @@ pub fn failure(e: &AdapterError) -> Failure {
 /// event and waits (briefly) for their pumps to write it.
 pub async fn drain(state: &AppState, grace: Duration) {
     state.pumps.close();
-    if tokio::time::timeout(grace, state.pumps.wait()).await.is_err() {
+    if tokio::time::timeout(grace, state.pumps.wait())
+        .await
+        .is_err()
+    {
         state.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), state.pumps.wait()).await;
     }

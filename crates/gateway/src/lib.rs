@@ -7,10 +7,10 @@ pub mod access;
 pub mod app;
 /// The command line: serve, `mock-upstream`, `check-config`, `gen-key`.
 pub mod cli;
-/// One accepted connection: TCP options, and writes that let a burst of tokens leave at once.
-pub mod conn;
 /// Settings from defaults, TOML, `.env`, environment and flags, validated at start.
 pub mod config;
+/// One accepted connection: TCP options, and writes that let a burst of tokens leave at once.
+pub mod conn;
 /// Every request error, and the one place it becomes an OpenAI-shaped HTTP response.
 pub mod error;
 /// One generation's life: start, pump from the upstream into the relay, end.

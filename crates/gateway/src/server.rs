@@ -9,15 +9,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tower::ServiceExt;
 use provider_adapter::{Provider, ProviderKind};
 use relay::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::access::Access;
-use crate::conn::Conn;
 use crate::config::{Flags, Settings, Vars};
+use crate::conn::Conn;
 use crate::metrics::Metrics;
 use crate::routing::ModelRouter;
 use crate::state::{AppState, Inner};

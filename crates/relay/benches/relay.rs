@@ -1,21 +1,21 @@
-//! Relay benchmarks: fan-out of one generation to 1 and 100 readers, append+encode cost per
-//! event, and the memory held per buffered token.
+//! Relay benchmarks: fan-out of one stream to 1 and 100 readers, append and append+encode cost
+//! per event, and the memory retained per token of a finished answer.
 //!
 //! `cargo bench -p relay` (about a minute). Figures to read: `fanout/readers/N` throughput
 //! (events x readers per second; its inverse is ns per event per reader), the printed
 //! `fanout summary` lines, `append_encode/*` time per event, and the printed `memory` lines.
 
 use std::hint::black_box;
-use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use futures::{FutureExt, StreamExt};
-use relay::{Delta, Format, Generation, Meta};
+use relay::{Delta, Format, Meta, Reader, Writer};
 
-/// Events per generation in the fan-out runs.
+/// Events per stream in the fan-out runs.
 const EVENTS: u64 = 10_000;
 
 /// Typical ~4-byte tokens.
@@ -37,21 +37,22 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// One producer appends `EVENTS` deltas and a `done` while `readers` tasks drain the
-/// generation with `Reader::next()`. Returns the wall time from the first append until every
-/// reader has seen the end.
+/// One writer appends `EVENTS` deltas and a `done` while `readers` tasks drain the stream with
+/// `Reader::next_event()`. Returns the wall time from the first append until every reader has
+/// seen the end.
 fn fanout_once(rt: &tokio::runtime::Runtime, readers: usize) -> Duration {
     rt.block_on(async {
-        let g = Generation::standalone(meta(), false);
+        let mut w = relay::standalone(meta(), false);
+        let h = w.handle();
         let subs: Vec<_> = (0..readers)
-            .map(|_| g.subscribe(0).expect("subscribe"))
+            .map(|_| h.subscribe(0, Format::Browser).expect("subscribe"))
             .collect();
         let handles: Vec<_> = subs
             .into_iter()
             .map(|mut r| {
                 tokio::spawn(async move {
                     let mut n = 0u64;
-                    while let Some(e) = r.next().await {
+                    while let Some(e) = r.next_event().await {
                         black_box(&e);
                         n += 1;
                     }
@@ -62,16 +63,13 @@ fn fanout_once(rt: &tokio::runtime::Runtime, readers: usize) -> Duration {
         // Let the readers park on the empty log first, as on a live stream.
         tokio::task::yield_now().await;
         let start = Instant::now();
-        let producer = {
-            let g = g.clone();
-            tokio::spawn(async move {
-                for i in 0..EVENTS as usize {
-                    g.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()]));
-                }
-                g.record_finish(0, "stop");
-                g.finish();
-            })
-        };
+        let producer = tokio::spawn(async move {
+            for i in 0..EVENTS as usize {
+                w.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()]));
+            }
+            w.record_finish(0, "stop");
+            w.finish();
+        });
         producer.await.expect("producer");
         for h in handles {
             assert_eq!(h.await.expect("reader"), EVENTS + 1);
@@ -112,25 +110,27 @@ fn fanout(c: &mut Criterion) {
     }
 }
 
-/// Runs `per_event` for `iters` events on fresh generations of at most `EVENTS` events each.
+/// Runs `per_event` for `iters` events on fresh streams of at most `EVENTS` events each, with
+/// one reader in `format` attached from the start.
 fn per_event_loop(
     iters: u64,
-    mut per_event: impl FnMut(&Arc<Generation>, &mut relay::Reader, usize),
+    format: Format,
+    mut per_event: impl FnMut(&mut Writer, &mut Reader, usize),
 ) -> Duration {
     let mut total = Duration::ZERO;
     let mut done = 0u64;
     while done < iters {
         let batch = (iters - done).min(EVENTS);
-        let g = Generation::standalone(meta(), false);
-        let mut r = g.subscribe(0).expect("subscribe");
+        let mut w = relay::standalone(meta(), false);
+        let mut r = w.handle().reader(format);
         let start = Instant::now();
         for i in 0..batch as usize {
-            per_event(&g, &mut r, i);
+            per_event(&mut w, &mut r, i);
         }
         total += start.elapsed();
         done += batch;
         drop(r);
-        drop(g);
+        drop(w);
     }
     total
 }
@@ -145,23 +145,28 @@ fn append_encode(c: &mut Criterion) {
 
     group.bench_function("append", |b| {
         b.iter_custom(|iters| {
-            per_event_loop(iters, |g, _, i| {
-                black_box(g.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()])));
+            per_event_loop(iters, Format::Browser, |w, _, i| {
+                black_box(w.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()])));
             })
         })
     });
 
+    // Append, then the reader encodes the new event into the bytes of its next write (what a
+    // server's body does per event, without the body's keep-alive timer).
+    let waker = futures::task::noop_waker();
     for (name, format) in [
         ("append+openai", Format::OpenAi),
         ("append+browser", Format::Browser),
     ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let meta = meta();
-                per_event_loop(iters, |g, r, i| {
-                    g.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()]));
-                    let e = r.next().now_or_never().flatten().expect("event");
-                    black_box(g.encoded(&e, format, &meta));
+                let mut cx = Context::from_waker(&waker);
+                per_event_loop(iters, format, |w, r, i| {
+                    w.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()]));
+                    let Poll::Ready(Some(bytes)) = r.poll_chunk(&mut cx) else {
+                        panic!("no bytes after an append");
+                    };
+                    black_box(bytes);
                 })
             })
         });
@@ -180,15 +185,15 @@ fn append_encode(c: &mut Criterion) {
                 let mut done = 0u64;
                 while done < iters {
                     let batch = (iters - done).min(EVENTS);
-                    let g = Generation::standalone(meta(), false);
-                    let body = g
-                        .subscribe(0)
-                        .expect("subscribe")
-                        .into_sse(Format::OpenAi, Duration::from_secs(15));
+                    let mut w = relay::standalone(meta(), false);
+                    let body = w
+                        .handle()
+                        .reader(Format::OpenAi)
+                        .into_sse(Duration::from_secs(15));
                     let mut body = std::pin::pin!(body);
                     let start = Instant::now();
                     for i in 0..batch as usize {
-                        g.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()]));
+                        w.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()]));
                         black_box(body.next().await);
                     }
                     total += start.elapsed();
@@ -216,48 +221,50 @@ fn per_token(before: Option<usize>, after: Option<usize>, n: usize) -> String {
     }
 }
 
-/// One-off: bytes held per buffered ~4-byte token, as counted by the relay's memory bounds
-/// and as seen in the process's resident memory (before and after readers cached encodings).
+/// Drains a reader of a finished stream without a runtime (every event is already there).
+fn read_all(mut r: Reader) -> usize {
+    let mut bytes = 0;
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    while let Poll::Ready(Some(b)) = r.poll_chunk(&mut cx) {
+        bytes += b.len();
+    }
+    assert!(r.next_event().now_or_never().flatten().is_none());
+    bytes
+}
+
+/// One-off: bytes retained per ~4-byte token of a finished answer, as counted by the relay's
+/// memory bounds (`Handle::bytes()`) and as seen in the process's resident memory, before and
+/// after readers in both formats (which encode on the fly and cache nothing).
 fn memory(_c: &mut Criterion) {
-    for n in [10_000usize, 100_000] {
+    for n in [100usize, 10_000, 100_000] {
         let rss0 = rss_bytes();
-        let g = Generation::standalone(meta(), false);
+        let mut w = relay::standalone(meta(), false);
+        let h = w.handle();
         for i in 0..n {
-            g.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()]));
+            w.push_delta(Delta::text(0, TOKENS[i % TOKENS.len()]));
         }
-        g.record_finish(0, "stop");
-        g.finish();
+        w.record_finish(0, "stop");
+        w.finish();
         let rss1 = rss_bytes();
-        let counted = g.bytes();
-        let mut r = g.subscribe(0).expect("subscribe");
-        let meta = g.meta();
-        while let Some(e) = r.next().now_or_never().flatten() {
-            g.encoded(&e, Format::OpenAi, &meta);
-        }
-        drop(r);
+        let retained = h.bytes();
+        let openai = read_all(h.reader(Format::OpenAi));
         let rss2 = rss_bytes();
-        let mut r = g.subscribe(0).expect("subscribe");
-        while let Some(e) = r.next().now_or_never().flatten() {
-            g.encoded(&e, Format::Browser, &meta);
-        }
-        drop(r);
+        let browser = read_all(h.reader(Format::Browser));
         let rss3 = rss_bytes();
-        let with_encodings = g.bytes();
-        assert!(
-            with_encodings > counted,
-            "cached encodings count against the bounds"
-        );
+        assert_eq!(h.bytes(), retained, "reading holds no memory in the stream");
         println!(
-            "memory: {n} deltas of ~4-byte tokens: Generation::bytes() = {counted} = {:.1} bytes/token before any reader, \
-             {:.1} bytes/token with both encodings cached; \
+            "memory: {n} deltas of ~4-byte tokens: Handle::bytes() = {retained} = {:.1} bytes/token retained \
+             (unchanged after reading it as OpenAI, {:.0} bytes/token on the wire, and browser, {:.0}); \
              RSS growth {} bytes/token after appending, {} after an OpenAI reader, {} after a browser reader too",
-            counted as f64 / n as f64,
-            with_encodings as f64 / n as f64,
+            retained as f64 / n as f64,
+            openai as f64 / n as f64,
+            browser as f64 / n as f64,
             per_token(rss0, rss1, n),
             per_token(rss0, rss2, n),
             per_token(rss0, rss3, n),
         );
-        drop(g);
+        drop(h);
     }
 }
 

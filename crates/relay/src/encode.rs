@@ -322,7 +322,13 @@ struct ErrorInner<'a> {
 }
 
 /// One chunk: the stream's head, `choices` (already JSON), the usage if any, the end.
-fn chunk<T: Serialize>(buf: &mut BytesMut, id: u64, head: &str, choices: &T, usage: Option<&Usage>) {
+fn chunk<T: Serialize>(
+    buf: &mut BytesMut,
+    id: u64,
+    head: &str,
+    choices: &T,
+    usage: Option<&Usage>,
+) {
     start_event(buf, id, None);
     buf.put_slice(head.as_bytes());
     put_json(buf, choices);
@@ -456,7 +462,15 @@ mod tests {
 
     fn openai(id: u64, e: &Event, meta: &Meta, include_usage: bool, skip: u64) -> Bytes {
         let mut buf = BytesMut::new();
-        encode_into(&mut buf, Format::OpenAi, id, e.view(), &chunk_head(meta), include_usage, skip);
+        encode_into(
+            &mut buf,
+            Format::OpenAi,
+            id,
+            e.view(),
+            &chunk_head(meta),
+            include_usage,
+            skip,
+        );
         buf.freeze()
     }
 
@@ -598,9 +612,16 @@ mod tests {
             system_fingerprint: Some("fp\"1".into()),
             ..meta()
         });
-        for (first, text) in [(true, "a"), (false, "\u{0}\u{1f}\"\\\n\t\r\u{8}\u{c}é\u{7f}")] {
+        for (first, text) in [
+            (true, "a"),
+            (false, "\u{0}\u{1f}\"\\\n\t\r\u{8}\u{c}é\u{7f}"),
+        ] {
             for kind in 0..3 {
-                let mut d = DeltaRef { choice: 3, first, ..DeltaRef::default() };
+                let mut d = DeltaRef {
+                    choice: 3,
+                    first,
+                    ..DeltaRef::default()
+                };
                 match kind {
                     0 => d.content = Some(text),
                     1 => d.reasoning = Some(text),

@@ -112,8 +112,6 @@ impl Log {
         self.slots.len() as u64 + u64::from(self.terminal.is_some())
     }
 
-
-
     /// Changes the metadata; only before the first event, so every chunk of a stream carries the
     /// same id and model.
     pub(crate) fn set_meta(&mut self, f: impl FnOnce(&mut Meta)) {
@@ -281,7 +279,9 @@ impl Log {
     /// The cursor of a reader that has taken the events up to `id` (0: none). Walks the slots
     /// once, when a reader attaches.
     pub(crate) fn cursor(&self, id: u64) -> Cursor {
-        let n = usize::try_from(id).unwrap_or(usize::MAX).min(self.slots.len());
+        let n = usize::try_from(id)
+            .unwrap_or(usize::MAX)
+            .min(self.slots.len());
         Cursor {
             id,
             text: self.slots[..n].iter().map(|s| usize::from(s.len)).sum(),
@@ -381,7 +381,10 @@ mod tests {
         let EventRef::Delta(d) = at(&log, 2).unwrap() else {
             panic!()
         };
-        assert_eq!((d.reasoning, d.content, d.first), (Some("hmm"), None, false));
+        assert_eq!(
+            (d.reasoning, d.content, d.first),
+            (Some("hmm"), None, false)
+        );
         let EventRef::Delta(d) = at(&log, 3).unwrap() else {
             panic!()
         };
@@ -390,7 +393,7 @@ mod tests {
             panic!()
         };
         assert_eq!((d.content, d.first), (Some("lo"), false));
-                assert!(at(&log, 5).is_none());
+        assert!(at(&log, 5).is_none());
         assert!(log.rich.is_empty());
     }
 
@@ -421,7 +424,10 @@ mod tests {
         let EventRef::Delta(d) = at(&log, 4).unwrap() else {
             panic!()
         };
-        assert_eq!((d.choice, d.content, d.first), (70_000, Some("big choice"), true));
+        assert_eq!(
+            (d.choice, d.content, d.first),
+            (70_000, Some("big choice"), true)
+        );
         log.push_terminal(Event::Done(log_done()));
         assert!(matches!(at(&log, 5), Some(EventRef::Done(_))));
         assert!(at(&log, 6).is_none());
@@ -443,7 +449,10 @@ mod tests {
             system_fingerprint: None,
         });
         for i in 0..100 {
-            log.push_delta(Delta::text(0, ["Hello ", "from ", "Sluice! ", "gateway. "][i % 4]));
+            log.push_delta(Delta::text(
+                0,
+                ["Hello ", "from ", "Sluice! ", "gateway. "][i % 4],
+            ));
         }
         let mut done = log.done(None);
         done.finish_reasons.push((0, "stop".into()));

@@ -196,7 +196,9 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.shared.readers.send_modify(|n| *n = n.saturating_sub(1));
+        self.shared
+            .readers
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

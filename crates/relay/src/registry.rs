@@ -116,7 +116,11 @@ impl Budget {
 
     fn queue(&self) -> MutexGuard<'_, VecDeque<(Instant, StreamId)>> {
         // A registry's budget always has a queue.
-        lock(self.queue.as_ref().expect("a registry's budget has a queue"))
+        lock(
+            self.queue
+                .as_ref()
+                .expect("a registry's budget has a queue"),
+        )
     }
 }
 
@@ -339,18 +343,22 @@ mod tests {
     #[test]
     fn retained_answer_is_compact() {
         let r = Registry::new(Limits::default());
-        let mut w = r.create(
-            Meta {
-                id: "chatcmpl-0123456789012345678901".into(),
-                model: "sluice-demo".into(),
-                created: 1,
-                system_fingerprint: None,
-            },
-            false,
-        )
-        .unwrap();
+        let mut w = r
+            .create(
+                Meta {
+                    id: "chatcmpl-0123456789012345678901".into(),
+                    model: "sluice-demo".into(),
+                    created: 1,
+                    system_fingerprint: None,
+                },
+                false,
+            )
+            .unwrap();
         for i in 0..100 {
-            w.push_delta(Delta::text(0, ["Hello ", "from ", "Sluice! ", "gateway. "][i % 4]));
+            w.push_delta(Delta::text(
+                0,
+                ["Hello ", "from ", "Sluice! ", "gateway. "][i % 4],
+            ));
         }
         w.record_finish(0, "stop");
         w.finish();

@@ -136,7 +136,10 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         let counted = *self.counted.get_mut();
-        let finished = self.log.get_mut().map_or(true, |l| l.finished_at().is_some());
+        let finished = self
+            .log
+            .get_mut()
+            .map_or(true, |l| l.finished_at().is_some());
         self.budget.release(counted, finished);
     }
 }

@@ -1,4 +1,4 @@
-//! `Generation::abandoned(grace)`: when the upstream request may be cancelled because nobody is
+//! `Writer::abandoned(grace)`: when the upstream request may be cancelled because nobody is
 //! reading any more. Time is paused, so the durations are exact.
 
 mod common;
@@ -6,19 +6,29 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use relay::generation::FIRST_READER_WAIT;
-use relay::Generation;
+use relay::writer::FIRST_READER_WAIT;
+use relay::{Format, Handle, Writer};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 
 const GRACE: Duration = Duration::from_secs(30);
 
-fn watch_abandoned(g: &std::sync::Arc<Generation>, grace: Duration) -> JoinHandle<Instant> {
-    let g = g.clone();
+/// A stream whose writer is watching for abandonment in a task of its own (as the gateway's
+/// pump does); the task returns when `abandoned` resolved, and the writer.
+fn watched(grace: Duration) -> (Handle, JoinHandle<(Instant, Writer)>) {
+    let (w, h) = stream(false);
+    (h, watch_abandoned(w, grace))
+}
+
+fn watch_abandoned(w: Writer, grace: Duration) -> JoinHandle<(Instant, Writer)> {
     tokio::spawn(async move {
-        g.abandoned(grace).await;
-        Instant::now()
+        w.abandoned(grace).await;
+        (Instant::now(), w)
     })
+}
+
+async fn resolved_at(done: JoinHandle<(Instant, Writer)>) -> Instant {
+    done.await.expect("watcher task").0
 }
 
 /// Lets spawned tasks see what just happened, without moving the clock.
@@ -30,10 +40,9 @@ async fn settle() {
 
 #[tokio::test(start_paused = true)]
 async fn resolves_grace_after_the_last_reader_leaves() {
-    let g = Generation::standalone(meta(), false);
-    let r1 = g.subscribe(0).unwrap();
-    let r2 = g.subscribe(0).unwrap();
-    let done = watch_abandoned(&g, GRACE);
+    let (h, done) = watched(GRACE);
+    let r1 = h.reader(Format::Browser);
+    let r2 = h.subscribe(0, Format::OpenAi).unwrap();
     sleep(Duration::from_secs(3600)).await;
     assert!(!done.is_finished(), "resolved while readers were attached");
     drop(r1);
@@ -44,20 +53,20 @@ async fn resolves_grace_after_the_last_reader_leaves() {
     );
     drop(r2);
     let left = Instant::now();
-    let at = done.await.unwrap();
+    let at = resolved_at(done).await;
     assert_eq!(at - left, GRACE);
 }
 
 #[tokio::test(start_paused = true)]
 async fn never_resolves_while_a_reader_is_attached() {
-    let g = Generation::standalone(meta(), false);
-    let _r = g.subscribe(0).unwrap();
-    assert!(timeout(Duration::from_secs(24 * 3600), g.abandoned(GRACE))
+    let (w, h) = stream(false);
+    let _r = h.reader(Format::Browser);
+    assert!(timeout(Duration::from_secs(24 * 3600), w.abandoned(GRACE))
         .await
         .is_err());
     // Not even with no grace at all.
     assert!(
-        timeout(Duration::from_secs(3600), g.abandoned(Duration::ZERO))
+        timeout(Duration::from_secs(3600), w.abandoned(Duration::ZERO))
             .await
             .is_err()
     );
@@ -65,26 +74,26 @@ async fn never_resolves_while_a_reader_is_attached() {
 
 #[tokio::test(start_paused = true)]
 async fn zero_grace_resolves_as_soon_as_the_last_reader_leaves() {
-    let g = Generation::standalone(meta(), false);
-    let r = g.subscribe(0).unwrap();
-    let done = watch_abandoned(&g, Duration::ZERO);
+    let (w, h) = stream(false);
+    let r = h.reader(Format::Browser);
+    let done = watch_abandoned(w, Duration::ZERO);
     sleep(Duration::from_secs(60)).await;
     assert!(!done.is_finished());
     drop(r);
     let left = Instant::now();
-    assert_eq!(done.await.unwrap() - left, Duration::ZERO);
+    assert_eq!(resolved_at(done).await - left, Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_reader_reattaching_within_grace_resets_it() {
-    let g = Generation::standalone(meta(), false);
-    let r = g.subscribe(0).unwrap();
-    let done = watch_abandoned(&g, GRACE);
+    let (w, h) = stream(false);
+    let r = h.reader(Format::Browser);
+    let done = watch_abandoned(w, GRACE);
     settle().await;
     drop(r);
     sleep(Duration::from_secs(20)).await;
     // The browser reconnects with Last-Event-ID and reads for a while.
-    let r = g.subscribe(0).unwrap();
+    let r = h.subscribe(0, Format::Browser).unwrap();
     sleep(Duration::from_secs(15)).await;
     assert!(
         !done.is_finished(),
@@ -94,25 +103,25 @@ async fn a_reader_reattaching_within_grace_resets_it() {
     let left = Instant::now();
     sleep(GRACE - Duration::from_secs(1)).await;
     assert!(!done.is_finished(), "the grace period was not restarted");
-    assert_eq!(done.await.unwrap() - left, GRACE);
+    assert_eq!(resolved_at(done).await - left, GRACE);
 }
 
 /// A reconnect that comes and goes between two polls of the watcher still counts as a reader:
-/// the generation "has had no reader for grace" only `grace` after it left.
+/// the stream "has had no reader for grace" only `grace` after it left.
 #[tokio::test(start_paused = true)]
 async fn a_brief_reattach_also_resets_the_grace() {
-    let g = Generation::standalone(meta(), false);
-    let r = g.subscribe(0).unwrap();
-    let done = watch_abandoned(&g, GRACE);
+    let (w, h) = stream(false);
+    let r = h.reader(Format::Browser);
+    let done = watch_abandoned(w, GRACE);
     settle().await;
     drop(r);
     settle().await;
     sleep(Duration::from_secs(20)).await;
     // Attach and leave with no await in between (a reconnect that fails at once, or a
     // `Last-Event-ID` reader that had just the last few events to send).
-    drop(g.subscribe(0).unwrap());
+    drop(h.subscribe(0, Format::OpenAi).unwrap());
     let left = Instant::now();
-    let at = done.await.unwrap();
+    let at = resolved_at(done).await;
     assert_eq!(
         at - left,
         GRACE,
@@ -125,44 +134,68 @@ async fn a_brief_reattach_also_resets_the_grace() {
 async fn before_any_reader_it_waits_at_least_first_reader_wait() {
     assert!(FIRST_READER_WAIT > Duration::ZERO);
     for grace in [Duration::ZERO, Duration::from_secs(1), FIRST_READER_WAIT] {
-        let g = Generation::standalone(meta(), false);
         let start = Instant::now();
-        let done = watch_abandoned(&g, grace);
+        let (_h, done) = watched(grace);
         assert_eq!(
-            done.await.unwrap() - start,
+            resolved_at(done).await - start,
             FIRST_READER_WAIT,
             "grace {grace:?}"
         );
     }
     // A longer grace still applies.
-    let g = Generation::standalone(meta(), false);
     let start = Instant::now();
     let long = FIRST_READER_WAIT + GRACE;
-    assert_eq!(watch_abandoned(&g, long).await.unwrap() - start, long);
+    let (_h, done) = watched(long);
+    assert_eq!(resolved_at(done).await - start, long);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_first_reader_within_the_wait_switches_to_the_grace() {
-    let g = Generation::standalone(meta(), false);
-    let done = watch_abandoned(&g, Duration::ZERO);
+    let (h, done) = watched(Duration::ZERO);
     sleep(FIRST_READER_WAIT / 2).await;
-    let r = g.subscribe(0).unwrap();
+    let r = h.reader(Format::Browser);
     sleep(FIRST_READER_WAIT * 3).await;
     assert!(!done.is_finished(), "resolved with a reader attached");
     drop(r);
     let left = Instant::now();
     // After a reader has come, the plain grace applies (here zero), not FIRST_READER_WAIT.
-    assert_eq!(done.await.unwrap() - left, Duration::ZERO);
+    assert_eq!(resolved_at(done).await - left, Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
 async fn refused_subscriptions_are_not_readers() {
-    let g = finished(&["x".to_owned()]);
-    let done = watch_abandoned(&g, Duration::ZERO);
-    // At the end (the 204 case) and past it (bad position): no reader attaches.
-    assert!(g.subscribe(2).is_err());
-    assert!(g.subscribe(3).is_err());
-    assert_eq!(g.reader_count(), 0);
+    // Past the end of a live stream (bad position): no reader attaches.
+    let (mut w, h) = stream(false);
+    assert!(w.push_delta(relay::Delta::text(0, "x")));
+    let done = watch_abandoned(w, Duration::ZERO);
     let start = Instant::now();
-    assert_eq!(done.await.unwrap() - start, FIRST_READER_WAIT);
+    assert!(h.subscribe(2, Format::Browser).is_err());
+    assert!(h.subscribe(3, Format::OpenAi).is_err());
+    assert_eq!(h.reader_count(), 0);
+    assert_eq!(resolved_at(done).await - start, FIRST_READER_WAIT);
+
+    // Over the reader cap: refused, not counted, and the stream is abandoned on time.
+    let r = relay::Registry::new(relay::Limits {
+        max_readers_per_stream: 1,
+        ..relay::Limits::default()
+    });
+    let w = r.create(meta(), false).unwrap();
+    let h = w.handle();
+    let first = h.reader(Format::Browser);
+    let done = watch_abandoned(w, GRACE);
+    settle().await;
+    assert_eq!(
+        h.subscribe(0, Format::Browser).err(),
+        Some(relay::RelayError::TooManyReaders(1))
+    );
+    assert_eq!(h.reader_count(), 1);
+    drop(first);
+    let left = Instant::now();
+    assert_eq!(resolved_at(done).await - left, GRACE);
+
+    // At the end of a finished stream (the 204 case): nothing attaches either.
+    let h = finished(&["x".to_owned()]);
+    assert!(h.subscribe(2, Format::Browser).is_err());
+    assert!(h.subscribe(3, Format::Browser).is_err());
+    assert_eq!(h.reader_count(), 0);
 }

@@ -3,12 +3,15 @@
 
 mod common;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use common::*;
 use rand::Rng;
-use relay::{Delta, Event, Format, Generation, RelayError};
+use relay::{Delta, Event, Format, RelayError};
 
 const DELTAS: u64 = 10_000;
 const READERS: usize = 8;
@@ -24,7 +27,7 @@ struct Seen {
 
 /// Returns how many readers subscribed while the stream was live.
 async fn race_once(round: usize) -> usize {
-    let g = Generation::standalone(meta(), false);
+    let (mut w, h) = stream(false);
 
     // Per-reader randomness drawn up front (the thread RNG is not Send).
     let plans: Vec<(u64, u64, bool)> = {
@@ -34,7 +37,7 @@ async fn race_once(round: usize) -> usize {
                 (
                     rng.random_range(0..=DELTAS + 1), // when to subscribe (last_id reached)
                     rng.random_range(0..=1000),       // where, in thousandths of last_id
-                    rng.random_bool(0.5),             // read as SSE bytes or as entries
+                    rng.random_bool(0.5),             // read as SSE bytes or as events
                 )
             })
             .collect()
@@ -42,19 +45,19 @@ async fn race_once(round: usize) -> usize {
 
     let mut readers = Vec::new();
     for (i, (when, frac, as_sse)) in plans.into_iter().enumerate() {
-        let g = g.clone();
+        let h = h.clone();
         readers.push(tokio::spawn(async move {
-            while g.last_id() < when.min(DELTAS) {
+            while h.last_event_id(Format::Browser) < when.min(DELTAS) {
                 tokio::task::yield_now().await;
             }
             if when > DELTAS {
                 // Some readers come after the end.
-                while !g.is_finished() {
+                while !h.is_finished() {
                     tokio::task::yield_now().await;
                 }
             }
-            let pos = g.last_id() * frac / 1000;
-            let r = match g.subscribe(pos) {
+            let pos = h.last_event_id(Format::Browser) * frac / 1000;
+            let r = match h.subscribe(pos, Format::Browser) {
                 Ok(r) => r,
                 Err(RelayError::AtEnd(p)) => {
                     assert_eq!(p, pos);
@@ -67,9 +70,9 @@ async fn race_once(round: usize) -> usize {
                 }
                 Err(e) => panic!("round {round} reader {i}: subscribe({pos}): {e}"),
             };
-            let live = !g.is_finished();
+            let live = !h.is_finished();
             if as_sse {
-                let body = sse_body(r, Format::Browser, NO_KEEPALIVE).await;
+                let body = sse_body(r, NO_KEEPALIVE).await;
                 let (events, _) = parse_sse(&body);
                 let last = events.last().expect("some event");
                 assert_eq!(last.event.as_deref(), Some("done"));
@@ -88,38 +91,35 @@ async fn race_once(round: usize) -> usize {
                     texts,
                 }
             } else {
-                let entries = drain(r).await;
-                assert!(entries.last().expect("some event").event.is_terminal());
+                let events = drain(r).await;
+                assert!(events.last().expect("some event").1.is_terminal());
                 Seen {
                     pos,
                     live,
-                    ids: entries.iter().map(|e| e.id).collect(),
-                    texts: entries
+                    ids: ids(&events),
+                    texts: events
                         .iter()
-                        .filter(|e| matches!(e.event, Event::Delta(_)))
-                        .map(|e| text_of(e).to_owned())
+                        .filter(|(_, e)| matches!(e, Event::Delta(_)))
+                        .map(|(_, e)| text_of(e).to_owned())
                         .collect(),
                 }
             }
         }));
     }
 
-    let producer = {
-        let g = g.clone();
-        tokio::spawn(async move {
-            for i in 1..=DELTAS {
-                assert!(g.push_delta(Delta::text(0, format!("<{i}>"))));
-                if i % 7 == 0 || i % 97 == 0 {
-                    tokio::task::yield_now().await;
-                }
+    let producer = tokio::spawn(async move {
+        for i in 1..=DELTAS {
+            assert!(w.push_delta(Delta::text(0, format!("<{i}>"))));
+            if i % 7 == 0 || i % 97 == 0 {
+                tokio::task::yield_now().await;
             }
-            g.record_finish(0, "stop");
-            g.finish();
-        })
-    };
+        }
+        w.record_finish(0, "stop");
+        w.finish();
+    });
     producer.await.expect("producer task");
     let last = DELTAS + 1;
-    assert_eq!(g.last_id(), last);
+    assert_eq!(h.last_event_id(Format::Browser), last);
 
     let mut live = 0;
     for (i, r) in readers.into_iter().enumerate() {
@@ -145,7 +145,7 @@ async fn race_once(round: usize) -> usize {
             "round {round} reader {i}: texts differ"
         );
     }
-    assert_eq!(g.reader_count(), 0);
+    assert_eq!(h.reader_count(), 0);
     live
 }
 
@@ -162,29 +162,24 @@ async fn seam_race_no_gap_no_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_readers_on_one_live_stream_both_get_the_whole_answer() {
-    let g = Generation::standalone(meta(), true);
+    let (mut w, h) = stream(true);
     let pieces = numbered_pieces(50);
-    let a = tokio::spawn(sse_body(
-        g.subscribe(0).unwrap(),
-        Format::Browser,
-        NO_KEEPALIVE,
-    ));
+    let a = tokio::spawn(sse_body(h.reader(Format::Browser), NO_KEEPALIVE));
     let b = tokio::spawn(sse_body(
-        g.subscribe(0).unwrap(),
-        Format::Browser,
+        h.subscribe(0, Format::Browser).unwrap(),
         NO_KEEPALIVE,
     ));
-    let c = tokio::spawn(drain(g.subscribe(0).unwrap()));
-    assert_eq!(g.reader_count(), 3);
+    let c = tokio::spawn(drain(h.subscribe(0, Format::OpenAi).unwrap()));
+    assert_eq!(h.reader_count(), 3);
     for (i, p) in pieces.iter().enumerate() {
-        assert!(g.push_delta(Delta::text(0, p.clone())));
+        assert!(w.push_delta(Delta::text(0, p.clone())));
         if i % 5 == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    g.record_finish(0, "stop");
-    g.record_usage(usage());
-    g.finish();
+    w.record_finish(0, "stop");
+    w.record_usage(usage());
+    w.finish();
 
     let (a, b, c) = (a.await.unwrap(), b.await.unwrap(), c.await.unwrap());
     // However the two live readers' writes were batched, the bytes are the same.
@@ -201,35 +196,27 @@ async fn two_readers_on_one_live_stream_both_get_the_whole_answer() {
         done.data,
         r#"{"finish_reason":"stop","usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#
     );
-    let text: String = c.iter().map(|e| text_of(e)).collect();
+    let text: String = c.iter().map(|(_, e)| text_of(e)).collect();
     assert_eq!(text, pieces.concat());
-    assert_eq!(c.len(), 51);
-    assert_eq!(g.reader_count(), 0);
+    assert_eq!(ids(&c), (1..=51).collect::<Vec<_>>());
+    assert_eq!(h.reader_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_and_early_readers_get_identical_bytes_in_both_formats() {
-    let g = Generation::standalone(meta(), true);
-    let early_b = tokio::spawn(sse_body(
-        g.subscribe(0).unwrap(),
-        Format::Browser,
-        NO_KEEPALIVE,
-    ));
-    let early_o = tokio::spawn(sse_body(
-        g.subscribe(0).unwrap(),
-        Format::OpenAi,
-        NO_KEEPALIVE,
-    ));
+    let (mut w, h) = stream(true);
+    let early_b = tokio::spawn(sse_body(h.reader(Format::Browser), NO_KEEPALIVE));
+    let early_o = tokio::spawn(sse_body(h.reader(Format::OpenAi), NO_KEEPALIVE));
     let pieces = numbered_pieces(20);
     for p in &pieces {
-        g.push_delta(Delta::text(0, p.clone()));
+        w.push_delta(Delta::text(0, p.clone()));
         tokio::task::yield_now().await;
     }
-    g.record_finish(0, "length");
-    g.record_usage(usage());
-    g.finish();
-    let late_b = sse_body(g.subscribe(0).unwrap(), Format::Browser, NO_KEEPALIVE).await;
-    let late_o = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    w.record_finish(0, "length");
+    w.record_usage(usage());
+    w.finish();
+    let late_b = sse_body(h.subscribe(0, Format::Browser).unwrap(), NO_KEEPALIVE).await;
+    let late_o = sse_body(h.subscribe(0, Format::OpenAi).unwrap(), NO_KEEPALIVE).await;
     let early_o = early_o.await.unwrap();
     assert_eq!(early_b.await.unwrap(), late_b);
     assert_eq!(early_o, late_o);
@@ -252,40 +239,42 @@ async fn late_and_early_readers_get_identical_bytes_in_both_formats() {
 /// A reader dropped mid-stream releases its place; the stream and other readers go on.
 #[tokio::test]
 async fn dropping_a_reader_mid_stream() {
-    let g = Generation::standalone(meta(), false);
-    let mut r1 = g.subscribe(0).unwrap();
-    let r2 = g.subscribe(0).unwrap();
-    g.push_delta(Delta::text(0, "a"));
-    assert_eq!(r1.next().await.unwrap().id, 1);
+    let (mut w, h) = stream(false);
+    let mut r1 = h.subscribe(0, Format::Browser).unwrap();
+    let r2 = h.subscribe(0, Format::OpenAi).unwrap();
+    assert_eq!(h.reader_count(), 2);
+    w.push_delta(Delta::text(0, "a"));
+    assert_eq!(r1.next_event().await.unwrap().0, 1);
+    assert_eq!(r1.position(), 1);
     drop(r1);
-    assert_eq!(g.reader_count(), 1);
-    g.push_delta(Delta::text(0, "b"));
-    g.finish();
+    assert_eq!(h.reader_count(), 1);
+    w.push_delta(Delta::text(0, "b"));
+    w.finish();
     let all = drain(r2).await;
-    assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(g.reader_count(), 0);
-    // The generation outlives its readers.
-    let _keep: Arc<Generation> = g;
+    assert_eq!(ids(&all), vec![1, 2, 3]);
+    assert_eq!(h.reader_count(), 0);
+    // The stream outlives its readers and its writer.
+    assert!(h.is_finished());
+    let again = drain(h.reader(Format::Browser)).await;
+    assert_eq!(again.len(), 3);
 }
 
 #[tokio::test]
 async fn a_batch_wakes_a_waiting_reader_once_with_every_event() {
     use futures::StreamExt;
-    let g = Generation::standalone(meta(), false);
-    let mut body = Box::pin(
-        g.subscribe(0)
-            .unwrap()
-            .into_sse(Format::OpenAi, NO_KEEPALIVE),
-    );
+    let (mut w, h) = stream(false);
+    let mut body = Box::pin(h.reader(Format::OpenAi).into_sse(NO_KEEPALIVE));
     let waiting = tokio::spawn(async move { body.next().await.unwrap().unwrap() });
     tokio::task::yield_now().await;
-    g.begin_batch();
-    for p in ["a", "b", "c"] {
-        assert!(g.push_delta(Delta::text(0, p)));
-        tokio::task::yield_now().await;
+    {
+        let mut batch = w.batch();
+        for p in ["a", "b", "c"] {
+            assert!(batch.push_delta(Delta::text(0, p)));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(batch.last_id(), 3);
+        assert!(!waiting.is_finished(), "no wake-up inside a batch");
     }
-    assert!(!waiting.is_finished(), "no wake-up inside a batch");
-    g.end_batch();
     let first = waiting.await.unwrap();
     let text = String::from_utf8(first.to_vec()).unwrap();
     assert_eq!(
@@ -294,4 +283,117 @@ async fn a_batch_wakes_a_waiting_reader_once_with_every_event() {
         "one write for the batch: {text}"
     );
     assert!(text.starts_with("id: 1\n") && text.contains("id: 3\n"));
+}
+
+/// Counts the wake-ups of the task it is the waker of.
+#[derive(Default)]
+struct Wakes(AtomicUsize);
+
+impl Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A waker that counts its wake-ups, and the counter.
+fn counting_waker() -> (Waker, Arc<Wakes>) {
+    let wakes = Arc::new(Wakes::default());
+    (Waker::from(wakes.clone()), wakes)
+}
+
+fn count(w: &Wakes) -> usize {
+    w.0.load(Ordering::SeqCst)
+}
+
+/// Polls a reader's `next_event()` once.
+fn poll_event(r: &mut relay::Reader, cx: &mut Context<'_>) -> Poll<Option<(u64, Event)>> {
+    std::pin::pin!(r.next_event()).poll(cx)
+}
+
+/// A reader waiting on a live stream is woken exactly once for a batch, when its guard drops,
+/// and then finds every event of the batch; appends outside a batch wake it each time.
+#[tokio::test]
+async fn a_batch_wakes_readers_exactly_when_its_guard_drops() {
+    use futures::Stream;
+    let (mut w, h) = stream(false);
+    // Two readers, each in its own "task": one taking events, one an SSE body.
+    let (waker_e, wakes_e) = counting_waker();
+    let (waker_b, wakes_b) = counting_waker();
+    let mut cx_e = Context::from_waker(&waker_e);
+    let mut cx_b = Context::from_waker(&waker_b);
+    let mut events = h.reader(Format::Browser);
+    let mut body = Box::pin(h.reader(Format::OpenAi).into_sse(NO_KEEPALIVE));
+
+    // Nothing yet: both wait.
+    assert!(poll_event(&mut events, &mut cx_e).is_pending());
+    assert!(body.as_mut().poll_next(&mut cx_b).is_pending());
+
+    let mut batch = w.batch();
+    for p in ["a", "b", "c"] {
+        assert!(batch.push_delta(Delta::text(0, p)));
+        assert_eq!(
+            (count(&wakes_e), count(&wakes_b)),
+            (0, 0),
+            "woken inside a batch"
+        );
+    }
+    drop(batch);
+    assert_eq!(
+        (count(&wakes_e), count(&wakes_b)),
+        (1, 1),
+        "each waiting reader is woken once, when the batch ends"
+    );
+
+    // Woken once, the readers find the whole batch.
+    let got: Vec<u64> = (0..3)
+        .map(|_| match poll_event(&mut events, &mut cx_e) {
+            Poll::Ready(Some((id, _))) => id,
+            other => panic!("expected an event, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(got, vec![1, 2, 3]);
+    match body.as_mut().poll_next(&mut cx_b) {
+        Poll::Ready(Some(Ok(b))) => {
+            let text = String::from_utf8(b.to_vec()).unwrap();
+            assert_eq!(text.matches("data: ").count(), 3, "one write: {text}");
+        }
+        _ => panic!("the body had nothing after the batch"),
+    }
+    assert!(poll_event(&mut events, &mut cx_e).is_pending());
+    assert!(body.as_mut().poll_next(&mut cx_b).is_pending());
+
+    // An empty batch wakes nobody.
+    drop(w.batch());
+    assert_eq!((count(&wakes_e), count(&wakes_b)), (1, 1));
+
+    // Without a batch, each append wakes the waiting readers at once.
+    assert!(w.push_delta(Delta::text(0, "d")));
+    assert_eq!((count(&wakes_e), count(&wakes_b)), (2, 2));
+    assert!(matches!(
+        poll_event(&mut events, &mut cx_e),
+        Poll::Ready(Some((4, _)))
+    ));
+    assert!(poll_event(&mut events, &mut cx_e).is_pending());
+
+    // A second batch, then the end, which wakes them as well.
+    let mut batch = w.batch();
+    assert!(batch.push_delta(Delta::text(0, "e")));
+    assert_eq!(count(&wakes_e), 2);
+    drop(batch);
+    assert_eq!(count(&wakes_e), 3);
+    assert!(matches!(
+        poll_event(&mut events, &mut cx_e),
+        Poll::Ready(Some((5, _)))
+    ));
+    assert!(poll_event(&mut events, &mut cx_e).is_pending());
+    w.finish();
+    assert_eq!(count(&wakes_e), 4);
+    assert!(matches!(
+        poll_event(&mut events, &mut cx_e),
+        Poll::Ready(Some((6, Event::Done(_))))
+    ));
+    assert!(matches!(
+        poll_event(&mut events, &mut cx_e),
+        Poll::Ready(None)
+    ));
 }

@@ -1,4 +1,5 @@
-//! How a generation ends other than `done`/`stop`: failure and cancellation.
+//! How a stream ends other than `done`/`stop`: failure, cancellation, and a writer dropped
+//! without an end.
 
 mod common;
 
@@ -6,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use relay::encode::{encode, Format};
-use relay::{Delta, Event, Failure, Generation};
+use relay::{Delta, Event, Failure};
 
 fn failure() -> Failure {
     Failure {
@@ -18,49 +19,42 @@ fn failure() -> Failure {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_is_replayed_identically_and_never_becomes_done() {
-    let g = Generation::standalone(meta(), true);
-    let live_entries = tokio::spawn(drain(g.subscribe(0).unwrap()));
+    let (mut w, h) = stream(true);
+    let live_events = tokio::spawn(drain(h.reader(Format::Browser)));
     let live_browser = tokio::spawn(sse_body(
-        g.subscribe(0).unwrap(),
-        Format::Browser,
+        h.subscribe(0, Format::Browser).unwrap(),
         NO_KEEPALIVE,
     ));
     let live_openai = tokio::spawn(sse_body(
-        g.subscribe(0).unwrap(),
-        Format::OpenAi,
+        h.subscribe(0, Format::OpenAi).unwrap(),
         NO_KEEPALIVE,
     ));
     for p in ["Hel", "lo", " wö"] {
-        assert!(g.push_delta(Delta::text(0, p)));
+        assert!(w.push_delta(Delta::text(0, p)));
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    g.record_usage(usage());
-    g.fail(failure());
-    // The end is final: nothing more is written after it.
-    assert!(!g.push_delta(Delta::text(0, "late")));
-    g.finish();
-    g.finish_cancelled();
-    g.fail(Failure {
-        message: "second".into(),
-        kind: "x".into(),
-        code: None,
-    });
-    assert_eq!(g.last_id(), 4);
-    assert!(g.is_finished());
-    assert!(matches!(g.outcome(), Some(Event::Failed(f)) if f == failure()));
+    w.record_usage(usage());
+    w.fail(failure());
+    // The end is final: the writer is gone, so nothing more can be written after it (the
+    // type system sees to that), and the stream stays as it ended.
+    assert_eq!(h.last_event_id(Format::Browser), 4);
+    assert_eq!(h.last_event_id(Format::OpenAi), 4);
+    assert!(h.is_finished());
+    assert!(matches!(h.outcome(), Some(Event::Failed(f)) if f == failure()));
+    assert_eq!(h.usage(), Some(usage()));
 
-    let entries = live_entries.await.unwrap();
-    assert_eq!(entries.len(), 4);
+    let events = live_events.await.unwrap();
+    assert_eq!(ids(&events), vec![1, 2, 3, 4]);
     assert_eq!(
-        entries.iter().map(|e| text_of(e)).collect::<String>(),
+        events.iter().map(|(_, e)| text_of(e)).collect::<String>(),
         "Hello wö"
     );
-    assert!(matches!(&entries[3].event, Event::Failed(f) if *f == failure()));
+    assert!(matches!(&events[3].1, Event::Failed(f) if *f == failure()));
 
     let live_browser = live_browser.await.unwrap();
     let live_openai = live_openai.await.unwrap();
-    let late_browser = sse_body(g.subscribe(0).unwrap(), Format::Browser, NO_KEEPALIVE).await;
-    let late_openai = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    let late_browser = sse_body(h.subscribe(0, Format::Browser).unwrap(), NO_KEEPALIVE).await;
+    let late_openai = sse_body(h.subscribe(0, Format::OpenAi).unwrap(), NO_KEEPALIVE).await;
     assert_eq!(
         live_browser, late_browser,
         "browser bytes differ between live and replay"
@@ -78,9 +72,9 @@ async fn failure_is_replayed_identically_and_never_becomes_done() {
         "id: 4\nevent: failed\ndata: {\"message\":\"upstream went away\",\"type\":\"upstream_truncated\",\"code\":\"upstream_truncated\"}\n\n",
     );
     assert_eq!(String::from_utf8(late_browser.clone()).unwrap(), expected);
-    let (events, _) = parse_sse(&late_browser);
-    assert!(events.iter().all(|e| e.event.as_deref() != Some("done")));
-    assert!(events.iter().all(|e| e.event.as_deref() != Some("error")));
+    let (sse, _) = parse_sse(&late_browser);
+    assert!(sse.iter().all(|e| e.event.as_deref() != Some("done")));
+    assert!(sse.iter().all(|e| e.event.as_deref() != Some("error")));
 
     assert_openai_blank_lines_ok(&late_openai);
     let text = String::from_utf8(late_openai).unwrap();
@@ -94,7 +88,7 @@ async fn failure_is_replayed_identically_and_never_becomes_done() {
     assert!(!text.contains("\"finish_reason\":\"stop\""));
 
     // Resuming from the middle gets the rest and the same failure.
-    let rest = sse_body(g.subscribe(2).unwrap(), Format::Browser, NO_KEEPALIVE).await;
+    let rest = sse_body(h.subscribe(2, Format::Browser).unwrap(), NO_KEEPALIVE).await;
     let tail = &expected[expected.find("id: 3").unwrap()..];
     assert_eq!(
         String::from_utf8(rest).unwrap(),
@@ -108,71 +102,83 @@ fn per_stream_bound_ends_in_failed_not_done() {
         max_stream_bytes: 2000,
         ..relay::Limits::default()
     });
-    let g = r.create(meta(), false).unwrap();
+    let mut w = r.create(meta(), false).unwrap();
+    let h = w.handle();
     let mut n = 0;
-    while g.push_delta(Delta::text(0, "abcd")) {
+    while w.push_delta(Delta::text(0, "abcd")) {
         n += 1;
         assert!(n < 1000, "the per-stream bound never triggered");
     }
     assert!(n > 0);
+    assert!(w.is_ended());
+    assert!(h.is_finished());
     assert!(
-        g.bytes() <= 2000 + 300,
+        h.bytes() <= 2000 + 1024,
         "bytes {} far past the bound",
-        g.bytes()
+        h.bytes()
     );
-    match g.outcome() {
+    match h.outcome() {
         Some(Event::Failed(f)) => assert_eq!(f.kind, "stream_too_large"),
         other => panic!("expected failed, got {other:?}"),
     }
-    g.finish();
-    assert!(matches!(g.outcome(), Some(Event::Failed(_))));
+    assert!(matches!(w.outcome(), Some(Event::Failed(_))));
+    // The end is final: the writer, which the bound ended, can no longer append or end it.
+    let last = w.last_id();
+    assert_eq!(last, n + 1);
+    assert!(!w.push_delta(Delta::text(0, "late")));
+    w.record_finish(0, "stop");
+    w.finish();
+    assert_eq!(h.last_event_id(Format::Browser), last);
+    assert!(matches!(h.outcome(), Some(Event::Failed(_))));
+    assert_eq!(r.stats().finished, 1);
 }
 
 #[tokio::test]
 async fn cancel_resolves_cancelled_and_ends_with_cancelled_done() {
-    let g = Generation::standalone(meta(), false);
-    let reader = g.subscribe(0).unwrap();
-    let waiter = {
-        let g = g.clone();
-        tokio::spawn(async move { g.cancelled().await })
-    };
+    let (mut w, h) = stream(false);
+    let reader = h.reader(Format::Browser);
+    assert!(w.push_delta(Delta::text(0, "Hel")));
+    assert!(!w.is_cancelled());
+    // The writer's task waits for the stop button.
+    let waiter = tokio::spawn(async move {
+        w.cancelled().await;
+        w
+    });
     tokio::task::yield_now().await;
     assert!(!waiter.is_finished());
-    assert!(!g.is_cancelled());
-    assert!(g.push_delta(Delta::text(0, "Hel")));
 
-    g.cancel();
-    assert!(g.is_cancelled());
-    tokio::time::timeout(Duration::from_secs(5), waiter)
+    h.cancel();
+    let w = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .expect("cancelled() did not resolve")
         .unwrap();
+    assert!(w.is_cancelled());
     // Resolves at once when already cancelled.
-    tokio::time::timeout(Duration::from_secs(5), g.cancelled())
+    tokio::time::timeout(Duration::from_secs(5), w.cancelled())
         .await
         .expect("cancelled() after cancel");
 
-    // Cancelling asks the producer to stop; it is the producer that writes the end.
-    assert!(!g.is_finished());
-    g.finish_cancelled();
-    let entries = drain(reader).await;
-    assert_eq!(entries.len(), 2);
-    let done = &entries[1];
-    assert!(matches!(&done.event, Event::Done(d) if d.finish_reason() == "cancelled"));
-    let bytes = encode(Format::Browser, done.id, &done.event, &meta(), false);
+    // Cancelling asks the writer to stop; it is the writer that writes the end.
+    assert!(!h.is_finished());
+    w.finish_cancelled();
+    let events = drain(reader).await;
+    assert_eq!(events.len(), 2);
+    let (id, done) = &events[1];
+    assert!(matches!(done, Event::Done(d) if d.finish_reason() == "cancelled"));
+    let bytes = encode(Format::Browser, *id, done, &meta(), false);
     assert_eq!(
         std::str::from_utf8(&bytes).unwrap(),
         "id: 2\nevent: done\ndata: {\"finish_reason\":\"cancelled\",\"usage\":null}\n\n"
     );
 
     // A reader arriving later sees the same, through into_sse.
-    let body = sse_body(g.subscribe(1).unwrap(), Format::Browser, NO_KEEPALIVE).await;
-    let (events, _) = parse_sse(&body);
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].event.as_deref(), Some("done"));
-    assert!(events[0].data.contains("\"finish_reason\":\"cancelled\""));
+    let body = sse_body(h.subscribe(1, Format::Browser).unwrap(), NO_KEEPALIVE).await;
+    let (sse, _) = parse_sse(&body);
+    assert_eq!(sse.len(), 1);
+    assert_eq!(sse[0].event.as_deref(), Some("done"));
+    assert!(sse[0].data.contains("\"finish_reason\":\"cancelled\""));
 
-    let body = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    let body = sse_body(h.subscribe(0, Format::OpenAi).unwrap(), NO_KEEPALIVE).await;
     let text = String::from_utf8(body).unwrap();
     assert!(text.contains("\"finish_reason\":\"cancelled\""), "{text}");
     // The finish chunk is id 2, [DONE] numbers on.
@@ -182,23 +188,24 @@ async fn cancel_resolves_cancelled_and_ends_with_cancelled_done() {
 #[tokio::test]
 async fn cancel_before_any_delta_and_with_a_finished_choice() {
     // Nothing generated yet: still one `done` with `cancelled`.
-    let g = Generation::standalone(meta(), false);
-    g.cancel();
-    g.finish_cancelled();
-    let entries = drain(g.subscribe(0).unwrap()).await;
-    assert_eq!(entries.len(), 1);
-    let bytes = encode(Format::Browser, 1, &entries[0].event, &meta(), false);
+    let (w, h) = stream(false);
+    h.cancel();
+    assert!(w.is_cancelled());
+    w.finish_cancelled();
+    let events = drain(h.reader(Format::Browser)).await;
+    assert_eq!(events.len(), 1);
+    let bytes = encode(Format::Browser, 1, &events[0].1, &meta(), false);
     assert!(std::str::from_utf8(&bytes)
         .unwrap()
         .contains("\"finish_reason\":\"cancelled\""));
 
     // Two choices, one already finished: only the open one becomes `cancelled`.
-    let g = Generation::standalone(meta(), false);
-    g.push_delta(Delta::text(0, "a"));
-    g.push_delta(Delta::text(1, "b"));
-    g.record_finish(1, "stop");
-    g.finish_cancelled();
-    match g.outcome() {
+    let (mut w, h) = stream(false);
+    w.push_delta(Delta::text(0, "a"));
+    w.push_delta(Delta::text(1, "b"));
+    w.record_finish(1, "stop");
+    w.finish_cancelled();
+    match h.outcome() {
         Some(Event::Done(d)) => assert_eq!(
             d.finish_reasons,
             vec![(0, "cancelled".to_owned()), (1, "stop".to_owned())]
@@ -206,13 +213,85 @@ async fn cancel_before_any_delta_and_with_a_finished_choice() {
         other => panic!("expected done, got {other:?}"),
     }
 
-    // Cancelling a finished stream changes nothing.
-    let g = finished(&["x".to_owned()]);
-    g.cancel();
-    g.finish_cancelled();
-    match g.outcome() {
-        Some(Event::Done(d)) => assert_eq!(d.finish_reason(), "stop"),
+    // Cancelling a finished stream changes nothing (and its writer, dropped when it finished,
+    // did not end it again).
+    let h = finished(&["x".to_owned()]);
+    h.cancel();
+    match h.outcome() {
+        Some(Event::Done(d)) => assert_eq!(d.finish_reasons, vec![(0, "stop".to_owned())]),
         other => panic!("expected done, got {other:?}"),
     }
-    assert_eq!(g.last_id(), 2);
+    assert_eq!(h.last_event_id(Format::Browser), 2);
+}
+
+/// A writer dropped without an end (its task panicked or was aborted) ends the stream as
+/// cancelled, and wakes the readers waiting for more.
+#[tokio::test]
+async fn a_dropped_writer_ends_the_stream_as_cancelled() {
+    let (mut w, h) = stream(true);
+    let events = tokio::spawn(drain(h.reader(Format::Browser)));
+    let body = tokio::spawn(sse_body(h.reader(Format::OpenAi), NO_KEEPALIVE));
+    assert!(w.push_delta(Delta::text(0, "Hel")));
+    assert!(w.push_delta(Delta::text(1, "x")));
+    w.record_finish(1, "stop");
+    w.record_usage(usage());
+    tokio::task::yield_now().await;
+    assert!(!events.is_finished() && !body.is_finished());
+    drop(w);
+    assert!(h.is_finished());
+
+    let events = tokio::time::timeout(Duration::from_secs(5), events)
+        .await
+        .expect("the reader was not woken by the drop")
+        .unwrap();
+    assert_eq!(ids(&events), vec![1, 2, 3]);
+    match &events[2].1 {
+        Event::Done(d) => {
+            assert_eq!(
+                d.finish_reasons,
+                vec![(0, "cancelled".to_owned()), (1, "stop".to_owned())]
+            );
+            assert_eq!(d.finish_reason(), "cancelled");
+            assert_eq!(d.usage, Some(usage()));
+        }
+        other => panic!("expected done, got {other:?}"),
+    }
+    let body = body.await.unwrap();
+    assert_openai_blank_lines_ok(&body);
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"cancelled\""),
+        "{text}"
+    );
+    // Finish chunks 3 and 4, the usage chunk 5, then [DONE].
+    assert_eq!(h.last_event_id(Format::OpenAi), 6);
+    assert!(text.ends_with("id: 6\ndata: [DONE]\n\n"), "{text}");
+
+    // The same when the writer's task panics.
+    let (mut w, h) = stream(false);
+    let reader = tokio::spawn(drain(h.reader(Format::Browser)));
+    tokio::task::yield_now().await;
+    let task = tokio::spawn(async move {
+        assert!(w.push_delta(Delta::text(0, "a")));
+        tokio::task::yield_now().await;
+        panic!("the pump failed");
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    let events = reader.await.unwrap();
+    assert_eq!(ids(&events), vec![1, 2]);
+    assert!(matches!(&events[1].1, Event::Done(d) if d.finish_reason() == "cancelled"));
+
+    // And when it is aborted while waiting.
+    let (w, h) = stream(false);
+    let reader = tokio::spawn(drain(h.reader(Format::Browser)));
+    let task = tokio::spawn(async move {
+        w.cancelled().await;
+        w.finish();
+    });
+    tokio::task::yield_now().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let events = reader.await.unwrap();
+    assert_eq!(ids(&events), vec![1]);
+    assert!(matches!(&events[0].1, Event::Done(d) if d.finish_reason() == "cancelled"));
 }

@@ -1,15 +1,16 @@
-//! The registry: lookup, expiry, memory accounting and the `Stats` figures for `/metrics`.
+//! The registry: lookup, expiry, memory accounting, the reader cap, and the `Stats` figures for
+//! `/metrics`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use relay::{Delta, Limits, Registry, RelayError, Stats};
+use relay::{Delta, Format, Limits, Registry, RelayError, Stats, Writer};
 
-fn fill(g: &relay::Generation, n: usize) {
+fn fill(w: &mut Writer, n: usize) {
     for _ in 0..n {
-        assert!(g.push_delta(Delta::text(0, "abcd")));
+        assert!(w.push_delta(Delta::text(0, "abcd")));
     }
 }
 
@@ -18,20 +19,24 @@ fn stats_count_live_finished_and_bytes() {
     let r = Registry::new(Limits::default());
     assert_eq!(r.stats(), Stats::default());
 
-    let a = r.create(meta(), false).unwrap();
-    let b = r.create(meta(), false).unwrap();
-    let c = r.create(meta(), true).unwrap();
-    assert_eq!(
-        r.stats(),
-        Stats {
-            live: 3,
-            ..Stats::default()
-        }
+    let mut a = r.create(meta(), false).unwrap();
+    let mut b = r.create(meta(), false).unwrap();
+    let mut c = r.create(meta(), true).unwrap();
+    let (ha, hb, hc) = (a.handle(), b.handle(), c.handle());
+    let st = r.stats();
+    assert_eq!((st.live, st.finished, st.evicted, st.refused), (3, 0, 0, 0));
+    assert_eq!(st.bytes, ha.bytes() + hb.bytes() + hc.bytes());
+    assert_eq!(st.live_bytes, st.bytes, "every stream is live");
+    assert!(
+        st.bytes > 0,
+        "a stream costs something even before its first event"
     );
-    fill(&a, 10);
-    fill(&b, 20);
+    assert_eq!(st.oldest_finished_age, None);
+
+    fill(&mut a, 10);
+    fill(&mut b, 20);
     b.finish();
-    fill(&c, 5);
+    fill(&mut c, 5);
     c.fail(relay::Failure {
         message: "x".into(),
         kind: "y".into(),
@@ -39,150 +44,411 @@ fn stats_count_live_finished_and_bytes() {
     });
     let st = r.stats();
     assert_eq!((st.live, st.finished), (1, 2));
-    assert_eq!(st.bytes, a.bytes() + b.bytes() + c.bytes());
+    assert_eq!(st.bytes, ha.bytes() + hb.bytes() + hc.bytes());
+    assert_eq!(st.live_bytes, ha.bytes(), "only `a` is live");
+    assert!(st.oldest_finished_age.is_some());
     assert!(
-        a.bytes() > 10 * "abcd".len(),
+        ha.bytes() > 10 * "abcd".len(),
         "per-event overhead is counted"
     );
-    assert!(b.bytes() > a.bytes());
+    assert!(hb.bytes() > ha.bytes());
     assert_eq!((st.evicted, st.refused), (0, 0));
-
-    let live = r.live();
-    assert_eq!(live.len(), 1);
-    assert_eq!(live[0].id(), a.id());
 
     // Lookup by ID string; junk and unknown IDs are not found.
     assert_eq!(r.get(a.id().as_str()).unwrap().id(), a.id());
-    assert_eq!(r.get(b.id().as_str()).unwrap().id(), b.id());
+    assert_eq!(r.get(hb.id().as_str()).unwrap().id(), hb.id());
+    assert_eq!(r.get(hc.id().as_str()).unwrap().id(), hc.id());
     assert_eq!(r.get("").err(), Some(RelayError::NotFound));
     assert_eq!(r.get("../../etc/passwd").err(), Some(RelayError::NotFound));
     assert_eq!(
         r.get(relay::StreamId::random().as_str()).err(),
         Some(RelayError::NotFound)
     );
+    // What the registry hands out is the same stream.
+    let found = r.get(a.id().as_str()).unwrap();
+    assert_eq!(found.bytes(), ha.bytes());
+    assert!(!found.is_finished());
     // Default retention: nothing to sweep yet.
     assert_eq!(r.sweep(), 0);
     assert_eq!(r.stats().finished, 2);
+    a.finish();
+    assert_eq!(r.stats().live_bytes, 0);
 }
 
 #[tokio::test]
-async fn memory_returns_to_zero_once_every_generation_is_gone() {
+async fn memory_returns_to_zero_once_every_stream_is_gone() {
     let r = Registry::new(Limits {
         retention: Duration::ZERO,
         ..Limits::default()
     });
-    let gens: Vec<_> = (0..5).map(|_| r.create(meta(), false).unwrap()).collect();
-    for (i, g) in gens.iter().enumerate() {
-        fill(g, 100 * (i + 1));
+    let mut writers: Vec<_> = (0..5).map(|_| r.create(meta(), false).unwrap()).collect();
+    let handles: Vec<_> = writers.iter().map(Writer::handle).collect();
+    for (i, w) in writers.iter_mut().enumerate() {
+        fill(w, 100 * (i + 1));
     }
-    let total: usize = gens.iter().map(|g| g.bytes()).sum();
-    assert_eq!(r.stats().bytes, total);
-    assert!(total > 0);
+    let total = |hs: &[relay::Handle]| hs.iter().map(relay::Handle::bytes).sum::<usize>();
+    assert_eq!(r.stats().bytes, total(&handles));
+    assert!(total(&handles) > 0);
 
-    // Readers, some of which encode (which caches bytes in the log entries).
-    let reader = gens[0].subscribe(0).unwrap();
-    let body = tokio::spawn(sse_body(
-        gens[1].subscribe(0).unwrap(),
-        relay::Format::OpenAi,
-        NO_KEEPALIVE,
-    ));
-    for g in &gens {
-        g.finish();
+    // Readers, some of which encode: reading holds no memory of its own.
+    let reader = handles[0].reader(Format::Browser);
+    let body = tokio::spawn(sse_body(handles[1].reader(Format::OpenAi), NO_KEEPALIVE));
+    for w in writers {
+        w.finish();
     }
     assert!(!body.await.unwrap().is_empty());
-    assert_eq!(
-        r.stats().bytes,
-        gens.iter().map(|g| g.bytes()).sum::<usize>()
-    );
+    assert_eq!(r.stats().bytes, total(&handles));
+    assert_eq!(r.stats().live_bytes, 0);
 
     // Expired streams are swept from the registry...
     assert_eq!(r.sweep(), 5);
     assert_eq!(r.stats().live + r.stats().finished, 0);
+    assert_eq!(r.stats().oldest_finished_age, None);
     // ...but their memory is held until the last handle goes.
-    assert_eq!(
-        r.stats().bytes,
-        gens.iter().map(|g| g.bytes()).sum::<usize>()
-    );
-    let first_bytes = gens[0].bytes();
-    drop(gens);
+    assert_eq!(r.stats().bytes, total(&handles));
+    let first_bytes = handles[0].bytes();
+    drop(handles);
     assert_eq!(
         r.stats().bytes,
         first_bytes,
         "the reader still holds the first log"
     );
-    let entries = drain(reader).await;
-    assert_eq!(entries.len(), 101);
-    drop(entries);
+    let events = drain(reader).await;
+    assert_eq!(events.len(), 101);
     assert_eq!(r.stats().bytes, 0);
+}
+
+/// A finished 100-token answer is held in a couple of KiB, and readers in either format do not
+/// add to it (nothing is cached; events are encoded as they are read).
+#[tokio::test]
+async fn a_finished_answer_is_compact_and_reading_it_holds_nothing() {
+    let r = Registry::new(Limits::default());
+    let mut w = r
+        .create(
+            relay::Meta {
+                id: "chatcmpl-0123456789012345678901".into(),
+                model: "sluice-demo".into(),
+                created: 1,
+                system_fingerprint: Some("fp_0123456789".into()),
+            },
+            true,
+        )
+        .unwrap();
+    let h = w.handle();
+    for i in 0..100 {
+        assert!(w.push_delta(Delta::text(
+            0,
+            ["Hello ", "from ", "Sluice! ", "gateway. "][i % 4]
+        )));
+    }
+    w.record_finish(0, "stop");
+    w.record_usage(usage());
+    w.finish();
+    let st = r.stats();
+    assert_eq!((st.live, st.finished, st.live_bytes), (0, 1, 0));
+    assert_eq!(st.bytes, h.bytes());
+    assert!(h.bytes() <= 2048, "{} bytes for 100 tokens", h.bytes());
+
+    let before = r.stats().bytes;
+    for format in [Format::Browser, Format::OpenAi] {
+        for _ in 0..3 {
+            let body = sse_body(h.reader(format), NO_KEEPALIVE).await;
+            assert!(body.len() > 100 * 10, "{format:?}: {} bytes", body.len());
+            assert_eq!(drain(h.reader(format)).await.len(), 101);
+        }
+        assert_eq!(
+            r.stats().bytes,
+            before,
+            "reading {format:?} changed the bytes"
+        );
+        assert_eq!(h.bytes(), before);
+    }
+}
+
+#[tokio::test]
+async fn readers_per_stream_are_capped() {
+    let r = Registry::new(Limits {
+        max_readers_per_stream: 2,
+        ..Limits::default()
+    });
+    let mut w = r.create(meta(), false).unwrap();
+    let h = r.get(w.id().as_str()).unwrap();
+    fill(&mut w, 3);
+    let a = h.subscribe(0, Format::Browser).unwrap();
+    let b = h.subscribe(2, Format::OpenAi).unwrap();
+    assert_eq!(h.reader_count(), 2);
+    // Every later subscription is refused, whatever its format or position, and is not a
+    // reader.
+    for (after, format) in [
+        (0, Format::Browser),
+        (3, Format::OpenAi),
+        (1, Format::Browser),
+    ] {
+        assert_eq!(
+            h.subscribe(after, format).err(),
+            Some(RelayError::TooManyReaders(2))
+        );
+    }
+    assert_eq!(h.reader_count(), 2);
+    // A bad position is reported as such, before the cap.
+    assert_eq!(
+        h.subscribe(9, Format::Browser).err(),
+        Some(RelayError::BadPosition(9))
+    );
+    // A stream's first reader (`reader()`, from the start) is always admitted.
+    let first = h.reader(Format::OpenAi);
+    assert_eq!(h.reader_count(), 3);
+    drop(first);
+    // A reader leaving makes room.
+    drop(a);
+    let c = h.subscribe(1, Format::Browser).unwrap();
+    assert_eq!(h.reader_count(), 2);
+    w.finish();
+    // The readers admitted read to the end.
+    assert_eq!(ids(&drain(b).await), vec![3, 4]);
+    assert_eq!(ids(&drain(c).await), vec![2, 3, 4]);
+    assert_eq!(h.reader_count(), 0);
+    // At the end: AtEnd, not TooManyReaders, once readers are gone or not.
+    let _x = h.subscribe(0, Format::Browser).unwrap();
+    let _y = h.subscribe(0, Format::Browser).unwrap();
+    assert_eq!(
+        h.subscribe(4, Format::Browser).err(),
+        Some(RelayError::AtEnd(4))
+    );
+    assert_eq!(
+        h.subscribe(0, Format::Browser).err(),
+        Some(RelayError::TooManyReaders(2))
+    );
 }
 
 /// Bytes counted for one 4-byte text delta.
 fn per_event() -> usize {
-    let g = relay::Generation::standalone(meta(), false);
-    g.push_delta(Delta::text(0, "abcd"));
-    g.bytes()
+    let (mut w, h) = stream(false);
+    let empty = h.bytes();
+    let mut n = 0;
+    // Past the first few appends, which round capacities up.
+    while h.bytes() == empty || n < 64 {
+        assert!(w.push_delta(Delta::text(0, "abcd")));
+        n += 1;
+    }
+    (h.bytes() - empty).div_ceil(n)
+}
+
+/// Bytes a finished stream of `n` 4-byte text deltas holds.
+fn finished_bytes(n: usize) -> usize {
+    let (mut w, h) = stream(false);
+    fill(&mut w, n);
+    w.finish();
+    h.bytes()
+}
+
+/// How many deltas a stream that was only given "abcd" deltas has.
+fn pushes(h: &relay::Handle) -> usize {
+    h.last_event_id(Format::Browser) as usize
 }
 
 #[test]
 fn evicted_and_failed_streams_release_their_memory() {
     let per = per_event();
+    const STREAM: usize = 10_000;
+    const TOTAL: usize = 12_000;
     let r = Registry::new(Limits {
-        max_stream_bytes: 30 * per,
-        max_total_bytes: 50 * per,
+        max_stream_bytes: STREAM,
+        max_total_bytes: TOTAL,
         ..Limits::default()
     });
     // One stream hits its own bound and fails.
-    let big = r.create(meta(), false).unwrap();
+    let mut big = r.create(meta(), false).unwrap();
+    let hbig = big.handle();
     let mut n = 0;
     while big.push_delta(Delta::text(0, "abcd")) {
         n += 1;
+        assert!(n < STREAM, "the per-stream bound never triggered");
     }
-    assert_eq!(n, 30);
-    assert!(big.is_finished());
-    let big_bytes = big.bytes();
-    assert!(big_bytes <= 31 * per);
+    assert!(
+        n * "abcd".len() < STREAM && n * per > STREAM / 2,
+        "{n} events"
+    );
+    assert!(hbig.is_finished());
+    let big_bytes = hbig.bytes();
+    assert!(big_bytes < TOTAL, "{big_bytes}");
     assert_eq!(r.stats().bytes, big_bytes);
-    drop(big);
+    assert_eq!(r.stats().live_bytes, 0);
+    drop((big, hbig));
+    assert_eq!(r.stats().bytes, big_bytes, "still findable: still held");
 
     // Another stream brings the total past its bound.
-    let live = r.create(meta(), false).unwrap();
-    fill(&live, 25);
-    assert!(r.stats().bytes >= 50 * per);
+    let mut live = r.create(meta(), false).unwrap();
+    let hlive = live.handle();
+    while r.stats().bytes < TOTAL {
+        assert!(live.push_delta(Delta::text(0, "abcd")));
+    }
 
     // The failed (finished) stream is evicted to make room; the live one is never cut.
-    let fresh = r.create(meta(), false).unwrap();
+    let mut fresh = r.create(meta(), false).unwrap();
+    let hfresh = fresh.handle();
     let st = r.stats();
     assert_eq!(st.evicted, 1);
-    assert_eq!(st.bytes, live.bytes());
+    assert_eq!(
+        st.bytes,
+        hlive.bytes() + hfresh.bytes(),
+        "the evicted stream's bytes are free"
+    );
+    assert_eq!(st.live_bytes, st.bytes);
     assert_eq!((st.live, st.finished), (2, 0));
 
     // Over the bound with live streams alone: refused, and counted.
-    fill(&fresh, 25);
+    while r.stats().live_bytes < TOTAL {
+        assert!(fresh.push_delta(Delta::text(0, "abcd")));
+    }
     assert_eq!(r.create(meta(), false).err(), Some(RelayError::Full));
     assert_eq!(r.create(meta(), false).err(), Some(RelayError::Full));
     assert_eq!(r.stats().refused, 2);
-    assert!(!live.is_finished() && !fresh.is_finished());
+    assert!(!hlive.is_finished() && !hfresh.is_finished());
     assert!(
-        fill_ok(&live),
+        live.push_delta(Delta::text(0, "abcd")),
         "a live stream is not cut by the global bound"
     );
 
+    // Finishing compacts a log, which may free enough by itself: top the two up so that, even
+    // compacted, they hold more than the bound.
+    let (mut n_live, mut n_fresh) = (pushes(&hlive), pushes(&hfresh));
+    while finished_bytes(n_live) + finished_bytes(n_fresh) < TOTAL + 64 {
+        let (w, n) = if n_live <= n_fresh {
+            (&mut live, &mut n_live)
+        } else {
+            (&mut fresh, &mut n_fresh)
+        };
+        fill(w, 10);
+        *n += 10;
+    }
     live.finish();
     fresh.finish();
-    let (live_id, fresh_id) = (live.id().clone(), fresh.id().clone());
-    drop((live, fresh));
+    assert_eq!(hlive.bytes(), finished_bytes(n_live));
+    assert!(r.stats().bytes >= TOTAL);
+    let (live_id, fresh_id) = (hlive.id().clone(), hfresh.id().clone());
+    drop((hlive, hfresh));
     // Room again once finished streams can be evicted: the oldest goes, and that is enough.
     let again = r.create(meta(), false).unwrap();
     let st = r.stats();
     assert_eq!(st.evicted, 2);
     assert_eq!(r.get(live_id.as_str()).err(), Some(RelayError::NotFound));
     let kept = r.get(fresh_id.as_str()).unwrap();
-    assert_eq!(st.bytes, kept.bytes());
-    assert!(st.bytes < 50 * per);
+    assert_eq!(st.bytes, kept.bytes() + again.handle().bytes());
+    assert!(st.bytes < TOTAL);
     assert_eq!((st.live, st.finished, st.refused), (1, 1, 2));
     drop(again);
 }
 
-fn fill_ok(g: &relay::Generation) -> bool {
-    g.push_delta(Delta::text(0, "abcd"))
+/// Thousands of short streams through a small bound: none refused, the finished ones evicted in
+/// the order they finished, and a stream evicted while someone still holds it stays readable
+/// to them (and its memory counted) until they let go.
+#[tokio::test]
+async fn eviction_under_churn() {
+    const TOTAL: usize = 16 * 1024;
+    let r = Registry::new(Limits {
+        max_total_bytes: TOTAL,
+        ..Limits::default()
+    });
+    let mut live = std::collections::VecDeque::new();
+    let mut held = Vec::new();
+    let mut finished_order = Vec::new();
+    for i in 0..3000 {
+        let mut w = r.create(meta(), false).expect("admitted");
+        assert!(w.push_delta(Delta::text(0, format!("answer {i} ").repeat(8))));
+        if i % 500 == 0 {
+            held.push((i, w.handle()));
+        }
+        live.push_back(w);
+        if live.len() > 4 || i % 3 == 0 {
+            if let Some(mut w) = live.pop_front() {
+                w.record_finish(0, "stop");
+                finished_order.push(w.id().clone());
+                w.finish();
+            }
+        }
+        let st = r.stats();
+        assert_eq!(st.refused, 0);
+        assert!(st.live <= 5);
+    }
+    let st = r.stats();
+    assert!(st.evicted > 2500, "{st:?}");
+    // What is still findable is the most recently finished streams, with none missing in
+    // between: eviction goes oldest first.
+    let findable: Vec<bool> = finished_order
+        .iter()
+        .map(|id| r.get(id.as_str()).is_ok())
+        .collect();
+    let first_kept = findable.iter().position(|f| *f).expect("some are kept");
+    assert!(
+        findable[first_kept..].iter().all(|f| *f),
+        "evicted out of order"
+    );
+    assert_eq!(findable.len() - first_kept, st.finished);
+    assert_eq!(st.evicted, first_kept);
+
+    // The held streams were evicted but still read whole.
+    let held_bytes: usize = held.iter().map(|(_, h)| h.bytes()).sum();
+    assert!(st.bytes <= TOTAL + held_bytes + 4096, "{st:?}");
+    for (i, h) in &held {
+        assert_eq!(r.get(h.id().as_str()).err(), Some(RelayError::NotFound));
+        let events = drain(h.reader(Format::Browser)).await;
+        assert_eq!(events.len(), 2);
+        assert_eq!(text_of(&events[0].1), format!("answer {i} ").repeat(8));
+    }
+    let before = r.stats().bytes;
+    drop(held);
+    assert_eq!(r.stats().bytes, before - held_bytes);
+
+    // The streams still live finish; the bound still holds, with nothing refused.
+    for w in live {
+        w.finish();
+    }
+    let st = r.stats();
+    assert_eq!((st.live, st.live_bytes, st.refused), (0, 0, 0));
+    assert!(st.bytes <= TOTAL + 4096, "{st:?}");
+    assert!(r.create(meta(), false).is_ok());
+}
+
+/// `oldest_finished_age` is how long ago the oldest retained stream finished: the retention in
+/// effect, which eviction shortens and sweeping bounds.
+#[tokio::test]
+async fn oldest_finished_age_follows_the_oldest_retained_stream() {
+    let retention = Duration::from_millis(300);
+    let r = Registry::new(Limits {
+        retention,
+        ..Limits::default()
+    });
+    let a = r.create(meta(), false).unwrap();
+    let b = r.create(meta(), false).unwrap();
+    assert_eq!(
+        r.stats().oldest_finished_age,
+        None,
+        "live streams do not count"
+    );
+    a.finish();
+    let age = r.stats().oldest_finished_age.expect("a finished");
+    assert!(age < retention, "{age:?}");
+    tokio::time::sleep(retention + Duration::from_millis(50)).await;
+    b.finish();
+    let age_a = r
+        .stats()
+        .oldest_finished_age
+        .expect("a retained until swept");
+    assert!(age_a >= retention + Duration::from_millis(50), "{age_a:?}");
+    assert_eq!(r.stats().finished, 2);
+    // Past its retention, `a` is no longer findable, and sweeping drops it: now `b` is the
+    // oldest.
+    assert_eq!(r.sweep(), 1);
+    let st = r.stats();
+    assert_eq!(st.finished, 1);
+    match st.oldest_finished_age {
+        // `b` finished just now, unless this test was paused for longer than the retention.
+        Some(age_b) => assert!(age_b < age_a && age_b < retention, "{age_b:?}"),
+        None => assert_eq!(r.sweep(), 0),
+    }
+    tokio::time::sleep(retention).await;
+    assert_eq!(r.sweep(), usize::from(st.finished == 1));
+    assert_eq!(r.stats().oldest_finished_age, None);
+    assert_eq!(r.stats().bytes, 0);
 }

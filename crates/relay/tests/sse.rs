@@ -10,18 +10,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use futures::{Stream, StreamExt};
-use relay::{Delta, Format, Generation};
+use relay::reader::MAX_WRITE;
+use relay::{Delta, Format, Handle};
 use tokio::time::{timeout, Instant};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 type Body = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
 
-fn body(g: &std::sync::Arc<Generation>, after: u64, format: Format) -> Body {
+fn body(h: &Handle, after: u64, format: Format) -> Body {
     Box::pin(
-        g.subscribe(after)
+        h.subscribe(after, format)
             .expect("subscribe")
-            .into_sse(format, KEEP_ALIVE),
+            .into_sse(KEEP_ALIVE),
     )
 }
 
@@ -37,14 +38,14 @@ fn s(b: &[u8]) -> &str {
 }
 
 /// The contract's example: "Hel", "lo", done with usage.
-fn example(include_usage: bool) -> std::sync::Arc<Generation> {
-    let g = Generation::standalone(meta(), include_usage);
-    g.push_delta(Delta::text(0, "Hel"));
-    g.push_delta(Delta::text(0, "lo"));
-    g.record_finish(0, "stop");
-    g.record_usage(usage());
-    g.finish();
-    g
+fn example(include_usage: bool) -> Handle {
+    let (mut w, h) = stream(include_usage);
+    w.push_delta(Delta::text(0, "Hel"));
+    w.push_delta(Delta::text(0, "lo"));
+    w.record_finish(0, "stop");
+    w.record_usage(usage());
+    w.finish();
+    h
 }
 
 const CHUNK_HEAD: &str =
@@ -52,8 +53,8 @@ const CHUNK_HEAD: &str =
 
 #[tokio::test]
 async fn browser_golden_bytes() {
-    let g = example(false);
-    let all = sse_body(g.subscribe(0).unwrap(), Format::Browser, NO_KEEPALIVE).await;
+    let h = example(false);
+    let all = sse_body(h.subscribe(0, Format::Browser).unwrap(), NO_KEEPALIVE).await;
     assert_eq!(
         s(&all),
         concat!(
@@ -64,7 +65,7 @@ async fn browser_golden_bytes() {
         )
     );
     // The preamble is its own first piece; a resumed body starts with it too.
-    let mut b = body(&g, 2, Format::Browser);
+    let mut b = body(&h, 2, Format::Browser);
     assert_eq!(s(&next(&mut b).await.unwrap()), "retry: 1000\n\n");
     assert_eq!(
         s(&next(&mut b).await.unwrap()),
@@ -75,12 +76,12 @@ async fn browser_golden_bytes() {
 
 #[tokio::test]
 async fn browser_reasoning_and_tool_call_events() {
-    let g = Generation::standalone(meta(), false);
-    g.push_delta(Delta {
+    let (mut w, h) = stream(false);
+    w.push_delta(Delta {
         reasoning: Some("hmm".into()),
         ..Delta::default()
     });
-    g.push_delta(Delta {
+    w.push_delta(Delta {
         tool_calls: vec![relay::ToolCall {
             index: 0,
             id: Some("call_1".into()),
@@ -89,9 +90,9 @@ async fn browser_reasoning_and_tool_call_events() {
         }],
         ..Delta::default()
     });
-    g.record_finish(0, "tool_calls");
-    g.finish();
-    let all = sse_body(g.subscribe(0).unwrap(), Format::Browser, NO_KEEPALIVE).await;
+    w.record_finish(0, "tool_calls");
+    w.finish();
+    let all = sse_body(h.subscribe(0, Format::Browser).unwrap(), NO_KEEPALIVE).await;
     assert_eq!(
         s(&all),
         concat!(
@@ -105,8 +106,8 @@ async fn browser_reasoning_and_tool_call_events() {
 
 #[tokio::test]
 async fn openai_golden_bytes() {
-    let g = example(true);
-    let all = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    let h = example(true);
+    let all = sse_body(h.subscribe(0, Format::OpenAi).unwrap(), NO_KEEPALIVE).await;
     let expected = format!(
         concat!(
             "id: 1\ndata: {h}\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"Hel\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
@@ -126,31 +127,31 @@ async fn openai_golden_bytes() {
     assert_openai_blank_lines_ok(&all);
 
     // Without include_usage: no usage chunk, so [DONE] comes one id earlier.
-    let g = example(false);
-    let all = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    let h = example(false);
+    let all = sse_body(h.subscribe(0, Format::OpenAi).unwrap(), NO_KEEPALIVE).await;
     assert!(!s(&all).contains("\"usage\""));
     assert!(all.ends_with(b"id: 4\ndata: [DONE]\n\n"));
     // A resumed body starts directly with the next event.
-    let rest = sse_body(g.subscribe(2).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    let rest = sse_body(h.subscribe(2, Format::OpenAi).unwrap(), NO_KEEPALIVE).await;
     assert!(rest.starts_with(b"id: 3\ndata: {"), "{}", s(&rest));
 }
 
 #[tokio::test]
 async fn openai_meta_set_before_the_first_event_reaches_early_readers() {
-    let g = Generation::standalone(relay::Meta::default(), false);
+    let mut w = relay::standalone(relay::Meta::default(), false);
+    let h = w.handle();
     let early = tokio::spawn(sse_body(
-        g.subscribe(0).unwrap(),
-        Format::OpenAi,
+        h.subscribe(0, Format::OpenAi).unwrap(),
         NO_KEEPALIVE,
     ));
     tokio::task::yield_now().await;
-    g.set_meta(|m| *m = meta());
-    g.push_delta(Delta::text(0, "x"));
+    w.set_meta(|m| *m = meta());
+    w.push_delta(Delta::text(0, "x"));
     // Too late: the first event fixed the metadata.
-    g.set_meta(|m| m.model = "other".into());
-    g.finish();
+    w.set_meta(|m| m.model = "other".into());
+    w.finish();
     let early = early.await.unwrap();
-    let late = sse_body(g.subscribe(0).unwrap(), Format::OpenAi, NO_KEEPALIVE).await;
+    let late = sse_body(h.subscribe(0, Format::OpenAi).unwrap(), NO_KEEPALIVE).await;
     assert_eq!(early, late);
     assert!(s(&early).starts_with(&format!("id: 1\ndata: {CHUNK_HEAD}")));
     assert!(!s(&early).contains("other"));
@@ -158,8 +159,8 @@ async fn openai_meta_set_before_the_first_event_reaches_early_readers() {
 
 #[tokio::test(start_paused = true)]
 async fn browser_keep_alive_on_a_silent_stream() {
-    let g = Generation::standalone(meta(), false);
-    let mut b = body(&g, 0, Format::Browser);
+    let (mut w, h) = stream(false);
+    let mut b = body(&h, 0, Format::Browser);
     let mut all = Vec::new();
     let first = next(&mut b).await.unwrap();
     assert_eq!(s(&first), "retry: 1000\n\n");
@@ -177,7 +178,7 @@ async fn browser_keep_alive_on_a_silent_stream() {
     assert_eq!(start.elapsed(), KEEP_ALIVE);
     all.extend_from_slice(&ka);
 
-    g.push_delta(Delta::text(0, "Hel"));
+    w.push_delta(Delta::text(0, "Hel"));
     let d = next(&mut b).await.unwrap();
     assert_eq!(
         s(&d),
@@ -187,7 +188,7 @@ async fn browser_keep_alive_on_a_silent_stream() {
 
     // Silence counts from the last thing sent.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    g.push_delta(Delta::text(0, "lo"));
+    w.push_delta(Delta::text(0, "lo"));
     let start = Instant::now();
     all.extend_from_slice(&next(&mut b).await.unwrap());
     assert_eq!(start.elapsed(), Duration::ZERO);
@@ -198,7 +199,7 @@ async fn browser_keep_alive_on_a_silent_stream() {
     all.extend_from_slice(&next(&mut b).await.unwrap());
     all.extend_from_slice(&next(&mut b).await.unwrap());
 
-    g.finish();
+    w.finish();
     all.extend_from_slice(&next(&mut b).await.unwrap());
     assert!(next(&mut b).await.is_none());
 
@@ -213,8 +214,8 @@ async fn browser_keep_alive_on_a_silent_stream() {
 
 #[tokio::test(start_paused = true)]
 async fn openai_keep_alive_is_a_lone_comment_line() {
-    let g = Generation::standalone(meta(), true);
-    let mut b = body(&g, 0, Format::OpenAi);
+    let (mut w, h) = stream(true);
+    let mut b = body(&h, 0, Format::OpenAi);
     let mut all = Vec::new();
 
     // No preamble: the first thing on a silent stream is the keep-alive.
@@ -226,19 +227,19 @@ async fn openai_keep_alive_is_a_lone_comment_line() {
     all.extend_from_slice(&next(&mut b).await.unwrap());
     assert_eq!(s(&all), ": keep-alive\n: keep-alive\n");
 
-    g.push_delta(Delta::text(0, "Hel"));
+    w.push_delta(Delta::text(0, "Hel"));
     all.extend_from_slice(&next(&mut b).await.unwrap());
     for _ in 0..3 {
         let ka = next(&mut b).await.unwrap();
         assert_eq!(s(&ka), ": keep-alive\n");
         all.extend_from_slice(&ka);
     }
-    g.push_delta(Delta::text(0, "lo"));
+    w.push_delta(Delta::text(0, "lo"));
     all.extend_from_slice(&next(&mut b).await.unwrap());
     all.extend_from_slice(&next(&mut b).await.unwrap());
-    g.record_finish(0, "stop");
-    g.record_usage(usage());
-    g.finish();
+    w.record_finish(0, "stop");
+    w.record_usage(usage());
+    w.finish();
     all.extend_from_slice(&next(&mut b).await.unwrap());
     assert!(next(&mut b).await.is_none());
 
@@ -261,21 +262,20 @@ async fn openai_keep_alive_is_a_lone_comment_line() {
 /// body stays clean whatever the timing.
 #[tokio::test(start_paused = true)]
 async fn openai_body_has_no_stray_blank_lines_under_any_timing() {
-    let g = Generation::standalone(meta(), true);
+    let (mut w, h) = stream(true);
     let readers: Vec<_> = (0..3)
         .map(|_| {
             tokio::spawn(sse_body(
-                g.subscribe(0).unwrap(),
-                Format::OpenAi,
+                h.subscribe(0, Format::OpenAi).unwrap(),
                 Duration::from_secs(1),
             ))
         })
         .collect();
     for i in 0..40u64 {
-        g.push_delta(Delta::text(0, format!("t{i}\n\n")));
+        w.push_delta(Delta::text(0, format!("t{i}\n\n")));
         tokio::time::sleep(Duration::from_millis(300 * (i % 7))).await;
     }
-    g.fail(relay::Failure {
+    w.fail(relay::Failure {
         message: "bad\n\nthing".into(),
         kind: "upstream_protocol_error".into(),
         code: None,
@@ -288,5 +288,94 @@ async fn openai_body_has_no_stray_blank_lines_under_any_timing() {
         assert_eq!(empty, 0);
         assert_eq!(events.len(), 41);
         assert!(events.last().unwrap().data.starts_with("{\"error\":"));
+    }
+}
+
+/// Checks that `chunks` are writes of at most `MAX_WRITE` bytes, and that together they are the
+/// preamble and then `events` encoded one by one.
+fn assert_bounded_and_exact(chunks: &[Bytes], format: Format, events: &[(u64, relay::Event)]) {
+    for (i, c) in chunks.iter().enumerate() {
+        assert!(
+            c.len() <= MAX_WRITE,
+            "{format:?}: write {i} is {} bytes",
+            c.len()
+        );
+        assert!(!c.is_empty(), "{format:?}: write {i} is empty");
+    }
+    let body = chunks.concat();
+    let want = [format.preamble(), &encode_each(format, events, true)[..]].concat();
+    assert!(
+        body == want,
+        "{format:?}: the body differs from the events encoded one by one"
+    );
+}
+
+/// A reader catching up on a log larger than one write gets it in writes of at most
+/// `MAX_WRITE` bytes, byte-identical to encoding the events one by one.
+#[tokio::test]
+async fn a_large_backlog_comes_in_bounded_writes() {
+    let (mut w, h) = stream(true);
+    for i in 0..5000 {
+        // 100 bytes each, with characters that need escaping.
+        let text = format!("{i:>5}é\"\n{}", "x".repeat(91));
+        assert_eq!(text.len(), 100);
+        assert!(w.push_delta(Delta::text(0, text)));
+    }
+    // A reader attached before the events, polled only once they are all there.
+    let early = [
+        h.reader(Format::Browser),
+        h.subscribe(0, Format::OpenAi).unwrap(),
+    ];
+    w.record_finish(0, "stop");
+    w.record_usage(usage());
+    w.finish();
+    let events = drain(h.reader(Format::Browser)).await;
+    assert_eq!(events.len(), 5001);
+    for format in [Format::Browser, Format::OpenAi] {
+        let chunks = sse_chunks(h.reader(format), NO_KEEPALIVE).await;
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        assert!(total > 8 * MAX_WRITE, "{format:?}: only {total} bytes");
+        // A backlog goes out in a few large writes, not one per event.
+        assert!(
+            chunks.len() <= 2 * total / MAX_WRITE + 2,
+            "{format:?}: {} writes for {total} bytes",
+            chunks.len()
+        );
+        assert_bounded_and_exact(&chunks, format, &events);
+    }
+    for r in early {
+        let format = r.format();
+        let chunks = sse_chunks(r, NO_KEEPALIVE).await;
+        assert_bounded_and_exact(&chunks, format, &events);
+    }
+}
+
+/// One event larger than a write (a text far past 64 KiB) is sent in several writes.
+#[tokio::test]
+async fn an_event_larger_than_a_write_is_split_across_writes() {
+    let (mut w, h) = stream(true);
+    assert!(w.push_delta(Delta::text(0, "a")));
+    assert!(w.push_delta(Delta::text(0, "🦀\n".repeat(60_000))));
+    assert!(w.push_delta(Delta {
+        reasoning: Some("ü".repeat(100_000)),
+        ..Delta::default()
+    }));
+    assert!(w.push_delta(Delta::text(0, "z")));
+    w.record_finish(0, "stop");
+    w.finish();
+    let events = drain(h.reader(Format::Browser)).await;
+    assert_eq!(events.len(), 5);
+    for format in [Format::Browser, Format::OpenAi] {
+        let chunks = sse_chunks(h.reader(format), NO_KEEPALIVE).await;
+        assert!(chunks.len() >= 6, "{format:?}: {} writes", chunks.len());
+        assert_bounded_and_exact(&chunks, format, &events);
+        // Resuming after the big events: just the rest.
+        let rest = sse_body(h.subscribe(3, format).unwrap(), NO_KEEPALIVE).await;
+        let want = [
+            format.preamble(),
+            &encode_each(format, &events[3..], true)[..],
+        ]
+        .concat();
+        assert_eq!(s(&rest), s(&want));
     }
 }

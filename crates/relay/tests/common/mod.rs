@@ -1,14 +1,13 @@
-//! Helpers shared by the relay's integration tests: building generations, draining readers, and
+//! Helpers shared by the relay's integration tests: building streams, draining readers, and
 //! a small SSE parser that reads bodies the way a client would.
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
-use relay::generation::Entry;
-use relay::{Delta, Event, Format, Generation, Meta, Reader, Usage};
+use relay::{Delta, Event, Format, Handle, Meta, Reader, Usage, Writer};
 
 /// Keep-alive long enough never to fire in tests that do not look for it.
 pub const NO_KEEPALIVE: Duration = Duration::from_secs(3600);
@@ -31,45 +30,78 @@ pub fn usage() -> Usage {
     }
 }
 
-/// A finished generation: one delta per piece, then `done` with `stop`.
-pub fn finished(pieces: &[String]) -> Arc<Generation> {
-    let g = Generation::standalone(meta(), false);
+/// A stream outside any registry: its writer and a handle on its read side.
+pub fn stream(include_usage: bool) -> (Writer, Handle) {
+    let w = relay::standalone(meta(), include_usage);
+    let h = w.handle();
+    (w, h)
+}
+
+/// A finished stream: one delta per piece, then `done` with `stop`.
+pub fn finished(pieces: &[String]) -> Handle {
+    let (mut w, h) = stream(false);
     for p in pieces {
-        assert!(g.push_delta(Delta::text(0, p.clone())));
+        assert!(w.push_delta(Delta::text(0, p.clone())));
     }
-    g.record_finish(0, "stop");
-    g.finish();
-    g
+    w.record_finish(0, "stop");
+    w.finish();
+    h
 }
 
 /// The content text of a delta event ("" for anything else).
-pub fn text_of(e: &Entry) -> &str {
-    match &e.event {
+pub fn text_of(e: &Event) -> &str {
+    match e {
         Event::Delta(d) => d.content.as_deref().unwrap_or(""),
         _ => "",
     }
 }
 
-/// Everything a reader yields until its end.
-pub async fn drain(mut r: Reader) -> Vec<Arc<Entry>> {
+/// Everything a reader yields until its end, with the ids.
+pub async fn drain(mut r: Reader) -> Vec<(u64, Event)> {
     let mut out = Vec::new();
-    while let Some(e) = r.next().await {
+    while let Some(e) = r.next_event().await {
+        assert_eq!(
+            r.position(),
+            e.0,
+            "position() is the id of the last event taken"
+        );
         out.push(e);
     }
     // Once ended, a reader stays ended.
-    assert!(r.next().await.is_none(), "a reader yielded past its end");
+    assert!(
+        r.next_event().await.is_none(),
+        "a reader yielded past its end"
+    );
+    out
+}
+
+/// The ids of drained events.
+pub fn ids(events: &[(u64, Event)]) -> Vec<u64> {
+    events.iter().map(|(id, _)| *id).collect()
+}
+
+/// A reader's SSE body, piece by piece as the server would write it.
+pub async fn sse_chunks(r: Reader, keep_alive: Duration) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut s = std::pin::pin!(r.into_sse(keep_alive));
+    while let Some(chunk) = s.next().await {
+        let Ok(chunk) = chunk;
+        out.push(chunk);
+    }
     out
 }
 
 /// A reader's whole SSE body, as one byte string.
-pub async fn sse_body(r: Reader, format: Format, keep_alive: Duration) -> Vec<u8> {
-    let mut body = Vec::new();
-    let mut s = std::pin::pin!(r.into_sse(format, keep_alive));
-    while let Some(chunk) = s.next().await {
-        let Ok(chunk) = chunk;
-        body.extend_from_slice(&chunk);
-    }
-    body
+pub async fn sse_body(r: Reader, keep_alive: Duration) -> Vec<u8> {
+    sse_chunks(r, keep_alive).await.concat()
+}
+
+/// The bytes of `events` encoded one by one with [`relay::encode::encode`].
+pub fn encode_each(format: Format, events: &[(u64, Event)], include_usage: bool) -> Vec<u8> {
+    events
+        .iter()
+        .flat_map(|(id, e)| relay::encode::encode(format, *id, e, &meta(), include_usage))
+        .collect()
 }
 
 /// One dispatched SSE event, as a client's parser sees it.
