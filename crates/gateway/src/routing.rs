@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use provider_adapter::Provider;
 
-use crate::glob;
+use crate::glob::{self, Patterns};
 
 /// How long upstream model lists are reused for `/v1/models`.
 const MODEL_LIST_TTL: Duration = Duration::from_secs(60);
@@ -14,20 +14,20 @@ type ModelList = Vec<(String, String)>;
 
 #[derive(Debug, Default)]
 pub struct ModelRouter {
-    routes: Vec<(Provider, Vec<String>)>,
+    routes: Vec<(Provider, Patterns)>,
     /// Upstream model lists of glob providers, with when they were fetched.
     cache: Mutex<Option<(Instant, ModelList)>>,
 }
 
 impl ModelRouter {
     pub fn push(&mut self, provider: Provider, models: Vec<String>) {
-        self.routes.push((provider, models));
+        self.routes.push((provider, Patterns::compiled(&models)));
     }
 
     pub fn route(&self, model: &str) -> Option<&Provider> {
         self.routes
             .iter()
-            .find(|(_, pats)| glob::any_matches(pats, model))
+            .find(|(_, pats)| pats.matches(model))
             .map(|(p, _)| p)
     }
 
@@ -40,7 +40,7 @@ impl ModelRouter {
     pub fn listed_models(&self) -> ModelList {
         let mut out: ModelList = Vec::new();
         for (p, pats) in &self.routes {
-            for m in pats.iter().filter(|m| !glob::is_glob(m)) {
+            for m in pats.as_written().iter().filter(|m| !glob::is_glob(m)) {
                 if self.routes_to(m, p) && !out.iter().any(|(n, _)| n == m) {
                     out.push((m.clone(), p.name.clone()));
                 }
@@ -68,7 +68,7 @@ impl ModelRouter {
                 for (p, pats) in self
                     .routes
                     .iter()
-                    .filter(|(_, pats)| pats.iter().any(|m| glob::is_glob(m)))
+                    .filter(|(_, pats)| pats.as_written().iter().any(|m| glob::is_glob(m)))
                 {
                     let models = match tokio::time::timeout(Duration::from_secs(5), p.list_models())
                         .await
@@ -81,7 +81,7 @@ impl ModelRouter {
                         Err(_) => continue,
                     };
                     for m in models {
-                        if glob::any_matches(pats, &m) && self.routes_to(&m, p) {
+                        if pats.matches(&m) && self.routes_to(&m, p) {
                             list.push((m, p.name.clone()));
                         }
                     }

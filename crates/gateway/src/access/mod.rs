@@ -71,14 +71,14 @@ pub use usage::{LimitKind, TeamUsage, UsageBook};
 pub struct Team {
     pub name: Arc<str>,
     pub limits: TeamLimits,
-    models: Vec<String>,
+    models: crate::glob::Patterns,
     usage: Arc<TeamUsage>,
     config: TeamConfig,
 }
 
 impl Team {
     pub fn may_use(&self, model: &str) -> bool {
-        crate::glob::any_matches(&self.models, model)
+        self.models.matches(model)
     }
 }
 
@@ -178,7 +178,7 @@ impl Table {
             table.teams.push(Arc::new(Team {
                 name: t.name.as_str().into(),
                 limits: TeamLimits::from_config(&t, window),
-                models: t.models.clone(),
+                models: crate::glob::Patterns::compiled(&t.models),
                 usage: usage.team(&t.name),
                 config: t,
             }));
