@@ -7,9 +7,10 @@
 
 use std::collections::VecDeque;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::event::{ChoiceDelta, FinishReason, ResponseMeta, StreamEvent, ToolCallDelta, Usage};
 use crate::provider::{Completion, StreamMapper, UpstreamRequest};
@@ -22,21 +23,10 @@ pub(crate) fn build_request(
     req: &ChatRequest,
     stream: bool,
 ) -> UpstreamRequest {
-    let mut body = req.body.clone();
-    body.insert("stream".into(), Value::Bool(stream));
-    if stream {
-        let opts = body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if !opts.is_object() {
-            *opts = Value::Object(Default::default());
-        }
-        if let Value::Object(o) = opts {
-            o.insert("include_usage".into(), Value::Bool(true));
-        }
-    } else {
-        body.remove("stream_options");
-    }
+    let body = Forward {
+        body: &req.body,
+        stream,
+    };
     let mut headers = vec![("content-type", "application/json".to_owned())];
     if stream {
         headers.push(("accept", "text/event-stream".to_owned()));
@@ -47,7 +37,59 @@ pub(crate) fn build_request(
     UpstreamRequest {
         url: format!("{base_url}/chat/completions"),
         headers,
-        body: serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
+
+/// The client's body as forwarded: written straight from the parsed request, with `stream` set
+/// and, when streaming, `stream_options.include_usage` on (each in its place if the client sent
+/// it, else at the end); without streaming, no `stream_options`. Nothing is copied.
+struct Forward<'a> {
+    body: &'a Map<String, Value>,
+    stream: bool,
+}
+
+/// The client's `stream_options` with `include_usage` set.
+struct StreamOptions<'a>(Option<&'a Map<String, Value>>);
+
+impl Serialize for StreamOptions<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        let mut seen = false;
+        for (k, v) in self.0.into_iter().flatten() {
+            if k == "include_usage" {
+                seen = true;
+                m.serialize_entry(k, &true)?;
+            } else {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if !seen {
+            m.serialize_entry("include_usage", &true)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Forward<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        let opts = || StreamOptions(self.body.get("stream_options").and_then(Value::as_object));
+        for (k, v) in self.body {
+            match k.as_str() {
+                "stream" => m.serialize_entry(k, &self.stream)?,
+                "stream_options" if self.stream => m.serialize_entry(k, &opts())?,
+                "stream_options" => {}
+                _ => m.serialize_entry(k, v)?,
+            }
+        }
+        if !self.body.contains_key("stream") {
+            m.serialize_entry("stream", &self.stream)?;
+        }
+        if self.stream && !self.body.contains_key("stream_options") {
+            m.serialize_entry("stream_options", &opts())?;
+        }
+        m.end()
     }
 }
 
@@ -424,6 +466,30 @@ mod tests {
     fn invalid_json_is_a_protocol_error() {
         let (_, end) = map(&["{not json"]);
         assert!(matches!(end, Err(AdapterError::Protocol(_))));
+    }
+
+    #[test]
+    fn forwarded_body_golden() {
+        let body = |req: &str, stream: bool| {
+            let req = ChatRequest::parse(req.as_bytes()).unwrap();
+            String::from_utf8(build_request("http://h/v1", None, &req, stream).body).unwrap()
+        };
+        // Keys stay in the client's order; `stream` and `stream_options` change in place.
+        let req = r#"{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":false,"x":1},"n":1}"#;
+        assert_eq!(
+            body(req, true),
+            r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true,"x":1},"n":1}"#
+        );
+        assert_eq!(
+            body(req, false),
+            r#"{"model":"m","stream":false,"messages":[{"role":"user","content":"hi"}],"n":1}"#
+        );
+        // Absent ones are added at the end.
+        let req = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(
+            body(req, true),
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#
+        );
     }
 
     #[test]
