@@ -1,5 +1,17 @@
 //! sluice-bench: what a gateway adds on top of a direct connection to an OpenAI-compatible
 //! upstream, measured as ratios in one run with the targets interleaved (never as timed tests).
+//!
+//! ```text
+//! cargo build --release -p sluice-gateway -p sluice-bench
+//! target/release/sluice-bench suite                      # ttft, throughput, open, retention
+//! target/release/sluice-bench suite --quick --vllm-router
+//! target/release/sluice-bench suite --scenarios soak --minutes 10 --concurrency 200 --after-secs 360
+//! target/release/sluice-bench load --url http://127.0.0.1:8080 --key KEY --concurrency 100 \
+//!     --tokens 200 --delay-ms 10 --duration 10 --pid sluice=PID --metrics
+//! ```
+//!
+//! Figures go to stdout; `target/bench/` gets `summary.json`, `ttft.svg`, `soak.svg` and the
+//! peers' logs.
 
 /// SVG charts: added TTFT against concurrency, soak curves.
 pub mod chart;

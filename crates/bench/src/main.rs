@@ -36,11 +36,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(sluice_bench::cli::run(cli)) {
+    // On Ctrl-C or SIGTERM the run is dropped, and with it the children (kill_on_drop).
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = sluice_bench::cli::run(cli) => r,
+            s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}")),
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice-bench: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }

@@ -4,6 +4,7 @@
 //! into rows and `ratio` lines. Fresh processes per scenario keep one scenario's retained
 //! streams (Sluice keeps finished streams for 5 minutes) out of the next one's memory figures.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::peers::{self, Peer, Spawner};
 use crate::report::{self, mib, Row, ScenarioReport};
 use crate::sse::ScanMode;
 use crate::stats::ratio;
-use crate::{chart, soak};
+use crate::{chart, procfs, soak};
 
 /// A scenario of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -95,6 +96,8 @@ struct Lineup {
     mock: Peer,
     /// Sluice first, then the others.
     gateways: Vec<Peer>,
+    /// Each process's RSS (MiB) right after it started, before any request.
+    idle_mib: BTreeMap<String, f64>,
 }
 
 impl Lineup {
@@ -244,6 +247,7 @@ impl Suite {
         let mut lineup = Lineup {
             gateways: vec![sluice],
             mock,
+            idle_mib: BTreeMap::new(),
         };
         if with_others {
             for o in self.opts.others.clone() {
@@ -266,6 +270,7 @@ impl Suite {
                 lineup.gateways.push(peer);
             }
         }
+        Self::record_idle(&mut lineup);
         let mut failed = Vec::new();
         for (t, _) in lineup.targets(true)? {
             if let Err(e) = probe(&t, self.opts.scan).await {
@@ -278,6 +283,14 @@ impl Suite {
         }
         lineup.gateways.retain(|g| !failed.contains(&g.name));
         Ok(lineup)
+    }
+
+    /// Reads each started process's RSS; call before any request.
+    fn record_idle(lineup: &mut Lineup) {
+        let procs = std::iter::once(&lineup.mock).chain(&lineup.gateways);
+        lineup.idle_mib = procs
+            .filter_map(|p| Some((p.name.clone(), mib(procfs::rss_kib(p.pid()?)?))))
+            .collect();
     }
 
     /// A short unmeasured run per target, so no target pays for first-use costs.
@@ -415,6 +428,7 @@ impl Suite {
         let rows = self
             .interleaved("throughput", &targets, &specs, rounds)
             .await;
+        let idle = lineup.idle_mib.clone();
         lineup.stop().await;
         print!("{}", report::table(&rows));
         let mut lines = Vec::new();
@@ -429,7 +443,7 @@ impl Suite {
             for r in at_c.iter().filter(|r| r.target != "direct") {
                 let gw = r.gateway();
                 lines.push(format!(
-                    "ratio {}/direct throughput C={}: tokens/s x{:.3} ({} {:.0}/s, direct {:.0}/s); {} CPU {} ms/stream, {} µs/token; {} RSS {} MiB; errors {} vs {}",
+                    "ratio {}/direct throughput C={}: tokens/s x{:.3} ({} {:.0}/s, direct {:.0}/s); {} CPU {} ms/stream, {} µs/token; {} RSS {} MiB (idle→peak); errors {} vs {}",
                     r.target,
                     r.concurrency,
                     ratio(r.tokens_per_s, direct.tokens_per_s),
@@ -441,8 +455,10 @@ impl Suite {
                     fmt(gw.and_then(|g| g.cpu_us_per_token), 2),
                     r.target,
                     gw.map_or("-".into(), |g| format!(
-                        "{:.1}→{:.1}",
-                        g.rss_idle_mib, g.rss_peak_mib
+                        "{}→{:.1}",
+                        idle.get(&r.target)
+                            .map_or("-".into(), |i| format!("{i:.1}")),
+                        g.rss_peak_mib
                     )),
                     r.errors,
                     direct.errors,
