@@ -59,8 +59,13 @@ pub fn added_ttft(path: &Path, data: &[AddedTtft]) -> anyhow::Result<()> {
         .x_desc("concurrent streams")
         .y_desc("added TTFT (ms)")
         .draw()?;
-    let mut targets: Vec<&str> = data.iter().map(|d| d.target.as_str()).collect();
-    targets.dedup();
+    // Gateways in order of first appearance (the rows come level by level).
+    let mut targets: Vec<&str> = Vec::new();
+    for d in data {
+        if !targets.contains(&d.target.as_str()) {
+            targets.push(&d.target);
+        }
+    }
     for (i, t) in targets.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let mut pts: Vec<&AddedTtft> = data.iter().filter(|d| d.target == *t).collect();
@@ -156,10 +161,12 @@ mod tests {
     fn writes_svgs() {
         let dir = tempfile::tempdir().expect("temp dir");
         let p = dir.path().join("ttft.svg");
+        // Level by level, two gateways interleaved, as the suite produces them.
         let data: Vec<AddedTtft> = [(1, 0.1, 0.3), (100, 0.2, 1.5), (1000, -0.1, 4.0)]
             .iter()
-            .map(|&(c, p50, p99)| AddedTtft {
-                target: "sluice".into(),
+            .flat_map(|&v| [("sluice", v), ("other", v)])
+            .map(|(t, (c, p50, p99))| AddedTtft {
+                target: t.into(),
                 concurrency: c,
                 p50_ms: p50,
                 p99_ms: p99,
@@ -169,7 +176,10 @@ mod tests {
         added_ttft(&p, &data).expect("ttft chart");
         let svg = std::fs::read_to_string(&p).expect("svg written");
         assert!(svg.starts_with("<svg"));
-        assert!(svg.contains("sluice p99"));
+        // One legend entry per gateway and percentile (the SVG puts each label on a line).
+        let legend = |label: &str| svg.lines().filter(|l| l.trim() == label).count();
+        assert_eq!(legend("sluice p99"), 1);
+        assert_eq!(legend("other p50"), 1);
         assert!(added_ttft(&p, &[]).is_err());
 
         let p = dir.path().join("soak.svg");
