@@ -231,3 +231,105 @@ async fn two_readers_get_the_whole_answer_and_delete_cancels() {
         .expect("delete");
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test]
+async fn readers_past_the_per_stream_cap_get_429() {
+    let s = start_sluice(
+        &[],
+        &[
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
+            ("SLUICE_STREAM_MAX_READERS", "2"),
+        ],
+    );
+    // A slow answer, so that the readers below are all attached at once.
+    let id = create(&s, json!({"tokens": 20, "delay_ms": 200})).await;
+    let first = get(&s, &id, None, "").await;
+    let second = get(&s, &id, None, "?format=openai").await;
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = get(&s, &id, None, "").await;
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let body: Value = third.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(body["error"]["type"], "concurrency");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("2 readers"),
+        "{body}"
+    );
+    // A reader that leaves makes room.
+    drop(second);
+    let mut again = None;
+    for _ in 0..50 {
+        let r = get(&s, &id, Some("3"), "").await;
+        if r.status() == 200 {
+            again = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rest = events(&again.expect("a reader is admitted again").text().await.expect("body"));
+    assert_eq!(rest.first().map(|e| e.0), Some(4));
+    assert_eq!(rest.last().map(|e| e.1.as_str()), Some("done"));
+    drop(first);
+}
+
+/// Many short answers in parallel through a relay bound that holds only a few of them: finished
+/// answers make room, so none is refused; the newest stay resumable.
+#[tokio::test]
+async fn churn_under_a_tiny_relay_bound_refuses_nothing() {
+    let s = start_sluice(
+        &[],
+        &[
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
+            ("SLUICE_RELAY_MAX_TOTAL_BYTES", "32768"),
+        ],
+    );
+    let c = client();
+    let url = s.url("/v1/chat/completions");
+    let statuses: Vec<(u16, String)> = futures::stream::iter(0..1500)
+        .map(|_| {
+            let c = c.clone();
+            let url = url.clone();
+            async move {
+                let resp = c
+                    .post(&url)
+                    .json(&json!({
+                        "model": "sluice-demo",
+                        "stream": true,
+                        "messages": [{"role": "user", "content": "churn"}],
+                        "mock": {"tokens": 20, "delay_ms": 0},
+                    }))
+                    .send()
+                    .await
+                    .expect("post");
+                let status = resp.status().as_u16();
+                (status, resp.text().await.expect("body"))
+            }
+        })
+        .buffer_unordered(40)
+        .collect()
+        .await;
+    let refused: Vec<_> = statuses.iter().filter(|(st, _)| *st != 200).collect();
+    assert!(refused.is_empty(), "{} refused, e.g. {:?}", refused.len(), refused.first());
+    assert!(statuses.iter().all(|(_, b)| b.ends_with("data: [DONE]\n\n")));
+    let metrics = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(value("sluice_relay_refused_streams_total "), 0);
+    assert!(value("sluice_relay_evicted_streams_total ") > 1000);
+    assert!(value("sluice_relay_bytes ") <= 32768 + 8192, "{metrics}");
+}

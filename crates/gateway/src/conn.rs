@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Chunks closer together than this are a burst: the next write waits for the following one.
-pub const BURST_GAP: Duration = Duration::from_micros(500);
+pub const BURST_GAP: Duration = Duration::from_millis(3);
 
 /// Shared between a connection's write side and the pump driven by its response body (passed
 /// in the request's extensions).
