@@ -3,7 +3,9 @@
 use clap::Parser;
 
 /// Every streamed event allocates a few small buffers on one thread and frees them on another;
-/// mimalloc does that much faster than the system allocator (measured with the proxy benchmark).
+/// mimalloc does that faster than the system allocator (sluice-bench: 0.29 against 0.37 ms of
+/// CPU per 50-token stream at C=50). Built with `no_thp`: with transparent huge pages its
+/// arenas held twice the memory (idle 17 MB against 10 MB, 70 against 44 KiB per open stream).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -25,6 +25,13 @@ pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_HEADERS_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
 
+/// Idle upstream connections kept per host for reuse. Under steady load a connection goes back
+/// to the pool and out again at once, so few are idle at any moment; the cap matters after a
+/// burst, which would otherwise leave one idle connection (and its buffers) per stream it had.
+pub const POOL_MAX_IDLE_PER_HOST: usize = 128;
+/// How long an idle upstream connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Largest upstream error or non-streaming body Sluice reads.
 const MAX_BODY_BYTES: usize = 32 << 20;
 
@@ -113,7 +120,8 @@ impl Provider {
         let client = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .build()
             .map_err(|e| AdapterError::Connect(e.to_string()))?;
         Ok(Self {
