@@ -245,7 +245,10 @@ async fn readers_past_the_per_stream_cap_get_429() {
     let id = create(&s, json!({"tokens": 20, "delay_ms": 200})).await;
     let first = get(&s, &id, None, "").await;
     let second = get(&s, &id, None, "?format=openai").await;
-    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
     let third = get(&s, &id, None, "").await;
     assert_eq!(third.status(), 429);
     assert_eq!(third.headers()["retry-after"], "1");
@@ -270,7 +273,13 @@ async fn readers_past_the_per_stream_cap_get_429() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rest = events(&again.expect("a reader is admitted again").text().await.expect("body"));
+    let rest = events(
+        &again
+            .expect("a reader is admitted again")
+            .text()
+            .await
+            .expect("body"),
+    );
     assert_eq!(rest.first().map(|e| e.0), Some(4));
     assert_eq!(rest.last().map(|e| e.1.as_str()), Some("done"));
     drop(first);
@@ -313,8 +322,15 @@ async fn churn_under_a_tiny_relay_bound_refuses_nothing() {
         .collect()
         .await;
     let refused: Vec<_> = statuses.iter().filter(|(st, _)| *st != 200).collect();
-    assert!(refused.is_empty(), "{} refused, e.g. {:?}", refused.len(), refused.first());
-    assert!(statuses.iter().all(|(_, b)| b.ends_with("data: [DONE]\n\n")));
+    assert!(
+        refused.is_empty(),
+        "{} refused, e.g. {:?}",
+        refused.len(),
+        refused.first()
+    );
+    assert!(statuses
+        .iter()
+        .all(|(_, b)| b.ends_with("data: [DONE]\n\n")));
     let metrics = c
         .get(s.url("/metrics"))
         .send()
