@@ -85,6 +85,16 @@ impl Sluice {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Everything the process wrote to stderr and stdout so far.
     pub fn logs(&self) -> String {
         self.logs.lock().expect("logs").clone()
@@ -120,13 +130,26 @@ impl Drop for Sluice {
 /// Starts `sluice` with `args`, a clean environment plus `env`, in a fresh temp directory (so
 /// no stray `.env` is read), on 127.0.0.1:0 unless `args` name an address.
 pub fn start_sluice(args: &[&str], env: &[(&str, &str)]) -> Sluice {
+    launch(Command::new(sluice_bin()), args, env)
+}
+
+/// Like [`start_sluice`], with the process's open-file limit (soft and hard) set to `limit`
+/// by `prlimit` (util-linux).
+pub fn start_sluice_with_open_files(limit: u64, args: &[&str], env: &[(&str, &str)]) -> Sluice {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={limit}:{limit}"))
+        .arg("--")
+        .arg(sluice_bin());
+    launch(cmd, args, env)
+}
+
+fn launch(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Sluice {
     let dir = std::env::temp_dir().join(format!(
         "sluice-test-{}-{}",
         std::process::id(),
         rand_suffix()
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut cmd = Command::new(sluice_bin());
     cmd.current_dir(&dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -187,6 +210,14 @@ pub fn start_sluice(args: &[&str], env: &[(&str, &str)]) -> Sluice {
         logs,
         dir,
     }
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text `metrics`.
+pub fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
 }
 
 /// Starts `sluice mock-upstream` (the demo upstream on its own) on port 0.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use sluice_tests::{parse_sse, start_sluice, Sluice};
+use sluice_tests::{metric, parse_sse, start_sluice, Sluice};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -331,21 +331,11 @@ async fn churn_under_a_tiny_relay_bound_refuses_nothing() {
     assert!(statuses
         .iter()
         .all(|(_, b)| b.ends_with("data: [DONE]\n\n")));
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let value = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
-    };
-    assert_eq!(value("sluice_relay_refused_streams_total "), 0);
-    assert!(value("sluice_relay_evicted_streams_total ") > 1000);
-    assert!(value("sluice_relay_bytes ") <= 32768 + 8192, "{metrics}");
+    let metrics = s.metrics().await;
+    assert_eq!(metric(&metrics, "sluice_relay_refused_streams_total"), 0);
+    assert!(metric(&metrics, "sluice_relay_evicted_streams_total") > 1000);
+    assert!(
+        metric(&metrics, "sluice_relay_bytes") <= 32768 + 8192,
+        "{metrics}"
+    );
 }

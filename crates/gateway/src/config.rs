@@ -161,6 +161,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub relay_max_stream_bytes: usize,
     pub relay_max_total_bytes: usize,
+    /// `relay_max_total_bytes` came from the TOML file (for the start-up log).
+    pub relay_bound_from_file: bool,
     pub stream_max_readers: usize,
     pub providers: Vec<ProviderSettings>,
     pub teams: Vec<TeamConfig>,
@@ -406,8 +408,13 @@ impl Settings {
             relay_max_total_bytes: num!(
                 file.relay_max_total_bytes,
                 "SLUICE_RELAY_MAX_TOTAL_BYTES",
-                relay::registry::DEFAULT_MAX_TOTAL_BYTES
+                // Not set: a share of the memory this process may use (see `host`).
+                usize::try_from(crate::host::default_relay_bytes(
+                    crate::host::memory_limit().as_ref()
+                ))
+                .unwrap_or(usize::MAX)
             ),
+            relay_bound_from_file: file.relay_max_total_bytes.is_some(),
             stream_max_readers: num!(
                 file.stream_max_readers,
                 "SLUICE_STREAM_MAX_READERS",

@@ -17,6 +17,8 @@ pub mod error;
 pub mod generation;
 /// Model-name globs for routing and team permissions.
 pub mod glob;
+/// What the machine allows: the memory share for the relay, the open-file limit.
+pub mod host;
 /// API key generation and SHA-256 hashing.
 pub mod keys;
 /// Counters for `GET /metrics` (Prometheus text).

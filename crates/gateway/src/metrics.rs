@@ -16,6 +16,8 @@ pub struct Metrics {
     pub resumes: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
+    /// `accept` failures (out of descriptors, say): the server backs off and keeps serving.
+    pub accept_errors: AtomicU64,
 }
 
 pub fn inc(c: &AtomicU64) {
@@ -83,6 +85,11 @@ impl Metrics {
             g(&self.completion_tokens),
         );
         counter(
+            "sluice_accept_errors_total",
+            "Connections that could not be accepted (e.g. out of file descriptors).",
+            g(&self.accept_errors),
+        );
+        counter(
             "sluice_relay_evicted_streams_total",
             "Finished streams evicted to stay under the relay memory bound.",
             relay.evicted as u64,
@@ -109,6 +116,11 @@ impl Metrics {
             "sluice_relay_bytes",
             "Bytes held by replay logs (live and finished streams).",
             relay.bytes as u64,
+        );
+        gauge(
+            "sluice_relay_max_bytes",
+            "The relay memory bound (SLUICE_RELAY_MAX_TOTAL_BYTES, or its default).",
+            relay.max_bytes as u64,
         );
         gauge(
             "sluice_relay_live_bytes",

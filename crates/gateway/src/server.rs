@@ -146,6 +146,8 @@ pub async fn serve(
             crate::generation::drain(&state, grace).await;
         })
     };
+    let metrics = state.clone();
+    let metrics = &metrics.metrics;
     let router = crate::app::app(state);
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(MAX_CONN_WRITE_BUFFER);
@@ -159,7 +161,8 @@ pub async fn serve(
                 Err(e) => {
                     // Out of descriptors or memory for a moment: keep serving the connections
                     // we have, and try again shortly.
-                    tracing::warn!(error = %e, "accept failed");
+                    crate::metrics::inc(&metrics.accept_errors);
+                    tracing::warn!(error = %e, "accept failed; retrying in 50 ms");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

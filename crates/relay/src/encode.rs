@@ -629,8 +629,7 @@ mod tests {
                 }
                 let mut fast = BytesMut::new();
                 openai_delta(&mut fast, 9, &d, &head);
-                // The generic path, forced by an empty logprobs-free tool call list... the serde
-                // structs write the same chunk.
+                // The serializer's path for the same delta writes the same bytes.
                 let choices = [ChunkChoice {
                     index: d.choice,
                     delta: ChunkDelta {

@@ -1,42 +1,56 @@
 //! Stream IDs: 128 random bits, URL-safe base64 (22 characters). Holding the ID is what
 //! authorises reading a stream, because a browser's EventSource cannot send headers.
+//!
+//! Held inline (22 bytes, no heap): the registry keeps one in its map and one in its expiry
+//! queue for every retained stream, and tens of thousands of small strings would cost more than
+//! the answers' own text.
 
 use base64::Engine;
 use rand::RngCore;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamId(String);
+const LEN: usize = 22;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId([u8; LEN]);
 
 impl StreamId {
     pub fn random() -> Self {
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
-        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+        let mut id = [0u8; LEN];
+        // 16 bytes are exactly 22 base64 characters without padding.
+        let _ = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(bytes, &mut id);
+        Self(id)
     }
 
     /// Accepts only strings that could be an ID Sluice made (cheap rejection of junk paths).
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 22
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        .then(|| Self(s.to_owned()))
+        let b = s.as_bytes();
+        (b.len() == LEN
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_'))
+        .then(|| {
+            let mut id = [0u8; LEN];
+            id.copy_from_slice(b);
+            Self(id)
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII is ever stored (base64 alphabet, or checked by `parse`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
-/// Lets the registry look a stream up by the path's `&str` without allocating.
-impl std::borrow::Borrow<str> for StreamId {
-    fn borrow(&self) -> &str {
-        &self.0
+impl std::fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StreamId({})", self.as_str())
     }
 }
 
 impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -50,8 +64,13 @@ mod tests {
         let b = StreamId::random();
         assert_ne!(a, b);
         assert_eq!(a.as_str().len(), 22);
+        assert!(a
+            .as_str()
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
         assert_eq!(StreamId::parse(a.as_str()), Some(a));
         assert_eq!(StreamId::parse("../etc/passwd"), None);
         assert_eq!(StreamId::parse(""), None);
+        assert_eq!(StreamId::parse("é123456789012345678901"), None);
     }
 }

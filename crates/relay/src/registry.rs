@@ -51,6 +51,8 @@ pub struct Stats {
     pub bytes: usize,
     /// Bytes held by live streams.
     pub live_bytes: usize,
+    /// The global bound.
+    pub max_bytes: usize,
     pub evicted: usize,
     pub refused: usize,
     /// How long ago the oldest retained stream finished: the retention in effect.
@@ -102,7 +104,7 @@ impl Budget {
     /// Queues a finished stream for expiry and eviction.
     pub(crate) fn retain(&self, shared: &Shared) {
         if let Some(q) = &self.queue {
-            lock(q).push_back((Instant::now(), shared.id.clone()));
+            lock(q).push_back((Instant::now(), shared.id));
         }
     }
 
@@ -178,7 +180,7 @@ impl Registry {
         }
         let id = StreamId::random();
         let shared = Arc::new(Shared::new(
-            id.clone(),
+            id,
             Log::new(meta),
             include_usage,
             self.limits.max_stream_bytes,
@@ -191,8 +193,9 @@ impl Registry {
 
     /// A stream by ID, unless unknown or expired.
     pub fn get(&self, id: &str) -> Result<Handle, RelayError> {
+        let id = StreamId::parse(id).ok_or(RelayError::NotFound)?;
         let map = lock(&self.streams);
-        let shared = map.get(id).ok_or(RelayError::NotFound)?;
+        let shared = map.get(&id).ok_or(RelayError::NotFound)?;
         if shared
             .read()
             .finished_at()
@@ -228,6 +231,7 @@ impl Registry {
             finished: queue.len(),
             bytes: self.budget.total(),
             live_bytes: self.budget.live(),
+            max_bytes: self.limits.max_total_bytes,
             evicted: self.evicted.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             oldest_finished_age: queue.front().map(|(at, _)| at.elapsed()),
@@ -248,7 +252,7 @@ mod tests {
             ..Limits::default()
         });
         let w = r.create(Meta::default(), false).unwrap();
-        let id = w.id().clone();
+        let id = *w.id();
         assert!(r.get(id.as_str()).is_ok(), "live streams never expire");
         w.finish();
         assert_eq!(r.get(id.as_str()).unwrap_err(), RelayError::NotFound);
@@ -265,7 +269,7 @@ mod tests {
         });
         let mut old = r.create(Meta::default(), false).unwrap();
         old.push_delta(Delta::text(0, "x".repeat(2000)));
-        let old_id = old.id().clone();
+        let old_id = *old.id();
         old.finish();
         // The finished stream is evicted to make room.
         let mut live = r.create(Meta::default(), false).unwrap();

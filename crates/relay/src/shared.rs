@@ -18,8 +18,13 @@ use crate::log::Log;
 use crate::registry::Budget;
 use crate::StreamId;
 
-/// Bytes one stream costs beyond its log: this struct, its registry entry and ID.
-pub(crate) const STREAM_OVERHEAD: usize = std::mem::size_of::<Shared>() + 96;
+/// Bytes one stream costs beyond its log: this struct (and its `Arc`), its slot in the
+/// registry's map and in the expiry queue, each counted at twice its size for the slack of a
+/// growing hash table or ring buffer.
+pub(crate) const STREAM_OVERHEAD: usize = std::mem::size_of::<Shared>()
+    + 16
+    + 2 * std::mem::size_of::<(StreamId, usize)>()
+    + 2 * std::mem::size_of::<(Instant, StreamId)>();
 
 #[derive(Debug)]
 pub(crate) struct Shared {

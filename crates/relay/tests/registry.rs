@@ -17,7 +17,13 @@ fn fill(w: &mut Writer, n: usize) {
 #[test]
 fn stats_count_live_finished_and_bytes() {
     let r = Registry::new(Limits::default());
-    assert_eq!(r.stats(), Stats::default());
+    assert_eq!(
+        r.stats(),
+        Stats {
+            max_bytes: Limits::default().max_total_bytes,
+            ..Stats::default()
+        }
+    );
 
     let mut a = r.create(meta(), false).unwrap();
     let mut b = r.create(meta(), false).unwrap();
@@ -326,7 +332,7 @@ fn evicted_and_failed_streams_release_their_memory() {
     fresh.finish();
     assert_eq!(hlive.bytes(), finished_bytes(n_live));
     assert!(r.stats().bytes >= TOTAL);
-    let (live_id, fresh_id) = (hlive.id().clone(), hfresh.id().clone());
+    let (live_id, fresh_id) = (*hlive.id(), *hfresh.id());
     drop((hlive, hfresh));
     // Room again once finished streams can be evicted: the oldest goes, and that is enough.
     let again = r.create(meta(), false).unwrap();
@@ -363,7 +369,7 @@ async fn eviction_under_churn() {
         if live.len() > 4 || i % 3 == 0 {
             if let Some(mut w) = live.pop_front() {
                 w.record_finish(0, "stop");
-                finished_order.push(w.id().clone());
+                finished_order.push(*w.id());
                 w.finish();
             }
         }

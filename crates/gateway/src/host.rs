@@ -1,0 +1,193 @@
+//! What the machine lets Sluice use: the memory it may take (its cgroup's limit, else physical
+//! memory), from which the relay's default bound is derived, and the open-file limit, raised to
+//! the hard limit at start so that thousands of streams (two sockets each) fit.
+
+use std::io;
+
+/// The relay's default bound is this fraction of the memory Sluice may use...
+pub const RELAY_SHARE_DIVISOR: u64 = 8;
+/// ...but no more than this (about 150,000 finished 100-token answers)...
+pub const RELAY_DEFAULT_MAX_BYTES: u64 = 256 << 20;
+/// ...and no less than this.
+pub const RELAY_DEFAULT_MIN_BYTES: u64 = 16 << 20;
+
+/// The memory Sluice may use, and where that figure came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryLimit {
+    pub bytes: u64,
+    pub source: &'static str,
+}
+
+/// The cgroup's memory limit when one is set, else physical memory; `None` when neither can be
+/// read (not Linux, no /proc).
+pub fn memory_limit() -> Option<MemoryLimit> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    // The process's own group (a container sees its own as `/`), then the hierarchy's root.
+    let groups = read("/proc/self/cgroup").unwrap_or_default();
+    let candidates = [
+        (cgroup_path(&groups, "0::"), "/sys/fs/cgroup", "memory.max"),
+        (Some(String::new()), "/sys/fs/cgroup", "memory.max"),
+        (
+            cgroup_path(&groups, ":memory:"),
+            "/sys/fs/cgroup/memory",
+            "memory.limit_in_bytes",
+        ),
+        (
+            Some(String::new()),
+            "/sys/fs/cgroup/memory",
+            "memory.limit_in_bytes",
+        ),
+    ];
+    for (group, root, file) in candidates {
+        let Some(group) = group else { continue };
+        if let Some(bytes) = read(&format!("{root}{group}/{file}")).and_then(|t| parse_limit(&t)) {
+            return Some(MemoryLimit {
+                bytes,
+                source: if file == "memory.max" {
+                    "cgroup memory.max"
+                } else {
+                    "cgroup memory.limit_in_bytes"
+                },
+            });
+        }
+    }
+    read("/proc/meminfo")
+        .and_then(|t| parse_meminfo_total(&t))
+        .map(|bytes| MemoryLimit {
+            bytes,
+            source: "physical memory",
+        })
+}
+
+/// The relay bound when none is configured: an eighth of `limit`, within
+/// [`RELAY_DEFAULT_MIN_BYTES`]..=[`RELAY_DEFAULT_MAX_BYTES`].
+pub fn default_relay_bytes(limit: Option<&MemoryLimit>) -> u64 {
+    limit.map_or(RELAY_DEFAULT_MAX_BYTES, |l| {
+        (l.bytes / RELAY_SHARE_DIVISOR).clamp(RELAY_DEFAULT_MIN_BYTES, RELAY_DEFAULT_MAX_BYTES)
+    })
+}
+
+/// The path of the process's group in `/proc/self/cgroup`: the cgroup v2 line (`0::/path`,
+/// `marker` `0::`) or the v1 memory controller's (`4:memory:/path`, `marker` `:memory:`).
+fn cgroup_path(text: &str, marker: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| {
+            if marker == "0::" {
+                l.strip_prefix(marker)
+            } else {
+                l.find(marker).map(|at| &l[at + marker.len()..])
+            }
+        })
+        .map(|p| p.trim().trim_end_matches('/').to_owned())
+}
+
+/// A cgroup limit file: a byte count, or `max` (none). v1 writes "none" as a huge number.
+fn parse_limit(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let n: u64 = t.parse().ok()?;
+    (n > 0 && n < 1 << 60).then_some(n)
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes.
+fn parse_meminfo_total(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// The open-file limit before and after [`raise_open_files`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLimit {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft open-file limit to the hard limit: each stream holds two sockets, and the
+/// usual soft default (1024) would refuse connections at about 500 streams.
+pub fn raise_open_files() -> io::Result<FileLimit> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let cur = getrlimit(Resource::Nofile);
+    let soft_before = cur.current.unwrap_or(u64::MAX);
+    let hard = cur.maximum.unwrap_or(u64::MAX);
+    if cur.current == cur.maximum {
+        return Ok(FileLimit {
+            soft_before,
+            soft: soft_before,
+            hard,
+        });
+    }
+    let mut raised = cur;
+    raised.current = cur.maximum;
+    setrlimit(Resource::Nofile, raised).map_err(io::Error::from)?;
+    Ok(FileLimit {
+        soft_before,
+        soft: hard,
+        hard,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_and_meminfo_files() {
+        assert_eq!(parse_limit("max\n"), None);
+        assert_eq!(parse_limit("1073741824\n"), Some(1 << 30));
+        assert_eq!(
+            parse_limit("9223372036854771712\n"),
+            None,
+            "v1's 'no limit'"
+        );
+        assert_eq!(
+            parse_meminfo_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24_576_000 * 1024)
+        );
+        assert_eq!(parse_meminfo_total("MemFree: 1 kB\n"), None);
+        let groups = "4:memory:/process_api/9467\n1:cpu:/\n0::/system.slice/sluice.service\n";
+        assert_eq!(
+            cgroup_path(groups, "0::").as_deref(),
+            Some("/system.slice/sluice.service")
+        );
+        assert_eq!(
+            cgroup_path(groups, ":memory:").as_deref(),
+            Some("/process_api/9467")
+        );
+        assert_eq!(cgroup_path("0::/\n", "0::").as_deref(), Some(""));
+        assert_eq!(cgroup_path("1:cpu:/x\n", ":memory:"), None);
+    }
+
+    #[test]
+    fn default_bound_is_an_eighth_within_limits() {
+        let l = |gib: u64| MemoryLimit {
+            bytes: gib << 30,
+            source: "test",
+        };
+        assert_eq!(default_relay_bytes(Some(&l(1))), 128 << 20);
+        assert_eq!(default_relay_bytes(Some(&l(24))), 256 << 20);
+        assert_eq!(
+            default_relay_bytes(Some(&MemoryLimit {
+                bytes: 64 << 20,
+                source: "test"
+            })),
+            16 << 20
+        );
+        assert_eq!(default_relay_bytes(None), 256 << 20);
+    }
+
+    #[test]
+    fn this_machine_has_a_memory_figure_and_a_file_limit() {
+        let m = memory_limit().expect("Linux has /proc/meminfo");
+        assert!(m.bytes > 64 << 20, "{m:?}");
+        let f = raise_open_files().expect("raising to the hard limit is allowed");
+        assert_eq!(f.soft, f.hard);
+        assert!(f.soft >= f.soft_before);
+    }
+}
