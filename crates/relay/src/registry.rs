@@ -220,6 +220,14 @@ impl Registry {
                 n += usize::from(map.remove(&id).is_some());
             }
         }
+        // After a burst the table and the queue keep their peak capacity (a few MB per 100,000
+        // streams); give it back once they are mostly empty.
+        if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+            map.shrink_to_fit();
+        }
+        if queue.capacity() > 1024 && queue.len() < queue.capacity() / 4 {
+            queue.shrink_to_fit();
+        }
         n
     }
 
