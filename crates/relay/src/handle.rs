@@ -1,7 +1,6 @@
 //! The read side of one generation: what a request that found the stream by its ID may do with
 //! it. Attach readers from any position, cancel it, look at how it ended.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,7 +34,7 @@ impl Handle {
     /// Asks the writer to stop (the stop button). Readers then see `done` with
     /// `finish_reason` `cancelled`, written by the writer once the upstream is dropped.
     pub fn cancel(&self) {
-        self.shared.cancel.cancel();
+        self.shared.cancel();
     }
 
     pub fn is_finished(&self) -> bool {
@@ -53,7 +52,7 @@ impl Handle {
 
     /// Readers attached now.
     pub fn reader_count(&self) -> usize {
-        *self.shared.readers.borrow()
+        self.shared.reader_count()
     }
 
     /// Bytes this stream holds, as counted against the memory bounds.
@@ -84,7 +83,8 @@ impl Handle {
     /// A reader from the first event, which the first reader of a stream always gets (the
     /// reader limit applies to those that come later).
     pub fn reader(&self, format: Format) -> Reader {
-        self.attach(0, 0, format)
+        self.shared.add_reader(None);
+        Reader::new(self.shared.clone(), 0, 0, format)
     }
 
     /// A reader of the events after `after`, as numbered in `format`.
@@ -98,7 +98,7 @@ impl Handle {
         if finished && after == last {
             return Err(RelayError::AtEnd(after));
         }
-        if self.reader_count() >= self.shared.max_readers {
+        if !self.shared.add_reader(Some(self.shared.max_readers)) {
             return Err(RelayError::TooManyReaders(self.shared.max_readers));
         }
         // Resuming inside the OpenAI end: start at the terminal event, skipping what was seen.
@@ -107,12 +107,6 @@ impl Handle {
         } else {
             (after, 0)
         };
-        Ok(self.attach(pos, skip, format))
-    }
-
-    fn attach(&self, pos: u64, skip: u64, format: Format) -> Reader {
-        self.shared.had_reader.store(true, Ordering::Release);
-        self.shared.readers.send_modify(|n| *n += 1);
-        Reader::new(self.shared.clone(), pos, skip, format)
+        Ok(Reader::new(self.shared.clone(), pos, skip, format))
     }
 }

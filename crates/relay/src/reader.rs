@@ -196,9 +196,7 @@ impl Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        self.shared
-            .readers
-            .send_modify(|n| *n = n.saturating_sub(1));
+        self.shared.remove_reader();
     }
 }
 

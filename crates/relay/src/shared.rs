@@ -9,10 +9,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::log::Log;
 use crate::registry::Budget;
@@ -35,10 +34,14 @@ pub(crate) struct Shared {
     /// The log length readers have been woken for.
     published: AtomicU64,
     wakers: Mutex<Vec<Waker>>,
-    /// Readers attached now; the writer watches it for the grace period.
-    pub(crate) readers: watch::Sender<usize>,
+    /// Readers attached now; the writer watches it for the grace period. An atomic and a
+    /// `Notify` (no heap) rather than a watch channel and a cancellation token (about 600 bytes
+    /// of heap per stream, for every answer kept).
+    readers: AtomicUsize,
+    /// Told whenever `readers` or `cancelled` changes.
+    changed: Notify,
     pub(crate) had_reader: AtomicBool,
-    pub(crate) cancel: CancellationToken,
+    cancelled: AtomicBool,
     pub(crate) max_readers: usize,
     pub(crate) max_bytes: usize,
     /// Heap bytes of the log last reported to the budget.
@@ -64,9 +67,10 @@ impl Shared {
             log: RwLock::new(log),
             published: AtomicU64::new(0),
             wakers: Mutex::new(Vec::new()),
-            readers: watch::Sender::new(0),
+            readers: AtomicUsize::new(0),
+            changed: Notify::new(),
             had_reader: AtomicBool::new(false),
-            cancel: CancellationToken::new(),
+            cancelled: AtomicBool::new(false),
             max_readers,
             max_bytes,
             counted: AtomicUsize::new(counted),
@@ -131,6 +135,79 @@ impl Shared {
 
     fn lock_wakers(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
         self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn reader_count(&self) -> usize {
+        self.readers.load(Ordering::Acquire)
+    }
+
+    /// Counts a new reader, unless `cap` readers are attached already.
+    pub(crate) fn add_reader(&self, cap: Option<usize>) -> bool {
+        let added = self
+            .readers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                cap.is_none_or(|c| n < c).then_some(n + 1)
+            })
+            .is_ok();
+        if added {
+            self.had_reader.store(true, Ordering::Release);
+            self.changed.notify_waiters();
+        }
+        added
+    }
+
+    pub(crate) fn remove_reader(&self) {
+        let _ = self
+            .readers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn cancel(&self) {
+        if !self.cancelled.swap(true, Ordering::AcqRel) {
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`cancel`](Self::cancel) has been called.
+    pub(crate) async fn until_cancelled(&self) {
+        loop {
+            // Armed before the check, so a cancel in between is never missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Resolves once the stream has had no reader for `grace` (at least `first_wait` while no
+    /// reader has come yet); any reader arriving or leaving starts the wait again.
+    pub(crate) async fn until_abandoned(&self, grace: Duration, first_wait: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.reader_count() == 0 {
+                let wait = if self.had_reader.load(Ordering::Acquire) {
+                    grace
+                } else {
+                    grace.max(first_wait)
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => return,
+                    () = changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
     }
 
     pub(crate) fn is_finished(&self) -> bool {

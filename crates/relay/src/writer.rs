@@ -4,7 +4,6 @@
 //! nobody writes.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,11 +193,12 @@ impl Writer {
     /// Resolves when a reader's side asks the stream to stop (the stop button). Owns what it
     /// needs, so the writer stays free to append while it is pending.
     pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.shared.cancel.clone().cancelled_owned()
+        let shared = self.shared.clone();
+        async move { shared.until_cancelled().await }
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.shared.cancel.is_cancelled()
+        self.shared.is_cancelled()
     }
 
     /// Resolves once the stream has had no reader for `grace` (counted from creation, and at
@@ -206,23 +206,7 @@ impl Writer {
     /// [`cancelled`](Self::cancelled).
     pub fn abandoned(&self, grace: Duration) -> impl Future<Output = ()> + Send + 'static {
         let shared = self.shared.clone();
-        async move {
-            let mut rx = shared.readers.subscribe();
-            loop {
-                if rx.wait_for(|n| *n == 0).await.is_err() {
-                    return;
-                }
-                let wait = if shared.had_reader.load(Ordering::Acquire) {
-                    grace
-                } else {
-                    grace.max(FIRST_READER_WAIT)
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => return,
-                    r = rx.changed() => if r.is_err() { return },
-                }
-            }
-        }
+        async move { shared.until_abandoned(grace, FIRST_READER_WAIT).await }
     }
 }
 
