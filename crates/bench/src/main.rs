@@ -8,7 +8,7 @@ use sluice_bench::cli::{Cli, Command};
 /// The allocator the `sluice` binary uses: for `sluice-bench mock-upstream`, so that it costs
 /// what `sluice mock-upstream` costs, and it keeps the load generator lean as well.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
