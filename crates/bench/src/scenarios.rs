@@ -356,14 +356,10 @@ impl Suite {
         let mut lines = Vec::new();
         let mut added = Vec::new();
         for spec in &specs {
-            let at_c: Vec<&Row> = rows
-                .iter()
-                .filter(|r| r.concurrency == spec.concurrency)
-                .collect();
-            let Some(direct) = at_c.iter().find(|r| r.target == "direct") else {
+            let Some((direct, others)) = versus_direct(&rows, spec.concurrency) else {
                 continue;
             };
-            for r in at_c.iter().filter(|r| r.target != "direct") {
+            for r in others {
                 let (p50, p99) = (
                     r.ttft_ms.p50 - direct.ttft_ms.p50,
                     r.ttft_ms.p99 - direct.ttft_ms.p99,
@@ -433,14 +429,10 @@ impl Suite {
         print!("{}", report::table(&rows));
         let mut lines = Vec::new();
         for spec in &specs {
-            let at_c: Vec<&Row> = rows
-                .iter()
-                .filter(|r| r.concurrency == spec.concurrency)
-                .collect();
-            let Some(direct) = at_c.iter().find(|r| r.target == "direct") else {
+            let Some((direct, others)) = versus_direct(&rows, spec.concurrency) else {
                 continue;
             };
-            for r in at_c.iter().filter(|r| r.target != "direct") {
+            for r in others {
                 let gw = r.gateway();
                 lines.push(format!(
                     "ratio {}/direct throughput C={}: tokens/s x{:.3} ({} {:.0}/s, direct {:.0}/s); {} CPU {} ms/stream, {} µs/token; {} RSS {} MiB (idle→peak); errors {} vs {}",
@@ -657,6 +649,13 @@ impl Suite {
             extra,
         })
     }
+}
+
+/// The direct row at concurrency `c`, and every other target's row there.
+fn versus_direct(rows: &[Row], c: usize) -> Option<(&Row, impl Iterator<Item = &Row>)> {
+    let at_c = move || rows.iter().filter(move |r| r.concurrency == c);
+    let direct = at_c().find(|r| r.target == "direct")?;
+    Some((direct, at_c().filter(|r| r.target != "direct")))
 }
 
 fn fmt(v: Option<f64>, prec: usize) -> String {
