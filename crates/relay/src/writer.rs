@@ -22,6 +22,8 @@ pub struct Writer {
     /// Appends wake readers only when no [`Batch`] is open.
     batching: bool,
     ended: bool,
+    /// Events in the log: the writer is its only appender, so it knows without a lock.
+    len: u64,
 }
 
 /// Appends made while this guard lives wake readers once, when it drops: a producer holding
@@ -47,8 +49,7 @@ impl std::ops::DerefMut for Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.writer.batching = false;
-        let len = self.writer.shared.read().len();
-        self.writer.shared.publish(len);
+        self.writer.shared.publish(self.writer.len);
     }
 }
 
@@ -58,6 +59,7 @@ impl Writer {
             shared,
             batching: false,
             ended: false,
+            len: 0,
         }
     }
 
@@ -110,15 +112,15 @@ impl Writer {
                 code: Some("stream_too_large".into()),
             };
             drop(log);
-            self.end(Event::Failed(f));
+            self.end(|_| Event::Failed(f));
             return false;
         }
         log.push_delta(d);
-        let len = log.len();
+        self.len = log.len();
         self.shared.recount(&log);
         drop(log);
         if !self.batching {
-            self.shared.publish(len);
+            self.shared.publish(self.len);
         }
         true
     }
@@ -139,7 +141,7 @@ impl Writer {
 
     /// The id of the last event so far (0 before the first).
     pub fn last_id(&self) -> u64 {
-        self.shared.read().len()
+        self.len
     }
 
     /// Ends the stream successfully: `done` with the recorded finishes and usage.
@@ -154,7 +156,7 @@ impl Writer {
 
     /// Ends the stream with an error.
     pub fn fail(mut self, failure: Failure) {
-        self.end(Event::Failed(failure));
+        self.end(|_| Event::Failed(failure));
     }
 
     /// The final event, once the stream has ended (after the memory bound failed it).
@@ -163,26 +165,24 @@ impl Writer {
     }
 
     fn end_done(&mut self, open_reason: Option<&str>) {
-        if self.ended {
-            return;
-        }
-        let done = self.shared.write().done(open_reason);
-        self.end(Event::Done(done));
+        self.end(|log| Event::Done(log.done(open_reason)));
     }
 
-    fn end(&mut self, event: Event) {
+    /// Appends the terminal event `make` builds from the log, under one lock, once.
+    fn end(&mut self, make: impl FnOnce(&mut Log) -> Event) {
         if self.ended {
             return;
         }
         self.ended = true;
         let mut log = self.shared.write();
+        let event = make(&mut log);
         log.push_terminal(event);
-        let len = log.len();
+        self.len = log.len();
         self.shared.recount(&log);
         drop(log);
         self.shared.budget.retain(&self.shared);
         // The terminal event always wakes readers: nothing may wait on a finished stream.
-        self.shared.publish(len);
+        self.shared.publish(self.len);
     }
 
     /// True once the stream has ended (here, or by the memory bound).
