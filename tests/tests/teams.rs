@@ -611,7 +611,13 @@ async fn models_permissions_and_headers_on_every_team_response() {
             &[&other],
             "models = [\"gpt-*\", \"dead-*\"]\ntokens_per_minute = 5000",
         );
-    let (s, _) = start(&toml, &[("SLUICE_MAX_BODY_BYTES", "1000")]);
+    let (s, _) = start(
+        &toml,
+        &[
+            ("SLUICE_MAX_BODY_BYTES", "1000"),
+            ("SLUICE_CORS_ORIGINS", "http://example.com"),
+        ],
+    );
     let list = get_json(&s, &demo.key, "/v1/models").await;
     let ids: Vec<&str> = list["data"]
         .as_array()
@@ -703,7 +709,7 @@ async fn models_permissions_and_headers_on_every_team_response() {
         assert_eq!(hs["x-ratelimit-limit-tokens"], limit);
         let _ = r.bytes().await;
     }
-    // CORS lets a browser read them.
+    // CORS (for a configured origin) lets a browser read them.
     let r = c
         .get(s.url("/v1/models"))
         .bearer_auth(k)

@@ -7,7 +7,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::metrics::inc;
@@ -30,8 +30,32 @@ pub fn app(state: AppState) -> Router {
         .route("/{file}", get(web::asset))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics));
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
+    authed
+        .merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(TraceLayer::new_for_http())
+        .layer(cors(&state.settings.cors_origins))
+        // Outermost: a foreign origin or host learns nothing else, preflights included.
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// CORS for the configured origins only; with none configured, no `Access-Control-*` header is
+/// ever sent (and `guard` refuses foreign origins before this layer).
+fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    if origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers(Any)
         .expose_headers([
@@ -44,15 +68,20 @@ pub fn app(state: AppState) -> Router {
             HeaderName::from_static("x-ratelimit-remaining-tokens"),
             HeaderName::from_static("x-ratelimit-reset-tokens"),
         ]);
-    authed
-        .merge(open)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), count))
-        .layer(TraceLayer::new_for_http())
-        .layer(cors)
-        .with_state(state)
+    tower::util::Either::Left(layer)
+}
+
+/// Refuses foreign web origins and, in open mode, foreign host names (see `crate::origin`).
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match crate::origin::check(
+        &state.settings,
+        state.access.open_mode(),
+        req.headers(),
+        req.uri(),
+    ) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {

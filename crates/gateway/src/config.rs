@@ -88,6 +88,16 @@ pub struct FileConfig {
     /// Length of the window that teams' "per minute" limits apply to (default 60; tests use a
     /// few seconds). Also `SLUICE_RATE_LIMIT_WINDOW_SECS`.
     pub rate_limit_window_secs: Option<u64>,
+    /// Origins (`scheme://host[:port]`) whose pages may call the gateway, with CORS. Unset:
+    /// no CORS, and only the gateway's own page may send an `Origin`. Also
+    /// `SLUICE_CORS_ORIGINS` (comma-separated).
+    pub cors_origins: Option<Vec<String>>,
+    /// `Host` names accepted in open mode besides loopback names (a proxy's public name).
+    /// Also `SLUICE_ALLOWED_HOSTS` (comma-separated).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// SHA-256 hashes of keys that may read `/metrics` from a non-loopback address when teams
+    /// are configured.
+    pub metrics_api_keys_sha256: Option<Vec<String>>,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
@@ -170,6 +180,12 @@ pub struct Settings {
     pub rate_limit_window: Duration,
     /// The file the settings came from, for reloading teams.
     pub config_path: Option<String>,
+    /// Origins allowed to call with CORS, normalised (`*` = any); empty = CORS off.
+    pub cors_origins: Vec<String>,
+    /// Extra `Host` names accepted in open mode, lower case.
+    pub allowed_hosts: Vec<String>,
+    /// Hashes of the keys that may read `/metrics` remotely in team mode, lower-case hex.
+    pub metrics_keys_sha256: Vec<String>,
 }
 
 /// Reads and parses a TOML config file.
@@ -424,7 +440,33 @@ impl Settings {
             teams: file.teams.clone(),
             rate_limit_window: secs(window),
             config_path: None,
+            cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            metrics_keys_sha256: Vec::new(),
         };
+        s.cors_origins = match var(vars, "SLUICE_CORS_ORIGINS") {
+            Some(v) => parse_origins("SLUICE_CORS_ORIGINS", split_list(v))?,
+            None => parse_origins(
+                "cors_origins",
+                file.cors_origins.clone().unwrap_or_default(),
+            )?,
+        };
+        s.allowed_hosts = match var(vars, "SLUICE_ALLOWED_HOSTS") {
+            Some(v) => parse_hosts("SLUICE_ALLOWED_HOSTS", split_list(v))?,
+            None => parse_hosts(
+                "allowed_hosts",
+                file.allowed_hosts.clone().unwrap_or_default(),
+            )?,
+        };
+        for (j, h) in file.metrics_api_keys_sha256.iter().flatten().enumerate() {
+            if !is_sha256_hex(h) {
+                return Err(ConfigError::new(
+                    format!("metrics_api_keys_sha256[{j}]"),
+                    "must be 64 hex characters: the SHA-256 of a key, never the key itself",
+                ));
+            }
+            s.metrics_keys_sha256.push(h.to_ascii_lowercase());
+        }
         if s.stream_max_readers == 0 {
             return Err(ConfigError::new(
                 if var(vars, "SLUICE_STREAM_MAX_READERS").is_some() {
@@ -547,6 +589,59 @@ fn resolve_providers(
     Ok(out)
 }
 
+fn is_sha256_hex(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Origins as browsers serialise them: `scheme://host[:port]`, lower case, no path, no default
+/// port; or `*` for any origin.
+fn parse_origins(key: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    list.into_iter()
+        .map(|o| {
+            crate::origin::normalize_origin(&o).ok_or_else(|| {
+                ConfigError::new(
+                    key,
+                    format!(
+                        "'{o}' is not an origin: write scheme://host[:port] (e.g. https://chat.example.com), or * for any"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Host names (optionally with `:port`), lower case.
+fn parse_hosts(key: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    list.into_iter()
+        .map(|h| {
+            let lower = h.trim().to_ascii_lowercase();
+            let ok = !lower.is_empty()
+                && lower.len() <= 253
+                && lower
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_*".contains(&b));
+            if ok {
+                Ok(lower)
+            } else {
+                Err(ConfigError::new(
+                    key,
+                    format!(
+                        "'{h}' is not a host name (e.g. chat.example.com or chat.example.com:8443)"
+                    ),
+                ))
+            }
+        })
+        .collect()
+}
+
 pub fn validate_teams(teams: &[TeamConfig]) -> Result<(), ConfigError> {
     let mut names = Vec::new();
     let mut hashes: Vec<&str> = Vec::new();
@@ -569,7 +664,7 @@ pub fn validate_teams(teams: &[TeamConfig]) -> Result<(), ConfigError> {
             ));
         }
         for (j, h) in t.api_keys_sha256.iter().enumerate() {
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !is_sha256_hex(h) {
                 return Err(ConfigError::new(
                     format!("teams[{i}].api_keys_sha256[{j}]"),
                     "must be 64 hex characters: the SHA-256 of a key, never the key itself",

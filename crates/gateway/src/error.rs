@@ -18,6 +18,15 @@ pub enum GatewayError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A web page of another origin (see `crate::origin`).
+    #[error("{0}")]
+    ForeignOrigin(String),
+    /// A `Host` the gateway does not answer to in open mode (DNS rebinding).
+    #[error("{0}")]
+    MisdirectedHost(String),
+    /// `/metrics` asked for from elsewhere than loopback without a metrics key.
+    #[error("{0}")]
+    MetricsForbidden(String),
     #[error("The model '{0}' does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("{0}")]
@@ -60,7 +69,10 @@ impl GatewayError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::ForeignOrigin(_) | Self::MetricsForbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,6 +115,19 @@ fn parts(e: &GatewayError) -> (String, Option<String>, Option<String>) {
         GatewayError::Forbidden(_) => {
             ("invalid_request_error".into(), s("model_not_allowed"), None)
         }
+        GatewayError::ForeignOrigin(_) => (
+            "invalid_request_error".into(),
+            s("origin_not_allowed"),
+            None,
+        ),
+        GatewayError::MisdirectedHost(_) => {
+            ("invalid_request_error".into(), s("host_not_allowed"), None)
+        }
+        GatewayError::MetricsForbidden(_) => (
+            "invalid_request_error".into(),
+            s("metrics_not_allowed"),
+            None,
+        ),
         GatewayError::ModelNotFound(_) => (
             "invalid_request_error".into(),
             s("model_not_found"),

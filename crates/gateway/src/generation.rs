@@ -47,7 +47,7 @@ pub async fn start(
         .map_or(0, |d| d.as_secs());
     let mut writer = state
         .registry
-        .create(
+        .create_owned(
             Meta {
                 id: String::new(),
                 model: req.model.clone(),
@@ -55,6 +55,7 @@ pub async fn start(
                 system_fingerprint: None,
             },
             req.include_usage,
+            admission.team(),
         )
         .map_err(|_| {
             GatewayError::Unavailable("the relay is at its memory limit; try again shortly".into())
@@ -152,7 +153,7 @@ async fn pump(
             _ = &mut cancelled => break End::Cancelled,
             _ = &mut shutdown => break End::Shutdown,
             _ = &mut abandoned => {
-                tracing::info!(stream = %writer.id(), "no reader for the grace period: cancelling the upstream");
+                tracing::info!(stream = %writer.id().log_tag(), "no reader for the grace period: cancelling the upstream");
                 break End::Cancelled;
             }
             item = next_or_panic(&mut upstream) => {
@@ -210,7 +211,7 @@ async fn pump(
         }
         End::Refused => inc(&state.metrics.streams_failed),
         End::Failed(e) => {
-            tracing::warn!(stream = %writer.id(), error = %e, "upstream stream failed");
+            tracing::warn!(stream = %writer.id().log_tag(), error = %e, "upstream stream failed");
             writer.fail(failure(&e));
             inc(&state.metrics.streams_failed);
         }

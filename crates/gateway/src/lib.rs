@@ -23,6 +23,8 @@ pub mod host;
 pub mod keys;
 /// Counters for `GET /metrics` (Prometheus text).
 pub mod metrics;
+/// Which web origins and host names may reach the gateway (CSRF and DNS rebinding).
+pub mod origin;
 /// The HTTP handlers.
 pub mod routes;
 /// Which provider serves which model.

@@ -157,7 +157,7 @@ pub async fn serve(
         let tcp = tokio::select! {
             _ = token.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors or memory for a moment: keep serving the connections
                     // we have, and try again shortly.
@@ -168,10 +168,13 @@ pub async fn serve(
                 }
             },
         };
+        let (tcp, peer) = tcp;
         let (io, hint) = Conn::new(tcp);
         let router = router.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(hint.clone());
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             router.clone().oneshot(req.map(axum::body::Body::new))
         });
         let conn = builder

@@ -23,6 +23,11 @@ impl Handle {
         &self.shared.id
     }
 
+    /// Who started the stream, as given to [`crate::Registry::create_owned`].
+    pub fn owner(&self) -> Option<&str> {
+        self.shared.owner.as_deref()
+    }
+
     pub fn include_usage(&self) -> bool {
         self.shared.include_usage
     }

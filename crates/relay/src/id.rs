@@ -36,6 +36,12 @@ impl StreamId {
         })
     }
 
+    /// The first characters only, for log lines: the whole ID is a read capability, and a log
+    /// reader should not gain one. Six characters are enough to tell streams apart in a log.
+    pub fn log_tag(&self) -> &str {
+        self.as_str().get(..6).unwrap_or_default()
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever stored (base64 alphabet, or checked by `parse`).
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -44,7 +50,8 @@ impl StreamId {
 
 impl std::fmt::Debug for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "StreamId({})", self.as_str())
+        // Debug output ends up in logs: never the whole ID.
+        write!(f, "StreamId({}…)", self.log_tag())
     }
 }
 
@@ -72,5 +79,14 @@ mod tests {
         assert_eq!(StreamId::parse("../etc/passwd"), None);
         assert_eq!(StreamId::parse(""), None);
         assert_eq!(StreamId::parse("é123456789012345678901"), None);
+    }
+
+    #[test]
+    fn logs_get_a_prefix_never_the_whole_id() {
+        let a = StreamId::random();
+        assert_eq!(a.log_tag(), &a.as_str()[..6]);
+        let debug = format!("{a:?}");
+        assert!(debug.contains(a.log_tag()));
+        assert!(!debug.contains(a.as_str()), "{debug}");
     }
 }

@@ -44,6 +44,7 @@ pub fn standalone(meta: Meta, include_usage: bool) -> Writer {
         usize::MAX,
         usize::MAX,
         registry::Budget::standalone(),
+        None,
     ));
     Writer::new(shared)
 }

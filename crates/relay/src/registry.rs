@@ -160,6 +160,17 @@ impl Registry {
     /// the global bound is reached, or refusing with [`RelayError::Full`] if live streams alone
     /// hold it.
     pub fn create(&self, meta: Meta, include_usage: bool) -> Result<Writer, RelayError> {
+        self.create_owned(meta, include_usage, None)
+    }
+
+    /// [`Registry::create`] for a stream that belongs to `owner` (a team): the gateway lets
+    /// only its owner cancel it (see [`Handle::owner`]).
+    pub fn create_owned(
+        &self,
+        meta: Meta,
+        include_usage: bool,
+        owner: Option<Arc<str>>,
+    ) -> Result<Writer, RelayError> {
         let mut map = lock(&self.streams);
         if self.budget.total() >= self.limits.max_total_bytes {
             let mut queue = self.budget.queue();
@@ -186,6 +197,7 @@ impl Registry {
             self.limits.max_stream_bytes,
             self.limits.max_readers_per_stream,
             self.budget.clone(),
+            owner,
         ));
         map.insert(id, shared.clone());
         Ok(Writer::new(shared))
@@ -252,6 +264,17 @@ mod tests {
     use super::*;
     use crate::event::Delta;
     use crate::Format;
+
+    #[test]
+    fn a_stream_knows_its_owner() {
+        let r = Registry::new(Limits::default());
+        let w = r
+            .create_owned(Meta::default(), false, Some("team-a".into()))
+            .unwrap();
+        assert_eq!(r.get(w.id().as_str()).unwrap().owner(), Some("team-a"));
+        let w = r.create(Meta::default(), false).unwrap();
+        assert_eq!(r.get(w.id().as_str()).unwrap().owner(), None);
+    }
 
     #[test]
     fn expired_streams_are_gone() {

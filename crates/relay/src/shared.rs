@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) id: StreamId,
     pub(crate) include_usage: bool,
     pub(crate) created: Instant,
+    /// Who started it (a team name), if anyone: only they may cancel it.
+    pub(crate) owner: Option<Arc<str>>,
     log: RwLock<Log>,
     /// The log length readers have been woken for.
     published: AtomicU64,
@@ -57,6 +59,7 @@ impl Shared {
         max_bytes: usize,
         max_readers: usize,
         budget: Arc<Budget>,
+        owner: Option<Arc<str>>,
     ) -> Self {
         let counted = STREAM_OVERHEAD + log.heap_bytes();
         budget.charge_live(counted as isize);
@@ -64,6 +67,7 @@ impl Shared {
             id,
             include_usage,
             created: Instant::now(),
+            owner,
             log: RwLock::new(log),
             published: AtomicU64::new(0),
             wakers: Mutex::new(Vec::new()),

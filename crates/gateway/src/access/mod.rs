@@ -62,7 +62,7 @@ use serde_json::{json, Value};
 
 use crate::config::TeamConfig;
 use crate::error::GatewayError;
-pub use auth::AuthProblem;
+pub use auth::{presented_key, AuthProblem};
 pub use limits::{LimitStatus, LimitStore, MemoryStore, TeamLimits};
 pub use usage::{LimitKind, TeamUsage, UsageBook};
 
@@ -114,6 +114,13 @@ impl Admission {
     pub fn settle_cut_short(self, deltas: u64) {
         let prompt = self.charge.as_ref().map_or(0, |c| c.prompt_estimate);
         self.settle(prompt, deltas);
+    }
+}
+
+impl Admission {
+    /// The team the request was admitted for (`None` in open mode): the owner of its stream.
+    pub fn team(&self) -> Option<Arc<str>> {
+        self.charge.as_ref().map(|c| c.team.name.clone())
     }
 }
 

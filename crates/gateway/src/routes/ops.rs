@@ -1,16 +1,35 @@
 //! `GET /healthz` and `GET /metrics`.
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use std::net::SocketAddr;
 
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use subtle::ConstantTimeEq;
+
+use crate::error::GatewayError;
 use crate::state::AppState;
 
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text. With teams it names every team and its usage, so it is served only to a
+/// client on the loopback interface that did not come through a proxy, or to a key listed in
+/// `metrics_api_keys_sha256`. In open mode there is nothing private in it.
+pub async fn metrics(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.access.open_mode() && !metrics_allowed(&state, peer.map(|p| p.0 .0), &headers) {
+        return GatewayError::MetricsForbidden(
+            "metrics are served to loopback clients, or with a key listed in metrics_api_keys_sha256"
+                .into(),
+        )
+        .into_response();
+    }
     let body = state
         .metrics
         .render(state.registry.stats(), &state.access.render_metrics());
@@ -21,4 +40,28 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         body,
     )
+        .into_response()
+}
+
+fn metrics_allowed(state: &AppState, peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
+    // A proxy on the same machine makes every client look local; its forwarding headers give
+    // it away.
+    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| headers.contains_key(*h));
+    if !proxied && peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) {
+        return true;
+    }
+    let Ok(key) = crate::access::presented_key(headers) else {
+        return false;
+    };
+    let digest = crate::keys::sha256(key);
+    let mut found = subtle::Choice::from(0);
+    for hex_hash in &state.settings.metrics_keys_sha256 {
+        let mut h = [0u8; 32];
+        if hex::decode_to_slice(hex_hash, &mut h).is_ok() {
+            found |= h[..].ct_eq(&digest[..]);
+        }
+    }
+    bool::from(found)
 }

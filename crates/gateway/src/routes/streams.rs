@@ -124,14 +124,18 @@ pub async fn events(
     }
 }
 
+/// Only the team that started a stream may cancel it; to another team it does not exist
+/// (404, the same answer as for an unknown ID, so IDs cannot be probed).
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
-    let handle = state
-        .registry
-        .get(&id)
-        .map_err(|_| GatewayError::NotFound(format!("stream '{id}' not found or expired")))?;
+    let not_found = || GatewayError::NotFound(format!("stream '{id}' not found or expired"));
+    let handle = state.registry.get(&id).map_err(|_| not_found())?;
+    if handle.owner().is_some() && handle.owner() != caller.team_name() {
+        return Err(not_found());
+    }
     let was_live = !handle.is_finished();
     handle.cancel();
     Ok((
