@@ -92,21 +92,35 @@ async function loadModels() {
 
 // ---- status line ----
 
-function statusText(a) {
-  if (!a) return 'ready';
-  const parts = [a.state];
-  if (a.tFirst != null) parts.push(`first token ${Math.round(a.tFirst - a.t0)} ms`);
+/** The status line in three pieces: before the token rate, the rate, after it. */
+function statusParts(a) {
+  if (!a) return ['ready', '', ''];
+  let head = a.state;
+  if (a.tFirst != null) head += ` · first token ${Math.round(a.tFirst - a.t0)} ms`;
   const tokens = a.usageTokens != null ? a.usageTokens : a.count;
   const end = a.tEnd != null ? a.tEnd : performance.now();
+  let rate = '';
   if (a.tFirst != null && tokens > 1 && end - a.tFirst > 50) {
-    parts.push(`${(tokens / ((end - a.tFirst) / 1000)).toFixed(1)} tok/s`);
+    rate = ` · ${(tokens / ((end - a.tFirst) / 1000)).toFixed(1)} tok/s`;
   }
-  if (a.reconnects) parts.push(`resumed ${a.reconnects}×`);
-  return parts.join(' · ');
+  return [head, rate, a.reconnects ? ` · resumed ${a.reconnects}×` : ''];
 }
+
+// #status is the page's live region (aria-live="polite"), announced when the state or the
+// first-token time changes -- not the answer, which would be read token by token. While an
+// answer streams its token rate changes every frame, so the rate sits in an aria-hidden span;
+// once the answer has ended it joins the announced text.
+const statusHead = document.createTextNode('');
+const statusRate = h('span', 'rate');
+statusRate.setAttribute('aria-hidden', 'true');
+const statusTail = document.createTextNode('');
+statusEl.replaceChildren(statusHead, statusRate, statusTail);
 function paintStatus() {
-  const t = statusText(last);
-  if (statusEl.textContent !== t) statusEl.textContent = t;
+  let [head, rate, tail] = statusParts(last);
+  if (!last || last.tEnd != null) { head += rate; rate = ''; }
+  if (statusHead.data !== head) statusHead.data = head;
+  if (statusRate.textContent !== rate) statusRate.textContent = rate;
+  if (statusTail.data !== tail) statusTail.data = tail;
 }
 function setState(a, state) {
   a.state = state;
@@ -122,18 +136,35 @@ const toBottom = () => { log.scrollTop = log.scrollHeight; };
 function schedule() {
   if (!frame) frame = requestAnimationFrame(flush);
 }
-function flush() {
+// `force`: the answer ended, paint everything now (a requestAnimationFrame call passes a number).
+function flush(force) {
   if (frame) cancelAnimationFrame(frame);
   frame = 0;
   if (!last) return;
   const stick = nearBottom();
-  paintAnswer(last);
+  const behind = paintAnswer(last, force === true);
   paintStatus();
   if (stick) toBottom();
+  if (behind) schedule();
 }
 
-function paintAnswer(a) {
-  if (a.shown !== a.raw) { render(a.content, a.raw); a.shown = a.raw; }
+// Rendering costs about the last block of the answer (markdown.js re-parses only what can
+// still change), but one huge block -- a long code listing, a wall of text -- is re-rendered
+// whole. So after a render that took t ms the next one waits 3t: rendering never takes more
+// than about a quarter of the main thread, however long the answer grows.
+const RENDER_SHARE = 3;
+
+/** Paints what changed; true if the text is still behind (rendering was deferred). */
+function paintAnswer(a, force) {
+  let behind = false;
+  if (a.shown.length !== a.raw.length || a.shown !== a.raw) {
+    const t0 = performance.now();
+    if (force || t0 >= a.nextRender) {
+      renderText(a);
+      const t1 = performance.now();
+      a.nextRender = t1 + Math.min(RENDER_SHARE * (t1 - t0), 2000);
+    } else behind = true;
+  }
   if (a.shownThinking !== a.thinking) {
     a.thinkingBox.hidden = !a.thinking;
     a.thinkingText.textContent = a.thinking;
@@ -144,6 +175,26 @@ function paintAnswer(a) {
     a.toolsBox.hidden = !a.tools.length;
     a.toolsBox.replaceChildren(...a.tools.filter(Boolean).map((t) => h('pre', 'tool', `${t.name}(${t.args})`)));
   }
+  return behind;
+}
+
+/** Renders the answer's markdown; if that ever throws, the answer is shown as plain text. */
+function renderText(a) {
+  if (!a.plain) {
+    try {
+      render(a.content, a.raw);
+      a.shown = a.raw;
+      return;
+    } catch (e) {
+      console.error('markdown rendering failed; showing the answer as plain text', e);
+      a.plain = true;
+      clear(a.content);
+      a.content.classList.add('plain');
+      a.content.append(document.createTextNode(''));
+    }
+  }
+  a.content.firstChild.data = a.raw;
+  a.shown = a.raw;
 }
 
 // ---- answers ----
@@ -167,9 +218,10 @@ function reset(a) {
   Object.assign(a, {
     id: null, es: null, raw: '', shown: '', thinking: '', shownThinking: null,
     tools: [], toolsDirty: true, count: 0, usageTokens: null, reconnects: 0,
-    t0: performance.now(), tFirst: null, tEnd: null, final: false,
+    t0: performance.now(), tFirst: null, tEnd: null, final: false, plain: false, nextRender: 0,
   });
   clear(a.content);
+  a.content.classList.remove('plain');
   a.meta.replaceChildren();
   a.el.setAttribute('aria-busy', 'true');
   a.el.dataset.state = 'streaming';
@@ -273,7 +325,11 @@ function end(a, state) {
   a.tEnd = performance.now();
   if (a.es) a.es.close();
   if (cur === a) cur = null;
-  flush();
+  try {
+    flush(true);
+  } catch (e) {
+    console.error(e); // the answer must still end, whatever painting it did
+  }
   a.el.removeAttribute('aria-busy');
   setState(a, state);
   setBusy(false);
