@@ -11,6 +11,8 @@ pub mod anthropic;
 pub mod error;
 /// The normalised events every upstream is translated into.
 pub mod event;
+/// Chunk field types that accept what OpenAI-compatible servers really send.
+mod lenient;
 /// OpenAI-compatible upstreams.
 pub mod openai;
 /// The I/O shell: one configured upstream, its client and timeouts.

@@ -122,7 +122,109 @@ where
         },
     );
     let start = futures::stream::once(futures::future::ready(Ok(Bytes::from_static(b"\n"))));
-    Box::pin(start.chain(strip_bom(Box::pin(bytes).fuse()))).eventsource()
+    let body = error_lines_as_data(Box::pin(strip_bom(Box::pin(bytes).fuse())));
+    Box::pin(start.chain(body)).eventsource()
+}
+
+/// llama.cpp's server (builds until September 2025) sent a mid-stream failure as an `error:`
+/// line, a field SSE does not have, so a WHATWG parser drops it and the user sees a stream that
+/// just stops (<https://github.com/ggml-org/llama.cpp/pull/16109>). The error's JSON is what the
+/// user needs, so a line that starts with `error:` is read as a `data:` line: the six bytes are
+/// replaced in place by `data: ` (the value then starts with a space, which JSON ignores).
+fn error_lines_as_data<S>(body: S) -> impl Stream<Item = Result<Bytes, ReadError>> + Send
+where
+    S: Stream<Item = Result<Bytes, ReadError>> + Send + Unpin,
+{
+    futures::stream::unfold(
+        (body, Some(ErrorLines::default())),
+        |(mut body, state)| async move {
+            let mut state = state?;
+            loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        let chunk = state.rewrite(chunk);
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                        return Some((Ok(chunk), (body, Some(state))));
+                    }
+                    Some(Err(e)) => return Some((Err(e), (body, None))),
+                    None => {
+                        let rest = std::mem::take(&mut state.held);
+                        return (!rest.is_empty()).then(|| (Ok(Bytes::from(rest)), (body, None)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+const ERROR_FIELD: &[u8] = b"error:";
+
+/// Line-start tracking for [`error_lines_as_data`].
+struct ErrorLines {
+    /// The next byte starts a line. (The LF of a CRLF split between reads then counts as a
+    /// blank line of its own here, which does not matter for finding `error:`.)
+    line_start: bool,
+    /// The start of a line that may still become `error:`, held back until it is known.
+    held: Vec<u8>,
+}
+
+impl Default for ErrorLines {
+    fn default() -> Self {
+        Self {
+            line_start: true,
+            held: Vec::new(),
+        }
+    }
+}
+
+impl ErrorLines {
+    fn rewrite(&mut self, chunk: Bytes) -> Bytes {
+        let mut data = if self.held.is_empty() {
+            chunk
+        } else {
+            let mut joined = std::mem::take(&mut self.held);
+            joined.extend_from_slice(&chunk);
+            Bytes::from(joined)
+        };
+        let mut found: Vec<usize> = Vec::new();
+        let mut at = 0;
+        while at <= data.len() {
+            if self.line_start {
+                let rest = &data[at..];
+                if rest.starts_with(ERROR_FIELD) {
+                    found.push(at);
+                } else if rest.len() < ERROR_FIELD.len() && ERROR_FIELD.starts_with(rest) {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    // Undecided until the next read: hold it back.
+                    self.held = rest.to_vec();
+                    data.truncate(at);
+                    break;
+                }
+            }
+            match data[at..].iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(end) => {
+                    self.line_start = true;
+                    at += end + 1;
+                }
+                None => {
+                    self.line_start = false;
+                    break;
+                }
+            }
+        }
+        if found.is_empty() {
+            return data;
+        }
+        let mut bytes = data.to_vec();
+        for at in found {
+            bytes[at..at + ERROR_FIELD.len()].copy_from_slice(b"data: ");
+        }
+        Bytes::from(bytes)
+    }
 }
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
@@ -495,6 +597,37 @@ mod tests {
         assert_eq!(evs.len(), 25);
         assert!(evs[..24].iter().all(|&n| n == 1 << 20));
         assert_eq!(evs[24], 4);
+    }
+
+    #[tokio::test]
+    async fn an_error_field_line_is_read_as_data_however_it_is_split() {
+        // llama.cpp's old mid-stream error, then its [DONE].
+        let whole: &[u8] =
+            b"data: a\r\n\r\nerror: {\"message\":\"full\"}\n\ndata: [DONE]\n\n: error: no\n\n";
+        for cut1 in 0..whole.len() {
+            for cut2 in (cut1..whole.len()).step_by(3) {
+                let chunks = [&whole[..cut1], &whole[cut1..cut2], &whole[cut2..]];
+                let flag = Arc::new(AtomicBool::new(false));
+                let body = futures::stream::iter(
+                    chunks
+                        .iter()
+                        .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
+                        .collect::<Vec<_>>(),
+                );
+                let evs: Vec<_> = events(body, Duration::from_secs(5), flag)
+                    .map(|e| e.expect("event").data)
+                    .collect()
+                    .await;
+                assert_eq!(
+                    evs,
+                    vec!["a", " {\"message\":\"full\"}", "[DONE]"],
+                    "cuts {cut1} {cut2}"
+                );
+            }
+        }
+        // `error` inside a line, and a body that ends in what could have become `error:`.
+        let (evs, _) = parse(&[b"data: error: x\n\nerro"]).await;
+        assert_eq!(evs, vec![("message".into(), "error: x".into())]);
     }
 
     #[tokio::test]
