@@ -15,6 +15,9 @@ pub mod event;
 mod lenient;
 /// OpenAI-compatible upstreams.
 pub mod openai;
+/// Property tests over the stream path and request parsing.
+#[cfg(test)]
+mod proptests;
 /// The I/O shell: one configured upstream, its client and timeouts.
 pub mod provider;
 /// The client request, parsed once and validated.

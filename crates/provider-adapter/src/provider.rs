@@ -361,7 +361,7 @@ struct Driver<S> {
 }
 
 /// Runs the SSE parser and the mapper, yielding normalised events one by one.
-fn drive<B>(
+pub(crate) fn drive<B>(
     body: B,
     idle: Duration,
     mapper: Box<dyn StreamMapper>,
