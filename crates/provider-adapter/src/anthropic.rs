@@ -816,7 +816,7 @@ impl StreamMapper for StreamState {
         Ok(false)
     }
 
-    fn on_end(&mut self, _out: &mut VecDeque<StreamEvent>) -> Result<(), AdapterError> {
+    fn on_end(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), AdapterError> {
         if !self.started {
             return Err(AdapterError::Truncated(
                 "the upstream closed the stream before sending anything".into(),
@@ -828,9 +828,10 @@ impl StreamMapper for StreamState {
             ));
         }
         if !self.stopped {
-            return Err(AdapterError::Truncated(
-                "the upstream ended the stream before message_stop".into(),
-            ));
+            // The stop reason came (message_delta) and then the connection closed cleanly
+            // without message_stop: every part of the answer arrived, only the end marker is
+            // missing, so the answer is complete. Its usage is the last counts seen.
+            out.push_back(StreamEvent::Usage(self.counts.usage()));
         }
         Ok(())
     }
@@ -1273,14 +1274,6 @@ mod tests {
         "#);
         assert_eq!(content(&evs), "Hel");
         assert!(matches!(end, Err(AdapterError::Truncated(_))), "{end:?}");
-        // Cut after the stop reason but before message_stop.
-        let (evs, end) = run(r#"
-            data: {"type":"message_start","message":{"id":"m","model":"c","usage":{"input_tokens":1,"output_tokens":1}}}
-
-            data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}
-        "#);
-        assert_eq!(finishes(&evs), vec![FinishReason::Stop]);
-        assert!(matches!(end, Err(AdapterError::Truncated(_))), "{end:?}");
         // message_stop without a stop reason.
         let (_, end) = run(r#"
             data: {"type":"message_start","message":{"id":"m","model":"c","usage":{"input_tokens":1,"output_tokens":1}}}
@@ -1292,6 +1285,37 @@ mod tests {
         let (evs, end) = run("");
         assert!(evs.is_empty());
         assert!(matches!(end, Err(AdapterError::Truncated(_))), "{end:?}");
+    }
+
+    #[test]
+    fn a_clean_end_after_the_stop_reason_without_message_stop_is_complete() {
+        let (evs, end) = run(r#"
+            data: {"type":"message_start","message":{"id":"m","model":"c","usage":{"input_tokens":3,"cache_read_input_tokens":2,"output_tokens":1}}}
+
+            data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+            data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}
+
+            data: {"type":"content_block_stop","index":0}
+
+            data: {"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":7}}
+
+            event: ping
+            data: {"type":"ping"}
+        "#);
+        end.unwrap();
+        assert_eq!(content(&evs), "Hi");
+        assert_eq!(finishes(&evs), vec![FinishReason::Length]);
+        assert_eq!(
+            evs.last(),
+            Some(&StreamEvent::Usage(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 7,
+                total_tokens: 12,
+                prompt_tokens_details: Some(PromptTokensDetails { cached_tokens: 2 }),
+                completion_tokens_details: None,
+            }))
+        );
     }
 
     #[test]

@@ -11,8 +11,13 @@ pub mod anthropic;
 pub mod error;
 /// The normalised events every upstream is translated into.
 pub mod event;
+/// Chunk field types that accept what OpenAI-compatible servers really send.
+mod lenient;
 /// OpenAI-compatible upstreams.
 pub mod openai;
+/// Property tests over the stream path and request parsing.
+#[cfg(test)]
+mod proptests;
 /// The I/O shell: one configured upstream, its client and timeouts.
 pub mod provider;
 /// The client request, parsed once and validated.

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::event::{ChoiceDelta, FinishReason, ResponseMeta, StreamEvent, ToolCallDelta, Usage};
+use crate::lenient::{Content, Num, Text};
 use crate::provider::{Completion, StreamMapper, UpstreamRequest};
 use crate::{AdapterError, ChatRequest};
 
@@ -105,23 +106,41 @@ pub(crate) fn completion(body: Value) -> Completion {
     Completion { body, usage }
 }
 
+/// One chunk, as OpenAI-compatible servers send it. Every field is optional and read leniently
+/// (see [`lenient`](crate::lenient)): servers omit or null fields OpenAI always sends (`id`,
+/// `object`, `created`, `model`, `choices[].index`; llama.cpp sends `"model":""`, Mistral's
+/// first chunk has no `object`/`created`), and one odd value must not cost the user the answer.
 #[derive(Deserialize)]
 struct Chunk<'a> {
     #[serde(borrow, default)]
-    id: Option<std::borrow::Cow<'a, str>>,
+    id: Text<'a>,
     #[serde(borrow, default)]
-    model: Option<std::borrow::Cow<'a, str>>,
+    model: Text<'a>,
     #[serde(default)]
-    created: Option<u64>,
+    created: Num,
     #[serde(borrow, default)]
-    system_fingerprint: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    choices: Vec<ChunkChoice<'a>>,
+    system_fingerprint: Text<'a>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChunkChoice<'a>>>,
     /// Parsed on its own (see [`usage`]): a malformed usage report must not fail the answer.
+    /// Servers send it on the usage chunk (OpenAI), on the finish chunk (Gemini, Mistral,
+    /// DeepSeek) or on every chunk (vLLM's `continuous_usage_stats`, xAI); the last one wins.
     #[serde(borrow, default)]
     usage: Option<&'a RawValue>,
+    /// Groq reports usage in `x_groq.usage` on its finish chunk
+    /// (<https://github.com/Portkey-AI/gateway/issues/1072>).
+    #[serde(borrow, default)]
+    x_groq: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+    /// Error events in other shapes: vLLM before 0.10.1 put `object: "error"`, `message`,
+    /// `type` and `code` at the top; llama.cpp's old `error:` events carry `message` and `type`.
+    #[serde(borrow, default)]
+    object: Text<'a>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    detail: Option<&'a RawValue>,
 }
 
 /// An upstream's usage report, if it is one: a missing `total_tokens` is the sum of the other
@@ -135,38 +154,49 @@ fn usage(raw: &RawValue) -> Option<Usage> {
 }
 
 #[derive(Deserialize)]
+struct XGroq<'a> {
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
 struct ChunkChoice<'a> {
     #[serde(default)]
-    index: u32,
+    index: Num,
     #[serde(borrow, default)]
     delta: Option<Delta<'a>>,
     #[serde(borrow, default)]
     logprobs: Option<&'a RawValue>,
+    /// `""` (sent by some servers on every chunk before the last) reads as no finish reason.
     #[serde(borrow, default)]
-    finish_reason: Option<std::borrow::Cow<'a, str>>,
+    finish_reason: Text<'a>,
 }
 
 #[derive(Deserialize, Default)]
 struct Delta<'a> {
     #[serde(borrow, default)]
-    content: Option<std::borrow::Cow<'a, str>>,
+    content: Content<'a>,
+    /// DeepSeek's and older vLLM's name for the thinking text.
     #[serde(borrow, default)]
-    reasoning_content: Option<std::borrow::Cow<'a, str>>,
-    /// vLLM and OpenRouter name the thinking text `reasoning`.
+    reasoning_content: Text<'a>,
+    /// vLLM 0.11+, OpenRouter and Ollama name it `reasoning`
+    /// (<https://github.com/vllm-project/vllm/pull/34030>); some vLLM versions send both, with
+    /// the same text, so only one is taken.
     #[serde(borrow, default)]
-    reasoning: Option<std::borrow::Cow<'a, str>>,
+    reasoning: Text<'a>,
     #[serde(borrow, default)]
-    refusal: Option<std::borrow::Cow<'a, str>>,
+    refusal: Text<'a>,
     #[serde(borrow, default)]
     tool_calls: Option<Vec<ToolCall<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct ToolCall<'a> {
+    /// Gemini leaves it out (<https://github.com/openai/openai-python/issues/2806>).
     #[serde(default)]
-    index: u32,
+    index: Num,
     #[serde(borrow, default)]
-    id: Option<std::borrow::Cow<'a, str>>,
+    id: Text<'a>,
     #[serde(borrow, default)]
     function: Option<Function<'a>>,
 }
@@ -174,27 +204,59 @@ struct ToolCall<'a> {
 #[derive(Deserialize)]
 struct Function<'a> {
     #[serde(borrow, default)]
-    name: Option<std::borrow::Cow<'a, str>>,
+    name: Text<'a>,
+    /// A JSON string of arguments; kept raw because some servers send the arguments object
+    /// itself, which clients still need as text.
     #[serde(borrow, default)]
-    arguments: Option<std::borrow::Cow<'a, str>>,
+    arguments: Option<&'a RawValue>,
+}
+
+/// Tool-call arguments as the text clients concatenate: a JSON string's contents, or an object
+/// sent whole written out as JSON.
+fn arguments(raw: Option<&RawValue>) -> Option<String> {
+    let raw = raw?.get();
+    if raw.starts_with('"') {
+        serde_json::from_str::<std::borrow::Cow<'_, str>>(raw)
+            .ok()
+            .map(std::borrow::Cow::into_owned)
+    } else if raw == "null" {
+        None
+    } else {
+        Some(raw.to_owned())
+    }
+}
+
+/// The tool calls of one choice so far, to number calls that come without `index`.
+struct ToolNumbers {
+    choice: u32,
+    /// The index the next new call gets.
+    next: u32,
+    /// The call the last fragment belonged to.
+    last: Option<u32>,
 }
 
 /// Maps OpenAI chunks to normalised events and tracks which choices are still open.
 #[derive(Default)]
 pub(crate) struct ChunkMapper {
     meta_sent: bool,
-    /// Choices that have started (bit per index below 64; higher indexes in `extra`).
+    /// Choices that have started.
     open: Vec<u32>,
     finished: Vec<u32>,
     saw_done: bool,
-}
-
-fn owned(s: Option<std::borrow::Cow<'_, str>>) -> Option<String> {
-    s.map(std::borrow::Cow::into_owned)
+    tools: Vec<ToolNumbers>,
 }
 
 fn non_null(r: Option<&RawValue>) -> Option<Box<RawValue>> {
     r.filter(|r| r.get() != "null").map(ToOwned::to_owned)
+}
+
+/// A finish reason in OpenAI's vocabulary. Mistral ends at the model's context size with
+/// `model_length` (<https://docs.mistral.ai/api/#tag/chat>), which OpenAI calls `length`.
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "model_length" => FinishReason::Length,
+        other => FinishReason::parse(other),
+    }
 }
 
 impl ChunkMapper {
@@ -202,6 +264,49 @@ impl ChunkMapper {
         if !self.open.contains(&index) {
             self.open.push(index);
         }
+    }
+
+    /// The index of a tool-call fragment of `choice`. OpenAI numbers every fragment; Gemini
+    /// sends none, each call whole or split over fragments where only the first has the id
+    /// and name (<https://github.com/open-webui/computer/issues/224>). So a fragment without
+    /// an index that starts a call (has an id or a name) is the next call, and one that does
+    /// not continues the last call.
+    fn tool_index(&mut self, choice: u32, given: Option<u32>, starts_call: bool) -> u32 {
+        let at = match self.tools.iter().position(|t| t.choice == choice) {
+            Some(at) => at,
+            None => {
+                self.tools.push(ToolNumbers {
+                    choice,
+                    next: 0,
+                    last: None,
+                });
+                self.tools.len() - 1
+            }
+        };
+        let t = &mut self.tools[at];
+        let index = match (given, t.last) {
+            (Some(i), _) => i,
+            (None, Some(last)) if !starts_call => last,
+            (None, _) => t.next,
+        };
+        t.next = t.next.max(index.saturating_add(1));
+        t.last = Some(index);
+        index
+    }
+
+    /// An error event in a shape other than `{"error":...}`, if `chunk` is one: it has no
+    /// `choices` and no usage, but the fields of an error.
+    fn other_error(chunk: &Chunk<'_>, data: &str) -> Option<AdapterError> {
+        let looks_like_error = chunk.choices.is_none()
+            && chunk.usage.is_none()
+            && (chunk.object.as_deref() == Some("error")
+                || chunk.message.is_some()
+                || chunk.detail.is_some());
+        if !looks_like_error {
+            return None;
+        }
+        let v: Value = serde_json::from_str(data).ok()?;
+        AdapterError::from_any_error_body(None, &v)
     }
 }
 
@@ -220,10 +325,24 @@ impl StreamMapper for ChunkMapper {
         if data.is_empty() {
             return Ok(false);
         }
+        if data.starts_with('[') {
+            // Gemini sends errors as a list of error objects.
+            let v: Value = serde_json::from_str(data).map_err(|e| {
+                AdapterError::Protocol(format!("a stream chunk is not valid JSON ({e})"))
+            })?;
+            return Err(
+                AdapterError::from_any_error_body(None, &v).unwrap_or_else(|| {
+                    AdapterError::Protocol("a stream event is a JSON list, not a chunk".into())
+                }),
+            );
+        }
         let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| {
             AdapterError::Protocol(format!("a stream chunk is not valid JSON ({e})"))
         })?;
         if let Some(err) = chunk.error {
+            // OpenRouter's mid-stream error chunk also has a choice with `finish_reason:
+            // "error"`; the error object is what the client needs
+            // (<https://openrouter.ai/docs/api-reference/streaming>).
             let v: Value = serde_json::from_str(err.get()).unwrap_or(Value::Null);
             let wrapped = serde_json::json!({ "error": v });
             return Err(
@@ -232,55 +351,82 @@ impl StreamMapper for ChunkMapper {
                 }),
             );
         }
-        if !self.meta_sent && (chunk.id.is_some() || chunk.model.is_some()) {
+        if let Some(err) = Self::other_error(&chunk, data) {
+            return Err(err);
+        }
+        if !self.meta_sent && (chunk.id.0.is_some() || chunk.model.0.is_some()) {
             self.meta_sent = true;
             out.push_back(StreamEvent::Meta(ResponseMeta {
-                id: owned(chunk.id),
-                model: owned(chunk.model),
-                created: chunk.created,
-                system_fingerprint: owned(chunk.system_fingerprint),
+                id: chunk.id.into_owned(),
+                model: chunk.model.into_owned(),
+                created: chunk.created.0.filter(|&c| c > 0),
+                system_fingerprint: chunk.system_fingerprint.into_owned(),
             }));
         }
-        for c in chunk.choices {
-            self.note_choice(c.index);
+        for c in chunk.choices.unwrap_or_default() {
+            // A missing index is the first choice: the servers that leave it out have one.
+            let index = c.index.as_u32().unwrap_or(0);
+            self.note_choice(index);
             let d = c.delta.unwrap_or_default();
+            let mut tool_calls = Vec::new();
+            for t in d.tool_calls.unwrap_or_default() {
+                let (name, args) = t.function.map_or((None, None), |f| {
+                    (f.name.into_owned(), arguments(f.arguments))
+                });
+                let id = t.id.into_owned();
+                let starts_call = id.is_some() || name.is_some();
+                tool_calls.push(ToolCallDelta {
+                    index: self.tool_index(index, t.index.as_u32(), starts_call),
+                    id,
+                    name,
+                    arguments: args,
+                });
+            }
             let delta = ChoiceDelta {
-                choice: c.index,
-                content: owned(d.content),
-                reasoning: owned(d.reasoning_content.or(d.reasoning)),
-                refusal: owned(d.refusal),
-                tool_calls: d
-                    .tool_calls
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|t| {
-                        let (name, arguments) = t
-                            .function
-                            .map_or((None, None), |f| (owned(f.name), owned(f.arguments)));
-                        ToolCallDelta {
-                            index: t.index,
-                            id: owned(t.id),
-                            name,
-                            arguments,
-                        }
-                    })
-                    .collect(),
+                choice: index,
+                content: d.content.text.map(std::borrow::Cow::into_owned),
+                reasoning: d
+                    .reasoning_content
+                    .into_owned()
+                    .or_else(|| d.reasoning.into_owned())
+                    .or(d.content.thinking),
+                refusal: d.refusal.into_owned(),
+                tool_calls,
                 logprobs: non_null(c.logprobs),
             };
             if !delta.is_empty() {
                 out.push_back(StreamEvent::Delta(delta));
             }
-            if let Some(reason) = c.finish_reason.filter(|r| !r.is_empty()) {
-                if !self.finished.contains(&c.index) {
-                    self.finished.push(c.index);
+            if let Some(reason) = c.finish_reason.as_deref() {
+                if reason == "error" {
+                    // OpenRouter and Mistral end a choice that failed mid-generation with
+                    // `finish_reason: "error"`; no OpenAI client knows it, and the answer is
+                    // not complete, so it is the upstream's error, not a finish.
+                    return Err(AdapterError::Upstream {
+                        status: None,
+                        kind: "upstream_error".into(),
+                        message: format!(
+                            "the upstream ended choice {index} with finish_reason \"error\""
+                        ),
+                        code: None,
+                        param: None,
+                        retry_after: None,
+                    });
+                }
+                if !self.finished.contains(&index) {
+                    self.finished.push(index);
                 }
                 out.push_back(StreamEvent::Finish {
-                    choice: c.index,
-                    reason: FinishReason::parse(&reason),
+                    choice: index,
+                    reason: finish_reason(reason),
                 });
             }
         }
-        if let Some(u) = chunk.usage.and_then(usage) {
+        let groq = || {
+            let x: XGroq<'_> = serde_json::from_str(chunk.x_groq?.get()).ok()?;
+            x.usage.and_then(usage)
+        };
+        if let Some(u) = chunk.usage.and_then(usage).or_else(groq) {
             out.push_back(StreamEvent::Usage(u));
         }
         Ok(false)
@@ -460,6 +606,195 @@ mod tests {
                 "{odd}"
             );
         }
+    }
+
+    fn text_of(evs: &[StreamEvent]) -> (String, String) {
+        let mut content = String::new();
+        let mut reasoning = String::new();
+        for e in evs {
+            if let StreamEvent::Delta(d) = e {
+                content.push_str(d.content.as_deref().unwrap_or_default());
+                reasoning.push_str(d.reasoning.as_deref().unwrap_or_default());
+            }
+        }
+        (content, reasoning)
+    }
+
+    #[test]
+    fn fields_left_out_nulled_or_oddly_typed_do_not_fail_the_chunk() {
+        let (evs, end) = map(&[
+            // llama.cpp: `"model":""`; no id; `created` as a float; `index: null`.
+            r#"{"model":"","created":1.7e9,"choices":[{"index":null,"delta":{"role":"assistant","content":null},"finish_reason":""}]}"#,
+            r#"{"id":42,"object":null,"choices":[{"delta":{"content":"Hel","role":null},"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":{"content":"lo"},"logprobs":null,"finish_reason":""}],"usage":{"prompt_tokens":2,"completion_tokens":null,"prompt_tokens_details":{"cached_tokens":null}}}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+        ]);
+        end.unwrap();
+        assert!(
+            !evs.iter().any(|e| matches!(e, StreamEvent::Meta(_))),
+            "{evs:?}"
+        );
+        assert_eq!(text_of(&evs).0, "Hello");
+        assert!(evs.contains(&StreamEvent::Usage(Usage {
+            prompt_tokens: 2,
+            total_tokens: 2,
+            prompt_tokens_details: Some(crate::event::PromptTokensDetails { cached_tokens: 0 }),
+            ..Usage::default()
+        })));
+        assert_eq!(
+            evs.last(),
+            Some(&StreamEvent::Finish {
+                choice: 0,
+                reason: FinishReason::Stop
+            })
+        );
+    }
+
+    #[test]
+    fn usage_from_groq_and_on_content_chunks() {
+        let u = |p, c| {
+            StreamEvent::Usage(Usage {
+                prompt_tokens: p,
+                completion_tokens: c,
+                total_tokens: p + c,
+                ..Usage::default()
+            })
+        };
+        let (evs, end) = map(&[
+            r#"{"id":"x","choices":[{"index":0,"delta":{"content":"a"}}],"x_groq":{"id":"req_1"}}"#,
+            r#"{"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"x_groq":{"id":"req_1","usage":{"queue_time":0.1,"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}"#,
+        ]);
+        end.unwrap();
+        assert_eq!(evs.last(), Some(&u(3, 1)));
+        // vLLM's continuous usage: every content chunk reports; each is passed on.
+        let (evs, end) = map(&[
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+        ]);
+        end.unwrap();
+        assert_eq!(text_of(&evs).0, "ab");
+        assert_eq!(evs.last(), Some(&u(3, 2)));
+    }
+
+    #[test]
+    fn reasoning_in_every_field_name_and_mistral_content_parts() {
+        let (evs, end) = map(&[
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":"a","content":null}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning":"b"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning":"c","reasoning_content":"c"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":"","reasoning":"d"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":[{"type":"thinking","thinking":[{"type":"text","text":"e"}]}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":[{"type":"text","text":"Hi"}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":""},"finish_reason":"model_length"}]}"#,
+        ]);
+        end.unwrap();
+        assert_eq!(text_of(&evs), ("Hi".into(), "abcde".into()));
+        assert_eq!(
+            evs.last(),
+            Some(&StreamEvent::Finish {
+                choice: 0,
+                reason: FinishReason::Length
+            })
+        );
+    }
+
+    #[test]
+    fn tool_calls_without_index_are_numbered_and_whole_arguments_kept() {
+        let (evs, end) = map(&[
+            // Gemini: two calls, whole, no index, in one chunk; then one split in two.
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[{"id":"a","type":"function","function":{"name":"f","arguments":"{\"x\":1}"}},{"id":"b","type":"function","function":{"name":"g","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"c","function":{"name":"h","arguments":"{\"y\":"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":"2}"}}]}}]}"#,
+            // Arguments sent as an object, not a string.
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":null,"id":"d","function":{"name":"k","arguments":{"z":[1]}}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ]);
+        end.unwrap();
+        let calls: Vec<(u32, Option<&str>, Option<&str>)> = evs
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::Delta(d) => Some(&d.tool_calls),
+                _ => None,
+            })
+            .flatten()
+            .map(|t| (t.index, t.id.as_deref(), t.arguments.as_deref()))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                (0, Some("a"), Some("{\"x\":1}")),
+                (1, Some("b"), Some("{}")),
+                (2, Some("c"), Some("{\"y\":")),
+                (2, None, Some("2}")),
+                (3, Some("d"), Some("{\"z\":[1]}")),
+            ]
+        );
+    }
+
+    #[test]
+    fn error_events_in_other_shapes_keep_the_upstreams_words() {
+        let kind_msg = |events: &[&str]| match map(events).1 {
+            Err(AdapterError::Upstream { kind, message, .. }) => (kind, message),
+            other => panic!("{events:?}: {other:?}"),
+        };
+        let first = r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#;
+        for (what, event, kind, message) in [
+            (
+                "vLLM < 0.10.1",
+                r#"{"object":"error","message":"too long","type":"BadRequestError","param":null,"code":400}"#,
+                "BadRequestError",
+                "too long",
+            ),
+            (
+                "llama.cpp error: field",
+                r#" {"code":500,"message":"context full","type":"server_error"}"#,
+                "server_error",
+                "context full",
+            ),
+            (
+                "Gemini list",
+                r#"[{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}]"#,
+                "RESOURCE_EXHAUSTED",
+                "quota",
+            ),
+            (
+                "FastAPI",
+                r#"{"detail":"Internal Server Error"}"#,
+                "upstream_error",
+                "Internal Server Error",
+            ),
+            (
+                "error as text",
+                r#"{"error":"model crashed"}"#,
+                "upstream_error",
+                "model crashed",
+            ),
+            (
+                "OpenRouter",
+                r#"{"id":"gen-1","object":"chat.completion.chunk","error":{"code":502,"message":"Provider disconnected"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}"#,
+                "upstream_error",
+                "Provider disconnected",
+            ),
+        ] {
+            assert_eq!(
+                kind_msg(&[first, event]),
+                (kind.to_owned(), message.to_owned()),
+                "{what}"
+            );
+        }
+        let (_, msg) = kind_msg(&[
+            first,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"error"}]}"#,
+        ]);
+        assert!(msg.contains("finish_reason \"error\""), "{msg}");
+        // A usage chunk and Azure's prompt-filter chunk are not errors.
+        let (_, end) = map(&[
+            r#"{"choices":[],"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#,
+            first,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+        ]);
+        end.unwrap();
     }
 
     #[test]

@@ -179,7 +179,7 @@ impl Provider {
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         let mut err = parsed
             .as_ref()
-            .and_then(|v| AdapterError::from_error_body(Some(status), v))
+            .and_then(|v| AdapterError::from_any_error_body(Some(status), v))
             .unwrap_or_else(|| {
                 // The key is masked before the text is cut, so that a key straddling the cut
                 // cannot leave its first half behind.
@@ -361,7 +361,7 @@ struct Driver<S> {
 }
 
 /// Runs the SSE parser and the mapper, yielding normalised events one by one.
-fn drive<B>(
+pub(crate) fn drive<B>(
     body: B,
     idle: Duration,
     mapper: Box<dyn StreamMapper>,

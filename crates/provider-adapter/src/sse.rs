@@ -34,11 +34,24 @@ pub enum ReadError {
     Io(String),
     /// A line longer than [`MAX_LINE_BYTES`]: the parser would buffer it without end.
     LineTooLong,
+    /// An event whose lines add up to more than [`MAX_EVENT_BYTES`]: the parser joins every
+    /// `data:` line of an event into one buffer, so many capped lines would still grow it
+    /// without end.
+    EventTooLarge,
 }
 
 /// Longest SSE line Sluice buffers. A hostile upstream that never ends its line would
 /// otherwise grow the parser's buffer without bound.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Most bytes of field lines (comments excluded) one SSE event may have before its blank line.
+/// The parser appends every `data:` line of an event to one buffer and only hands it over at the
+/// blank line, so without this cap an upstream could grow that buffer without bound one capped
+/// line at a time. 16 MiB is far above any real chunk (the largest seen are tool-call arguments
+/// or inline images of a few MiB sent whole) and keeps a hostile stream's cost to a few times
+/// that (the parser's buffer, then the decoded text). Checked on every read before the bytes
+/// reach the parser, so it is never passed by more than one read.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
 
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,6 +59,9 @@ impl std::fmt::Display for ReadError {
             Self::Idle => f.write_str("idle timeout"),
             Self::Io(e) => f.write_str(e),
             Self::LineTooLong => write!(f, "an SSE line longer than {MAX_LINE_BYTES} bytes"),
+            Self::EventTooLarge => {
+                write!(f, "an SSE event larger than {MAX_EVENT_BYTES} bytes")
+            }
         }
     }
 }
@@ -81,8 +97,11 @@ where
                 None => Some((Err(ReadError::Idle), (body, None, flag))),
                 Some(Some(Ok(chunk))) => {
                     tail.push(&chunk);
-                    if tail.since_line_end > MAX_LINE_BYTES {
+                    if tail.line_len > MAX_LINE_BYTES {
                         return Some((Err(ReadError::LineTooLong), (body, None, flag)));
+                    }
+                    if tail.event_len > MAX_EVENT_BYTES {
+                        return Some((Err(ReadError::EventTooLarge), (body, None, flag)));
                     }
                     timer.activity();
                     Some((Ok(chunk), (body, Some((tail, timer)), flag)))
@@ -103,7 +122,109 @@ where
         },
     );
     let start = futures::stream::once(futures::future::ready(Ok(Bytes::from_static(b"\n"))));
-    Box::pin(start.chain(strip_bom(Box::pin(bytes).fuse()))).eventsource()
+    let body = error_lines_as_data(Box::pin(strip_bom(Box::pin(bytes).fuse())));
+    Box::pin(start.chain(body)).eventsource()
+}
+
+/// llama.cpp's server (builds until September 2025) sent a mid-stream failure as an `error:`
+/// line, a field SSE does not have, so a WHATWG parser drops it and the user sees a stream that
+/// just stops (<https://github.com/ggml-org/llama.cpp/pull/16109>). The error's JSON is what the
+/// user needs, so a line that starts with `error:` is read as a `data:` line: the six bytes are
+/// replaced in place by `data: ` (the value then starts with a space, which JSON ignores).
+fn error_lines_as_data<S>(body: S) -> impl Stream<Item = Result<Bytes, ReadError>> + Send
+where
+    S: Stream<Item = Result<Bytes, ReadError>> + Send + Unpin,
+{
+    futures::stream::unfold(
+        (body, Some(ErrorLines::default())),
+        |(mut body, state)| async move {
+            let mut state = state?;
+            loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        let chunk = state.rewrite(chunk);
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                        return Some((Ok(chunk), (body, Some(state))));
+                    }
+                    Some(Err(e)) => return Some((Err(e), (body, None))),
+                    None => {
+                        let rest = std::mem::take(&mut state.held);
+                        return (!rest.is_empty()).then(|| (Ok(Bytes::from(rest)), (body, None)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+const ERROR_FIELD: &[u8] = b"error:";
+
+/// Line-start tracking for [`error_lines_as_data`].
+struct ErrorLines {
+    /// The next byte starts a line. (The LF of a CRLF split between reads then counts as a
+    /// blank line of its own here, which does not matter for finding `error:`.)
+    line_start: bool,
+    /// The start of a line that may still become `error:`, held back until it is known.
+    held: Vec<u8>,
+}
+
+impl Default for ErrorLines {
+    fn default() -> Self {
+        Self {
+            line_start: true,
+            held: Vec::new(),
+        }
+    }
+}
+
+impl ErrorLines {
+    fn rewrite(&mut self, chunk: Bytes) -> Bytes {
+        let mut data = if self.held.is_empty() {
+            chunk
+        } else {
+            let mut joined = std::mem::take(&mut self.held);
+            joined.extend_from_slice(&chunk);
+            Bytes::from(joined)
+        };
+        let mut found: Vec<usize> = Vec::new();
+        let mut at = 0;
+        while at <= data.len() {
+            if self.line_start {
+                let rest = &data[at..];
+                if rest.starts_with(ERROR_FIELD) {
+                    found.push(at);
+                } else if rest.len() < ERROR_FIELD.len() && ERROR_FIELD.starts_with(rest) {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    // Undecided until the next read: hold it back.
+                    self.held = rest.to_vec();
+                    data.truncate(at);
+                    break;
+                }
+            }
+            match data[at..].iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(end) => {
+                    self.line_start = true;
+                    at += end + 1;
+                }
+                None => {
+                    self.line_start = false;
+                    break;
+                }
+            }
+        }
+        if found.is_empty() {
+            return data;
+        }
+        let mut bytes = data.to_vec();
+        for at in found {
+            bytes[at..at + ERROR_FIELD.len()].copy_from_slice(b"data: ");
+        }
+        Bytes::from(bytes)
+    }
 }
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
@@ -175,27 +296,73 @@ impl IdleTimer {
     }
 }
 
-/// The last bytes seen, enough to tell whether the body ended at an event boundary.
+/// The last bytes seen, enough to tell whether the body ended at an event boundary, and the
+/// sizes of the current line and event (WHATWG line ends: CRLF, LF or a lone CR).
 #[derive(Default)]
 struct Tail {
     last: [u8; 4],
     len: usize,
-    /// Bytes since the last CR or LF.
-    since_line_end: usize,
+    /// Bytes of the current line so far.
+    line_len: usize,
+    /// Bytes of the current event's field lines so far, one more per line for the LF the
+    /// parser joins `data:` lines with. Comment lines are not counted: the parser drops them.
+    event_len: usize,
+    /// The current line is a comment (starts with `:`).
+    comment: bool,
+    /// The last byte was a CR: an LF at the start of the next read belongs to it.
+    after_cr: bool,
 }
 
 impl Tail {
     fn push(&mut self, chunk: &[u8]) {
-        // Searching from the end stops at once for the usual chunk, which ends with a line end.
-        match chunk.iter().rposition(|&b| b == b'\n' || b == b'\r') {
-            Some(at) => self.since_line_end = chunk.len() - at - 1,
-            None => self.since_line_end += chunk.len(),
+        let mut rest = chunk;
+        if std::mem::take(&mut self.after_cr) {
+            if let [b'\n', tail @ ..] = rest {
+                rest = tail;
+            }
         }
+        while let Some(at) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            self.extend_line(&rest[..at]);
+            self.end_line();
+            let cr = rest[at] == b'\r';
+            rest = &rest[at + 1..];
+            if cr {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    None => self.after_cr = true,
+                    Some(_) => {}
+                }
+            }
+        }
+        self.extend_line(rest);
         for &b in &chunk[chunk.len().saturating_sub(4)..] {
             self.last.rotate_left(1);
             self.last[3] = b;
             self.len = (self.len + 1).min(4);
         }
+    }
+
+    fn extend_line(&mut self, bytes: &[u8]) {
+        let Some(&first) = bytes.first() else {
+            return;
+        };
+        if self.line_len == 0 {
+            self.comment = first == b':';
+        }
+        self.line_len += bytes.len();
+        if !self.comment {
+            self.event_len += bytes.len();
+        }
+    }
+
+    fn end_line(&mut self) {
+        if self.line_len == 0 {
+            // A blank line ends the event.
+            self.event_len = 0;
+        } else if !self.comment {
+            self.event_len += 1;
+        }
+        self.line_len = 0;
     }
 
     fn ends_with_cr(&self) -> bool {
@@ -343,6 +510,124 @@ mod tests {
             ),
             "{first:?}"
         );
+    }
+
+    /// A body of `chunks`, counting the bytes the parser pulled from it.
+    fn counted(
+        chunks: Vec<Bytes>,
+        pulled: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + Unpin + 'static {
+        futures::stream::iter(chunks).map(move |c| {
+            pulled.fetch_add(c.len(), Ordering::Relaxed);
+            Ok(c)
+        })
+    }
+
+    #[tokio::test]
+    async fn an_event_of_many_capped_lines_is_an_error_before_it_outgrows_the_cap() {
+        // 48 `data:` lines of 1 MiB each, each under the line cap, in one event: the reviewer's
+        // reproduction. The error comes within one read of the cap, not at the end.
+        let line = {
+            let mut l = b"data: ".to_vec();
+            l.extend(std::iter::repeat_n(b'x', 1 << 20));
+            l.push(b'\n');
+            Bytes::from(l)
+        };
+        for eol_line in [line.clone(), {
+            // The same with CRLF line ends, split between the CR and the LF.
+            let mut l = line[..line.len() - 1].to_vec();
+            l.push(b'\r');
+            Bytes::from(l)
+        }] {
+            let crlf = eol_line.ends_with(b"\r");
+            let mut chunks = Vec::new();
+            for _ in 0..48 {
+                chunks.push(eol_line.clone());
+                if crlf {
+                    chunks.push(Bytes::from_static(b"\n"));
+                }
+            }
+            let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let flag = Arc::new(AtomicBool::new(false));
+            let body = counted(chunks, pulled.clone());
+            let items: Vec<_> = events(body, Duration::from_secs(5), flag).collect().await;
+            assert!(
+                matches!(
+                    items[..],
+                    [Err(EventStreamError::Transport(ReadError::EventTooLarge))]
+                ),
+                "{items:?}"
+            );
+            let pulled = pulled.load(Ordering::Relaxed);
+            assert!(
+                pulled <= MAX_EVENT_BYTES + line.len() + 1,
+                "read {pulled} bytes before noticing"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_event_cap_counts_one_event_not_the_stream_and_skips_comments() {
+        // 24 MiB of events of 1 MiB each, with every kind of blank line: no error.
+        let payload = "y".repeat(1 << 20);
+        let mut chunks = Vec::new();
+        for (i, end) in ["\n\n", "\r\n\r\n", "\r\r"]
+            .iter()
+            .cycle()
+            .take(24)
+            .enumerate()
+        {
+            // Split the blank line from its event, and CRLF between its CR and LF.
+            let ev = format!("data: {payload}{end}");
+            let cut = ev.len() - end.len() + usize::from(i % 2 == 0);
+            chunks.push(Bytes::from(ev[..cut].to_owned()));
+            chunks.push(Bytes::from(ev[cut..].to_owned()));
+        }
+        // One event under the cap after 20 MiB of comment lines (dropped by the parser).
+        for _ in 0..20 {
+            chunks.push(Bytes::from(format!(": {payload}\n")));
+        }
+        chunks.push(Bytes::from_static(b"data: last\n\n"));
+        let flag = Arc::new(AtomicBool::new(false));
+        let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+        let evs: Vec<_> = events(body, Duration::from_secs(5), flag)
+            .map(|e| e.expect("event").data.len())
+            .collect()
+            .await;
+        assert_eq!(evs.len(), 25);
+        assert!(evs[..24].iter().all(|&n| n == 1 << 20));
+        assert_eq!(evs[24], 4);
+    }
+
+    #[tokio::test]
+    async fn an_error_field_line_is_read_as_data_however_it_is_split() {
+        // llama.cpp's old mid-stream error, then its [DONE].
+        let whole: &[u8] =
+            b"data: a\r\n\r\nerror: {\"message\":\"full\"}\n\ndata: [DONE]\n\n: error: no\n\n";
+        for cut1 in 0..whole.len() {
+            for cut2 in (cut1..whole.len()).step_by(3) {
+                let chunks = [&whole[..cut1], &whole[cut1..cut2], &whole[cut2..]];
+                let flag = Arc::new(AtomicBool::new(false));
+                let body = futures::stream::iter(
+                    chunks
+                        .iter()
+                        .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
+                        .collect::<Vec<_>>(),
+                );
+                let evs: Vec<_> = events(body, Duration::from_secs(5), flag)
+                    .map(|e| e.expect("event").data)
+                    .collect()
+                    .await;
+                assert_eq!(
+                    evs,
+                    vec!["a", " {\"message\":\"full\"}", "[DONE]"],
+                    "cuts {cut1} {cut2}"
+                );
+            }
+        }
+        // `error` inside a line, and a body that ends in what could have become `error:`.
+        let (evs, _) = parse(&[b"data: error: x\n\nerro"]).await;
+        assert_eq!(evs, vec![("message".into(), "error: x".into())]);
     }
 
     #[tokio::test]
