@@ -292,6 +292,16 @@ pub fn error_events(events: &[SseEvent]) -> Vec<Value> {
 /// Asserts that a stream ended in exactly one in-band error of type `kind`, as its last event,
 /// with no `[DONE]` and no finish reason; returns the error object.
 pub fn assert_failed_stream(events: &[SseEvent], kind: &str) -> Value {
+    assert_failed_stream_after(events, kind, &[])
+}
+
+/// [`assert_failed_stream`] for a stream where some choices had finished before the failure:
+/// exactly `finished` (choice, reason) were delivered, and nothing else was invented.
+pub fn assert_failed_stream_after(
+    events: &[SseEvent],
+    kind: &str,
+    finished: &[(u64, &str)],
+) -> Value {
     let errors = error_events(events);
     assert_eq!(errors.len(), 1, "exactly one error event: {events:?}");
     let last = events.last().expect("events").json();
@@ -310,9 +320,14 @@ pub fn assert_failed_stream(events: &[SseEvent], kind: &str) -> Value {
         !events.iter().any(SseEvent::is_done),
         "a failed stream has no [DONE]: {events:?}"
     );
-    assert!(
-        finish_reasons(events).is_empty(),
-        "no finish_reason may be invented for a failed stream: {events:?}"
+    let want: Vec<(u64, String)> = finished
+        .iter()
+        .map(|(c, r)| (*c, (*r).to_owned()))
+        .collect();
+    assert_eq!(
+        finish_reasons(events),
+        want,
+        "only finish reasons the upstream sent, none invented, on a failed stream: {events:?}"
     );
     last["error"].clone()
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
-    assert_error_shape, assert_failed_stream, chat, check_openai_wire, content_of, data,
-    finish_reasons, openai_provider, post_collect, provider, sse_steps, start_with_config,
-    up_chunk, up_text, up_usage, Collected,
+    assert_error_shape, assert_failed_stream, assert_failed_stream_after, chat, check_openai_wire,
+    content_of, data, finish_reasons, openai_provider, post_collect, provider, sse_steps,
+    start_with_config, up_chunk, up_text, up_usage, Collected,
 };
 use sluice_tests::scripted::{chunk, full_response, serve, sse_head, ScriptedUpstream, Step};
 
@@ -417,7 +417,8 @@ async fn one_of_two_choices_unfinished_is_upstream_truncated() {
     let (events, _) = stream_through(steps, json!({"n": 2})).await;
     assert_eq!(content_of(&events, 0), "a");
     assert_eq!(content_of(&events, 1), "b");
-    assert_failed_stream(&events, "upstream_truncated");
+    // Choice 0 had finished: its finish reason is delivered before the error.
+    assert_failed_stream_after(&events, "upstream_truncated", &[(0, "stop")]);
 }
 
 #[tokio::test]

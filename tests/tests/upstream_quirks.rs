@@ -661,11 +661,8 @@ async fn anthropic_stop_reason_then_a_clean_close_without_message_stop_is_comple
     assert_failed_stream(&events, "upstream_truncated");
 }
 
-/// Needs the relay change described in the adapter-hardening report: the relay keeps finish
-/// reasons for its terminal `done` event, and a failed stream's terminal event is the error
-/// alone, so the finish reasons received before the failure are never written.
+/// The relay writes the finish reasons received before a failure ahead of the error event.
 #[tokio::test]
-#[ignore = "needs the relay to write received finish reasons before a failure (see report)"]
 async fn with_n_2_a_finished_choice_keeps_its_finish_reason_when_the_other_is_cut() {
     let steps = sse_steps([
         data(&up_chunk(

@@ -220,6 +220,7 @@ async fn pump(
                 message: "the server is shutting down".into(),
                 kind: "server_shutdown".into(),
                 code: Some("server_shutdown".into()),
+                ..Default::default()
             });
             inc(&state.metrics.streams_failed);
         }
@@ -330,6 +331,7 @@ pub fn failure(e: &AdapterError) -> Failure {
         message: e.message(),
         kind: e.kind().to_owned(),
         code: e.code().map(str::to_owned),
+        ..Default::default()
     }
 }
 

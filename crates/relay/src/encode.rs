@@ -68,7 +68,7 @@ pub fn encode_into(
         Format::OpenAi => match event {
             EventRef::Delta(d) => openai_delta(buf, id, &d, head),
             EventRef::Done(done) => openai_done(buf, id, done, head, include_usage, skip),
-            EventRef::Failed(f) => openai_failed(buf, id, f),
+            EventRef::Failed(f) => openai_failed(buf, id, f, head, skip),
         },
     }
 }
@@ -79,6 +79,7 @@ pub fn event_count(format: Format, event: EventRef<'_>, include_usage: bool) -> 
         (Format::OpenAi, EventRef::Done(done)) => {
             done.finish_reasons.len() as u64 + u64::from(include_usage && done.usage.is_some()) + 1
         }
+        (Format::OpenAi, EventRef::Failed(f)) => f.finish_reasons.len() as u64 + 1,
         _ => 1,
     }
 }
@@ -393,16 +394,17 @@ fn openai_delta(buf: &mut BytesMut, id: u64, d: &DeltaRef<'_>, head: &str) {
     chunk(buf, id, head, &choices, None);
 }
 
-fn openai_done(
+/// One finish chunk per `(choice, reason)` from id `id`, leaving out the first `skip`; returns
+/// the id after them.
+fn finish_chunks(
     buf: &mut BytesMut,
     id: u64,
-    done: &Done,
+    reasons: &[(u32, String)],
     head: &str,
-    include_usage: bool,
     skip: u64,
-) {
+) -> u64 {
     let mut next = id;
-    for (choice, reason) in &done.finish_reasons {
+    for (choice, reason) in reasons {
         if next >= id + skip {
             let choices = [ChunkChoice {
                 index: *choice,
@@ -414,6 +416,18 @@ fn openai_done(
         }
         next += 1;
     }
+    next
+}
+
+fn openai_done(
+    buf: &mut BytesMut,
+    id: u64,
+    done: &Done,
+    head: &str,
+    include_usage: bool,
+    skip: u64,
+) {
+    let mut next = finish_chunks(buf, id, &done.finish_reasons, head, skip);
     if include_usage {
         if let Some(u) = &done.usage {
             if next >= id + skip {
@@ -426,7 +440,8 @@ fn openai_done(
     buf.put_slice(b"[DONE]\n\n");
 }
 
-fn openai_failed(buf: &mut BytesMut, id: u64, f: &Failure) {
+fn openai_failed(buf: &mut BytesMut, id: u64, f: &Failure, head: &str, skip: u64) {
+    let next = finish_chunks(buf, id, &f.finish_reasons, head, skip);
     let body = ErrorBody {
         error: ErrorInner {
             message: &f.message,
@@ -435,7 +450,7 @@ fn openai_failed(buf: &mut BytesMut, id: u64, f: &Failure) {
             code: f.code.as_deref(),
         },
     };
-    event_bytes(buf, id, None, &body);
+    event_bytes(buf, next, None, &body);
 }
 
 #[cfg(test)]
@@ -506,6 +521,7 @@ mod tests {
             message: "boom".into(),
             kind: "upstream_truncated".into(),
             code: Some("upstream_truncated".into()),
+            ..Default::default()
         });
         assert_eq!(
             s(browser(12, &failed)),
@@ -561,10 +577,30 @@ mod tests {
             message: "cut".into(),
             kind: "upstream_truncated".into(),
             code: None,
+            ..Default::default()
         });
         assert_eq!(
             s(openai(2, &failed, &meta(), true, 0)),
             "id: 2\ndata: {\"error\":{\"message\":\"cut\",\"type\":\"upstream_truncated\",\"param\":null,\"code\":null}}\n\n"
+        );
+        // n > 1: a choice that had finished keeps its finish chunk, ahead of the error; a
+        // reader resuming after it gets the error alone.
+        let failed = Event::Failed(Failure {
+            message: "cut".into(),
+            kind: "upstream_truncated".into(),
+            code: None,
+            finish_reasons: vec![(0, "stop".into())],
+        });
+        assert_eq!(event_count(Format::OpenAi, failed.view(), true), 2);
+        assert_eq!(event_count(Format::Browser, failed.view(), true), 1);
+        assert_eq!(
+            s(openai(2, &failed, &meta(), true, 0)),
+            "id: 2\ndata: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n\
+             id: 3\ndata: {\"error\":{\"message\":\"cut\",\"type\":\"upstream_truncated\",\"param\":null,\"code\":null}}\n\n"
+        );
+        assert_eq!(
+            s(openai_tail(2, &failed, &meta(), true, 1)),
+            "id: 3\ndata: {\"error\":{\"message\":\"cut\",\"type\":\"upstream_truncated\",\"param\":null,\"code\":null}}\n\n"
         );
     }
 

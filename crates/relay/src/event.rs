@@ -164,12 +164,17 @@ impl Done {
 }
 
 /// A failure, in OpenAI's error vocabulary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Failure {
     pub message: String,
     #[serde(rename = "type")]
     pub kind: String,
     pub code: Option<String>,
+    /// Choices that had finished before the failure (`n` > 1), with their reasons: the OpenAI
+    /// format delivers them before the error, since they were received. Filled in by the
+    /// writer; not part of the browser's `failed` payload.
+    #[serde(skip)]
+    pub finish_reasons: Vec<(u32, String)>,
 }
 
 /// Token counts in OpenAI's shape, serialised as OpenAI writes them.

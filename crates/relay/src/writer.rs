@@ -110,6 +110,7 @@ impl Writer {
                 message: "the answer exceeded the relay's per-stream memory limit".into(),
                 kind: "stream_too_large".into(),
                 code: Some("stream_too_large".into()),
+                ..Default::default()
             };
             drop(log);
             self.end(|_| Event::Failed(f));
@@ -155,8 +156,12 @@ impl Writer {
     }
 
     /// Ends the stream with an error.
-    pub fn fail(mut self, failure: Failure) {
-        self.end(|_| Event::Failed(failure));
+    pub fn fail(mut self, mut failure: Failure) {
+        self.end(|log| {
+            // Choices already finished keep their finish reasons (delivered before the error).
+            failure.finish_reasons = log.done(None).finish_reasons;
+            Event::Failed(failure)
+        });
     }
 
     /// The final event, once the stream has ended (after the memory bound failed it).

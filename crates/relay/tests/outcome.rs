@@ -14,6 +14,7 @@ fn failure() -> Failure {
         message: "upstream went away".into(),
         kind: "upstream_truncated".into(),
         code: Some("upstream_truncated".into()),
+        ..Default::default()
     }
 }
 

@@ -47,6 +47,7 @@ fn stats_count_live_finished_and_bytes() {
         message: "x".into(),
         kind: "y".into(),
         code: None,
+        ..Default::default()
     });
     let st = r.stats();
     assert_eq!((st.live, st.finished), (1, 2));

@@ -381,6 +381,7 @@ proptest! {
                 message: "cut\n\nshort".into(),
                 kind: "upstream_truncated".into(),
                 code: None,
+                ..Default::default()
             }),
             End::Dropped => drop(w),
         }

@@ -279,6 +279,7 @@ async fn openai_body_has_no_stray_blank_lines_under_any_timing() {
         message: "bad\n\nthing".into(),
         kind: "upstream_protocol_error".into(),
         code: None,
+        ..Default::default()
     });
     for r in readers {
         let all = r.await.unwrap();
