@@ -452,8 +452,15 @@ async fn token_budget_429_with_a_correct_retry_after() {
         ),
         &[],
     );
-    // Prompt estimate: "user" + "hi" = 6 bytes -> 2, plus 8 = 10; with max_tokens 490: 500.
-    let body = chat_body(false, json!({"max_tokens": 490, "mock": {"tokens": 300}}));
+    // Prompt estimate: a token per 4 bytes of the JSON body; with max_tokens: 500 in all.
+    let body = |max_tokens: u64| {
+        chat_body(
+            false,
+            json!({"max_tokens": max_tokens, "mock": {"tokens": 300}}),
+        )
+    };
+    let prompt = (serde_json::to_vec(&body(100)).unwrap().len() as u64).div_ceil(4);
+    let body = body(500 - prompt);
     let r = chat(&s, &k.key, &body).await;
     assert_eq!(r.status(), 200);
     let hs = rate_headers(r.headers(), "200");

@@ -17,7 +17,7 @@ use futures::{FutureExt, StreamExt};
 use provider_adapter::{AdapterError, ChatRequest, EventStream, Provider, StreamEvent};
 use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
 
-use crate::access::Admission;
+use crate::access::{estimate, Admission};
 use crate::conn::{FlushHint, BURST_GAP};
 use crate::error::GatewayError;
 use crate::metrics::inc;
@@ -62,6 +62,10 @@ pub async fn start(
         })?;
     let id = format!("chatcmpl-{}", writer.id());
     writer.set_meta(|m| m.id = id);
+    // If the caller goes away during the await, the admission is dropped with this future and
+    // charges the prompt estimate: the upstream was working on it.
+    let mut admission = admission;
+    admission.sent_upstream();
     match provider.stream(req).await {
         Ok(upstream) => {
             inc(&state.metrics.streams_started);
@@ -72,6 +76,7 @@ pub async fn start(
             })
         }
         Err(e) => {
+            admission.refund();
             inc(&state.metrics.upstream_errors);
             tracing::warn!(provider = %provider.name, model = %req.model, error = %e, "upstream request failed");
             writer.fail(failure(&e));
@@ -143,6 +148,8 @@ async fn pump(
     hint: Option<FlushHint>,
 ) {
     let mut last_chunk = Instant::now();
+    // Bytes of generated text, to estimate the completion if the upstream reports no usage.
+    let mut text_bytes = 0u64;
     let abandoned = writer.abandoned(state.settings.stream_grace);
     let cancelled = writer.cancelled();
     let shutdown = state.shutdown.clone().cancelled_owned();
@@ -166,6 +173,10 @@ async fn pump(
                 let end = loop {
                     match item {
                         Some(Ok(ev)) => {
+                            if let StreamEvent::Delta(d) = &ev {
+                                text_bytes =
+                                    text_bytes.saturating_add(estimate::delta_text_bytes(d));
+                            }
                             if !apply(&mut batch, ev) {
                                 break Some(End::Refused);
                             }
@@ -237,9 +248,11 @@ async fn pump(
     }
     match usage {
         Some(u) => admission.settle(u.prompt_tokens, u.completion_tokens),
-        // Cut short before the upstream's usage report: charged for what was generated (the
-        // log holds one event per delta).
-        None => admission.settle_cut_short(cut_short),
+        // No usage from the upstream (it sends none, or the stream was cut short before it):
+        // charged an estimate of what was generated (the log holds about one event per delta).
+        None => {
+            admission.settle_estimated(estimate::streamed_completion_tokens(cut_short, text_bytes))
+        }
     }
 }
 

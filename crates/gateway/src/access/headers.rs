@@ -97,6 +97,8 @@ mod tests {
         for (d, want) in cases {
             assert_eq!(format_duration(d), want, "{d:?}");
         }
+        // The longest duration there is: written, not a panic.
+        assert_eq!(format_duration(Duration::MAX), "5124095576030431h0m16s");
     }
 
     #[test]

@@ -12,19 +12,34 @@
 //! "Per minute" means per *limit window*: a minute, unless `rate_limit_window_secs` /
 //! `SLUICE_RATE_LIMIT_WINDOW_SECS` makes it shorter (for tests).
 //!
-//! - **Requests**: GCRA (governor), one limiter per team: `requests_per_minute` spread evenly
-//!   over the window, with `request_burst` (default a sixth of it, at least 1) allowed at once.
-//! - **Tokens: reserve and settle.** Before a request, its estimate (the prompt estimate plus
-//!   `max_tokens`, or the team's `default_max_tokens`, times `n`) must fit in the team's budget,
-//!   a bucket of `tokens_per_minute` that refills continuously; the estimate is then taken from
-//!   it. When the generation ends the reservation is settled against the real usage: the
-//!   difference is given back or taken as well (the budget may go below zero, and the next
-//!   request waits until the refill has paid that debt). A stream cut short before the upstream
-//!   reported usage is charged the prompt estimate plus one token per streamed delta; a request
-//!   that never reached streaming (upstream error, client gone while waiting for the upstream)
-//!   is charged nothing. An estimate larger than the whole budget is admitted when the budget is
-//!   full, so a big request is slow, not impossible. Reserving (rather than admitting whenever
-//!   the budget is positive) keeps a burst of parallel requests from overspending it.
+//! - **Requests**: GCRA, one limiter per team: `requests_per_minute` spread evenly over the
+//!   window, with `request_burst` (default a sixth of it, at least 1) allowed at once.
+//! - **Tokens: reserve and settle.** Before a request, its estimate must fit in the team's
+//!   budget, a bucket of `tokens_per_minute` that refills continuously; the estimate is then
+//!   taken from it. The estimate is the prompt estimate plus `max_completion_tokens` /
+//!   `max_tokens` (or the team's `default_max_tokens`) times `n`. The prompt estimate is a
+//!   token per four bytes of the whole JSON body (messages, `tools`, `response_format`, ...:
+//!   all that goes upstream), see [`estimate`]. An estimate larger than the whole budget takes
+//!   the whole budget and is admitted when the budget is full, so a big request is slow, not
+//!   impossible, and never reserves more than one window's tokens. Reserving (rather than
+//!   admitting whenever the budget is positive) keeps a burst of parallel requests from
+//!   overspending it.
+//!
+//!   When the generation ends the reservation is settled, in one signed step, against what
+//!   is charged: the difference is given back or taken as well. The budget may go below zero,
+//!   to minus one window's tokens at most, and the next request waits until the refill has
+//!   paid that debt. What is charged:
+//!   - the upstream's usage, when it reports it;
+//!   - when it does not (or a stream ends before it does): the prompt estimate plus, for the
+//!     completion, a token per four bytes of the answer's text, or for a stream the larger of
+//!     that and one token per streamed event;
+//!   - when the client goes away while the upstream works on its request (before the answer,
+//!     or before a stream's upstream has answered): the prompt estimate;
+//!   - nothing when the upstream refused the request (an error status, no connection) or it
+//!     never went upstream.
+//!
+//!   `max_tokens` and `max_completion_tokens` above [`estimate::MAX_TOKENS_CEILING`] and `n`
+//!   above [`estimate::MAX_N`] are refused with a 400 naming the field, for every caller.
 //! - **Concurrency**: generations in flight (streams, and non-streaming requests while they
 //!   wait for the upstream) per team, at most `max_concurrent_streams`. The [`Admission`] holds
 //!   the slot and gives it back when dropped, whatever ended the generation.
@@ -46,11 +61,16 @@
 //!
 //! The team table sits behind a `RwLock<Arc<_>>` that is only held to clone or swap the `Arc`.
 //! [`Access::reload`] swaps in a new table; limiter state lives in the [`LimitStore`] keyed by
-//! team name and is rebuilt only for a team whose limits changed, so other teams keep theirs.
+//! team name and survives a reload. A team whose limits changed keeps what it used: the
+//! requests in use of its burst (at most the new burst) and the tokens used of its budget
+//! (within the new budget and its floor). So a reload never refills a limit: reloading a
+//! bigger burst adds only the difference, and shrinking it back takes the surplus away.
 
 mod auth;
+pub mod estimate;
 pub mod headers;
 pub mod limits;
+pub mod rate;
 pub mod usage;
 
 use std::sync::{Arc, RwLock};
@@ -63,7 +83,7 @@ use serde_json::{json, Value};
 use crate::config::TeamConfig;
 use crate::error::GatewayError;
 pub use auth::{presented_key, AuthProblem};
-pub use limits::{LimitStatus, LimitStore, MemoryStore, TeamLimits};
+pub use limits::{LimitStatus, LimitStore, MemoryStore, Reservation, TeamLimits};
 pub use usage::{LimitKind, TeamUsage, UsageBook};
 
 /// A configured team, as the current config describes it.
@@ -95,6 +115,12 @@ impl Caller {
 }
 
 /// Admission of one request: headers to send, and a slot held until dropped.
+///
+/// Its token reservation ends in exactly one of: [`settle`](Self::settle) (the upstream's
+/// usage), [`settle_estimated`](Self::settle_estimated) (the upstream did the work but reported
+/// no usage), [`refund`](Self::refund) (the upstream refused), or being dropped: before
+/// [`sent_upstream`](Self::sent_upstream) nothing is charged; after it (the client went away
+/// while the upstream worked) the prompt estimate is.
 #[derive(Debug, Default)]
 pub struct Admission {
     pub headers: HeaderMap,
@@ -102,6 +128,13 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// The request is about to go upstream: from now on the upstream may be working on it.
+    pub fn sent_upstream(&mut self) {
+        if let Some(c) = self.charge.as_mut() {
+            c.sent = true;
+        }
+    }
+
     /// Settles the token budget with what the generation really used.
     pub fn settle(mut self, prompt_tokens: u64, completion_tokens: u64) {
         if let Some(c) = self.charge.as_mut() {
@@ -109,11 +142,19 @@ impl Admission {
         }
     }
 
-    /// Settles a generation that ended before the upstream reported its usage: the prompt
-    /// estimate, and one token per delta that was streamed.
-    pub fn settle_cut_short(self, deltas: u64) {
+    /// Settles a generation whose upstream reported no usage (or ended before reporting it):
+    /// the prompt estimate, and `completion_estimate` (see `estimate`).
+    pub fn settle_estimated(self, completion_estimate: u64) {
         let prompt = self.charge.as_ref().map_or(0, |c| c.prompt_estimate);
-        self.settle(prompt, deltas);
+        self.settle(prompt, completion_estimate);
+    }
+
+    /// The upstream refused the request (an error status, or no connection): it did no work
+    /// to charge, and the reservation comes back whole.
+    pub fn refund(mut self) {
+        if let Some(c) = self.charge.as_mut() {
+            c.refund();
+        }
     }
 }
 
@@ -129,27 +170,39 @@ impl Admission {
 struct Charge {
     store: Arc<dyn LimitStore>,
     team: Arc<Team>,
-    /// Tokens taken from the budget at admission (0 without a token limit).
+    /// Tokens taken from the budget at admission (0 without a token limit): what settling
+    /// gives back before taking the real usage.
     reserved: u64,
     prompt_estimate: u64,
     slot: bool,
+    /// The request went upstream: dropping the charge unsettled charges the prompt estimate.
+    sent: bool,
     settled: bool,
 }
 
 impl Charge {
+    /// Charges `prompt + completion` tokens in the usage counters and the budget, once.
     fn settle(&mut self, prompt: u64, completion: u64) {
-        if self.settled {
+        if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        self.settled = true;
         self.team.usage.charged(prompt, completion);
         if self.team.limits.tokens.is_some() {
-            let used = prompt.saturating_add(completion);
-            let delta = i64::try_from(used)
-                .unwrap_or(i64::MAX)
-                .saturating_sub(i64::try_from(self.reserved).unwrap_or(i64::MAX));
-            self.store
-                .adjust_tokens(&self.team.name, &self.team.limits, delta);
+            self.store.settle_tokens(
+                &self.team.name,
+                self.reserved,
+                prompt.saturating_add(completion),
+            );
+        }
+    }
+
+    /// Gives the whole reservation back, charging nothing.
+    fn refund(&mut self) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        if self.reserved > 0 {
+            self.store.settle_tokens(&self.team.name, self.reserved, 0);
         }
     }
 }
@@ -159,11 +212,13 @@ impl Drop for Charge {
         if self.slot {
             self.store.close_stream(&self.team.name);
         }
-        if !self.settled && self.reserved > 0 {
-            // Never reached the upstream's answer: nothing to charge.
-            let refund = i64::try_from(self.reserved).unwrap_or(i64::MAX);
-            self.store
-                .adjust_tokens(&self.team.name, &self.team.limits, -refund);
+        if self.sent {
+            // The client went away while the upstream was working on the request: the prompt
+            // was sent and read, whatever came of it.
+            self.settle(self.prompt_estimate, 0);
+        } else {
+            // Refused, or gone before anything was sent: nothing to charge.
+            self.refund();
         }
     }
 }
@@ -213,7 +268,9 @@ impl Default for Access {
 
 /// `Retry-After` seconds for a wait: rounded up, at least 1.
 pub fn retry_after_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+    wait.as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0))
+        .max(1)
 }
 
 impl Access {
@@ -286,8 +343,10 @@ impl Access {
         }
     }
 
-    /// Checks the caller's model permission and limits for `req`.
+    /// Checks the caps on what `req` may ask for (for everyone: see `estimate`), then the
+    /// caller's model permission and limits.
     pub fn admit(&self, caller: &Caller, req: &ChatRequest) -> Result<Admission, GatewayError> {
+        estimate::check_caps(req)?;
         if caller.team.is_none() {
             return Ok(Admission::default());
         }
@@ -303,18 +362,9 @@ impl Access {
             )));
         }
         let l = team.limits;
-        let n = req
-            .body
-            .get("n")
-            .and_then(Value::as_u64)
-            .unwrap_or(1)
-            .max(1);
-        let prompt_estimate = req.estimated_prompt_tokens();
-        let estimate = prompt_estimate.saturating_add(
-            req.max_tokens()
-                .unwrap_or(l.default_max_tokens)
-                .saturating_mul(n),
-        );
+        let prompt_estimate = estimate::prompt_tokens(req);
+        let estimate =
+            prompt_estimate.saturating_add(estimate::completion_budget(req, l.default_max_tokens));
         // Dropping `charge` on a refusal below gives back what it holds so far.
         let mut charge = Charge {
             store: self.store.clone(),
@@ -322,6 +372,7 @@ impl Access {
             reserved: 0,
             prompt_estimate,
             slot: false,
+            sent: false,
             settled: false,
         };
         if let Some(max) = l.streams {
@@ -339,14 +390,17 @@ impl Access {
             charge.slot = true;
         }
         let tokens = match self.store.reserve_tokens(&team.name, &l, estimate) {
-            Ok(st) => st,
+            Ok(r) => {
+                charge.reserved = r.tokens;
+                r.status
+            }
             Err(wait) => {
                 return Err(reject(
                     &team,
                     LimitKind::Tokens,
                     wait,
                     format!(
-                        "Rate limit reached for team '{}' on tokens per minute: limit {}, requested {estimate} (prompt estimate plus max_tokens). Please try again in {}s.",
+                        "Rate limit reached for team '{}' on tokens per minute: limit {}, requested {estimate} (prompt estimate plus max_tokens times n). Please try again in {}s.",
                         team.name,
                         l.tokens.unwrap_or_default(),
                         retry_after_secs(wait)
@@ -354,9 +408,6 @@ impl Access {
                 ))
             }
         };
-        if l.tokens.is_some() {
-            charge.reserved = estimate;
-        }
         let requests = match self.store.take_request(&team.name, &l) {
             Ok(st) => st,
             Err(wait) => {
@@ -407,8 +458,9 @@ impl Access {
         }
     }
 
-    /// Replaces the teams (config reload). Limiters of teams whose limits did not change are
-    /// kept; usage counters are kept for all. Refuses to drop from teams to open mode, which
+    /// Replaces the teams (config reload). Limiter state is kept for every team that stays,
+    /// and carried over to new limits for one whose limits changed (see `limits`); usage
+    /// counters are kept for all. Refuses to drop from teams to open mode, which
     /// would serve without keys: that needs a restart.
     pub fn reload(&self, teams: Vec<TeamConfig>, window: Duration) -> Result<String, String> {
         crate::config::validate_teams(&teams).map_err(|e| e.to_string())?;
@@ -598,7 +650,7 @@ mod tests {
         let e = a.admit(&c, &req(CHAT)).unwrap_err();
         assert_eq!(kind(&e), ("concurrency", 1));
         // The refused request reserved nothing: 2 x (prompt estimate + 10) are out.
-        let est = req(CHAT).estimated_prompt_tokens() + 10;
+        let est = estimate::prompt_tokens(&req(CHAT)) + 10;
         let remaining = |a: &Access| {
             a.headers(&c)["x-ratelimit-remaining-tokens"]
                 .to_str()
@@ -628,9 +680,9 @@ mod tests {
         t.tokens_per_minute = Some(600);
         let a = Access::new(vec![t], Duration::from_secs(6));
         let c = a.authenticate(&bearer(&k)).unwrap();
-        // Prompt estimate: 4 bytes of text -> 1, plus 8.
-        let big = req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":491}"#);
-        assert_eq!(big.estimated_prompt_tokens(), 9);
+        // Prompt estimate: 59 bytes of body -> 15; with max_tokens 485: 500.
+        let big = req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":485}"#);
+        assert_eq!(estimate::prompt_tokens(&big), 15);
         let adm = a.admit(&c, &big).unwrap();
         assert_eq!(adm.headers["x-ratelimit-limit-tokens"], "600");
         assert_eq!(adm.headers["x-ratelimit-remaining-tokens"], "100");
@@ -640,14 +692,93 @@ mod tests {
         assert_eq!(kind(&e), ("tokens", 1));
         let cut = a.admit(
             &c,
-            &req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":291}"#),
+            &req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":285}"#),
         );
         let cut = cut.unwrap();
-        cut.settle_cut_short(2); // prompt estimate 9 + 2 deltas
+        cut.settle_estimated(2); // prompt estimate 15 + 2 estimated
         let u = a.usage(&c).unwrap();
-        assert_eq!(u["prompt_tokens"], 17);
+        assert_eq!(u["prompt_tokens"], 23);
         assert_eq!(u["completion_tokens"], 194);
         assert_eq!(u["rejected"]["tokens"], 1);
+    }
+
+    fn remaining_tokens(a: &Access, c: &Caller) -> u64 {
+        a.headers(c)["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn what_an_admission_charges_on_each_way_it_ends() {
+        let (k, h) = crate::keys::generate();
+        let mut t = team("a", &h);
+        t.tokens_per_minute = Some(100_000);
+        let a = Access::new(vec![t], Duration::from_secs(60));
+        let c = a.authenticate(&bearer(&k)).unwrap();
+        let p = estimate::prompt_tokens(&req(CHAT));
+        let charged = |a: &Access| {
+            let u = a.usage(&c).unwrap();
+            (
+                u["prompt_tokens"].as_u64().unwrap(),
+                u["completion_tokens"].as_u64().unwrap(),
+            )
+        };
+        // Dropped before it went upstream: nothing.
+        drop(a.admit(&c, &req(CHAT)).unwrap());
+        assert_eq!(charged(&a), (0, 0));
+        assert_eq!(remaining_tokens(&a, &c), 100_000);
+        // Refused by the upstream: nothing.
+        let mut adm = a.admit(&c, &req(CHAT)).unwrap();
+        adm.sent_upstream();
+        adm.refund();
+        assert_eq!(charged(&a), (0, 0));
+        assert_eq!(remaining_tokens(&a, &c), 100_000);
+        // The client left while the upstream worked: the prompt estimate.
+        let mut adm = a.admit(&c, &req(CHAT)).unwrap();
+        adm.sent_upstream();
+        drop(adm);
+        assert_eq!(charged(&a), (p, 0));
+        assert!((100_000 - p..=100_000 - p + 1).contains(&remaining_tokens(&a, &c)));
+        // No usage from the upstream: the prompt estimate and the completion's.
+        let mut adm = a.admit(&c, &req(CHAT)).unwrap();
+        adm.sent_upstream();
+        adm.settle_estimated(40);
+        assert_eq!(charged(&a), (2 * p, 40));
+        assert!(remaining_tokens(&a, &c) <= 100_000 - 2 * p - 40 + 1);
+    }
+
+    #[test]
+    fn caps_apply_to_every_caller_before_any_limit() {
+        let huge =
+            req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":18446744073709551615}"#);
+        let open = Access::default();
+        let e = open.admit(&Caller::default(), &huge).unwrap_err();
+        assert!(
+            matches!(e, GatewayError::BadRequest { param: Some(ref p), .. } if p == "max_tokens")
+        );
+        let (k, h) = crate::keys::generate();
+        let mut t = team("a", &h);
+        t.tokens_per_minute = Some(30);
+        let a = Access::new(vec![t], Duration::from_secs(60));
+        let c = a.authenticate(&bearer(&k)).unwrap();
+        assert!(matches!(
+            a.admit(&c, &huge).unwrap_err(),
+            GatewayError::BadRequest { .. }
+        ));
+        assert_eq!(a.usage(&c).unwrap()["requests"], 0);
+        assert_eq!(remaining_tokens(&a, &c), 30);
+        // The biggest allowed request takes the whole budget, for one window at most.
+        let big =
+            req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":16777216,"n":128}"#);
+        let adm = a.admit(&c, &big).unwrap();
+        assert_eq!(adm.headers["x-ratelimit-remaining-tokens"], "0");
+        assert_eq!(adm.headers["x-ratelimit-reset-tokens"], "1m0s");
+        let e = a.admit(&c, &req(CHAT)).unwrap_err();
+        assert!(kind(&e).1 <= 60);
+        drop(adm);
+        assert_eq!(remaining_tokens(&a, &c), 30);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use relay::Format;
 
-use crate::access::Caller;
+use crate::access::{estimate, Caller};
 use crate::conn::FlushHint;
 use crate::error::GatewayError;
 use crate::generation;
@@ -24,7 +24,7 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     let bytes = super::body(&state, body)?;
-    let (req, provider, admission) = super::admit(&state, &caller, &bytes)?;
+    let (req, provider, mut admission) = super::admit(&state, &caller, &bytes)?;
     inc(&state.metrics.chat_completions);
     let headers = admission.headers.clone();
     let mut resp = if req.stream {
@@ -40,18 +40,23 @@ pub async fn chat_completions(
         }
         resp
     } else {
+        // If the client goes away during the await, the admission is dropped with this future
+        // and charges the prompt estimate: the upstream was working on it.
+        admission.sent_upstream();
         let completion = match provider.complete(&req).await {
             Ok(c) => c,
             Err(e) => {
+                admission.refund();
                 inc(&state.metrics.upstream_errors);
                 tracing::warn!(provider = %provider.name, model = %req.model, error = %e, "upstream request failed");
                 return Err(e.into());
             }
         };
-        let (p, c) = completion
-            .usage
-            .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-        admission.settle(p, c);
+        match completion.usage {
+            Some(u) => admission.settle(u.prompt_tokens, u.completion_tokens),
+            // The upstream did the work but did not say how much: estimated from the answer.
+            None => admission.settle_estimated(estimate::completion_tokens(&completion.body)),
+        }
         Json(completion.body).into_response()
     };
     resp.headers_mut().extend(headers);
