@@ -234,7 +234,6 @@ fn check_request(parsed: Result<ChatRequest, AdapterError>) {
         Err(other) => panic!("not an invalid-request error: {other:?}"),
         Ok(req) => {
             let _ = req.max_tokens();
-            let _ = req.estimated_prompt_tokens();
             let _ = openai::build_request("http://h/v1", Some("k"), &req, req.stream);
             let _ = anthropic::build_request("http://h", Some("k"), &req, req.stream);
         }

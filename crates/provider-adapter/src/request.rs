@@ -142,21 +142,6 @@ impl ChatRequest {
             .iter()
             .find_map(|k| self.body.get(*k).and_then(Value::as_u64))
     }
-
-    /// A cheap, deliberately generous estimate of the prompt's tokens (about four bytes a
-    /// token over the message text), for admission before the upstream reports real usage.
-    pub fn estimated_prompt_tokens(&self) -> u64 {
-        fn text_len(v: &Value) -> usize {
-            match v {
-                Value::String(s) => s.len(),
-                Value::Array(a) => a.iter().map(text_len).sum(),
-                Value::Object(o) => o.values().map(text_len).sum(),
-                _ => 0,
-            }
-        }
-        let bytes = self.body.get("messages").map_or(0, text_len);
-        (bytes as u64).div_ceil(4) + 8
-    }
 }
 
 #[cfg(test)]
