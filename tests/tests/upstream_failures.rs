@@ -260,12 +260,7 @@ async fn the_upstream_key_never_reaches_a_response_or_a_log_line() {
         .to_owned();
     assert!(msg.starts_with("Incorrect API key provided"), "{msg}");
 
-    let metrics = reqwest::get(sluice.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = sluice.metrics().await;
     assert!(!metrics.contains(KEY));
     // Give the log writer a moment, then check every line.
     tokio::time::sleep(Duration::from_millis(200)).await;
