@@ -44,6 +44,21 @@ pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> crate::Sluice {
     crate::start_sluice_with_config(toml, &[], &env)
 }
 
+/// Starts `sluice` (demo off) with one OpenAI-kind provider, `up`, serving every model from
+/// the scripted upstream `up`, and `env` added.
+pub fn start_with_upstream(
+    up: &crate::scripted::ScriptedUpstream,
+    env: &[(&str, &str)],
+) -> crate::Sluice {
+    start_with_config(&openai_provider("up", &up.base_url(), &["*"]), env)
+}
+
+/// POSTs `body` to `sluice`'s `/v1/chat/completions` and reads the whole answer, giving up
+/// after `limit`.
+pub async fn post_chat(sluice: &crate::Sluice, body: &Value, limit: Duration) -> Collected {
+    post_collect(&sluice.url("/v1/chat/completions"), body, limit).await
+}
+
 /// A minimal chat request body for `model`; `extra` fields are merged in.
 pub fn chat(model: &str, stream: bool, extra: Value) -> Value {
     let mut body = json!({
@@ -305,6 +320,11 @@ pub fn up_chunk(index: u32, delta: Value, finish: Option<&str>) -> Value {
     })
 }
 
+/// The upstream's first chunk for choice 0: the assistant role and empty content.
+pub fn up_role() -> Value {
+    up_chunk(0, json!({"role": "assistant", "content": ""}), None)
+}
+
 /// An upstream text delta chunk for choice 0.
 pub fn up_text(text: &str) -> Value {
     up_chunk(0, json!({ "content": text }), None)
@@ -322,11 +342,7 @@ pub fn up_usage(prompt: u64, completion: u64) -> Value {
 
 /// A complete, well-behaved upstream stream body answering `pieces` on choice 0.
 pub fn up_stream(pieces: &[&str]) -> String {
-    let mut s = data(&up_chunk(
-        0,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    ));
+    let mut s = data(&up_role());
     for p in pieces {
         s.push_str(&data(&up_text(p)));
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
-    assert_error_shape, chat, client, data, openai_provider, up_chunk, up_text, wait_until,
+    assert_error_shape, chat, client, data, openai_provider, up_role, up_text, wait_until,
 };
 use sluice_tests::scripted::{chunk, serve, sse_head, Step};
 use sluice_tests::teams::{new_key, team, Key};
@@ -304,11 +304,7 @@ async fn metrics_with_teams_are_for_loopback_or_a_metrics_key() {
 #[tokio::test]
 async fn stream_ids_never_appear_whole_in_the_log() {
     // An upstream that breaks mid-answer: the gateway logs a warning about that stream.
-    let role = data(&up_chunk(
-        0,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    ));
+    let role = data(&up_role());
     let up = serve(vec![
         sse_head(),
         chunk(role.as_bytes()),

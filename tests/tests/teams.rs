@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
-    chunks, client_with_timeout, data, openai_provider, sse_events, up_chunk, up_text, wait_for,
+    chunks, client_with_timeout, data, openai_provider, sse_events, up_role, up_text, wait_for,
     wait_until,
 };
 use sluice_tests::scripted::{self, Step};
@@ -245,14 +245,7 @@ async fn concurrency_slots_come_back_on_every_path() {
     // A scripted upstream that fails mid-stream: one delta, then a reset.
     let broken = scripted::serve(vec![
         scripted::sse_head(),
-        scripted::chunk(
-            data(&up_chunk(
-                0,
-                json!({"role": "assistant", "content": ""}),
-                None,
-            ))
-            .as_bytes(),
-        ),
+        scripted::chunk(data(&up_role()).as_bytes()),
         scripted::chunk(data(&up_text("partial")).as_bytes()),
         Step::Sleep(Duration::from_millis(50)),
         Step::Reset,

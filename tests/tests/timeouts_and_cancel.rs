@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sluice_tests::e2e::{
     assert_error_shape, assert_failed_stream, chat, check_openai_wire, check_openai_wire_from,
-    client, collect, content_events, content_of, data, error_events, openai_provider, post_collect,
-    start_with_config, up_chunk, up_text, wait_for, wait_until, StreamReader,
+    client, collect, content_events, content_of, data, error_events, openai_provider, post_chat,
+    start_with_config, start_with_upstream, up_chunk, up_role, up_text, wait_for, wait_until,
+    StreamReader,
 };
 use sluice_tests::scripted::{chunk, end_chunks, serve, sse_head, Step};
 use sluice_tests::{metric, start_sluice};
@@ -23,18 +24,10 @@ const FAST_TIMEOUTS: [(&str, &str); 3] = [
 #[tokio::test]
 async fn an_upstream_that_never_sends_headers_is_504_upstream_timeout() {
     let up = serve(vec![Step::Sleep(Duration::from_secs(30))]).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &FAST_TIMEOUTS,
-    );
+    let sluice = start_with_upstream(&up, &FAST_TIMEOUTS);
     for stream in [true, false] {
         let start = Instant::now();
-        let a = post_collect(
-            &sluice.url("/v1/chat/completions"),
-            &chat("m", stream, json!({})),
-            LIMIT,
-        )
-        .await;
+        let a = post_chat(&sluice, &chat("m", stream, json!({})), LIMIT).await;
         let took = start.elapsed();
         assert_eq!(a.status, 504, "stream={stream}: {}", a.body);
         let v = a.json();
@@ -51,28 +44,13 @@ async fn an_upstream_that_never_sends_headers_is_504_upstream_timeout() {
 async fn a_silent_upstream_gets_keep_alives_then_an_in_band_idle_timeout() {
     let up = serve(vec![
         sse_head(),
-        chunk(
-            data(&up_chunk(
-                0,
-                json!({"role": "assistant", "content": ""}),
-                None,
-            ))
-            .as_bytes(),
-        ),
+        chunk(data(&up_role()).as_bytes()),
         chunk(data(&up_text("Hel")).as_bytes()),
         Step::Sleep(Duration::from_secs(30)),
     ])
     .await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &FAST_TIMEOUTS,
-    );
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("m", true, json!({})),
-        LIMIT,
-    )
-    .await;
+    let sluice = start_with_upstream(&up, &FAST_TIMEOUTS);
+    let a = post_chat(&sluice, &chat("m", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     // The wire rules: keep-alives are lone `: keep-alive` lines, no blank line stands alone.
     let events = check_openai_wire(&a.body);
@@ -120,16 +98,8 @@ async fn a_keep_alive_before_the_first_event_is_a_lone_comment_line() {
     ));
     steps.push(end_chunks());
     let up = serve(steps).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &FAST_TIMEOUTS,
-    );
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("m", true, json!({})),
-        LIMIT,
-    )
-    .await;
+    let sluice = start_with_upstream(&up, &FAST_TIMEOUTS);
+    let a = post_chat(&sluice, &chat("m", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(
         a.body.starts_with(": keep-alive\nid: 1\n"),
@@ -152,12 +122,7 @@ async fn a_refused_connection_is_502() {
         &FAST_TIMEOUTS,
     );
     for stream in [true, false] {
-        let a = post_collect(
-            &sluice.url("/v1/chat/completions"),
-            &chat("m", stream, json!({})),
-            LIMIT,
-        )
-        .await;
+        let a = post_chat(&sluice, &chat("m", stream, json!({})), LIMIT).await;
         assert_eq!(a.status, 502, "stream={stream}: {}", a.body);
         let v = a.json();
         let err = assert_error_shape(&v);
@@ -173,17 +138,7 @@ async fn a_refused_connection_is_502() {
 
 /// An upstream streaming `n` tokens `every` apart, then finishing.
 fn slow_upstream(n: usize, every: Duration) -> Vec<Step> {
-    let mut steps = vec![
-        sse_head(),
-        chunk(
-            data(&up_chunk(
-                0,
-                json!({"role": "assistant", "content": ""}),
-                None,
-            ))
-            .as_bytes(),
-        ),
-    ];
+    let mut steps = vec![sse_head(), chunk(data(&up_role()).as_bytes())];
     for i in 0..n {
         steps.push(chunk(data(&up_text(&format!("t{i} "))).as_bytes()));
         steps.push(Step::Sleep(every));
@@ -213,8 +168,8 @@ async fn drop_mid_stream(
     Instant,
 ) {
     let up = serve(slow_upstream(100, Duration::from_millis(100))).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
+    let sluice = start_with_upstream(
+        &up,
         &[
             ("SLUICE_STREAM_GRACE_SECS", grace),
             ("SLUICE_KEEPALIVE_SECS", "1"),
@@ -275,10 +230,7 @@ async fn with_a_grace_period_the_upstream_is_kept_for_it_then_closed() {
 async fn a_dropped_stream_resumes_by_its_stream_id_within_the_grace_period() {
     let n = 15;
     let up = serve(slow_upstream(n, Duration::from_millis(100))).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &[("SLUICE_STREAM_GRACE_SECS", "2")],
-    );
+    let sluice = start_with_upstream(&up, &[("SLUICE_STREAM_GRACE_SECS", "2")]);
     let mut r = StreamReader::post(
         &sluice.url("/v1/chat/completions"),
         &chat("m", true, json!({})),
@@ -371,10 +323,7 @@ async fn sigterm_ends_a_long_stream_with_an_error_event_and_exits_zero() {
 async fn a_client_that_leaves_before_the_upstream_answers_cancels_it_and_leaves_no_live_stream() {
     // The upstream never answers; the headers timeout is the default 30 s.
     let up = serve(vec![Step::Sleep(Duration::from_secs(30))]).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &[("SLUICE_STREAM_GRACE_SECS", "0")],
-    );
+    let sluice = start_with_upstream(&up, &[("SLUICE_STREAM_GRACE_SECS", "0")]);
     for path in ["/v1/chat/completions", "/v1/streams"] {
         let before = up.client_closed();
         let gave_up = client()

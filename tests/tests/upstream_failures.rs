@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
     assert_error_shape, assert_failed_stream, chat, check_openai_wire, content_of, data,
-    finish_reasons, openai_provider, post_collect, provider, sse_steps, start_with_config,
-    up_chunk, up_text, up_usage, Collected,
+    finish_reasons, openai_provider, post_chat, post_collect, provider, sse_steps,
+    start_with_config, start_with_upstream, up_chunk, up_role, up_text, up_usage, Collected,
 };
 use sluice_tests::scripted::{chunk, full_response, serve, sse_head, ScriptedUpstream, Step};
 
@@ -138,8 +138,8 @@ async fn anthropic_529_overloaded_becomes_503_with_the_upstream_error() {
         &[],
     );
     for stream in [true, false] {
-        let a = post_collect(
-            &sluice.url("/v1/chat/completions"),
+        let a = post_chat(
+            &sluice,
             &chat("claude-sonnet-4-5", stream, json!({})),
             LIMIT,
         )
@@ -293,13 +293,8 @@ async fn stream_through(
     extra: Value,
 ) -> (Vec<sluice_tests::e2e::SseEvent>, Collected) {
     let up = serve(steps).await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("m", true, extra),
-        LIMIT,
-    )
-    .await;
+    let sluice = start_with_upstream(&up, &[]);
+    let a = post_chat(&sluice, &chat("m", true, extra), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.header("content-type"), Some("text/event-stream"));
     assert!(
@@ -312,11 +307,7 @@ async fn stream_through(
 }
 
 fn role_chunk() -> String {
-    data(&up_chunk(
-        0,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    ))
+    data(&up_role())
 }
 
 #[tokio::test]
@@ -484,12 +475,7 @@ async fn anthropic_error_event_mid_stream_keeps_its_type() {
         ),
         &[],
     );
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("claude-x", true, json!({})),
-        LIMIT,
-    )
-    .await;
+    let a = post_chat(&sluice, &chat("claude-x", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let events = check_openai_wire(&a.body);
     assert_eq!(content_of(&events, 0), "Hel");
@@ -510,12 +496,7 @@ async fn a_key_at_the_cut_of_a_long_plain_text_error_does_not_leak_in_part() {
         &[("UP_KEY", KEY)],
     );
     for stream in [true, false] {
-        let a = post_collect(
-            &sluice.url("/v1/chat/completions"),
-            &chat("m", stream, json!({})),
-            LIMIT,
-        )
-        .await;
+        let a = post_chat(&sluice, &chat("m", stream, json!({})), LIMIT).await;
         assert_eq!(a.status, 502, "{}", a.body);
         assert!(
             !a.body.contains(&KEY[..7]),
