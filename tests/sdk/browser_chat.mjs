@@ -13,22 +13,15 @@
 
 import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import {
+  artifactPath, CHROMIUM_ARGS, closeTogether, result, runChecks, saveScreenshot, short, sleep,
+} from './lib.mjs';
 import { replay as fetchReplay } from './sse.mjs';
 
 const DEADLINE_MS = 90_000; // the whole script; normally it takes 15-25 s
 const ANSWER_TIMEOUT_MS = 30_000; // one demo answer at 30 tokens/s takes about 4 s
 const CUT_AFTER_DELTAS = 8; // the proxy cuts the events connection after this many deltas
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 
 const baseArg = process.argv[2];
 if (!baseArg) {
@@ -37,17 +30,7 @@ if (!baseArg) {
 }
 const origin = new URL(baseArg).origin;
 const executablePath = process.argv[3] || process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const screenshotPath = path.join(repoRoot, 'test-artifacts', 'chat.png');
-
-const failures = [];
-function result(name, ok, detail) {
-  if (!ok) failures.push(name);
-  console.log(`${ok ? 'PASS' : 'FAIL'} ${name}${detail ? ` (${detail})` : ''}`);
-  return ok;
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const short = (s, n = 80) => JSON.stringify(s.length > n ? `${s.slice(0, n)}…` : s);
+const screenshotPath = artifactPath('chat.png');
 
 // ---- the server's record of an answer ----
 
@@ -191,14 +174,7 @@ function startProxy(target) {
       if (events) forwarded += buf.toString('latin1');
       client.write(buf);
     });
-    const closeBoth = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', closeBoth);
-    upstream.on('error', closeBoth);
-    client.on('close', closeBoth);
-    upstream.on('close', closeBoth);
+    closeTogether(client, upstream);
   });
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => resolve({ server, state, port: server.address().port }));
@@ -335,15 +311,9 @@ async function xss(page, errors) {
 
 async function screenshot(page) {
   console.log('-- 5. screenshot');
-  fs.mkdirSync(path.dirname(screenshotPath), { recursive: true });
-  const png = await page.screenshot();
-  // Write then rename, so a reader (or a concurrent run) never sees a half-written file.
-  const tmp = `${screenshotPath}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, png);
-  fs.renameSync(tmp, screenshotPath);
+  const png = await saveScreenshot(page, screenshotPath);
   const isPng = png.length > 8 && png.subarray(1, 4).toString('latin1') === 'PNG';
   result('screenshot saved', isPng && fs.existsSync(screenshotPath), `${png.length} bytes PNG`);
-  console.log(`screenshot: ${screenshotPath}`);
 }
 
 async function main() {
@@ -366,19 +336,4 @@ async function main() {
   }
 }
 
-const watchdog = setTimeout(() => {
-  console.log(`FAIL the browser tests did not finish within ${DEADLINE_MS / 1000} s`);
-  process.exit(1);
-}, DEADLINE_MS);
-
-try {
-  await main();
-} catch (e) {
-  result('the browser tests ran to the end', false, e && e.stack ? e.stack : String(e));
-}
-clearTimeout(watchdog);
-if (failures.length) {
-  console.log(`FAIL browser chat: ${failures.length} check(s) failed: ${failures.join('; ')}`);
-  process.exit(1);
-}
-console.log('PASS browser chat: every check passed');
+await runChecks('browser chat', main, { deadlineMs: DEADLINE_MS });

@@ -22,10 +22,10 @@
 //   narrow:  models = a glob that matches no served model
 // Prints one PASS/FAIL line per check and exits non-zero if any check failed.
 
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import {
+  artifactPath, CHROMIUM_ARGS, result, runChecks, saveScreenshot, short as shortAt, sleep,
+} from './lib.mjs';
 import { replay as fetchReplay } from './sse.mjs';
 
 const DEADLINE_MS = 90_000; // the whole script; normally it takes 10-20 s
@@ -33,14 +33,6 @@ const STEP_TIMEOUT_MS = 10_000; // a page reaction (form shown, response seen)
 const ANSWER_TIMEOUT_MS = 30_000;
 const MAX_QUICK_SENDS = 12; // burst 2 at 60/minute: a 429 must come long before this
 const STORAGE_KEY = 'sluice.apiKey';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 
 const [baseArg, chromiumArg, keyMain, keyLimited, keyNarrow] = process.argv.slice(2);
 if (!baseArg || !chromiumArg || !keyMain || !keyLimited || !keyNarrow) {
@@ -49,19 +41,11 @@ if (!baseArg || !chromiumArg || !keyMain || !keyLimited || !keyNarrow) {
 }
 const origin = new URL(baseArg).origin;
 const executablePath = chromiumArg;
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const screenshotPath = path.join(repoRoot, 'test-artifacts', 'teams.png');
+const screenshotPath = artifactPath('teams.png');
 // A key of the right shape that no team has.
 const unknownKey = `sk-sluice-${'x'.repeat(43)}`;
 
-const failures = [];
-function result(name, ok, detail) {
-  if (!ok) failures.push(name);
-  console.log(`${ok ? 'PASS' : 'FAIL'} ${name}${detail ? ` (${detail})` : ''}`);
-  return ok;
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const short = (s, n = 100) => JSON.stringify(s.length > n ? `${s.slice(0, n)}…` : s);
+const short = (s, n = 100) => shortAt(s, n);
 /** Never prints a key itself, only which one it is. */
 const whichKey = (auth) => {
   if (auth == null) return 'none';
@@ -440,12 +424,7 @@ async function forbiddenModel(context, errors) {
 }
 
 async function screenshot(page) {
-  fs.mkdirSync(path.dirname(screenshotPath), { recursive: true });
-  const png = await page.screenshot();
-  const tmp = `${screenshotPath}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, png);
-  fs.renameSync(tmp, screenshotPath);
-  console.log(`screenshot: ${screenshotPath}`);
+  await saveScreenshot(page, screenshotPath);
 }
 
 async function main() {
@@ -470,19 +449,4 @@ async function main() {
   }
 }
 
-const watchdog = setTimeout(() => {
-  console.log(`FAIL the browser tests did not finish within ${DEADLINE_MS / 1000} s`);
-  process.exit(1);
-}, DEADLINE_MS);
-
-try {
-  await main();
-} catch (e) {
-  result('the browser tests ran to the end', false, e && e.stack ? e.stack : String(e));
-}
-clearTimeout(watchdog);
-if (failures.length) {
-  console.log(`FAIL browser teams: ${failures.length} check(s) failed: ${failures.join('; ')}`);
-  process.exit(1);
-}
-console.log('PASS browser teams: every check passed');
+await runChecks('browser teams', main, { deadlineMs: DEADLINE_MS });

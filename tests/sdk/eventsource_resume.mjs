@@ -8,6 +8,8 @@
 
 import net from 'node:net';
 import { EventSource } from 'eventsource';
+import { closeTogether, result, runChecks } from './lib.mjs';
+import { parseSse } from './sse.mjs';
 
 const CUT_AFTER_DELTAS = 5;
 const DEADLINE_MS = 30_000;
@@ -21,12 +23,6 @@ if (!baseArg) {
 }
 const base = new URL(baseArg.endsWith('/') ? baseArg : `${baseArg}/`);
 const origin = base.origin;
-
-const failures = [];
-function result(name, ok, detail) {
-  if (!ok) failures.push(name);
-  console.log(`${ok ? 'PASS' : 'FAIL'} ${name}${detail ? ` (${detail})` : ''}`);
-}
 
 // ---- the proxy: forwards TCP both ways; cuts connection #1 in the middle of the body ----
 
@@ -67,39 +63,10 @@ function startProxy(targetHost, targetPort) {
           if (deltasSeen >= CUT_AFTER_DELTAS) cutArmed = true;
         }
       });
-      const closeBoth = () => {
-        client.destroy();
-        upstream.destroy();
-      };
-      client.on('error', closeBoth);
-      upstream.on('error', closeBoth);
-      client.on('close', closeBoth);
-      upstream.on('close', closeBoth);
+      closeTogether(client, upstream);
     });
     server.listen(0, '127.0.0.1', () => resolve(server));
   });
-}
-
-// ---- SSE parsing for the direct (un-proxied) replay read ----
-
-function parseSse(body) {
-  const events = [];
-  let cur = {};
-  for (const rawLine of body.split(/\r\n|\r|\n/)) {
-    if (rawLine === '') {
-      if (Object.keys(cur).length) events.push(cur);
-      cur = {};
-      continue;
-    }
-    if (rawLine.startsWith(':')) continue;
-    const i = rawLine.indexOf(':');
-    const field = i < 0 ? rawLine : rawLine.slice(0, i);
-    let value = i < 0 ? '' : rawLine.slice(i + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    cur[field] = field === 'data' && cur.data !== undefined ? `${cur.data}\n${value}` : value;
-  }
-  if (Object.keys(cur).length) events.push(cur);
-  return events;
 }
 
 async function main() {
@@ -220,15 +187,4 @@ async function main() {
     texts === full ? `${texts.length} chars` : `got ${JSON.stringify(texts)}\nwant ${JSON.stringify(full)}`);
 }
 
-try {
-  await main();
-} catch (e) {
-  failures.push('script');
-  console.log(`FAIL eventsource script error: ${e?.stack ?? e}`);
-}
-if (failures.length) {
-  console.log(`FAIL eventsource: ${failures.length} check(s) failed: ${failures.join(', ')}`);
-  process.exit(1);
-}
-console.log('PASS eventsource: every check passed');
-process.exit(0);
+await runChecks('eventsource', main);

@@ -1,5 +1,5 @@
-// Shared by the browser tests: reading a stream's replay from the server, the way a WHATWG
-// client splits an SSE body into events.
+// Shared by the Node check scripts: the way a WHATWG client splits an SSE body into events, and
+// reading a stream's replay from the server.
 
 /** Splits an SSE body into events: objects of field name to value (`data` lines joined). */
 export function parseSse(body) {

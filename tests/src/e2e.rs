@@ -1,25 +1,17 @@
-//! Helpers for the end-to-end tests of the proxy path: config files, a client that records a
-//! streaming body as it arrives, OpenAI-format SSE parsing and the checks every OpenAI-format
-//! stream must pass, and builders for scripted upstream bodies.
+//! Helpers for the end-to-end tests of the proxy path: provider config, the HTTP client, a
+//! reader that records a streaming body as it arrives, the checks every OpenAI-format stream
+//! must pass, and builders for scripted upstream bodies. Config files, SSE parsing and polling
+//! live in [`crate::config`], [`crate::sse`] and [`crate::wait`]; their names are re-exported
+//! here for the tests that import them from this module.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-/// Writes `toml` to a fresh file in a fresh temp directory and returns its path.
-pub fn config_file(toml: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-cfg-{}-{}",
-        std::process::id(),
-        crate::rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("sluice.toml");
-    std::fs::write(&path, toml).expect("write config");
-    path
-}
+pub use crate::config::config_file;
+pub use crate::sse::{sse_events, SseEvent};
+pub use crate::wait::{wait_for, wait_until};
 
 /// One `[[providers]]` entry of kind `openai`.
 pub fn openai_provider(name: &str, base_url: &str, models: &[&str]) -> String {
@@ -42,15 +34,29 @@ pub fn provider(
     )
 }
 
-/// Starts `sluice` (demo off) with `toml` as its config file and `env` added.
+/// Starts `sluice` (demo off unless `env` sets `SLUICE_DEMO`) with `toml` as its config file
+/// and `env` added; the `Sluice` keeps the file.
 pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> crate::Sluice {
-    let path = config_file(toml);
-    let path = path.to_str().expect("utf-8 temp path").to_owned();
     let mut env: Vec<(&str, &str)> = env.to_vec();
     if !env.iter().any(|(k, _)| *k == "SLUICE_DEMO") {
         env.push(("SLUICE_DEMO", "off"));
     }
-    crate::start_sluice(&["--config", &path], &env)
+    crate::start_sluice_with_config(toml, &[], &env)
+}
+
+/// Starts `sluice` (demo off) with one OpenAI-kind provider, `up`, serving every model from
+/// the scripted upstream `up`, and `env` added.
+pub fn start_with_upstream(
+    up: &crate::scripted::ScriptedUpstream,
+    env: &[(&str, &str)],
+) -> crate::Sluice {
+    start_with_config(&openai_provider("up", &up.base_url(), &["*"]), env)
+}
+
+/// POSTs `body` to `sluice`'s `/v1/chat/completions` and reads the whole answer, giving up
+/// after `limit`.
+pub async fn post_chat(sluice: &crate::Sluice, body: &Value, limit: Duration) -> Collected {
+    post_collect(&sluice.url("/v1/chat/completions"), body, limit).await
 }
 
 /// A minimal chat request body for `model`; `extra` fields are merged in.
@@ -68,10 +74,17 @@ pub fn chat(model: &str, stream: bool, extra: Value) -> Value {
 
 /// A client with no overall timeout (streams are read by hand) and a short connect timeout.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .expect("client")
+    client_builder().build().expect("client")
+}
+
+/// A client whose every request, body included, fails after `limit`: for tests whose requests
+/// are short, so that a hang fails the test instead of stalling the run.
+pub fn client_with_timeout(limit: Duration) -> reqwest::Client {
+    client_builder().timeout(limit).build().expect("client")
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().connect_timeout(Duration::from_secs(5))
 }
 
 /// A response read to its end, with the time each piece of the body arrived.
@@ -156,45 +169,6 @@ pub async fn collect(resp: reqwest::Response, start: Instant, limit: Duration) -
         arrivals,
         transport_error,
     }
-}
-
-/// One SSE event of an OpenAI-format stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
-    pub id: Option<u64>,
-    pub data: String,
-    /// Every field name the event had (to check that no `event:`/`retry:` leaked through).
-    pub fields: Vec<String>,
-}
-
-impl SseEvent {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data)
-            .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {:?}", self.data))
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.data == "[DONE]"
-    }
-}
-
-/// Parses an SSE body (as Sluice writes it: LF line endings) into events.
-pub fn sse_events(body: &str) -> Vec<SseEvent> {
-    crate::parse_sse(body)
-        .into_iter()
-        .map(|m| {
-            let mut fields: Vec<String> = m.keys().cloned().collect();
-            fields.sort();
-            SseEvent {
-                id: m.get("id").map(|v| {
-                    v.parse()
-                        .unwrap_or_else(|_| panic!("id is not a number: {v:?}"))
-                }),
-                data: m.get("data").cloned().unwrap_or_default(),
-                fields,
-            }
-        })
-        .collect()
 }
 
 /// Checks the wire rules of an OpenAI-format stream from Sluice and returns its events:
@@ -361,6 +335,11 @@ pub fn up_chunk(index: u32, delta: Value, finish: Option<&str>) -> Value {
     })
 }
 
+/// The upstream's first chunk for choice 0: the assistant role and empty content.
+pub fn up_role() -> Value {
+    up_chunk(0, json!({"role": "assistant", "content": ""}), None)
+}
+
 /// An upstream text delta chunk for choice 0.
 pub fn up_text(text: &str) -> Value {
     up_chunk(0, json!({ "content": text }), None)
@@ -378,11 +357,7 @@ pub fn up_usage(prompt: u64, completion: u64) -> Value {
 
 /// A complete, well-behaved upstream stream body answering `pieces` on choice 0.
 pub fn up_stream(pieces: &[&str]) -> String {
-    let mut s = data(&up_chunk(
-        0,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    ));
+    let mut s = data(&up_role());
     for p in pieces {
         s.push_str(&data(&up_text(p)));
     }
@@ -414,18 +389,6 @@ pub fn recorded_body(up: &crate::scripted::ScriptedUpstream) -> Value {
     let reqs = up.requests();
     assert_eq!(reqs.len(), 1, "the upstream got one request");
     serde_json::from_slice(&reqs[0].1).expect("upstream request body is JSON")
-}
-
-/// Waits until `f` holds, checking every 20 ms, for at most `limit`. Returns whether it held.
-pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
 }
 
 /// A streaming response read piece by piece, for tests that stop reading half-way.
@@ -489,17 +452,13 @@ impl StreamReader {
 
     /// The complete events received so far (up to the last blank line).
     pub fn complete_events(&self) -> Vec<SseEvent> {
-        match self.body.rfind("\n\n") {
-            Some(end) => sse_events(&self.body[..end + 2]),
-            None => Vec::new(),
-        }
+        sse_events(crate::sse::complete_part(&self.body))
     }
 }
 
 /// The number of complete events in `body` carrying content.
 pub fn content_events(body: &str) -> usize {
-    let end = body.rfind("\n\n").map_or(0, |e| e + 2);
-    sse_events(&body[..end])
+    sse_events(crate::sse::complete_part(body))
         .iter()
         .filter(|e| e.data.contains("\"content\""))
         .count()

@@ -1,13 +1,34 @@
 //! Shared harness for the end-to-end tests: starts the real `sluice` binary on port 0 and
-//! reads its `listening on` line, and serves scripted raw-bytes upstreams on port 0.
+//! reads its `listening on` line ([`Sluice`], [`start_sluice`], [`start_sluice_with_config`]),
+//! reads its metrics ([`metric`], [`sample`]) and signals it ([`Sluice::signal`]).
+//!
+//! - [`config`]: temp config files removed on drop ([`config::ConfigFile`]).
+//! - [`e2e`]: requests, streaming bodies and the checks every OpenAI-format stream must pass.
+//! - [`scripted`]: raw-bytes upstreams that play a fixed script.
+//! - [`sdk`]: running the SDK, EventSource and browser scripts of `tests/sdk/`, or skipping.
+//! - [`sse`]: the one SSE parser.
+//! - [`teams`]: API keys and `[[teams]]` entries.
+//! - [`wait`]: polling with a deadline.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tempfile::TempDir;
+
+pub mod config;
+pub mod e2e;
+pub mod scripted;
+pub mod sdk;
+pub mod sse;
+pub mod teams;
+pub mod wait;
+
+pub use config::ConfigFile;
+pub use sse::parse_sse;
 
 /// Path of the `sluice` binary built for this test run.
 pub fn sluice_bin() -> PathBuf {
@@ -76,8 +97,10 @@ pub struct Sluice {
     pub addr: SocketAddr,
     child: Child,
     logs: Arc<Mutex<String>>,
-    /// The working directory it runs in, removed on drop.
-    dir: PathBuf,
+    /// The working directory it runs in, removed on drop (after the process is gone).
+    _dir: TempDir,
+    /// The config file it was started with, if any: it lives as long as the process.
+    config: Option<ConfigFile>,
 }
 
 impl Sluice {
@@ -104,6 +127,24 @@ impl Sluice {
         self.child.id()
     }
 
+    /// The config file given by [`start_sluice_with_config`]; rewrite it, then
+    /// `signal("HUP")`, to test a reload.
+    pub fn config(&self) -> &ConfigFile {
+        self.config
+            .as_ref()
+            .expect("this sluice was started without a config file")
+    }
+
+    /// Sends the signal `name` (`HUP`, `TERM`, ...) to the process with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {}: {status}", self.pid());
+    }
+
     /// Waits for the process to exit (after a signal), returning its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let start = std::time::Instant::now();
@@ -123,7 +164,7 @@ impl Drop for Sluice {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The fields drop next: the working directory and the config file go.
     }
 }
 
@@ -131,6 +172,17 @@ impl Drop for Sluice {
 /// no stray `.env` is read), on 127.0.0.1:0 unless `args` name an address.
 pub fn start_sluice(args: &[&str], env: &[(&str, &str)]) -> Sluice {
     launch(Command::new(sluice_bin()), args, env)
+}
+
+/// Like [`start_sluice`], with `toml` as its config file (`--config`, before `args`); the
+/// returned `Sluice` keeps the file (see [`Sluice::config`]).
+pub fn start_sluice_with_config(toml: &str, args: &[&str], env: &[(&str, &str)]) -> Sluice {
+    let config = ConfigFile::new(toml);
+    let mut all = vec!["--config", config.arg()];
+    all.extend_from_slice(args);
+    let mut sluice = start_sluice(&all, env);
+    sluice.config = Some(config);
+    sluice
 }
 
 /// Like [`start_sluice`], with the process's open-file limit (soft and hard) set to `limit`
@@ -144,13 +196,11 @@ pub fn start_sluice_with_open_files(limit: u64, args: &[&str], env: &[(&str, &st
 }
 
 fn launch(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Sluice {
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-test-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    cmd.current_dir(&dir)
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-test-")
+        .tempdir()
+        .expect("temp dir");
+    cmd.current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
@@ -208,71 +258,29 @@ fn launch(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Sluice {
         addr,
         child,
         logs,
-        dir,
+        _dir: dir,
+        config: None,
     }
 }
 
-/// The value of the unlabelled sample `name` in Prometheus text `metrics`.
-pub fn metric(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
+/// The value of the sample `series` (a name, with its `{labels}` if it has any) in Prometheus
+/// text `metrics`; panics if there is none.
+pub fn metric(metrics: &str, series: &str) -> u64 {
+    sample(metrics, series).unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+}
+
+/// The value of the sample `series` in Prometheus text `metrics`, if there is one.
+pub fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Starts `sluice mock-upstream` (the demo upstream on its own) on port 0.
 pub fn start_mock_upstream(env: &[(&str, &str)]) -> Sluice {
     start_sluice(&["mock-upstream", "--addr", "127.0.0.1:0"], env)
 }
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
-/// Parses an SSE body into events the way the WHATWG algorithm does (for assertions):
-/// each event as a map of field name to value (`data` lines joined with `\n`).
-pub fn parse_sse(body: &str) -> Vec<HashMap<String, String>> {
-    let mut events = Vec::new();
-    let mut cur: HashMap<String, String> = HashMap::new();
-    for line in body.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            if !cur.is_empty() {
-                events.push(std::mem::take(&mut cur));
-            }
-            continue;
-        }
-        if line.starts_with(':') {
-            continue;
-        }
-        let (k, v) = match line.split_once(':') {
-            Some((k, v)) => (k, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
-        };
-        match cur.get_mut(k) {
-            Some(existing) if k == "data" => {
-                existing.push('\n');
-                existing.push_str(v);
-            }
-            _ => {
-                cur.insert(k.to_owned(), v.to_owned());
-            }
-        }
-    }
-    if !cur.is_empty() {
-        events.push(cur);
-    }
-    events
-}
-
-pub mod e2e;
-pub mod scripted;
-pub mod sdk;

@@ -1,13 +1,17 @@
 //! Runs the client scripts under `tests/sdk/` (official OpenAI SDKs for Python and Node, the npm
 //! `eventsource` client) against a running `sluice`.
 //!
-//! A missing interpreter or package skips the test with a plain `SKIPPED: ...` line, except
-//! under `CI=true`, where `.ci/run` has installed everything and a missing piece is a failure.
+//! A missing interpreter, package or browser skips the test through [`require`]: it writes a
+//! `SKIPPED <test>: ...` line straight to stderr, so that plain `cargo test` shows it even for
+//! a test that passes, except under `CI=true`, where `.ci/run` has installed everything and a
+//! missing piece is a failure. [`run_checks`] runs a script and checks its closing PASS line.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::Sluice;
 
 /// `tests/sdk/`: the scripts, `package.json` and (after `npm ci`) `node_modules/`.
 pub fn sdk_dir() -> PathBuf {
@@ -19,13 +23,30 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
-/// Reports a missing prerequisite: panics under CI, otherwise prints `SKIPPED: {why}`.
-/// Returns normally only when the caller should skip the test.
+/// Reports a missing prerequisite: panics under CI, otherwise writes `SKIPPED <test>: {why}`
+/// to stderr. Returns normally only when the caller should skip the test.
 pub fn skip_or_fail(why: &str) {
     if in_ci() {
-        panic!("{why} (CI=true: a missing SDK is a failure)");
+        panic!("{why} (CI=true: a missing prerequisite is a failure, not a skip)");
     }
-    println!("SKIPPED: {why}");
+    // libtest captures the `print!`/`eprint!` macros and shows them only for a failing test;
+    // a skip passes, so the line goes to the process's stderr by hand to be seen.
+    let test = std::thread::current()
+        .name()
+        .map_or(String::new(), |n| format!(" {n}"));
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED{test}: {why}");
+}
+
+/// The value of a prerequisite `check`; when it failed, [`skip_or_fail`] and `None`: the
+/// caller returns at once. `let Some(x) = require(check()) else { return };`
+pub fn require<T>(check: Result<T, String>) -> Option<T> {
+    match check {
+        Ok(v) => Some(v),
+        Err(why) => {
+            skip_or_fail(&why);
+            None
+        }
+    }
 }
 
 /// `Err(why)` unless `python3` can import the `openai` package.
@@ -149,11 +170,42 @@ pub fn run_script(program: &str, args: &[&str], timeout: Duration) -> String {
     all
 }
 
+/// Runs `program args...` like [`run_script`] against `sluice` and checks that its output holds
+/// the script's closing `pass` line; on any failure the sluice logs are shown too. Returns the
+/// output.
+pub fn run_checks(
+    sluice: &Sluice,
+    program: &str,
+    args: &[&str],
+    timeout: Duration,
+    pass: &str,
+) -> String {
+    let run = std::panic::catch_unwind(|| run_script(program, args, timeout));
+    let out = match run {
+        Ok(out) => out,
+        Err(panic) => {
+            println!("--- sluice logs ---\n{}", sluice.logs());
+            std::panic::resume_unwind(panic);
+        }
+    };
+    assert!(
+        out.contains(pass),
+        "script exited 0 without its closing line {pass:?}:\n{out}\nsluice logs:\n{}",
+        sluice.logs()
+    );
+    out
+}
+
 const BROWSER_SKIP: &str = "headless Chromium tests need Debian's chromium and tests/sdk \
                             node_modules (bash .ci/run installs both)";
 
-/// `/usr/bin/chromium`, else `chromium` found on `PATH`.
+/// `$SLUICE_TEST_CHROMIUM` when set (only that one), else `/usr/bin/chromium`, else
+/// `chromium` found on `PATH`.
 fn chromium() -> Option<PathBuf> {
+    if let Some(set) = std::env::var_os("SLUICE_TEST_CHROMIUM") {
+        let set = PathBuf::from(set);
+        return set.is_file().then_some(set);
+    }
     let debian = std::path::Path::new("/usr/bin/chromium");
     if debian.is_file() {
         return Some(debian.to_path_buf());
@@ -165,19 +217,19 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// The browser for the headless Chromium tests, when it and `playwright-core` are installed.
-/// Otherwise prints `SKIPPED: ...` and returns `None`, or panics under `CI=true`, where a missing
-/// browser is a failure.
-pub fn browser_or_skip() -> Option<PathBuf> {
+pub fn browser() -> Result<PathBuf, String> {
     let missing = match (chromium(), node_package("playwright-core")) {
-        (Some(b), Ok(())) => return Some(b),
-        (None, Ok(())) => "chromium (/usr/bin/chromium) not found".to_owned(),
+        (Some(b), Ok(())) => return Ok(b),
+        (None, Ok(())) => {
+            "chromium not found ($SLUICE_TEST_CHROMIUM, /usr/bin/chromium, PATH)".to_owned()
+        }
         (Some(_), Err(why)) => why,
         (None, Err(why)) => format!("chromium not found; {why}"),
     };
-    if in_ci() {
-        panic!("{BROWSER_SKIP}: {missing} (CI=true: a missing browser is a failure, not a skip)");
-    }
-    println!("SKIPPED: {BROWSER_SKIP}");
-    println!("  missing: {missing}");
-    None
+    Err(format!("{BROWSER_SKIP}; missing: {missing}"))
+}
+
+/// [`require`] of [`browser`]: the browser, or `None` after the skip is reported.
+pub fn browser_or_skip() -> Option<PathBuf> {
+    require(browser())
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
-    assert_error_shape, chat, client, config_file, data, openai_provider, up_chunk, up_text,
+    assert_error_shape, chat, client, data, openai_provider, up_role, up_text, wait_until,
 };
 use sluice_tests::scripted::{chunk, serve, sse_head, Step};
-use sluice_tests::{start_sluice, Sluice};
+use sluice_tests::teams::{new_key, team, Key};
+use sluice_tests::{start_sluice, start_sluice_with_config, ConfigFile, Sluice};
 
 const DEMO: &str = "sluice-demo";
 
@@ -144,9 +145,9 @@ async fn configured_origins_get_cors_and_others_do_not() {
 #[tokio::test]
 async fn a_bad_cors_origin_fails_at_start_naming_the_variable() {
     let check = |toml: &str, env: &[(&str, &str)]| {
-        let path = config_file(toml);
+        let config = ConfigFile::new(toml);
         let out = std::process::Command::new(sluice_tests::sluice_bin())
-            .args(["check-config", "--config", path.to_str().expect("utf-8")])
+            .args(["check-config", "--config", config.arg()])
             .envs(env.iter().copied())
             .output()
             .expect("run");
@@ -212,29 +213,17 @@ async fn loopback_open_mode_answers_only_loopback_host_names() {
     );
 }
 
-struct Key {
-    key: String,
-    hash: String,
-}
-
-fn new_key() -> Key {
-    let (key, hash) = sluice_gateway::keys::generate();
-    Key { key, hash }
-}
-
+/// `extra` top-level lines, then the teams `alpha` (key `a`) and `beta` (key `b`).
 fn teams_config(a: &Key, b: &Key, extra: &str) -> String {
-    format!(
-        "{extra}\n[[teams]]\nname = \"alpha\"\napi_keys_sha256 = [{:?}]\n\n[[teams]]\nname = \"beta\"\napi_keys_sha256 = [{:?}]\n",
-        a.hash, b.hash
-    )
+    format!("{extra}\n") + &team("alpha", &[a], "") + &team("beta", &[b], "")
 }
 
 #[tokio::test]
 async fn only_the_team_that_started_a_stream_may_cancel_it() {
     let (a, b) = (new_key(), new_key());
-    let path = config_file(&teams_config(&a, &b, ""));
-    let s = start_sluice(
-        &["--config", path.to_str().expect("utf-8")],
+    let s = start_sluice_with_config(
+        &teams_config(&a, &b, ""),
+        &[],
         &[("SLUICE_DEMO_TOKENS_PER_SEC", "20")],
     );
     let started: Value = client()
@@ -279,12 +268,11 @@ async fn only_the_team_that_started_a_stream_may_cancel_it() {
 #[tokio::test]
 async fn metrics_with_teams_are_for_loopback_or_a_metrics_key() {
     let (a, b, m) = (new_key(), new_key(), new_key());
-    let path = config_file(&teams_config(
-        &a,
-        &b,
-        &format!("metrics_api_keys_sha256 = [{:?}]", m.hash),
-    ));
-    let s = start_sluice(&["--config", path.to_str().expect("utf-8")], &[]);
+    let s = start_sluice_with_config(
+        &teams_config(&a, &b, &format!("metrics_api_keys_sha256 = [{:?}]", m.hash)),
+        &[],
+        &[],
+    );
     let get = |fwd: bool, key: Option<&str>| {
         let mut r = client().get(s.url("/metrics"));
         if fwd {
@@ -316,11 +304,7 @@ async fn metrics_with_teams_are_for_loopback_or_a_metrics_key() {
 #[tokio::test]
 async fn stream_ids_never_appear_whole_in_the_log() {
     // An upstream that breaks mid-answer: the gateway logs a warning about that stream.
-    let role = data(&up_chunk(
-        0,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    ));
+    let role = data(&up_role());
     let up = serve(vec![
         sse_head(),
         chunk(role.as_bytes()),
@@ -329,8 +313,7 @@ async fn stream_ids_never_appear_whole_in_the_log() {
         Step::Reset,
     ])
     .await;
-    let path = config_file(&openai_provider("up", &up.base_url(), &["gpt-x"]));
-    let s = start_sluice(&["--config", path.to_str().expect("utf-8")], &[]);
+    let s = start_sluice_with_config(&openai_provider("up", &up.base_url(), &["gpt-x"]), &[], &[]);
     let resp = client()
         .post(s.url("/v1/chat/completions"))
         .json(&chat("gpt-x", true, json!({})))
@@ -344,7 +327,7 @@ async fn stream_ids_never_appear_whole_in_the_log() {
     let body = resp.text().await.expect("body");
     assert!(body.contains("upstream_truncated"), "{body}");
     assert!(
-        sluice_tests::e2e::wait_until(Duration::from_secs(5), || s
+        wait_until(Duration::from_secs(5), || s
             .logs()
             .contains("upstream stream failed"))
         .await,

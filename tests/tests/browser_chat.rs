@@ -5,12 +5,12 @@
 //! in the model's output is shown as text; a screenshot lands in `test-artifacts/chat.png`.
 //! The checks live in `tests/sdk/browser_chat.mjs` (Node + playwright-core).
 //!
-//! Without Debian's `chromium` or `tests/sdk/node_modules` the test prints `SKIPPED: ...`;
+//! Without Debian's `chromium` or `tests/sdk/node_modules` the test prints `SKIPPED ...`;
 //! under `CI=true` (where `.ci/run` installed both) a missing piece is a failure.
 
 use std::time::Duration;
 
-use sluice_tests::sdk::{browser_or_skip, run_script};
+use sluice_tests::sdk::{browser_or_skip, run_checks};
 use sluice_tests::start_sluice;
 
 #[test]
@@ -23,23 +23,11 @@ fn chat_page_in_headless_chromium() {
     let sluice = start_sluice(&[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "30")]);
     let base = format!("http://{}", sluice.addr);
     let browser = browser.to_string_lossy().into_owned();
-    let run = std::panic::catch_unwind(|| {
-        run_script(
-            "node",
-            &["browser_chat.mjs", &base, &browser],
-            Duration::from_secs(150),
-        )
-    });
-    let out = match run {
-        Ok(out) => out,
-        Err(panic) => {
-            println!("--- sluice logs ---\n{}", sluice.logs());
-            std::panic::resume_unwind(panic);
-        }
-    };
-    assert!(
-        out.contains("PASS browser chat: every check passed"),
-        "script exited 0 without its closing PASS line:\n{out}\nsluice logs:\n{}",
-        sluice.logs()
+    run_checks(
+        &sluice,
+        "node",
+        &["browser_chat.mjs", &base, &browser],
+        Duration::from_secs(150),
+        "PASS browser chat: every check passed",
     );
 }

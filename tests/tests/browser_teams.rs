@@ -7,20 +7,15 @@
 //! serves sees the 403 as a clear message. The checks live in `tests/sdk/browser_teams.mjs`
 //! (Node + playwright-core); a screenshot lands in `test-artifacts/teams.png`.
 //!
-//! Without Debian's `chromium` or `tests/sdk/node_modules` the test prints `SKIPPED: ...`;
+//! Without Debian's `chromium` or `tests/sdk/node_modules` the test prints `SKIPPED ...`;
 //! under `CI=true` (where `.ci/run` installed both) a missing piece is a failure.
 
-use std::path::Path;
 use std::time::Duration;
 
-use sluice_tests::e2e::{config_file, openai_provider};
-use sluice_tests::sdk::{browser_or_skip, run_script};
-use sluice_tests::start_sluice;
-
-/// One `[[teams]]` entry for the SHA-256 `hash` of its key; `extra` holds more lines.
-fn team(name: &str, hash: &str, extra: &str) -> String {
-    format!("[[teams]]\nname = {name:?}\napi_keys_sha256 = [{hash:?}]\n{extra}\n\n")
-}
+use sluice_tests::e2e::openai_provider;
+use sluice_tests::sdk::{browser_or_skip, run_checks};
+use sluice_tests::start_sluice_with_config;
+use sluice_tests::teams::{new_key, team};
 
 #[test]
 fn chat_page_with_teams_in_headless_chromium() {
@@ -28,66 +23,46 @@ fn chat_page_with_teams_in_headless_chromium() {
         return;
     };
 
-    let (main_key, main_hash) = sluice_gateway::keys::generate();
-    let (limited_key, limited_hash) = sluice_gateway::keys::generate();
-    let (narrow_key, narrow_hash) = sluice_gateway::keys::generate();
+    let (main, limited, narrow) = (new_key(), new_key(), new_key());
     // A second, exactly named model (never asked for: its upstream is a closed port) so that
     // /v1/models lists more than the page's one built-in option and the picker visibly fills.
     let toml = openai_provider("spare", "http://127.0.0.1:9/v1", &["gpt-spare"])
-        + &team("main", &main_hash, "")
+        + &team("main", &[&main], "")
         + &team(
             "limited",
-            &limited_hash,
+            &[&limited],
             "requests_per_minute = 60\nrequest_burst = 2",
         )
-        + &team("narrow", &narrow_hash, "models = [\"claude-*\"]");
-    let config = config_file(&toml);
-    let config = config.to_str().expect("utf-8 temp path");
+        + &team("narrow", &[&narrow], "models = [\"claude-*\"]");
     // 300 tokens/s: an answer streams for about a third of a second, so three messages sent one
     // after another fit in the burst's first second and the limit is reached.
-    let sluice = start_sluice(
-        &["--config", config],
-        &[("SLUICE_DEMO_TOKENS_PER_SEC", "300")],
-    );
+    let sluice = start_sluice_with_config(&toml, &[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "300")]);
     let base = format!("http://{}", sluice.addr);
     let browser = browser.to_string_lossy().into_owned();
-    let run = std::panic::catch_unwind(|| {
-        run_script(
-            "node",
-            &[
-                "browser_teams.mjs",
-                &base,
-                &browser,
-                &main_key,
-                &limited_key,
-                &narrow_key,
-            ],
-            Duration::from_secs(150),
-        )
-    });
-    let out = match run {
-        Ok(out) => out,
-        Err(panic) => {
-            println!("--- sluice logs ---\n{}", sluice.logs());
-            std::panic::resume_unwind(panic);
-        }
-    };
-    assert!(
-        out.contains("PASS browser teams: every check passed"),
-        "script exited 0 without its closing PASS line:\n{out}\nsluice logs:\n{}",
-        sluice.logs()
+    run_checks(
+        &sluice,
+        "node",
+        &[
+            "browser_teams.mjs",
+            &base,
+            &browser,
+            &main.key,
+            &limited.key,
+            &narrow.key,
+        ],
+        Duration::from_secs(150),
+        "PASS browser teams: every check passed",
     );
     // The page sent every key in headers only: none of them may appear in the gateway's logs.
     let logs = sluice.logs();
     for (name, key) in [
-        ("main", &main_key),
-        ("limited", &limited_key),
-        ("narrow", &narrow_key),
+        ("main", &main.key),
+        ("limited", &limited.key),
+        ("narrow", &narrow.key),
     ] {
         assert!(
             !logs.contains(key.as_str()),
             "the {name} team's key appears in the sluice logs"
         );
     }
-    let _ = std::fs::remove_dir_all(Path::new(config).parent().expect("config dir"));
 }

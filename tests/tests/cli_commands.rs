@@ -3,15 +3,14 @@
 use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
-use sluice_tests::e2e::config_file;
-use sluice_tests::sluice_bin;
+use sluice_tests::{sluice_bin, ConfigFile};
 
 /// Runs `sluice ARGS` with a clean environment in a fresh temp directory.
 fn run(args: &[&str]) -> Output {
-    let dir = config_file("").parent().expect("dir").to_path_buf();
+    let dir = tempfile::tempdir().expect("temp dir");
     Command::new(sluice_bin())
         .args(args)
-        .current_dir(dir)
+        .current_dir(dir.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .output()
@@ -19,8 +18,8 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn check(toml: &str) -> (bool, String) {
-    let path = config_file(toml);
-    let out = run(&["check-config", "--config", path.to_str().expect("path")]);
+    let config = ConfigFile::new(toml);
+    let out = run(&["check-config", "--config", config.arg()]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -5,25 +5,21 @@
 
 use std::time::Duration;
 
-use sluice_tests::sdk::{node_package, run_script, skip_or_fail};
+use sluice_tests::sdk::{node_package, require, run_checks};
 use sluice_tests::start_sluice;
 
 #[test]
 fn eventsource_reconnects_and_resumes_without_gap_or_duplicate() {
-    if let Err(why) = node_package("eventsource") {
-        skip_or_fail(&why);
+    let Some(()) = require(node_package("eventsource")) else {
         return;
-    }
+    };
     let sluice = start_sluice(&[], &[]);
     let base = sluice.url("/v1");
-    let out = run_script(
+    run_checks(
+        &sluice,
         "node",
         &["eventsource_resume.mjs", &base],
         Duration::from_secs(120),
-    );
-    assert!(
-        out.contains("PASS eventsource: every check passed"),
-        "script exited 0 without its closing PASS line:\n{out}\nsluice logs:\n{}",
-        sluice.logs()
+        "PASS eventsource: every check passed",
     );
 }

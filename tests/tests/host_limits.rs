@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use sluice_tests::e2e::{client, wait_for};
 use sluice_tests::{metric, start_sluice, start_sluice_with_open_files};
 
 #[tokio::test]
@@ -26,16 +27,18 @@ async fn out_of_descriptors_backs_off_counts_and_keeps_serving() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(idle);
     // Once descriptors are free again, it serves as before and says what happened.
-    let client = reqwest::Client::new();
-    let mut served = None;
-    for _ in 0..40 {
-        if let Ok(r) = client.get(s.url("/metrics")).send().await {
-            served = Some(r.text().await.expect("metrics"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let metrics = served.expect("the server serves again");
+    let client = client();
+    let (c, url) = (&client, s.url("/metrics"));
+    let served = wait_for(Duration::from_secs(4), || {
+        let url = url.clone();
+        async move { c.get(url).send().await.ok() }
+    })
+    .await;
+    let metrics = served
+        .expect("the server serves again")
+        .text()
+        .await
+        .expect("metrics");
     assert!(
         metric(&metrics, "sluice_accept_errors_total") > 0,
         "{metrics}"

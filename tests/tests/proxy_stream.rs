@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
-    chat, check_openai_wire, chunks, content_of, data, finish_reasons, openai_provider,
-    post_collect, recorded_body, sse_steps, start_with_config, up_chunk, up_stream, up_usage,
+    chat, check_openai_wire, chunks, content_of, data, finish_reasons, post_chat, post_collect,
+    recorded_body, sse_steps, start_with_upstream, up_chunk, up_stream, up_usage,
 };
 use sluice_tests::scripted::serve;
 use sluice_tests::start_sluice;
@@ -150,7 +150,7 @@ async fn first_byte_arrives_long_before_the_upstream_finishes() {
 #[tokio::test]
 async fn unknown_fields_are_forwarded_unchanged_and_usage_is_always_asked_for() {
     let up = serve(sse_steps([up_stream(&["Hel", "lo"])])).await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
+    let sluice = start_with_upstream(&up, &[]);
     let extra = json!({
         "tools": [{"type": "function", "function": {"name": "get_weather",
             "description": "Weather for a city",
@@ -169,7 +169,7 @@ async fn unknown_fields_are_forwarded_unchanged_and_usage_is_always_asked_for() 
         "chat_template_kwargs": {"enable_thinking": false},
     });
     let body = chat("my-model", true, extra.clone());
-    let resp = post_collect(&sluice.url("/v1/chat/completions"), &body, LIMIT).await;
+    let resp = post_chat(&sluice, &body, LIMIT).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
 
     let sent = recorded_body(&up);
@@ -202,13 +202,13 @@ async fn unknown_fields_are_forwarded_unchanged_and_usage_is_always_asked_for() 
 #[tokio::test]
 async fn client_stream_options_are_kept_and_usage_reaches_a_client_that_asked() {
     let up = serve(sse_steps([up_stream(&["a", "b", "c"])])).await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
+    let sluice = start_with_upstream(&up, &[]);
     let body = chat(
         "m",
         true,
         json!({"stream_options": {"include_usage": true, "x_opt": 1}}),
     );
-    let resp = post_collect(&sluice.url("/v1/chat/completions"), &body, LIMIT).await;
+    let resp = post_chat(&sluice, &body, LIMIT).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let sent = recorded_body(&up);
     assert_eq!(
@@ -241,9 +241,9 @@ async fn non_streaming_request_is_forwarded_unchanged_and_answered_as_is() {
         answer.to_string().as_bytes(),
     )])
     .await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
+    let sluice = start_with_upstream(&up, &[]);
     let body = chat("m", false, json!({"seed": 3, "x_vendor": {"a": [1]}}));
-    let resp = post_collect(&sluice.url("/v1/chat/completions"), &body, LIMIT).await;
+    let resp = post_chat(&sluice, &body, LIMIT).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert_eq!(resp.json(), answer);
     let sent = recorded_body(&up);
@@ -362,14 +362,14 @@ async fn tool_calls_two_choices_logprobs_and_refusal_reach_the_client_intact() {
     let mut body: String = upstream_chunks.iter().map(data).collect();
     body.push_str("data: [DONE]\n\n");
     let up = serve(sse_steps([body])).await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
+    let sluice = start_with_upstream(&up, &[]);
     let req = chat(
         "m",
         true,
         json!({"n": 2, "logprobs": true, "top_logprobs": 1, "tools": [{"type": "function",
                "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}),
     );
-    let resp = post_collect(&sluice.url("/v1/chat/completions"), &req, LIMIT).await;
+    let resp = post_chat(&sluice, &req, LIMIT).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     let events = check_openai_wire(&resp.body);
     assert!(events.last().expect("events").is_done(), "{}", resp.body);

@@ -5,13 +5,20 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use sluice_tests::{metric, parse_sse, start_sluice, Sluice};
+use sluice_tests::e2e::{client_with_timeout, sse_events, wait_for, SseEvent};
+use sluice_tests::{metric, start_sluice, Sluice};
 
+/// Every answer here is short: one that takes 20 s has hung.
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
+    client_with_timeout(Duration::from_secs(20))
+}
+
+/// The events of a body that carry data (not the `retry:` block).
+fn data_events(body: &str) -> Vec<SseEvent> {
+    sse_events(body)
+        .into_iter()
+        .filter(|e| e.has("data"))
+        .collect()
 }
 
 async fn create(s: &Sluice, mock: Value) -> String {
@@ -35,14 +42,13 @@ async fn create(s: &Sluice, mock: Value) -> String {
 
 /// (id, event name, data) of every event in a browser-format body.
 fn events(body: &str) -> Vec<(u64, String, Value)> {
-    parse_sse(body)
+    data_events(body)
         .into_iter()
-        .filter(|e| e.contains_key("data"))
         .map(|e| {
             (
-                e["id"].parse().expect("numeric id"),
-                e.get("event").cloned().unwrap_or_default(),
-                serde_json::from_str(&e["data"]).expect("json data"),
+                e.id.expect("numeric id"),
+                e.event.clone().unwrap_or_default(),
+                e.json(),
             )
         })
         .collect()
@@ -119,19 +125,13 @@ async fn every_resume_position_yields_exactly_the_rest() {
         .text()
         .await
         .expect("body");
-    let chunks: Vec<_> = parse_sse(&body)
-        .into_iter()
-        .filter(|e| e.contains_key("data"))
-        .collect();
-    let oids: Vec<u64> = chunks
-        .iter()
-        .map(|e| e["id"].parse().expect("id"))
-        .collect();
+    let chunks = data_events(&body);
+    let oids: Vec<u64> = chunks.iter().map(|e| e.id.expect("id")).collect();
     assert_eq!(oids, (1..=oids.len() as u64).collect::<Vec<_>>());
-    assert_eq!(chunks.last().expect("chunks")["data"], "[DONE]");
+    assert_eq!(chunks.last().expect("chunks").data, "[DONE]");
     let content: String = chunks
         .iter()
-        .filter_map(|e| serde_json::from_str::<Value>(&e["data"]).ok())
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
         .filter_map(|v| {
             v["choices"][0]["delta"]["content"]
                 .as_str()
@@ -145,10 +145,9 @@ async fn every_resume_position_yields_exactly_the_rest() {
             .text()
             .await
             .expect("body");
-        let rest: Vec<u64> = parse_sse(&body)
-            .into_iter()
-            .filter(|e| e.contains_key("data"))
-            .map(|e| e["id"].parse().expect("id"))
+        let rest: Vec<u64> = data_events(&body)
+            .iter()
+            .map(|e| e.id.expect("id"))
             .collect();
         assert_eq!(
             rest,
@@ -264,15 +263,12 @@ async fn readers_past_the_per_stream_cap_get_429() {
     );
     // A reader that leaves makes room.
     drop(second);
-    let mut again = None;
-    for _ in 0..50 {
-        let r = get(&s, &id, Some("3"), "").await;
-        if r.status() == 200 {
-            again = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (sr, idr) = (&s, &id);
+    let again = wait_for(Duration::from_millis(2500), || async move {
+        let r = get(sr, idr, Some("3"), "").await;
+        (r.status() == 200).then_some(r)
+    })
+    .await;
     let rest = events(
         &again
             .expect("a reader is admitted again")

@@ -4,25 +4,21 @@
 
 use std::time::Duration;
 
-use sluice_tests::sdk::{node_package, run_script, skip_or_fail};
+use sluice_tests::sdk::{node_package, require, run_checks};
 use sluice_tests::start_sluice;
 
 #[test]
 fn official_node_sdk_against_sluice() {
-    if let Err(why) = node_package("openai") {
-        skip_or_fail(&why);
+    let Some(()) = require(node_package("openai")) else {
         return;
-    }
+    };
     let sluice = start_sluice(&[], &[("SLUICE_KEEPALIVE_SECS", "1")]);
     let base = sluice.url("/v1");
-    let out = run_script(
+    run_checks(
+        &sluice,
         "node",
         &["openai_node.mjs", &base],
         Duration::from_secs(180),
-    );
-    assert!(
-        out.contains("PASS openai-node: every check passed"),
-        "script exited 0 without its closing PASS line:\n{out}\nsluice logs:\n{}",
-        sluice.logs()
+        "PASS openai-node: every check passed",
     );
 }

@@ -5,26 +5,22 @@
 
 use std::time::Duration;
 
-use sluice_tests::sdk::{python_openai, run_script, skip_or_fail};
+use sluice_tests::sdk::{python_openai, require, run_checks};
 use sluice_tests::start_sluice;
 
 #[test]
 fn official_python_sdk_against_sluice() {
-    if let Err(why) = python_openai() {
-        skip_or_fail(&why);
+    let Some(()) = require(python_openai()) else {
         return;
-    }
+    };
     // A 1 s keep-alive interval puts keep-alive comments into the slow stream's 2.5 s silences.
     let sluice = start_sluice(&[], &[("SLUICE_KEEPALIVE_SECS", "1")]);
     let base = sluice.url("/v1");
-    let out = run_script(
+    run_checks(
+        &sluice,
         "python3",
         &["openai_python.py", &base],
         Duration::from_secs(180),
-    );
-    assert!(
-        out.contains("PASS openai-python: every check passed"),
-        "script exited 0 without its closing PASS line:\n{out}\nsluice logs:\n{}",
-        sluice.logs()
+        "PASS openai-python: every check passed",
     );
 }

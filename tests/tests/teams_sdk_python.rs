@@ -5,46 +5,38 @@
 
 use std::time::Duration;
 
-use sluice_tests::e2e::config_file;
-use sluice_tests::sdk::{python_openai, run_script, skip_or_fail};
-use sluice_tests::start_sluice;
+use sluice_tests::e2e::client;
+use sluice_tests::sdk::{python_openai, require, run_checks};
+use sluice_tests::start_sluice_with_config;
+use sluice_tests::teams::{new_key, team};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_backs_off_and_completes_every_request() {
-    if let Err(why) = python_openai() {
-        skip_or_fail(&why);
+    let Some(()) = require(python_openai()) else {
         return;
-    }
-    let (key, hash) = sluice_gateway::keys::generate();
+    };
+    let k = new_key();
     // 6 requests per 6-second window, 2 at once: after the burst, one request a second, and
     // each 429 says `Retry-After: 1`.
-    let path = config_file(&format!(
-        "rate_limit_window_secs = 6\n\n[[teams]]\nname = \"sdk\"\napi_keys_sha256 = [{hash:?}]\n\
-         requests_per_minute = 6\nrequest_burst = 2\n"
-    ));
-    let path = path.to_str().expect("utf-8 path").to_owned();
-    let sluice = start_sluice(&["--config", &path], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
+    let toml = "rate_limit_window_secs = 6\n\n".to_owned()
+        + &team("sdk", &[&k], "requests_per_minute = 6\nrequest_burst = 2");
+    let sluice = start_sluice_with_config(&toml, &[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
     let base = sluice.url("/v1");
     let requests = 8;
-    let script_key = key.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run_script(
+    // The script runs on this worker thread; the runtime's other worker serves the rest.
+    tokio::task::block_in_place(|| {
+        run_checks(
+            &sluice,
             "python3",
-            &["team_backoff.py", &base, &script_key, &requests.to_string()],
+            &["team_backoff.py", &base, &k.key, &requests.to_string()],
             Duration::from_secs(120),
+            &format!("PASS team-backoff: {requests} requests completed"),
         )
-    })
-    .await
-    .expect("script task");
-    assert!(
-        out.contains(&format!("PASS team-backoff: {requests} requests completed")),
-        "no closing PASS line:\n{out}\nsluice logs:\n{}",
-        sluice.logs()
-    );
+    });
     // The SDK really was refused and backed off: every request admitted once, refusals seen.
-    let usage: serde_json::Value = reqwest::Client::new()
+    let usage: serde_json::Value = client()
         .get(sluice.url("/v1/usage"))
-        .bearer_auth(&key)
+        .bearer_auth(&k.key)
         .send()
         .await
         .expect("usage")

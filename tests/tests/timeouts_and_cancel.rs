@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sluice_tests::e2e::{
     assert_error_shape, assert_failed_stream, chat, check_openai_wire, check_openai_wire_from,
-    content_events, content_of, data, error_events, openai_provider, post_collect,
-    start_with_config, up_chunk, up_text, StreamReader,
+    client, collect, content_events, content_of, data, error_events, openai_provider, post_chat,
+    start_with_config, start_with_upstream, up_chunk, up_role, up_text, wait_for, wait_until,
+    StreamReader,
 };
 use sluice_tests::scripted::{chunk, end_chunks, serve, sse_head, Step};
-use sluice_tests::start_sluice;
+use sluice_tests::{metric, start_sluice};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -23,18 +24,10 @@ const FAST_TIMEOUTS: [(&str, &str); 3] = [
 #[tokio::test]
 async fn an_upstream_that_never_sends_headers_is_504_upstream_timeout() {
     let up = serve(vec![Step::Sleep(Duration::from_secs(30))]).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &FAST_TIMEOUTS,
-    );
+    let sluice = start_with_upstream(&up, &FAST_TIMEOUTS);
     for stream in [true, false] {
         let start = Instant::now();
-        let a = post_collect(
-            &sluice.url("/v1/chat/completions"),
-            &chat("m", stream, json!({})),
-            LIMIT,
-        )
-        .await;
+        let a = post_chat(&sluice, &chat("m", stream, json!({})), LIMIT).await;
         let took = start.elapsed();
         assert_eq!(a.status, 504, "stream={stream}: {}", a.body);
         let v = a.json();
@@ -51,28 +44,13 @@ async fn an_upstream_that_never_sends_headers_is_504_upstream_timeout() {
 async fn a_silent_upstream_gets_keep_alives_then_an_in_band_idle_timeout() {
     let up = serve(vec![
         sse_head(),
-        chunk(
-            data(&up_chunk(
-                0,
-                json!({"role": "assistant", "content": ""}),
-                None,
-            ))
-            .as_bytes(),
-        ),
+        chunk(data(&up_role()).as_bytes()),
         chunk(data(&up_text("Hel")).as_bytes()),
         Step::Sleep(Duration::from_secs(30)),
     ])
     .await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &FAST_TIMEOUTS,
-    );
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("m", true, json!({})),
-        LIMIT,
-    )
-    .await;
+    let sluice = start_with_upstream(&up, &FAST_TIMEOUTS);
+    let a = post_chat(&sluice, &chat("m", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     // The wire rules: keep-alives are lone `: keep-alive` lines, no blank line stands alone.
     let events = check_openai_wire(&a.body);
@@ -120,16 +98,8 @@ async fn a_keep_alive_before_the_first_event_is_a_lone_comment_line() {
     ));
     steps.push(end_chunks());
     let up = serve(steps).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &FAST_TIMEOUTS,
-    );
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("m", true, json!({})),
-        LIMIT,
-    )
-    .await;
+    let sluice = start_with_upstream(&up, &FAST_TIMEOUTS);
+    let a = post_chat(&sluice, &chat("m", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(
         a.body.starts_with(": keep-alive\nid: 1\n"),
@@ -152,12 +122,7 @@ async fn a_refused_connection_is_502() {
         &FAST_TIMEOUTS,
     );
     for stream in [true, false] {
-        let a = post_collect(
-            &sluice.url("/v1/chat/completions"),
-            &chat("m", stream, json!({})),
-            LIMIT,
-        )
-        .await;
+        let a = post_chat(&sluice, &chat("m", stream, json!({})), LIMIT).await;
         assert_eq!(a.status, 502, "stream={stream}: {}", a.body);
         let v = a.json();
         let err = assert_error_shape(&v);
@@ -173,17 +138,7 @@ async fn a_refused_connection_is_502() {
 
 /// An upstream streaming `n` tokens `every` apart, then finishing.
 fn slow_upstream(n: usize, every: Duration) -> Vec<Step> {
-    let mut steps = vec![
-        sse_head(),
-        chunk(
-            data(&up_chunk(
-                0,
-                json!({"role": "assistant", "content": ""}),
-                None,
-            ))
-            .as_bytes(),
-        ),
-    ];
+    let mut steps = vec![sse_head(), chunk(data(&up_role()).as_bytes())];
     for i in 0..n {
         steps.push(chunk(data(&up_text(&format!("t{i} "))).as_bytes()));
         steps.push(Step::Sleep(every));
@@ -213,8 +168,8 @@ async fn drop_mid_stream(
     Instant,
 ) {
     let up = serve(slow_upstream(100, Duration::from_millis(100))).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
+    let sluice = start_with_upstream(
+        &up,
         &[
             ("SLUICE_STREAM_GRACE_SECS", grace),
             ("SLUICE_KEEPALIVE_SECS", "1"),
@@ -236,8 +191,7 @@ async fn drop_mid_stream(
 #[tokio::test]
 async fn with_no_grace_a_client_disconnect_closes_the_upstream_connection() {
     let (up, sluice, dropped) = drop_mid_stream("0").await;
-    let closed =
-        sluice_tests::e2e::wait_until(Duration::from_secs(4), || up.client_closed() > 0).await;
+    let closed = wait_until(Duration::from_secs(4), || up.client_closed() > 0).await;
     assert!(
         closed,
         "the upstream never saw its connection closed; logs:\n{}",
@@ -259,8 +213,7 @@ async fn with_a_grace_period_the_upstream_is_kept_for_it_then_closed() {
         0,
         "closed before the 2 s grace period ended"
     );
-    let closed =
-        sluice_tests::e2e::wait_until(Duration::from_secs(5), || up.client_closed() > 0).await;
+    let closed = wait_until(Duration::from_secs(5), || up.client_closed() > 0).await;
     let after = dropped.elapsed();
     assert!(
         closed,
@@ -277,10 +230,7 @@ async fn with_a_grace_period_the_upstream_is_kept_for_it_then_closed() {
 async fn a_dropped_stream_resumes_by_its_stream_id_within_the_grace_period() {
     let n = 15;
     let up = serve(slow_upstream(n, Duration::from_millis(100))).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &[("SLUICE_STREAM_GRACE_SECS", "2")],
-    );
+    let sluice = start_with_upstream(&up, &[("SLUICE_STREAM_GRACE_SECS", "2")]);
     let mut r = StreamReader::post(
         &sluice.url("/v1/chat/completions"),
         &chat("m", true, json!({})),
@@ -298,14 +248,14 @@ async fn a_dropped_stream_resumes_by_its_stream_id_within_the_grace_period() {
     assert!(!before.is_empty());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let resp = sluice_tests::e2e::client()
+    let resp = client()
         .get(sluice.url(&format!("/v1/streams/{stream_id}/events?format=openai")))
         .header("Last-Event-ID", last_seen.to_string())
         .send()
         .await
         .expect("resume");
     assert_eq!(resp.status(), 200);
-    let a = sluice_tests::e2e::collect(resp, Instant::now(), LIMIT).await;
+    let a = collect(resp, Instant::now(), LIMIT).await;
     assert_eq!(a.header("content-type"), Some("text/event-stream"));
     let rest = check_openai_wire_from(&a.body, last_seen + 1);
     assert_eq!(rest[0].id, Some(last_seen + 1), "{}", a.body);
@@ -318,14 +268,6 @@ async fn a_dropped_stream_resumes_by_its_stream_id_within_the_grace_period() {
     );
     // The upstream was asked once: the resume reads the same generation.
     assert_eq!(up.requests().len(), 1);
-}
-
-fn send_sigterm(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +297,7 @@ async fn sigterm_ends_a_long_stream_with_an_error_event_and_exits_zero() {
     .await;
     short.read_until(LIMIT, |b| content_events(b) >= 1).await;
     let signalled = Instant::now();
-    send_sigterm(sluice.pid());
+    sluice.signal("TERM");
 
     short.read_to_end(LIMIT).await;
     let events = check_openai_wire(&short.body);
@@ -377,51 +319,32 @@ async fn sigterm_ends_a_long_stream_with_an_error_event_and_exits_zero() {
     assert_eq!(code, Some(0), "logs:\n{}", sluice.logs());
 }
 
-async fn metric(sluice: &sluice_tests::Sluice, name: &str) -> u64 {
-    let text = reqwest::get(sluice.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-}
-
 #[tokio::test]
 async fn a_client_that_leaves_before_the_upstream_answers_cancels_it_and_leaves_no_live_stream() {
     // The upstream never answers; the headers timeout is the default 30 s.
     let up = serve(vec![Step::Sleep(Duration::from_secs(30))]).await;
-    let sluice = start_with_config(
-        &openai_provider("up", &up.base_url(), &["*"]),
-        &[("SLUICE_STREAM_GRACE_SECS", "0")],
-    );
+    let sluice = start_with_upstream(&up, &[("SLUICE_STREAM_GRACE_SECS", "0")]);
     for path in ["/v1/chat/completions", "/v1/streams"] {
         let before = up.client_closed();
-        let gave_up = sluice_tests::e2e::client()
+        let gave_up = client()
             .post(sluice.url(path))
             .json(&chat("m", true, json!({})))
             .timeout(Duration::from_millis(500))
             .send()
             .await;
         assert!(gave_up.is_err(), "{path}: the upstream never answers");
-        let closed =
-            sluice_tests::e2e::wait_until(Duration::from_secs(3), || up.client_closed() > before)
-                .await;
+        let closed = wait_until(Duration::from_secs(3), || up.client_closed() > before).await;
         assert!(closed, "{path}: the upstream request was not cancelled");
         // No generation is left behind as "live" forever.
-        let mut live = u64::MAX;
-        for _ in 0..50 {
-            live = metric(&sluice, "sluice_relay_live_streams").await;
-            if live == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(
-            live, 0,
-            "{path}: a generation stayed live after its request was dropped"
+        let live = || async { metric(&sluice.metrics().await, "sluice_relay_live_streams") };
+        let none_live = wait_for(Duration::from_secs(1), || async {
+            (live().await == 0).then_some(())
+        })
+        .await;
+        assert!(
+            none_live.is_some(),
+            "{path}: a generation stayed live after its request was dropped ({} live)",
+            live().await
         );
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
     assert_error_shape, assert_failed_stream, assert_failed_stream_after, chat, check_openai_wire,
-    content_of, data, finish_reasons, openai_provider, post_collect, provider, sse_steps,
-    start_with_config, up_chunk, up_text, up_usage, Collected,
+    content_of, data, finish_reasons, openai_provider, post_chat, post_collect, provider,
+    sse_steps, start_with_config, start_with_upstream, up_chunk, up_role, up_text, up_usage,
+    Collected,
 };
 use sluice_tests::scripted::{chunk, full_response, serve, sse_head, ScriptedUpstream, Step};
 
@@ -138,8 +139,8 @@ async fn anthropic_529_overloaded_becomes_503_with_the_upstream_error() {
         &[],
     );
     for stream in [true, false] {
-        let a = post_collect(
-            &sluice.url("/v1/chat/completions"),
+        let a = post_chat(
+            &sluice,
             &chat("claude-sonnet-4-5", stream, json!({})),
             LIMIT,
         )
@@ -260,12 +261,7 @@ async fn the_upstream_key_never_reaches_a_response_or_a_log_line() {
         .to_owned();
     assert!(msg.starts_with("Incorrect API key provided"), "{msg}");
 
-    let metrics = reqwest::get(sluice.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = sluice.metrics().await;
     assert!(!metrics.contains(KEY));
     // Give the log writer a moment, then check every line.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -298,13 +294,8 @@ async fn stream_through(
     extra: Value,
 ) -> (Vec<sluice_tests::e2e::SseEvent>, Collected) {
     let up = serve(steps).await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("m", true, extra),
-        LIMIT,
-    )
-    .await;
+    let sluice = start_with_upstream(&up, &[]);
+    let a = post_chat(&sluice, &chat("m", true, extra), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.header("content-type"), Some("text/event-stream"));
     assert!(
@@ -317,11 +308,7 @@ async fn stream_through(
 }
 
 fn role_chunk() -> String {
-    data(&up_chunk(
-        0,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    ))
+    data(&up_role())
 }
 
 #[tokio::test]
@@ -490,12 +477,7 @@ async fn anthropic_error_event_mid_stream_keeps_its_type() {
         ),
         &[],
     );
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("claude-x", true, json!({})),
-        LIMIT,
-    )
-    .await;
+    let a = post_chat(&sluice, &chat("claude-x", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let events = check_openai_wire(&a.body);
     assert_eq!(content_of(&events, 0), "Hel");
@@ -516,12 +498,7 @@ async fn a_key_at_the_cut_of_a_long_plain_text_error_does_not_leak_in_part() {
         &[("UP_KEY", KEY)],
     );
     for stream in [true, false] {
-        let a = post_collect(
-            &sluice.url("/v1/chat/completions"),
-            &chat("m", stream, json!({})),
-            LIMIT,
-        )
-        .await;
+        let a = post_chat(&sluice, &chat("m", stream, json!({})), LIMIT).await;
         assert_eq!(a.status, 502, "{}", a.body);
         assert!(
             !a.body.contains(&KEY[..7]),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::json;
 use sluice_tests::e2e::{
-    chat, check_openai_wire, content_of, data, error_events, finish_reasons, openai_provider,
-    post_collect, sse_steps, start_with_config, up_chunk, up_text, up_usage,
+    chat, check_openai_wire, content_of, data, error_events, finish_reasons, post_chat, sse_steps,
+    start_with_upstream, up_chunk, up_role, up_text, up_usage,
 };
 use sluice_tests::scripted::serve;
 
@@ -33,11 +33,7 @@ fn text() -> String {
 
 /// A complete upstream body with LF endings, one string per event.
 fn events_lf(with_done: bool) -> Vec<String> {
-    let mut v = vec![data(&up_chunk(
-        0,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    ))];
+    let mut v = vec![data(&up_role())];
     v.extend(PIECES.iter().map(|p| data(&up_text(p))));
     v.push(data(&up_chunk(0, json!({}), Some("stop"))));
     v.push(data(&up_usage(4, PIECES.len() as u64)));
@@ -59,9 +55,9 @@ where
     B: AsRef<[u8]>,
 {
     let up = serve(sse_steps(pieces)).await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
+    let sluice = start_with_upstream(&up, &[]);
+    let a = post_chat(
+        &sluice,
         &chat(
             "m",
             true,
@@ -224,13 +220,8 @@ async fn upstream_event_id_retry_and_unknown_fields_are_not_passed_through() {
         })
         .collect();
     let up = serve(sse_steps(&evs)).await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("m", true, json!({})),
-        LIMIT,
-    )
-    .await;
+    let sluice = start_with_upstream(&up, &[]);
+    let a = post_chat(&sluice, &chat("m", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     // Sluice's own ids 1, 2, 3, ..., and only `id:` and `data:` fields.
     let events = check_openai_wire(&a.body);
@@ -337,9 +328,9 @@ async fn usage_chunks_from_other_servers_are_accepted() {
                                   "created": 1, "model": "m", "choices": [], "usage": usage}),
         );
         let up = serve(sse_steps(&evs)).await;
-        let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
-        let a = post_collect(
-            &sluice.url("/v1/chat/completions"),
+        let sluice = start_with_upstream(&up, &[]);
+        let a = post_chat(
+            &sluice,
             &chat(
                 "m",
                 true,
@@ -372,13 +363,8 @@ async fn a_one_mebibyte_event_split_across_many_writes_arrives_whole() {
     body.insert_str(at, &extra);
     let pieces: Vec<Vec<u8>> = body.as_bytes().chunks(65_531).map(<[u8]>::to_vec).collect();
     let up = serve(sse_steps(pieces)).await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
-    let a = post_collect(
-        &sluice.url("/v1/chat/completions"),
-        &chat("m", true, json!({"n": 2})),
-        LIMIT,
-    )
-    .await;
+    let sluice = start_with_upstream(&up, &[]);
+    let a = post_chat(&sluice, &chat("m", true, json!({"n": 2})), LIMIT).await;
     let events = check_openai_wire(&a.body);
     assert!(error_events(&events).is_empty());
     assert_eq!(content_of(&events, 0), text());
