@@ -5,39 +5,21 @@
 //! estimate covering the whole body (`tools` too), and config reloads that do not refill the
 //! request limit.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
-    assert_error_shape, client, config_file, data, openai_provider, sse_steps, start_with_config,
-    up_chunk, up_text,
+    assert_error_shape, client, data, openai_provider, sse_steps, start_with_config, up_chunk,
+    up_text,
 };
 use sluice_tests::scripted::{self, full_response, Step};
+use sluice_tests::teams::{new_key, team};
 use sluice_tests::Sluice;
 
 const DEMO: &str = "sluice-demo";
 
 /// The ceiling Sluice puts on `max_tokens` / `max_completion_tokens` (see the README).
 const MAX_TOKENS_CEILING: u64 = 1 << 24;
-
-struct Key {
-    key: String,
-    hash: String,
-}
-
-fn new_key() -> Key {
-    let (key, hash) = sluice_gateway::keys::generate();
-    Key { key, hash }
-}
-
-/// One `[[teams]]` entry with one key; `extra` holds more `key = value` lines.
-fn team(name: &str, key: &Key, extra: &str) -> String {
-    format!(
-        "[[teams]]\nname = {name:?}\napi_keys_sha256 = [{:?}]\n{extra}\n\n",
-        key.hash
-    )
-}
 
 /// Starts sluice with the demo model on (at full speed) and `toml` as its config.
 fn start_demo(toml: &str) -> Sluice {
@@ -140,15 +122,6 @@ async fn expect_429(r: reqwest::Response, kind: &str) -> u64 {
     ra
 }
 
-fn sighup(s: &Sluice) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &s.pid().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -HUP");
-}
-
 /// The prompt estimate Sluice documents: a token per four bytes of the JSON body, rounded up.
 fn body_estimate(body: &Value) -> u64 {
     (serde_json::to_vec(body).expect("json").len() as u64).div_ceil(4)
@@ -161,7 +134,7 @@ async fn absurd_max_tokens_and_n_are_400s_naming_the_field_and_never_break_the_t
     // team's every later request got an empty reply.
     let s = start_demo(&format!(
         "rate_limit_window_secs = 2\n{}",
-        team("tiny", &k, "tokens_per_minute = 30")
+        team("tiny", &[&k], "tokens_per_minute = 30")
     ));
     let cases = [
         ("max_tokens", json!(u64::MAX)),
@@ -227,7 +200,7 @@ async fn absurd_max_tokens_and_n_are_400s_naming_the_field_and_never_break_the_t
 #[tokio::test(flavor = "multi_thread")]
 async fn a_big_allowed_request_reserves_at_most_the_budget_and_the_team_is_served_after_it() {
     let k = new_key();
-    let s = start_demo(&team("big", &k, "tokens_per_minute = 1000"));
+    let s = start_demo(&team("big", &[&k], "tokens_per_minute = 1000"));
     let big = json!({"model": DEMO, "stream": true,
                      "messages": [{"role": "user", "content": "hi"}],
                      "max_tokens": 10_000_000, "mock": {"tokens": 3, "delay_ms": 300}});
@@ -298,7 +271,7 @@ async fn answers_without_usage_are_charged_an_estimate_from_their_text() {
         &("rate_limit_window_secs = 3600\n".to_owned()
             + &openai_provider("plain", &plain.base_url(), &["plain"])
             + &openai_provider("streamed", &streamed.base_url(), &["streamed"])
-            + &team("nousage", &k, "tokens_per_minute = 100000")),
+            + &team("nousage", &[&k], "tokens_per_minute = 100000")),
         &[],
     );
     let close = |got: u64, want: u64| got * 10 >= want * 9 && got * 10 <= want * 11;
@@ -360,7 +333,7 @@ async fn a_client_that_leaves_while_the_upstream_works_is_charged_the_prompt_est
         // An hour's window: the budget refills too slowly to hide the charges.
         &("rate_limit_window_secs = 3600\n".to_owned()
             + &openai_provider("up", &up.base_url(), &["m"])
-            + &team("leavers", &k, "tokens_per_minute = 100000")),
+            + &team("leavers", &[&k], "tokens_per_minute = 100000")),
         &[("SLUICE_STREAM_GRACE_SECS", "0")],
     );
     let mut charged = 0;
@@ -409,7 +382,7 @@ async fn a_client_that_leaves_while_the_upstream_works_is_charged_the_prompt_est
 #[tokio::test(flavor = "multi_thread")]
 async fn the_prompt_estimate_covers_tools_and_every_other_field() {
     let k = new_key();
-    let s = start_demo(&team("tools", &k, "tokens_per_minute = 150000"));
+    let s = start_demo(&team("tools", &[&k], "tokens_per_minute = 150000"));
     // 100 tools with 4000-byte descriptions: about 400 KB, 100 000 tokens.
     let tools: Vec<Value> = (0..100)
         .map(|i| {
@@ -445,10 +418,9 @@ async fn reloads_carry_the_request_limit_over_instead_of_refilling_it() {
     let k = new_key();
     // 6 a minute: one every 10 s, so nothing comes back during the test.
     let limits = |burst: u32| format!("requests_per_minute = 6\nrequest_burst = {burst}");
-    let path = config_file(&team("reloaded", &k, &limits(2)));
-    let p = path.to_str().unwrap().to_owned();
-    let s = sluice_tests::start_sluice(
-        &["--config", &p],
+    let s = sluice_tests::start_sluice_with_config(
+        &team("reloaded", &[&k], &limits(2)),
+        &[],
         &[("SLUICE_DEMO", "1"), ("SLUICE_DEMO_TOKENS_PER_SEC", "0")],
     );
     let body = json!({"model": DEMO, "messages": [{"role": "user", "content": "hi"}],
@@ -457,8 +429,8 @@ async fn reloads_carry_the_request_limit_over_instead_of_refilling_it() {
     let mut served = Vec::new();
     for (i, burst) in [2, 3, 2].into_iter().enumerate() {
         if i > 0 {
-            std::fs::write(&path, team("reloaded", &k, &limits(burst))).unwrap();
-            sighup(&s);
+            s.config().write(&team("reloaded", &[&k], &limits(burst)));
+            s.signal("HUP");
             usage_when(&s, &k.key, "reload applied", |u| {
                 u["limits"]["request_burst"] == burst
             })
