@@ -29,6 +29,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(web::index))
         .route("/{file}", get(web::asset))
         .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics));
     authed
         .merge(open)

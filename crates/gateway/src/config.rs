@@ -20,6 +20,12 @@ pub const DEFAULT_STREAM_GRACE_SECS: u64 = 30;
 pub const DEFAULT_STREAM_RETENTION_SECS: u64 = 300;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+/// Seconds a client has to send a complete request head (slow-loris protection); also how long
+/// an idle keep-alive connection stays open.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Connections one client address may hold (not counting loopback, where a local proxy's
+/// connections all come from).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 /// The window the teams' "per minute" limits apply to. Only tests should shorten it: a team's
@@ -85,6 +91,14 @@ pub struct FileConfig {
     pub relay_max_total_bytes: Option<usize>,
     /// Readers one stream may have at once. Also `SLUICE_STREAM_MAX_READERS`.
     pub stream_max_readers: Option<usize>,
+    /// Also `SLUICE_HEADER_READ_TIMEOUT_SECS`.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Open client connections at most (default: 7/8 of the open-file limit). Also
+    /// `SLUICE_MAX_CONNECTIONS`.
+    pub max_connections: Option<usize>,
+    /// Open connections from one client address at most; 0 = no cap. Also
+    /// `SLUICE_MAX_CONNECTIONS_PER_IP`.
+    pub max_connections_per_ip: Option<usize>,
     /// Length of the window that teams' "per minute" limits apply to (default 60; tests use a
     /// few seconds). Also `SLUICE_RATE_LIMIT_WINDOW_SECS`.
     pub rate_limit_window_secs: Option<u64>,
@@ -174,6 +188,10 @@ pub struct Settings {
     /// `relay_max_total_bytes` came from the TOML file (for the start-up log).
     pub relay_bound_from_file: bool,
     pub stream_max_readers: usize,
+    pub header_read_timeout: Duration,
+    /// `None`: derived from the open-file limit when serving starts.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: usize,
     pub providers: Vec<ProviderSettings>,
     pub teams: Vec<TeamConfig>,
     /// The window teams' "per minute" limits apply to.
@@ -436,6 +454,20 @@ impl Settings {
                 "SLUICE_STREAM_MAX_READERS",
                 relay::registry::DEFAULT_MAX_READERS_PER_STREAM
             ),
+            header_read_timeout: secs(num!(
+                file.header_read_timeout_secs,
+                "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                DEFAULT_HEADER_READ_TIMEOUT_SECS
+            )),
+            max_connections: match var(vars, "SLUICE_MAX_CONNECTIONS") {
+                Some(v) => Some(parse_num("SLUICE_MAX_CONNECTIONS", v)?),
+                None => file.max_connections,
+            },
+            max_connections_per_ip: num!(
+                file.max_connections_per_ip,
+                "SLUICE_MAX_CONNECTIONS_PER_IP",
+                DEFAULT_MAX_CONNECTIONS_PER_IP
+            ),
             providers: Vec::new(),
             teams: file.teams.clone(),
             rate_limit_window: secs(window),
@@ -466,6 +498,18 @@ impl Settings {
                 ));
             }
             s.metrics_keys_sha256.push(h.to_ascii_lowercase());
+        }
+        if s.header_read_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                "must be at least 1",
+            ));
+        }
+        if s.max_connections == Some(0) {
+            return Err(ConfigError::new(
+                "SLUICE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
         }
         if s.stream_max_readers == 0 {
             return Err(ConfigError::new(

@@ -11,6 +11,8 @@ pub mod cli;
 pub mod config;
 /// One accepted connection: TCP options, and writes that let a burst of tokens leave at once.
 pub mod conn;
+/// Open client connections: caps, idle eviction, the first request's deadline.
+pub mod connections;
 /// Every request error, and the one place it becomes an OpenAI-shaped HTTP response.
 pub mod error;
 /// One generation's life: start, pump from the upstream into the relay, end.

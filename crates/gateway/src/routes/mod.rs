@@ -35,6 +35,9 @@ pub fn admit<'a>(
     caller: &Caller,
     bytes: &[u8],
 ) -> Result<(ChatRequest, &'a Provider, Admission), GatewayError> {
+    if state.draining.is_cancelled() {
+        return Err(GatewayError::Draining);
+    }
     let req = ChatRequest::parse(bytes).map_err(GatewayError::from)?;
     let provider = state
         .router

@@ -11,8 +11,24 @@ use subtle::ConstantTimeEq;
 use crate::error::GatewayError;
 use crate::state::AppState;
 
+/// Alive: answers as long as the process serves at all.
 pub async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Ready for new work: the config is loaded and the server listens (or this would not answer),
+/// and shutdown has not started. 503 while draining, so a load balancer stops sending.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.is_cancelled() {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "draining\n",
+        )
+            .into_response()
+    } else {
+        "ready\n".into_response()
+    }
 }
 
 /// Prometheus text. With teams it names every team and its usage, so it is served only to a
@@ -30,9 +46,19 @@ pub async fn metrics(
         )
         .into_response();
     }
-    let body = state
-        .metrics
-        .render(state.registry.stats(), &state.access.render_metrics());
+    let mut extra = state.access.render_metrics();
+    let c = &state.connections;
+    use std::fmt::Write;
+    let _ = write!(
+        extra,
+        "# HELP sluice_connections_open Client connections open now.\n# TYPE sluice_connections_open gauge\nsluice_connections_open {}\n\
+         # HELP sluice_connections_evicted_total Idle connections closed to make room for new ones at a connection cap.\n# TYPE sluice_connections_evicted_total counter\nsluice_connections_evicted_total {}\n\
+         # HELP sluice_connections_refused_total Connections refused at a cap because every open one was busy.\n# TYPE sluice_connections_refused_total counter\nsluice_connections_refused_total {}\n",
+        c.open(),
+        c.evicted(),
+        c.refused()
+    );
+    let body = state.metrics.render(state.registry.stats(), &extra);
     (
         [(
             header::CONTENT_TYPE,

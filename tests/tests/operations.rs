@@ -1,0 +1,229 @@
+//! Running Sluice in front of users, against the real binary: slow-loris clients are dropped
+//! after the header-read timeout while others are served, a flood of idle connections past the
+//! cap does not keep a real request out, `/readyz` turns 503 when draining while running streams
+//! finish, and the chat page carries its security headers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice_tests::e2e::{chat, check_openai_wire, client, content_of, StreamReader};
+use sluice_tests::start_sluice;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn send_signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Polls `f` until it yields a value or `limit` passes.
+async fn wait_for<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Reads until the server closes the connection (or an error), returning when that happened.
+async fn closed_at(mut s: TcpStream, limit: Duration) -> Option<Instant> {
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(Instant::now()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_is_dropped_while_others_are_served() {
+    let s = start_sluice(&[], &[("SLUICE_HEADER_READ_TIMEOUT_SECS", "2")]);
+    let addr = s.addr;
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: 1\r\n\r\n");
+    // One header byte per second: the whole head would take ~40 s.
+    let loris = tokio::spawn(async move {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let start = Instant::now();
+        for b in head.bytes() {
+            if tcp.write_all(&[b]).await.is_err() {
+                return start.elapsed();
+            }
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+                Ok(Ok(_)) => panic!("the server answered a head it never got whole"),
+                Err(_) => {}
+            }
+        }
+        panic!("the slow client was never dropped");
+    });
+    // A client that connects and sends nothing at all.
+    let silent = TcpStream::connect(addr).await.expect("connect");
+    let silent_start = Instant::now();
+    let silent = tokio::spawn(closed_at(silent, LIMIT));
+
+    // Meanwhile everyone else is served, promptly.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = client()
+            .get(s.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(r.status(), 200);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let dropped_after = loris.await.expect("loris task");
+    assert!(
+        dropped_after >= Duration::from_millis(1500) && dropped_after < Duration::from_secs(6),
+        "dropped after {dropped_after:?}"
+    );
+    let closed = silent
+        .await
+        .expect("silent task")
+        .expect("the silent client was dropped");
+    let waited = closed - silent_start;
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
+        "silent client dropped after {waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_past_the_cap_does_not_keep_a_request_out() {
+    let s = start_sluice(
+        &[],
+        &[
+            ("SLUICE_MAX_CONNECTIONS", "20"),
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "20"),
+        ],
+    );
+    // A stream in flight: its connection is busy and must not be the one closed.
+    let mut busy = StreamReader::post(
+        &s.url("/v1/chat/completions"),
+        &chat("sluice-demo", true, json!({"max_tokens": 40})),
+    )
+    .await;
+    let mut flood = Vec::new();
+    for _ in 0..60 {
+        flood.push(TcpStream::connect(s.addr).await.expect("connect"));
+    }
+    // A fresh client (its own connection) still gets its answer.
+    for _ in 0..3 {
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
+        let r = fresh
+            .post(s.url("/v1/chat/completions"))
+            .json(&chat("sluice-demo", false, json!({"max_tokens": 3})))
+            .send()
+            .await
+            .expect("served past the cap");
+        assert_eq!(r.status(), 200);
+    }
+    busy.read_to_end(LIMIT).await;
+    let events = check_openai_wire(&busy.body);
+    assert!(events.last().expect("events").is_done(), "{}", busy.body);
+    assert_eq!(content_of(&events, 0).split_whitespace().count(), 40);
+    drop(flood);
+    let metrics = s.metrics().await;
+    assert!(
+        sluice_tests::metric(&metrics, "sluice_connections_evicted_total") >= 40,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_503_on_shutdown_while_running_streams_finish() {
+    let mut s = start_sluice(
+        &[],
+        &[
+            ("SLUICE_SHUTDOWN_GRACE_SECS", "10"),
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "10"),
+        ],
+    );
+    let r = client().get(s.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(r.status(), 200);
+    let mut running = StreamReader::post(
+        &s.url("/v1/chat/completions"),
+        &chat("sluice-demo", true, json!({"max_tokens": 20})),
+    )
+    .await;
+    running
+        .read_until(LIMIT, |b| sluice_tests::e2e::content_events(b) >= 1)
+        .await;
+    send_signal(s.pid(), "TERM");
+    let draining = wait_for(LIMIT, || async {
+        let r = client().get(s.url("/readyz")).send().await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    assert!(draining.is_some(), "/readyz never said 503: {}", s.logs());
+    // Alive, but taking no new generations.
+    let r = client()
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .json(&chat("sluice-demo", true, json!({})))
+        .send()
+        .await
+        .expect("refused");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // The running stream is not cut: it ends normally, then the process exits cleanly.
+    running.read_to_end(LIMIT).await;
+    let events = check_openai_wire(&running.body);
+    assert!(events.last().expect("events").is_done(), "{}", running.body);
+    assert_eq!(content_of(&events, 0).split_whitespace().count(), 20);
+    let code = tokio::task::block_in_place(|| s.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0), "{}", s.logs());
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_security_headers() {
+    let s = start_sluice(&[], &[]);
+    let r = client().get(s.url("/")).send().await.expect("page");
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    let csp = h["content-security-policy"].to_str().expect("ascii");
+    for part in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    let body = r.text().await.expect("html");
+    assert!(
+        !body.contains("<script>"),
+        "no inline script the policy would block"
+    );
+}
