@@ -132,11 +132,13 @@ impl Connections {
         let from_ip = t.per_ip.get(&ip).copied().unwrap_or(0);
         // Loopback is exempt from the per-address cap: behind a proxy on the same machine every
         // client arrives from it.
-        if self.caps.max_per_ip > 0 && !ip.is_loopback() && from_ip >= self.caps.max_per_ip {
-            if !self.evict(&mut t, Some(ip)) {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
+        if self.caps.max_per_ip > 0
+            && !ip.is_loopback()
+            && from_ip >= self.caps.max_per_ip
+            && !self.evict(&mut t, Some(ip))
+        {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
         if self.caps.max_total > 0
             && t.open.len() >= self.caps.max_total
