@@ -227,3 +227,93 @@ async fn the_page_is_served_with_security_headers() {
         "no inline script the policy would block"
     );
 }
+
+/// An upstream that answers 500 to everything, recording what it was sent.
+async fn failing_upstream() -> sluice_tests::scripted::ScriptedUpstream {
+    sluice_tests::scripted::serve(vec![sluice_tests::scripted::full_response(
+        500,
+        "application/json",
+        "",
+        br#"{"error":{"message":"boom","type":"server_error"}}"#,
+    )])
+    .await
+}
+
+#[tokio::test]
+async fn request_ids_go_round_trip_to_the_upstream_and_the_log() {
+    let up = failing_upstream().await;
+    let path = sluice_tests::e2e::config_file(&sluice_tests::e2e::openai_provider(
+        "up",
+        &up.base_url(),
+        &["gpt-x"],
+    ));
+    let s = start_sluice(
+        &["--config", path.to_str().expect("utf-8")],
+        &[("SLUICE_LOG_FORMAT", "json")],
+    );
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .header("x-request-id", "client-req-42")
+        .json(&chat("gpt-x", true, json!({})))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["x-request-id"], "client-req-42");
+    let (head, _) = up.requests().into_iter().next().expect("upstream request");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-request-id: client-req-42"),
+        "{head}"
+    );
+    // The warning about the upstream is a JSON line carrying the request's ID.
+    let found = wait_for(LIMIT, || async {
+        s.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "upstream request failed")
+    })
+    .await
+    .unwrap_or_else(|| panic!("no JSON log line for the failure: {}", s.logs()));
+    assert_eq!(found["span"]["request_id"], "client-req-42", "{found}");
+    assert_eq!(found["span"]["route"], "/v1/chat/completions", "{found}");
+}
+
+#[tokio::test]
+async fn a_missing_or_unusable_request_id_is_replaced_not_echoed() {
+    let s = start_sluice(&[], &[]);
+    let get = |id: Option<&str>| {
+        let mut r = client().get(s.url("/v1/models"));
+        if let Some(id) = id {
+            r = r.header("x-request-id", id);
+        }
+        r.send()
+    };
+    let mut seen = std::collections::HashSet::new();
+    let long = "a".repeat(129);
+    for sent in [
+        None,
+        Some(long.as_str()),
+        Some("has space"),
+        Some("tab\there"),
+    ] {
+        let r = get(sent).await.expect("request");
+        assert_eq!(r.status(), 200);
+        let id = r.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(seen.insert(id), "a fresh ID each time");
+    }
+    // Errors carry it too.
+    let r = client()
+        .get(s.url("/v1/nope"))
+        .header("x-request-id", "e-1")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-request-id"], "e-1");
+}

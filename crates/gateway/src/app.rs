@@ -11,8 +11,10 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::metrics::inc;
+use crate::request_id;
 use crate::routes::{chat, models, ops, streams, usage, web};
 use crate::state::AppState;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub fn app(state: AppState) -> Router {
     // Everything under /v1 but the events URL needs a key when teams are configured: the
@@ -37,11 +39,33 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count))
-        .layer(TraceLayer::new_for_http())
         .layer(cors(&state.settings.cors_origins))
-        // Outermost: a foreign origin or host learns nothing else, preflights included.
+        // A foreign origin or host learns nothing else, preflights included.
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        // The request's span, with its ID: every log line of the request carries it.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::new(request_id::HEADER))
+        .layer(SetRequestIdLayer::new(
+            request_id::HEADER,
+            request_id::MakeId,
+        ))
+        .layer(middleware::from_fn(request_id::drop_unusable))
         .with_state(state)
+}
+
+/// The span of one request: its ID, method and route template (never the path itself, which
+/// may hold a stream ID, a read credential).
+fn request_span(req: &Request) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("-", axum::extract::MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        request_id = request_id::of(req),
+        method = %req.method(),
+        route,
+    )
 }
 
 /// CORS for the configured origins only; with none configured, no `Access-Control-*` header is
@@ -61,6 +85,7 @@ fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util
         .allow_headers(Any)
         .expose_headers([
             HeaderName::from_static("x-sluice-stream-id"),
+            request_id::HEADER,
             header::RETRY_AFTER,
             HeaderName::from_static("x-ratelimit-limit-requests"),
             HeaderName::from_static("x-ratelimit-remaining-requests"),

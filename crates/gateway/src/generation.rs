@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use provider_adapter::{AdapterError, ChatRequest, EventStream, Provider, StreamEvent};
 use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
+use tracing::Instrument;
 
 use crate::access::{estimate, Admission};
 use crate::conn::{FlushHint, BURST_GAP};
@@ -28,6 +29,8 @@ const MAX_BATCH: usize = 64;
 
 /// A generation whose upstream has answered, ready to be pumped.
 pub struct Started {
+    /// The request's span: the pump's log lines carry its request ID, wherever the pump runs.
+    span: tracing::Span,
     writer: Writer,
     upstream: EventStream,
     admission: Admission,
@@ -70,6 +73,7 @@ pub async fn start(
         Ok(upstream) => {
             inc(&state.metrics.streams_started);
             Ok(Started {
+                span: tracing::Span::current(),
                 writer,
                 upstream,
                 admission,
@@ -93,13 +97,16 @@ impl Started {
     /// Runs the pump in a task of its own (streams whose readers come later).
     pub fn spawn(self, state: &AppState) -> Handle {
         let handle = self.handle();
-        state.pumps.spawn(pump(
-            state.clone(),
-            self.writer,
-            self.upstream,
-            self.admission,
-            None,
-        ));
+        state.pumps.spawn(
+            pump(
+                state.clone(),
+                self.writer,
+                self.upstream,
+                self.admission,
+                None,
+            )
+            .instrument(self.span),
+        );
         handle
     }
 
@@ -113,7 +120,8 @@ impl Started {
             self.upstream,
             self.admission,
             hint,
-        );
+        )
+        .instrument(self.span);
         let tracked: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             fut.await;
             drop(token);

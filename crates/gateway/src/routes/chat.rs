@@ -16,15 +16,18 @@ use crate::error::GatewayError;
 use crate::generation;
 use crate::metrics::inc;
 use crate::state::AppState;
+use tower_http::request_id::RequestId;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    request_id: Option<Extension<RequestId>>,
     hint: Option<Extension<FlushHint>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, GatewayError> {
     let bytes = super::body(&state, body)?;
-    let (req, provider, mut admission) = super::admit(&state, &caller, &bytes)?;
+    let (req, provider, mut admission) =
+        super::admit(&state, &caller, &bytes, request_id.as_ref().map(|r| &r.0))?;
     inc(&state.metrics.chat_completions);
     let headers = admission.headers.clone();
     let mut resp = if req.stream {

@@ -34,11 +34,16 @@ pub fn admit<'a>(
     state: &'a AppState,
     caller: &Caller,
     bytes: &[u8],
+    request_id: Option<&tower_http::request_id::RequestId>,
 ) -> Result<(ChatRequest, &'a Provider, Admission), GatewayError> {
     if state.draining.is_cancelled() {
         return Err(GatewayError::Draining);
     }
-    let req = ChatRequest::parse(bytes).map_err(GatewayError::from)?;
+    let mut req = ChatRequest::parse(bytes).map_err(GatewayError::from)?;
+    // Sent upstream, so that the upstream's logs and ours meet on one ID.
+    req.request_id = request_id
+        .and_then(|r| r.header_value().to_str().ok())
+        .map(str::to_owned);
     let provider = state
         .router
         .route(&req.model)
