@@ -317,3 +317,53 @@ async fn a_missing_or_unusable_request_id_is_replaced_not_echoed() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-request-id"], "e-1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_global_cap_get_503_with_retry_after() {
+    let s = start_sluice(
+        &[],
+        &[
+            ("SLUICE_MAX_STREAMS", "2"),
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "10"),
+        ],
+    );
+    let start = || async {
+        let r = client()
+            .post(s.url("/v1/streams"))
+            .json(&chat("sluice-demo", true, json!({"max_tokens": 100})))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        (
+            status,
+            retry,
+            r.json::<serde_json::Value>().await.expect("json"),
+        )
+    };
+    let (a, _, first) = start().await;
+    let (b, _, _) = start().await;
+    assert_eq!((a.as_u16(), b.as_u16()), (201, 201));
+    let (c, retry, err) = start().await;
+    assert_eq!(c.as_u16(), 503, "{err}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(err["error"]["code"], "too_many_streams", "{err}");
+    // Stopping one makes room.
+    let id = first["id"].as_str().expect("id");
+    let r = client()
+        .delete(s.url(&format!("/v1/streams/{id}")))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 200);
+    let admitted = wait_for(LIMIT, || async {
+        let (st, _, _) = start().await;
+        (st.as_u16() == 201).then_some(())
+    })
+    .await;
+    assert!(admitted.is_some(), "{}", s.logs());
+}

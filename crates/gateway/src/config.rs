@@ -26,6 +26,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
 /// Connections one client address may hold (not counting loopback, where a local proxy's
 /// connections all come from).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// New connections a second from one client address (not loopback), twice that at once.
+pub const DEFAULT_CONNECTION_RATE_PER_IP: u32 = 100;
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 /// The window the teams' "per minute" limits apply to. Only tests should shorten it: a team's
@@ -154,6 +156,12 @@ pub struct FileConfig {
     /// Open client connections at most (default: 7/8 of the open-file limit). Also
     /// `SLUICE_MAX_CONNECTIONS`.
     pub max_connections: Option<usize>,
+    /// New connections a second from one client address; 0 = no pace. Also
+    /// `SLUICE_CONNECTION_RATE_PER_IP`.
+    pub connection_rate_per_ip: Option<u32>,
+    /// Streams running at once at most (0: no cap; default: the connection cap). Also
+    /// `SLUICE_MAX_STREAMS`.
+    pub max_streams: Option<usize>,
     /// Open connections from one client address at most; 0 = no cap. Also
     /// `SLUICE_MAX_CONNECTIONS_PER_IP`.
     pub max_connections_per_ip: Option<usize>,
@@ -250,6 +258,9 @@ pub struct Settings {
     /// `None`: derived from the open-file limit when serving starts.
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: usize,
+    /// `None`: the connection cap; `Some(0)`: no cap.
+    pub max_streams: Option<usize>,
+    pub connection_rate_per_ip: u32,
     pub providers: Vec<ProviderSettings>,
     pub teams: Vec<TeamConfig>,
     /// The window teams' "per minute" limits apply to.
@@ -523,6 +534,15 @@ impl Settings {
             max_connections: match var(vars, "SLUICE_MAX_CONNECTIONS") {
                 Some(v) => p.take(parse_num("SLUICE_MAX_CONNECTIONS", v)),
                 None => file.max_connections,
+            },
+            connection_rate_per_ip: num!(
+                file.connection_rate_per_ip,
+                "SLUICE_CONNECTION_RATE_PER_IP",
+                DEFAULT_CONNECTION_RATE_PER_IP
+            ),
+            max_streams: match var(vars, "SLUICE_MAX_STREAMS") {
+                Some(v) => p.take(parse_num("SLUICE_MAX_STREAMS", v)),
+                None => file.max_streams,
             },
             max_connections_per_ip: num!(
                 file.max_connections_per_ip,
@@ -868,7 +888,10 @@ mod tests {
         let e = Settings::resolve(
             file,
             &Flags::default(),
-            &vars(&[("SLUICE_MAX_BODY_BYTES", "lots"), ("SLUICE_LOG_FORMAT", "xml")]),
+            &vars(&[
+                ("SLUICE_MAX_BODY_BYTES", "lots"),
+                ("SLUICE_LOG_FORMAT", "xml"),
+            ]),
         )
         .unwrap_err();
         let keys: Vec<&str> = e.problems().map(|(k, _)| k).collect();
@@ -887,7 +910,10 @@ mod tests {
             "{e}"
         );
         let text = e.to_string();
-        assert!(text.starts_with("invalid configuration, 8 problems:"), "{text}");
+        assert!(
+            text.starts_with("invalid configuration, 8 problems:"),
+            "{text}"
+        );
         assert!(text.contains("\n  providers[1].base_url: "), "{text}");
     }
 

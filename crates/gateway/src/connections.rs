@@ -6,6 +6,9 @@
 //!   request in flight: a keep-alive connection waiting, or a client still dribbling its
 //!   headers) of the same address, or of anyone for the total cap. Only when every connection
 //!   is busy is the new one refused, at once, by closing it.
+//! - **Rate**: new connections from one client address (again not loopback) are paced by a
+//!   governor keyed limiter, `max_new_per_sec` a second with twice that at once, so a client that
+//!   opens and drops connections in a loop costs us little more than the `accept`.
 //! - **First request**: a connection that has not delivered a complete request head within the
 //!   header-read timeout is closed. hyper's own HTTP/1 header-read timeout covers every later
 //!   request head (and so idle keep-alive), but not the first bytes: hyper-util reads the
@@ -26,11 +29,17 @@ use tokio_util::sync::CancellationToken;
 pub struct Caps {
     pub max_total: usize,
     pub max_per_ip: usize,
+    /// New connections per second from one (non-loopback) address.
+    pub max_new_per_sec: u32,
 }
+
+type IpLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
 #[derive(Debug)]
 pub struct Connections {
     caps: Caps,
+    /// `None` when `max_new_per_sec` is 0.
+    pace: Option<IpLimiter>,
     table: Mutex<Table>,
     /// Connections refused because every connection was busy.
     refused: AtomicUsize,
@@ -109,8 +118,13 @@ impl Connections {
     }
 
     pub fn new(caps: Caps) -> Arc<Self> {
+        let pace = std::num::NonZeroU32::new(caps.max_new_per_sec).map(|n| {
+            let burst = n.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1)); // 2n
+            governor::RateLimiter::keyed(governor::Quota::per_second(n).allow_burst(burst))
+        });
         Arc::new(Self {
             caps,
+            pace,
             table: Mutex::new(Table::default()),
             refused: AtomicUsize::new(0),
             evicted: AtomicUsize::new(0),
@@ -128,6 +142,14 @@ impl Connections {
     /// every connection that could make room is busy.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
         let ip = ip.to_canonical();
+        if !ip.is_loopback() {
+            if let Some(pace) = &self.pace {
+                if pace.check_key(&ip).is_err() {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            }
+        }
         let mut t = self.lock();
         let from_ip = t.per_ip.get(&ip).copied().unwrap_or(0);
         // Loopback is exempt from the per-address cap: behind a proxy on the same machine every
@@ -202,6 +224,15 @@ impl Connections {
         Self::take(&mut t, id);
     }
 
+    /// Forgets the pace of addresses not seen for a while (call now and then: the limiter keeps
+    /// one entry per address it has seen).
+    pub fn forget_idle_addresses(&self) {
+        if let Some(pace) = &self.pace {
+            pace.retain_recent();
+            pace.shrink_to_fit();
+        }
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.lock().open.len()
@@ -220,6 +251,28 @@ impl Connections {
 mod tests {
     use super::*;
 
+    #[test]
+    fn one_address_opening_connections_in_a_loop_is_paced_others_are_not() {
+        let c = Connections::new(Caps {
+            max_total: 0,
+            max_per_ip: 0,
+            max_new_per_sec: 5,
+        });
+        // A burst of twice the rate, then refused (within the same instant).
+        let admitted = (0..20).filter_map(|_| c.admit(ip("10.0.0.1"))).count();
+        assert_eq!(admitted, 10);
+        assert_eq!(c.refused(), 10);
+        assert!(
+            c.admit(ip("10.0.0.2")).is_some(),
+            "another address is not affected"
+        );
+        assert!(
+            (0..50).all(|_| c.admit(ip("127.0.0.1")).is_some()),
+            "loopback (a local proxy) is not paced"
+        );
+        c.forget_idle_addresses();
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -229,6 +282,7 @@ mod tests {
         let c = Connections::new(Caps {
             max_total: 3,
             max_per_ip: 0,
+            max_new_per_sec: 0,
         });
         let a = c.admit(ip("10.0.0.1")).unwrap();
         let b = c.admit(ip("10.0.0.2")).unwrap();
@@ -258,6 +312,7 @@ mod tests {
         let c = Connections::new(Caps {
             max_total: 0,
             max_per_ip: 2,
+            max_new_per_sec: 0,
         });
         let other = c.admit(ip("10.0.0.9")).unwrap();
         let a1 = c.admit(ip("10.0.0.1")).unwrap();

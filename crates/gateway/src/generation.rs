@@ -60,8 +60,11 @@ pub async fn start(
             req.include_usage,
             admission.team(),
         )
-        .map_err(|_| {
-            GatewayError::Unavailable("the relay is at its memory limit; try again shortly".into())
+        .map_err(|e| match e {
+            relay::RelayError::TooManyStreams(_) => GatewayError::TooManyStreams(e.to_string()),
+            _ => GatewayError::Unavailable(
+                "the relay is at its memory limit; try again shortly".into(),
+            ),
         })?;
     let id = format!("chatcmpl-{}", writer.id());
     writer.set_meta(|m| m.id = id);

@@ -110,11 +110,19 @@ pub async fn build_state(
         })?;
         router.push(provider, p.models.clone());
     }
+    let max_connections = settings
+        .max_connections
+        .unwrap_or_else(|| crate::host::default_max_connections(crate::host::open_files_soft()));
     let registry = Arc::new(Registry::new(relay::Limits {
         retention: settings.stream_retention,
         max_stream_bytes: settings.relay_max_stream_bytes,
         max_total_bytes: settings.relay_max_total_bytes,
         max_readers_per_stream: settings.stream_max_readers,
+        max_live_streams: match settings.max_streams {
+            None => max_connections,
+            Some(0) => usize::MAX,
+            Some(n) => n,
+        },
     }));
     // Expired streams are dropped in the background; lookups also check expiry themselves.
     {
@@ -130,12 +138,24 @@ pub async fn build_state(
             }
         });
     }
-    let settings_caps = (
-        settings.max_connections.unwrap_or_else(|| {
-            crate::host::default_max_connections(crate::host::open_files_soft())
-        }),
-        settings.max_connections_per_ip,
-    );
+    let connections = crate::connections::Connections::new(crate::connections::Caps {
+        max_total: max_connections,
+        max_per_ip: settings.max_connections_per_ip,
+        max_new_per_sec: settings.connection_rate_per_ip,
+    });
+    {
+        // The per-address pace keeps an entry per address seen: forget the quiet ones.
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => connections.forget_idle_addresses(),
+                }
+            }
+        });
+    }
     Ok(AppState(Arc::new(Inner {
         access: Access::new(settings.teams.clone(), settings.rate_limit_window),
         settings,
@@ -144,10 +164,7 @@ pub async fn build_state(
         pumps: tokio_util::task::TaskTracker::new(),
         shutdown: CancellationToken::new(),
         metrics: Metrics::default(),
-        connections: crate::connections::Connections::new(crate::connections::Caps {
-            max_total: settings_caps.0,
-            max_per_ip: settings_caps.1,
-        }),
+        connections,
         draining: CancellationToken::new(),
     })))
 }
@@ -191,6 +208,7 @@ pub async fn serve(
     let metrics = state.clone();
     let connections = metrics.connections.clone();
     let header_timeout = metrics.settings.header_read_timeout;
+    let registry_limits = metrics.registry.limits();
     let metrics = &metrics.metrics;
     let router = crate::app::app(state);
     let mut builder = Builder::new(TokioExecutor::new());
@@ -208,6 +226,8 @@ pub async fn serve(
     tracing::info!(
         max_connections = caps.max_total,
         max_connections_per_ip = caps.max_per_ip,
+        max_streams = registry_limits.max_live_streams,
+        connection_rate_per_ip = caps.max_new_per_sec,
         header_read_timeout_secs = header_timeout.as_secs(),
         "connection limits"
     );
