@@ -70,6 +70,13 @@ async fn seven_streams_of_four_tokens_are_counted_exactly() {
         .expect("resume");
     assert_eq!(resumed.status(), 200);
     resumed.text().await.expect("resumed body");
+    // A path no route matches, with a stream ID in it: counted, but not by its path.
+    let stray = client()
+        .get(s.url(&format!("/v1/streams/{}/events/more", ids[1])))
+        .send()
+        .await
+        .expect("stray");
+    assert_eq!(stray.status(), 404);
     // A model nobody serves: counted as `other`, never under the name the client made up.
     let unknown = post(
         &s,
@@ -105,6 +112,14 @@ async fn seven_streams_of_four_tokens_are_counted_exactly() {
         1
     );
     assert!(!m.contains("made-up-9f3"), "{m}");
+    assert_eq!(
+        metric_with(
+            &m,
+            "sluice_http_requests_total",
+            &[("route", "unmatched"), ("status", "404")]
+        ),
+        1
+    );
     assert_eq!(metric_with(&m, "sluice_streams_started_total", &model), 7);
     assert_eq!(
         metric_with(

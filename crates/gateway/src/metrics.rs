@@ -469,49 +469,49 @@ impl Collector for RelayCollector {
         encode_one(
             &mut e,
             "sluice_relay_live_streams",
-            "Generations in progress",
+            "Generations in progress.",
             &gauge(s.live),
         )?;
         encode_one(
             &mut e,
             "sluice_relay_finished_streams",
-            "Finished generations kept for resuming",
+            "Finished generations kept for resuming.",
             &gauge(s.finished),
         )?;
         encode_one(
             &mut e,
             "sluice_relay_bytes",
-            "Bytes held by replay logs (live and finished streams)",
+            "Bytes held by replay logs (live and finished streams).",
             &gauge(s.bytes),
         )?;
         encode_one(
             &mut e,
             "sluice_relay_live_bytes",
-            "Bytes held by the replay logs of generations in progress",
+            "Bytes held by the replay logs of generations in progress.",
             &gauge(s.live_bytes),
         )?;
         encode_one(
             &mut e,
             "sluice_relay_max_bytes",
-            "The relay memory bound (SLUICE_RELAY_MAX_TOTAL_BYTES, or its default)",
+            "The relay memory bound (SLUICE_RELAY_MAX_TOTAL_BYTES, or its default).",
             &gauge(s.max_bytes),
         )?;
         encode_one(
             &mut e,
             "sluice_relay_oldest_retained_seconds",
-            "Seconds since the oldest retained finished stream ended: how long answers stay resumable now",
+            "Seconds since the oldest retained finished stream ended: how long answers stay resumable now.",
             &ConstGauge::new(s.oldest_finished_age.map_or(0, |d| d.as_secs())),
         )?;
         encode_one(
             &mut e,
             "sluice_relay_evicted_streams",
-            "Finished streams evicted to stay under the relay memory bound",
+            "Finished streams evicted to stay under the relay memory bound.",
             &counter(s.evicted),
         )?;
         encode_one(
             &mut e,
             "sluice_relay_refused_streams",
-            "New streams refused because live streams filled the relay memory bound",
+            "New streams refused because live streams filled the relay memory bound.",
             &counter(s.refused),
         )
     }
@@ -527,19 +527,19 @@ impl Collector for ConnectionsCollector {
         encode_one(
             &mut e,
             "sluice_connections_open",
-            "Client connections open now",
+            "Client connections open now.",
             &gauge(c.open()),
         )?;
         encode_one(
             &mut e,
             "sluice_connections_evicted",
-            "Idle connections closed to make room for new ones at a connection cap",
+            "Idle connections closed to make room for new ones at a connection cap.",
             &counter(c.evicted()),
         )?;
         encode_one(
             &mut e,
             "sluice_connections_refused",
-            "Connections refused at a cap because every open one was busy",
+            "Connections refused at a cap because every open one was busy.",
             &counter(c.refused()),
         )
     }

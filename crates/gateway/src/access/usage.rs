@@ -204,7 +204,7 @@ impl Collector for OpenStreams {
         }
         let mut family = encoder.encode_descriptor(
             "sluice_team_open_streams",
-            "Generations in flight holding one of the team's concurrency slots",
+            "Generations in flight holding one of the team's concurrency slots.",
             None,
             MetricType::Gauge,
         )?;
