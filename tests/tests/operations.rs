@@ -367,3 +367,49 @@ async fn streams_past_the_global_cap_get_503_with_retry_after() {
     .await;
     assert!(admitted.is_some(), "{}", s.logs());
 }
+
+#[tokio::test]
+async fn every_finished_stream_logs_one_summary_line_without_its_text() {
+    let s = start_sluice(
+        &[],
+        &[
+            ("SLUICE_LOG_FORMAT", "json"),
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
+        ],
+    );
+    let prompt = "a secret prompt that must never be logged";
+    let body = json!({"model": "sluice-demo", "stream": true, "max_tokens": 4,
+                      "messages": [{"role": "user", "content": prompt}]});
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .header("x-request-id", "sum-1")
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let text = r.text().await.expect("body");
+    let answer = content_of(&check_openai_wire(&text), 0);
+    assert!(!answer.trim().is_empty());
+    let line = wait_for(LIMIT, || async {
+        s.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "stream finished")
+    })
+    .await
+    .unwrap_or_else(|| panic!("no summary line: {}", s.logs()));
+    assert_eq!(line["span"]["request_id"], "sum-1", "{line}");
+    assert_eq!(line["outcome"], "completed", "{line}");
+    assert_eq!(line["model"], "sluice-demo", "{line}");
+    assert_eq!(line["provider"], "sluice-demo", "{line}");
+    assert_eq!(line["completion_tokens"], 4, "{line}");
+    assert_eq!(line["resumes"], 0, "{line}");
+    assert!(
+        line["ttft_ms"].is_u64() && line["duration_ms"].is_u64(),
+        "{line}"
+    );
+    let logs = s.logs();
+    assert_eq!(logs.matches("stream finished").count(), 1, "{logs}");
+    assert!(!logs.contains(prompt), "the prompt is in the log");
+    assert!(!logs.contains(answer.trim()), "the answer is in the log");
+}

@@ -1,7 +1,7 @@
 //! The router: every endpoint of the contract, with the cross-cutting concerns (body limit,
 //! authentication, tracing, CORS) as layers.
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +10,7 @@ use axum::Router;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::metrics::inc;
+use crate::metrics::{empty_label, HttpLabels, RequestLabels, Route};
 use crate::request_id;
 use crate::routes::{chat, models, ops, streams, usage, web};
 use crate::state::AppState;
@@ -110,9 +110,25 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     }
 }
 
+/// Counts every answered request by its route template (never the raw path: stream IDs are
+/// credentials), method and status; chat handlers add their model and team (see
+/// `metrics::RequestLabels`).
 async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    inc(&state.metrics.requests);
-    next.run(req).await
+    let route = Route::new(req.extensions().get::<MatchedPath>());
+    let method = crate::metrics::method_label(req.method());
+    let resp = next.run(req).await;
+    let (model, team) = match resp.extensions().get::<RequestLabels>() {
+        Some(l) => (l.model.clone(), l.team.clone()),
+        None => (empty_label(), empty_label()),
+    };
+    state.metrics.http_request(&HttpLabels {
+        route,
+        method,
+        status: resp.status().as_u16(),
+        model,
+        team,
+    });
+    resp
 }
 
 /// Authenticates the caller, and gives every response to a team its `x-ratelimit-*` headers

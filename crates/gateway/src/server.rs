@@ -18,7 +18,7 @@ use tower::ServiceExt;
 use crate::access::Access;
 use crate::config::{Flags, Settings, Vars};
 use crate::conn::Conn;
-use crate::metrics::Metrics;
+use crate::metrics::{Arrival, Metrics};
 use crate::routing::ModelRouter;
 use crate::state::{AppState, Inner};
 
@@ -138,6 +138,7 @@ pub async fn build_state(
             }
         });
     }
+    let access = Access::new(settings.teams.clone(), settings.rate_limit_window);
     let connections = crate::connections::Connections::new(crate::connections::Caps {
         max_total: max_connections,
         max_per_ip: settings.max_connections_per_ip,
@@ -156,14 +157,15 @@ pub async fn build_state(
             }
         });
     }
+    let metrics = Metrics::new(registry.clone(), connections.clone(), &access);
     Ok(AppState(Arc::new(Inner {
-        access: Access::new(settings.teams.clone(), settings.rate_limit_window),
+        access,
         settings,
         router,
         registry,
         pumps: tokio_util::task::TaskTracker::new(),
         shutdown: CancellationToken::new(),
-        metrics: Metrics::default(),
+        metrics,
         connections,
         draining: CancellationToken::new(),
     })))
@@ -239,7 +241,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of descriptors or memory for a moment: keep serving the connections
                     // we have, and try again shortly.
-                    crate::metrics::inc(&metrics.accept_errors);
+                    metrics.accept_error();
                     tracing::warn!(error = %e, "accept failed; retrying in 50 ms");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -255,6 +257,8 @@ pub async fn serve(
         let activity = admitted.activity.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let in_flight = activity.begin();
+            req.extensions_mut()
+                .insert(Arrival(std::time::Instant::now()));
             req.extensions_mut().insert(hint.clone());
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));

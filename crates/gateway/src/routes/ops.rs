@@ -31,7 +31,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text. With teams it names every team and its usage, so it is served only to a
+/// Every metric, in OpenMetrics text (which Prometheus scrapes natively). With teams it names every team and its usage, so it is served only to a
 /// client on the loopback interface that did not come through a proxy, or to a key listed in
 /// `metrics_api_keys_sha256`. In open mode there is nothing private in it.
 pub async fn metrics(
@@ -46,25 +46,9 @@ pub async fn metrics(
         )
         .into_response();
     }
-    let mut extra = state.access.render_metrics();
-    let c = &state.connections;
-    use std::fmt::Write;
-    let _ = write!(
-        extra,
-        "# HELP sluice_connections_open Client connections open now.\n# TYPE sluice_connections_open gauge\nsluice_connections_open {}\n\
-         # HELP sluice_connections_evicted_total Idle connections closed to make room for new ones at a connection cap.\n# TYPE sluice_connections_evicted_total counter\nsluice_connections_evicted_total {}\n\
-         # HELP sluice_connections_refused_total Connections refused at a cap because every open one was busy.\n# TYPE sluice_connections_refused_total counter\nsluice_connections_refused_total {}\n",
-        c.open(),
-        c.evicted(),
-        c.refused()
-    );
-    let body = state.metrics.render(state.registry.stats(), &extra);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.render(),
     )
         .into_response()
 }
