@@ -582,6 +582,7 @@ mod tests {
             Connections::new(crate::connections::Caps {
                 max_total: 0,
                 max_per_ip: 0,
+                max_new_per_sec: 0,
             }),
             &Access::default(),
         )
@@ -599,6 +600,7 @@ mod tests {
             prompt_tokens: 10,
             completion_tokens: 4,
             usage_reported: true,
+            resumes: 0,
         }
     }
 
