@@ -1,7 +1,7 @@
 //! The router: every endpoint of the contract, with the cross-cutting concerns (body limit,
 //! authentication, tracing, CORS) as layers.
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -10,9 +10,11 @@ use axum::Router;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::metrics::inc;
+use crate::metrics::{empty_label, HttpLabels, RequestLabels, Route};
+use crate::request_id;
 use crate::routes::{chat, models, ops, streams, usage, web};
 use crate::state::AppState;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub fn app(state: AppState) -> Router {
     // Everything under /v1 but the events URL needs a key when teams are configured: the
@@ -29,6 +31,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(web::index))
         .route("/{file}", get(web::asset))
         .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics));
     authed
         .merge(open)
@@ -36,11 +39,33 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count))
-        .layer(TraceLayer::new_for_http())
         .layer(cors(&state.settings.cors_origins))
-        // Outermost: a foreign origin or host learns nothing else, preflights included.
+        // A foreign origin or host learns nothing else, preflights included.
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        // The request's span, with its ID: every log line of the request carries it.
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::new(request_id::HEADER))
+        .layer(SetRequestIdLayer::new(
+            request_id::HEADER,
+            request_id::MakeId,
+        ))
+        .layer(middleware::from_fn(request_id::drop_unusable))
         .with_state(state)
+}
+
+/// The span of one request: its ID, method and route template (never the path itself, which
+/// may hold a stream ID, a read credential).
+fn request_span(req: &Request) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("-", axum::extract::MatchedPath::as_str);
+    tracing::info_span!(
+        "request",
+        request_id = request_id::of(req),
+        method = %req.method(),
+        route,
+    )
 }
 
 /// CORS for the configured origins only; with none configured, no `Access-Control-*` header is
@@ -60,6 +85,7 @@ fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util
         .allow_headers(Any)
         .expose_headers([
             HeaderName::from_static("x-sluice-stream-id"),
+            request_id::HEADER,
             header::RETRY_AFTER,
             HeaderName::from_static("x-ratelimit-limit-requests"),
             HeaderName::from_static("x-ratelimit-remaining-requests"),
@@ -84,9 +110,25 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     }
 }
 
+/// Counts every answered request by its route template (never the raw path: stream IDs are
+/// credentials), method and status; chat handlers add their model and team (see
+/// `metrics::RequestLabels`).
 async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    inc(&state.metrics.requests);
-    next.run(req).await
+    let route = Route::new(req.extensions().get::<MatchedPath>());
+    let method = crate::metrics::method_label(req.method());
+    let resp = next.run(req).await;
+    let (model, team) = match resp.extensions().get::<RequestLabels>() {
+        Some(l) => (l.model.clone(), l.team.clone()),
+        None => (empty_label(), empty_label()),
+    };
+    state.metrics.http_request(&HttpLabels {
+        route,
+        method,
+        status: resp.status().as_u16(),
+        model,
+        team,
+    });
+    resp
 }
 
 /// Authenticates the caller, and gives every response to a team its `x-ratelimit-*` headers

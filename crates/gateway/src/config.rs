@@ -20,6 +20,14 @@ pub const DEFAULT_STREAM_GRACE_SECS: u64 = 30;
 pub const DEFAULT_STREAM_RETENTION_SECS: u64 = 300;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+/// Seconds a client has to send a complete request head (slow-loris protection); also how long
+/// an idle keep-alive connection stays open.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Connections one client address may hold (not counting loopback, where a local proxy's
+/// connections all come from).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// New connections a second from one client address (not loopback), twice that at once.
+pub const DEFAULT_CONNECTION_RATE_PER_IP: u32 = 100;
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 /// The window the teams' "per minute" limits apply to. Only tests should shorten it: a team's
@@ -48,11 +56,32 @@ pub fn read_vars(dir: &Path) -> Result<Vars, ConfigError> {
     Ok(vars)
 }
 
+/// What is wrong with the configuration: the first problem found, and every other one found in
+/// the same pass (a file is checked whole, so that one run names all of its mistakes).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("invalid configuration: {key}: {message}")]
 pub struct ConfigError {
     pub key: String,
     pub message: String,
+    pub more: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.more.is_empty() {
+            return write!(f, "invalid configuration: {}: {}", self.key, self.message);
+        }
+        write!(
+            f,
+            "invalid configuration, {} problems:\n  {}: {}",
+            self.more.len() + 1,
+            self.key,
+            self.message
+        )?;
+        for (k, m) in &self.more {
+            write!(f, "\n  {k}: {m}")?;
+        }
+        Ok(())
+    }
 }
 
 impl ConfigError {
@@ -60,6 +89,43 @@ impl ConfigError {
         Self {
             key: key.into(),
             message: message.into(),
+            more: Vec::new(),
+        }
+    }
+
+    /// Every problem, the first one included.
+    pub fn problems(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((self.key.as_str(), self.message.as_str()))
+            .chain(self.more.iter().map(|(k, m)| (k.as_str(), m.as_str())))
+    }
+}
+
+/// Problems collected while checking, so that checking goes on past the first.
+#[derive(Debug, Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn push(&mut self, e: ConfigError) {
+        self.0.extend(
+            e.problems()
+                .map(|(k, m)| ConfigError::new(k, m))
+                .collect::<Vec<_>>(),
+        );
+    }
+
+    /// The value, or `None` with its error kept.
+    fn take<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.push(e)).ok()
+    }
+
+    fn finish(self) -> Result<(), ConfigError> {
+        let mut all = self.0.into_iter();
+        match all.next() {
+            None => Ok(()),
+            Some(mut first) => {
+                first.more = all.map(|e| (e.key, e.message)).collect();
+                Err(first)
+            }
         }
     }
 }
@@ -85,6 +151,20 @@ pub struct FileConfig {
     pub relay_max_total_bytes: Option<usize>,
     /// Readers one stream may have at once. Also `SLUICE_STREAM_MAX_READERS`.
     pub stream_max_readers: Option<usize>,
+    /// Also `SLUICE_HEADER_READ_TIMEOUT_SECS`.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Open client connections at most (default: 7/8 of the open-file limit). Also
+    /// `SLUICE_MAX_CONNECTIONS`.
+    pub max_connections: Option<usize>,
+    /// New connections a second from one client address; 0 = no pace. Also
+    /// `SLUICE_CONNECTION_RATE_PER_IP`.
+    pub connection_rate_per_ip: Option<u32>,
+    /// Streams running at once at most (0: no cap; default: the connection cap). Also
+    /// `SLUICE_MAX_STREAMS`.
+    pub max_streams: Option<usize>,
+    /// Open connections from one client address at most; 0 = no cap. Also
+    /// `SLUICE_MAX_CONNECTIONS_PER_IP`.
+    pub max_connections_per_ip: Option<usize>,
     /// Length of the window that teams' "per minute" limits apply to (default 60; tests use a
     /// few seconds). Also `SLUICE_RATE_LIMIT_WINDOW_SECS`.
     pub rate_limit_window_secs: Option<u64>,
@@ -174,6 +254,13 @@ pub struct Settings {
     /// `relay_max_total_bytes` came from the TOML file (for the start-up log).
     pub relay_bound_from_file: bool,
     pub stream_max_readers: usize,
+    pub header_read_timeout: Duration,
+    /// `None`: derived from the open-file limit when serving starts.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: usize,
+    /// `None`: the connection cap; `Some(0)`: no cap.
+    pub max_streams: Option<usize>,
+    pub connection_rate_per_ip: u32,
     pub providers: Vec<ProviderSettings>,
     pub teams: Vec<TeamConfig>,
     /// The window teams' "per minute" limits apply to.
@@ -295,10 +382,11 @@ impl Settings {
 
     /// Applies the variables and flags over `file`, then validates.
     pub fn resolve(file: FileConfig, flags: &Flags, vars: &Vars) -> Result<Self, ConfigError> {
+        let mut p = Problems::default();
         macro_rules! num {
             ($field:expr, $var:literal, $default:expr) => {
                 match var(vars, $var) {
-                    Some(v) => parse_num($var, v)?,
+                    Some(v) => p.take(parse_num($var, v)).unwrap_or($default),
                     None => $field.unwrap_or($default),
                 }
             };
@@ -316,18 +404,20 @@ impl Settings {
         } else {
             "addr"
         };
-        let addr = addr_text.parse::<SocketAddr>().map_err(|_| {
-            ConfigError::new(
-                addr_key,
-                format!("'{addr_text}' is not a HOST:PORT address (e.g. 127.0.0.1:8080)"),
-            )
-        })?;
+        let addr = p
+            .take(addr_text.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    addr_key,
+                    format!("'{addr_text}' is not a HOST:PORT address (e.g. 127.0.0.1:8080)"),
+                )
+            }))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let demo = match var(vars, "SLUICE_DEMO") {
-            Some(v) => truthy("SLUICE_DEMO", v)?,
+            Some(v) => p.take(truthy("SLUICE_DEMO", v)).unwrap_or(true),
             None => file.demo.unwrap_or(true),
         };
         let allow_open = match var(vars, "SLUICE_ALLOW_OPEN") {
-            Some(v) => truthy("SLUICE_ALLOW_OPEN", v)?,
+            Some(v) => p.take(truthy("SLUICE_ALLOW_OPEN", v)).unwrap_or(false),
             None => file.allow_open.unwrap_or(false),
         };
         let demo_tokens_per_sec: f64 = num!(
@@ -342,7 +432,7 @@ impl Settings {
             DEFAULT_KEEPALIVE_SECS
         );
         if keepalive == 0 {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 "SLUICE_KEEPALIVE_SECS",
                 "must be at least 1",
             ));
@@ -370,7 +460,7 @@ impl Settings {
             ("SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS", timeouts.idle),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::new(k, "must be at least 1"));
+                p.push(ConfigError::new(k, "must be at least 1"));
             }
         }
         let max_body_bytes: usize = num!(
@@ -384,7 +474,7 @@ impl Settings {
             DEFAULT_RATE_LIMIT_WINDOW_SECS
         );
         if window == 0 {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 if var(vars, "SLUICE_RATE_LIMIT_WINDOW_SECS").is_some() {
                     "SLUICE_RATE_LIMIT_WINDOW_SECS"
                 } else {
@@ -436,6 +526,29 @@ impl Settings {
                 "SLUICE_STREAM_MAX_READERS",
                 relay::registry::DEFAULT_MAX_READERS_PER_STREAM
             ),
+            header_read_timeout: secs(num!(
+                file.header_read_timeout_secs,
+                "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                DEFAULT_HEADER_READ_TIMEOUT_SECS
+            )),
+            max_connections: match var(vars, "SLUICE_MAX_CONNECTIONS") {
+                Some(v) => p.take(parse_num("SLUICE_MAX_CONNECTIONS", v)),
+                None => file.max_connections,
+            },
+            connection_rate_per_ip: num!(
+                file.connection_rate_per_ip,
+                "SLUICE_CONNECTION_RATE_PER_IP",
+                DEFAULT_CONNECTION_RATE_PER_IP
+            ),
+            max_streams: match var(vars, "SLUICE_MAX_STREAMS") {
+                Some(v) => p.take(parse_num("SLUICE_MAX_STREAMS", v)),
+                None => file.max_streams,
+            },
+            max_connections_per_ip: num!(
+                file.max_connections_per_ip,
+                "SLUICE_MAX_CONNECTIONS_PER_IP",
+                DEFAULT_MAX_CONNECTIONS_PER_IP
+            ),
             providers: Vec::new(),
             teams: file.teams.clone(),
             rate_limit_window: secs(window),
@@ -445,30 +558,50 @@ impl Settings {
             metrics_keys_sha256: Vec::new(),
         };
         s.cors_origins = match var(vars, "SLUICE_CORS_ORIGINS") {
-            Some(v) => parse_origins("SLUICE_CORS_ORIGINS", split_list(v))?,
-            None => parse_origins(
-                "cors_origins",
-                file.cors_origins.clone().unwrap_or_default(),
-            )?,
+            Some(v) => p
+                .take(parse_origins("SLUICE_CORS_ORIGINS", split_list(v)))
+                .unwrap_or_default(),
+            None => p
+                .take(parse_origins(
+                    "cors_origins",
+                    file.cors_origins.clone().unwrap_or_default(),
+                ))
+                .unwrap_or_default(),
         };
         s.allowed_hosts = match var(vars, "SLUICE_ALLOWED_HOSTS") {
-            Some(v) => parse_hosts("SLUICE_ALLOWED_HOSTS", split_list(v))?,
-            None => parse_hosts(
-                "allowed_hosts",
-                file.allowed_hosts.clone().unwrap_or_default(),
-            )?,
+            Some(v) => p
+                .take(parse_hosts("SLUICE_ALLOWED_HOSTS", split_list(v)))
+                .unwrap_or_default(),
+            None => p
+                .take(parse_hosts(
+                    "allowed_hosts",
+                    file.allowed_hosts.clone().unwrap_or_default(),
+                ))
+                .unwrap_or_default(),
         };
         for (j, h) in file.metrics_api_keys_sha256.iter().flatten().enumerate() {
             if !is_sha256_hex(h) {
-                return Err(ConfigError::new(
+                p.push(ConfigError::new(
                     format!("metrics_api_keys_sha256[{j}]"),
                     "must be 64 hex characters: the SHA-256 of a key, never the key itself",
                 ));
             }
             s.metrics_keys_sha256.push(h.to_ascii_lowercase());
         }
+        if s.header_read_timeout.is_zero() {
+            p.push(ConfigError::new(
+                "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                "must be at least 1",
+            ));
+        }
+        if s.max_connections == Some(0) {
+            p.push(ConfigError::new(
+                "SLUICE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
         if s.stream_max_readers == 0 {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 if var(vars, "SLUICE_STREAM_MAX_READERS").is_some() {
                     "SLUICE_STREAM_MAX_READERS"
                 } else {
@@ -477,10 +610,18 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        s.providers = resolve_providers(&file.providers, vars)?;
-        validate_teams(&s.teams)?;
+        if let Some(f) = var(vars, "SLUICE_LOG_FORMAT") {
+            if !matches!(f.trim().to_ascii_lowercase().as_str(), "json" | "text") {
+                p.push(ConfigError::new(
+                    "SLUICE_LOG_FORMAT",
+                    format!("'{f}' is not a log format (json | text)"),
+                ));
+            }
+        }
+        s.providers = resolve_providers(&file.providers, vars, &mut p);
+        check_teams(&s.teams, &mut p);
         if s.teams.is_empty() && !s.addr.ip().is_loopback() && !s.allow_open {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 addr_key,
                 format!(
                     "no [[teams]] are configured (open mode), which may only listen on a loopback address; \
@@ -489,6 +630,7 @@ impl Settings {
                 ),
             ));
         }
+        p.finish()?;
         Ok(s)
     }
 }
@@ -496,71 +638,75 @@ impl Settings {
 fn resolve_providers(
     list: &[ProviderConfig],
     vars: &Vars,
-) -> Result<Vec<ProviderSettings>, ConfigError> {
+    p: &mut Problems,
+) -> Vec<ProviderSettings> {
     use provider_adapter::{ProviderKind, Secret};
     let mut out = Vec::new();
     let mut names = Vec::new();
-    for (i, p) in list.iter().enumerate() {
+    for (i, prov) in list.iter().enumerate() {
         let key = |field: &str| format!("providers[{i}].{field}");
-        if p.name.trim().is_empty() {
-            return Err(ConfigError::new(key("name"), "must not be empty"));
+        if prov.name.trim().is_empty() {
+            p.push(ConfigError::new(key("name"), "must not be empty"));
         }
-        if names.contains(&p.name) {
-            return Err(ConfigError::new(
+        if names.contains(&prov.name) {
+            p.push(ConfigError::new(
                 key("name"),
-                format!("'{}' is used by two providers", p.name),
+                format!("'{}' is used by two providers", prov.name),
             ));
         }
-        names.push(p.name.clone());
-        let kind = match p.kind.as_str() {
+        names.push(prov.name.clone());
+        let kind = match prov.kind.as_str() {
             "openai" => ProviderKind::OpenAi,
             "anthropic" => ProviderKind::Anthropic,
             other => {
-                return Err(ConfigError::new(
+                p.push(ConfigError::new(
                     key("kind"),
                     format!("'{other}' is not a provider kind (openai | anthropic)"),
-                ))
+                ));
+                continue;
             }
         };
-        let base_url = match (&p.base_url, kind) {
+        let base_url = match (&prov.base_url, kind) {
             (Some(u), _) => u.clone(),
             (None, ProviderKind::OpenAi) => DEFAULT_OPENAI_BASE_URL.to_owned(),
             (None, ProviderKind::Anthropic) => DEFAULT_ANTHROPIC_BASE_URL.to_owned(),
         };
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 key("base_url"),
                 format!("'{base_url}' is not an http(s) URL"),
             ));
         }
-        let api_key = match &p.api_key_env {
+        let api_key = match &prov.api_key_env {
             Some(name) => match var(vars, name) {
                 Some(v) => Some(Secret::new(v)),
                 None => {
-                    return Err(ConfigError::new(
+                    p.push(ConfigError::new(
                         key("api_key_env"),
                         format!("the variable {name} is not set"),
-                    ))
+                    ));
+                    None
                 }
             },
             None => None,
         };
-        if p.models.is_empty() {
-            return Err(ConfigError::new(
+        if prov.models.is_empty() {
+            p.push(ConfigError::new(
                 key("models"),
                 "list at least one model name or glob",
             ));
         }
-        for (j, m) in p.models.iter().enumerate() {
-            glob::validate(m)
-                .map_err(|e| ConfigError::new(format!("providers[{i}].models[{j}]"), e))?;
+        for (j, m) in prov.models.iter().enumerate() {
+            if let Err(e) = glob::validate(m) {
+                p.push(ConfigError::new(format!("providers[{i}].models[{j}]"), e));
+            }
         }
         out.push(ProviderSettings {
-            name: p.name.clone(),
+            name: prov.name.clone(),
             kind,
             base_url,
             api_key,
-            models: p.models.clone(),
+            models: prov.models.clone(),
         });
     }
     // Environment shortcuts: Anthropic claims claude-*, OpenAI every model no other claims.
@@ -586,7 +732,7 @@ fn resolve_providers(
             models: vec!["*".into()],
         });
     }
-    Ok(out)
+    out
 }
 
 fn is_sha256_hex(h: &str) -> bool {
@@ -642,36 +788,43 @@ fn parse_hosts(key: &str, list: Vec<String>) -> Result<Vec<String>, ConfigError>
         .collect()
 }
 
+/// Checks the `[[teams]]` (at start, and on reload), reporting every problem.
 pub fn validate_teams(teams: &[TeamConfig]) -> Result<(), ConfigError> {
+    let mut p = Problems::default();
+    check_teams(teams, &mut p);
+    p.finish()
+}
+
+fn check_teams(teams: &[TeamConfig], p: &mut Problems) {
     let mut names = Vec::new();
     let mut hashes: Vec<&str> = Vec::new();
     for (i, t) in teams.iter().enumerate() {
         let key = |field: &str| format!("teams[{i}].{field}");
         if t.name.trim().is_empty() {
-            return Err(ConfigError::new(key("name"), "must not be empty"));
+            p.push(ConfigError::new(key("name"), "must not be empty"));
         }
         if names.contains(&&t.name) {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 key("name"),
                 format!("'{}' is used by two teams", t.name),
             ));
         }
         names.push(&t.name);
         if t.api_keys_sha256.is_empty() {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 key("api_keys_sha256"),
                 "list at least one key hash (see `sluice gen-key`)",
             ));
         }
         for (j, h) in t.api_keys_sha256.iter().enumerate() {
             if !is_sha256_hex(h) {
-                return Err(ConfigError::new(
+                p.push(ConfigError::new(
                     format!("teams[{i}].api_keys_sha256[{j}]"),
                     "must be 64 hex characters: the SHA-256 of a key, never the key itself",
                 ));
             }
             if hashes.iter().any(|x| x.eq_ignore_ascii_case(h)) {
-                return Err(ConfigError::new(
+                p.push(ConfigError::new(
                     format!("teams[{i}].api_keys_sha256[{j}]"),
                     "the same key hash is listed twice",
                 ));
@@ -679,38 +832,38 @@ pub fn validate_teams(teams: &[TeamConfig]) -> Result<(), ConfigError> {
             hashes.push(h);
         }
         if t.requests_per_minute == Some(0) {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 key("requests_per_minute"),
                 "must be at least 1",
             ));
         }
         if t.request_burst == Some(0) {
-            return Err(ConfigError::new(key("request_burst"), "must be at least 1"));
+            p.push(ConfigError::new(key("request_burst"), "must be at least 1"));
         }
         if t.tokens_per_minute == Some(0) {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 key("tokens_per_minute"),
                 "must be at least 1",
             ));
         }
         if t.max_concurrent_streams == Some(0) {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 key("max_concurrent_streams"),
                 "must be at least 1",
             ));
         }
         if t.default_max_tokens == Some(0) {
-            return Err(ConfigError::new(
+            p.push(ConfigError::new(
                 key("default_max_tokens"),
                 "must be at least 1",
             ));
         }
         for (j, m) in t.models.iter().enumerate() {
-            glob::validate(m)
-                .map_err(|e| ConfigError::new(format!("teams[{i}].models[{j}]"), e))?;
+            if let Err(e) = glob::validate(m) {
+                p.push(ConfigError::new(format!("teams[{i}].models[{j}]"), e));
+            }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -721,6 +874,47 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let file = parse_toml(
+            "keepalive_secs = 0\n\
+             [[providers]]\nname = \"a\"\nkind = \"nope\"\nmodels = [\"x\"]\n\
+             [[providers]]\nname = \"b\"\nkind = \"openai\"\nbase_url = \"ftp://x\"\nmodels = []\n\
+             [[teams]]\nname = \"t\"\napi_keys_sha256 = [\"short\"]\nrequests_per_minute = 0\n",
+        )
+        .unwrap();
+        let e = Settings::resolve(
+            file,
+            &Flags::default(),
+            &vars(&[
+                ("SLUICE_MAX_BODY_BYTES", "lots"),
+                ("SLUICE_LOG_FORMAT", "xml"),
+            ]),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "SLUICE_KEEPALIVE_SECS",
+                "SLUICE_MAX_BODY_BYTES",
+                "SLUICE_LOG_FORMAT",
+                "providers[0].kind",
+                "providers[1].base_url",
+                "providers[1].models",
+                "teams[0].api_keys_sha256[0]",
+                "teams[0].requests_per_minute",
+            ],
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with("invalid configuration, 8 problems:"),
+            "{text}"
+        );
+        assert!(text.contains("\n  providers[1].base_url: "), "{text}");
     }
 
     #[test]

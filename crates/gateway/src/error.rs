@@ -44,6 +44,12 @@ pub enum GatewayError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// As many streams are running as the gateway allows (`SLUICE_MAX_STREAMS`).
+    #[error("{0}")]
+    TooManyStreams(String),
+    /// Shutdown has started: another instance should take the request.
+    #[error("the server is shutting down; retry, and another instance will answer")]
+    Draining,
     /// Boxed: upstream errors carry several strings, and every handler's `Result` pays for
     /// the largest variant.
     #[error(transparent)]
@@ -77,7 +83,9 @@ impl GatewayError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Draining | Self::TooManyStreams(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Upstream(e) => upstream_status(e),
         }
     }
@@ -144,6 +152,8 @@ fn parts(e: &GatewayError) -> (String, Option<String>, Option<String>) {
         }
         GatewayError::RateLimited { kind, .. } => ((*kind).into(), s("rate_limit_exceeded"), None),
         GatewayError::Unavailable(_) => ("server_error".into(), s("unavailable"), None),
+        GatewayError::Draining => ("server_error".into(), s("server_shutdown"), None),
+        GatewayError::TooManyStreams(_) => ("server_error".into(), s("too_many_streams"), None),
         GatewayError::Upstream(a) => (
             a.kind().to_owned(),
             a.code().map(str::to_owned),
@@ -174,6 +184,12 @@ impl IntoResponse for GatewayError {
         let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
         match &self {
+            GatewayError::Draining | GatewayError::TooManyStreams(_) => {
+                headers.insert(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from_static("1"),
+                );
+            }
             GatewayError::RateLimited {
                 retry_after_secs, ..
             } => {

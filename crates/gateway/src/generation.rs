@@ -1,7 +1,8 @@
 //! One generation's life in the gateway, in one place: start (register it in the relay, send
 //! the upstream request and wait for its status), pump (the upstream's normalised events into
 //! the relay's writer until the upstream ends, fails, the stream is cancelled or abandoned, or
-//! the server shuts down), end (settle the team's tokens, count it).
+//! the server shuts down), end (settle the team's tokens, and report it once, as a
+//! [`Summary`], in [`finished`]).
 //!
 //! Every pump is tracked, so shutdown waits for them. A pump runs either in its own task or,
 //! for `POST /v1/chat/completions`, inside the response body of its first reader, so that each
@@ -10,37 +11,103 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use provider_adapter::{AdapterError, ChatRequest, EventStream, Provider, StreamEvent};
 use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
+use tracing::Instrument;
 
 use crate::access::{estimate, Admission};
 use crate::conn::{FlushHint, BURST_GAP};
 use crate::error::GatewayError;
-use crate::metrics::inc;
+use crate::metrics::{Outcome, StreamLabels};
 use crate::state::AppState;
 
 /// Most events appended before readers are woken (bounds a reader's wait behind a fast upstream).
 const MAX_BATCH: usize = 64;
 
+/// What a finished generation was: built once at its end, and reported in one call
+/// ([`finished`]) to the metrics and the summary log.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The stream's log tag: the first characters of its ID (the whole ID is a credential).
+    pub stream: String,
+    /// The model the client asked for.
+    pub model: Arc<str>,
+    /// Metric labels: the model's (`other` for one the config does not name), the provider,
+    /// the team (`""` in open mode).
+    pub labels: StreamLabels,
+    pub outcome: Outcome,
+    /// Gateway side: from the request's arrival to the first token in the relay, ready for
+    /// readers. `None` if no token came.
+    pub ttft: Option<Duration>,
+    /// Upstream side: from sending the upstream request to receiving the first token.
+    pub upstream_ttft: Option<Duration>,
+    /// From the request's arrival to the end.
+    pub duration: Duration,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// The tokens are the upstream's usage; `false`: the gateway's estimate.
+    pub usage_reported: bool,
+    /// Readers that resumed the stream (reconnects) while it ran.
+    pub resumes: u32,
+}
+
+/// A generation ended: the one place that reports it.
+fn finished(state: &AppState, summary: &Summary) {
+    state.metrics.stream_finished(summary);
+    // One line per stream, in the request's span (its request ID). Never the text.
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(
+        stream = %summary.stream,
+        team = %summary.labels.team,
+        model = %summary.model,
+        provider = %summary.labels.provider,
+        outcome = summary.outcome.as_str(),
+        error_type = summary.outcome.error_type(),
+        ttft_ms = summary.ttft.map(ms),
+        upstream_ttft_ms = summary.upstream_ttft.map(ms),
+        duration_ms = ms(summary.duration),
+        prompt_tokens = summary.prompt_tokens,
+        completion_tokens = summary.completion_tokens,
+        usage_reported = summary.usage_reported,
+        resumes = summary.resumes,
+        "stream finished"
+    );
+}
+
+/// What a generation carries for its [`Summary`] besides its writer.
+struct Context {
+    model: Arc<str>,
+    labels: StreamLabels,
+    arrival: Instant,
+    /// When the upstream request was sent.
+    sent: Instant,
+}
+
 /// A generation whose upstream has answered, ready to be pumped.
 pub struct Started {
+    /// The request's span: the pump's log lines carry its request ID, wherever the pump runs.
+    span: tracing::Span,
     writer: Writer,
     upstream: EventStream,
     admission: Admission,
+    context: Context,
 }
 
 /// Starts a generation: registers it and waits for the upstream's headers, so that an upstream
 /// HTTP error becomes a real status. If the caller goes away meanwhile, this future is dropped
-/// and so is the writer, which ends the registered stream as cancelled.
+/// and so is the writer, which ends the registered stream as cancelled. `arrival` is when the
+/// request came in, `labels` its metric labels.
 pub async fn start(
     state: &AppState,
     req: &ChatRequest,
     provider: &Provider,
     admission: Admission,
+    labels: StreamLabels,
+    arrival: Instant,
 ) -> Result<Started, GatewayError> {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -57,8 +124,11 @@ pub async fn start(
             req.include_usage,
             admission.team(),
         )
-        .map_err(|_| {
-            GatewayError::Unavailable("the relay is at its memory limit; try again shortly".into())
+        .map_err(|e| match e {
+            relay::RelayError::TooManyStreams(_) => GatewayError::TooManyStreams(e.to_string()),
+            _ => GatewayError::Unavailable(
+                "the relay is at its memory limit; try again shortly".into(),
+            ),
         })?;
     let id = format!("chatcmpl-{}", writer.id());
     writer.set_meta(|m| m.id = id);
@@ -66,18 +136,26 @@ pub async fn start(
     // charges the prompt estimate: the upstream was working on it.
     let mut admission = admission;
     admission.sent_upstream();
+    let sent = Instant::now();
     match provider.stream(req).await {
         Ok(upstream) => {
-            inc(&state.metrics.streams_started);
+            state.metrics.stream_started(&labels);
             Ok(Started {
+                span: tracing::Span::current(),
                 writer,
                 upstream,
                 admission,
+                context: Context {
+                    model: req.model.as_str().into(),
+                    labels,
+                    arrival,
+                    sent,
+                },
             })
         }
         Err(e) => {
             admission.refund();
-            inc(&state.metrics.upstream_errors);
+            state.metrics.upstream_error(&labels.provider, &e);
             tracing::warn!(provider = %provider.name, model = %req.model, error = %e, "upstream request failed");
             writer.fail(failure(&e));
             Err(e.into())
@@ -93,13 +171,17 @@ impl Started {
     /// Runs the pump in a task of its own (streams whose readers come later).
     pub fn spawn(self, state: &AppState) -> Handle {
         let handle = self.handle();
-        state.pumps.spawn(pump(
-            state.clone(),
-            self.writer,
-            self.upstream,
-            self.admission,
-            None,
-        ));
+        state.pumps.spawn(
+            pump(
+                state.clone(),
+                self.writer,
+                self.upstream,
+                self.admission,
+                self.context,
+                None,
+            )
+            .instrument(self.span),
+        );
         handle
     }
 
@@ -112,8 +194,10 @@ impl Started {
             self.writer,
             self.upstream,
             self.admission,
+            self.context,
             hint,
-        );
+        )
+        .instrument(self.span);
         let tracked: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             fut.await;
             drop(token);
@@ -145,9 +229,12 @@ async fn pump(
     mut writer: Writer,
     mut upstream: EventStream,
     admission: Admission,
+    context: Context,
     hint: Option<FlushHint>,
 ) {
     let mut last_chunk = Instant::now();
+    let mut ttft = None;
+    let mut upstream_ttft = None;
     // Bytes of generated text, to estimate the completion if the upstream reports no usage.
     let mut text_bytes = 0u64;
     let abandoned = writer.abandoned(state.settings.stream_grace);
@@ -176,6 +263,11 @@ async fn pump(
                             if let StreamEvent::Delta(d) = &ev {
                                 text_bytes =
                                     text_bytes.saturating_add(estimate::delta_text_bytes(d));
+                                // A delta always carries output (see `ChoiceDelta`): the
+                                // first one is the first token.
+                                if upstream_ttft.is_none() {
+                                    upstream_ttft = Some(context.sent.elapsed());
+                                }
                             }
                             if !apply(&mut batch, ev) {
                                 break Some(End::Refused);
@@ -193,7 +285,11 @@ async fn pump(
                         None => break None,
                     }
                 };
+                // Readers are woken here: the first token is now theirs to write.
                 drop(batch);
+                if ttft.is_none() && upstream_ttft.is_some() {
+                    ttft = Some(context.arrival.elapsed());
+                }
                 if let Some(end) = end {
                     break end;
                 }
@@ -211,20 +307,24 @@ async fn pump(
     drop(upstream);
     let usage = writer.usage();
     let cut_short = writer.last_id();
-    match end {
+    let stream = writer.id().log_tag().to_owned();
+    let resumes = writer.resumes();
+    let outcome = match end {
         End::Finished => {
             writer.finish();
-            inc(&state.metrics.streams_completed);
+            Outcome::Completed
         }
         End::Cancelled => {
             writer.finish_cancelled();
-            inc(&state.metrics.streams_cancelled);
+            Outcome::Cancelled
         }
-        End::Refused => inc(&state.metrics.streams_failed),
+        // The relay failed the stream itself, with this type.
+        End::Refused => Outcome::Failed("stream_too_large"),
         End::Failed(e) => {
-            tracing::warn!(stream = %writer.id().log_tag(), error = %e, "upstream stream failed");
+            tracing::warn!(stream = %stream, error = %e, "upstream stream failed");
+            state.metrics.upstream_error(&context.labels.provider, &e);
             writer.fail(failure(&e));
-            inc(&state.metrics.streams_failed);
+            Outcome::Failed(crate::metrics::error_kind(&e))
         }
         End::Shutdown => {
             writer.fail(Failure {
@@ -233,27 +333,35 @@ async fn pump(
                 code: Some("server_shutdown".into()),
                 ..Default::default()
             });
-            inc(&state.metrics.streams_failed);
+            Outcome::Failed("server_shutdown")
         }
-    }
-    if let Some(u) = usage {
-        state
-            .metrics
-            .prompt_tokens
-            .fetch_add(u.prompt_tokens, Ordering::Relaxed);
-        state
-            .metrics
-            .completion_tokens
-            .fetch_add(u.completion_tokens, Ordering::Relaxed);
-    }
-    match usage {
-        Some(u) => admission.settle(u.prompt_tokens, u.completion_tokens),
+    };
+    let (prompt_tokens, completion_tokens) = match usage {
+        Some(u) => (u.prompt_tokens, u.completion_tokens),
         // No usage from the upstream (it sends none, or the stream was cut short before it):
-        // charged an estimate of what was generated (the log holds about one event per delta).
-        None => {
-            admission.settle_estimated(estimate::streamed_completion_tokens(cut_short, text_bytes))
-        }
-    }
+        // an estimate of what was generated (the log holds about one event per delta).
+        None => (
+            admission.prompt_estimate(),
+            estimate::streamed_completion_tokens(cut_short, text_bytes),
+        ),
+    };
+    admission.settle(prompt_tokens, completion_tokens);
+    finished(
+        &state,
+        &Summary {
+            stream,
+            model: context.model,
+            labels: context.labels,
+            outcome,
+            ttft,
+            upstream_ttft,
+            duration: context.arrival.elapsed(),
+            prompt_tokens,
+            completion_tokens,
+            usage_reported: usage.is_some(),
+            resumes,
+        },
+    );
 }
 
 /// The upstream's next event. A panic while decoding it (a bug, but one an upstream's bytes could

@@ -101,6 +101,21 @@ fn parse_meminfo_total(text: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The soft open-file limit now.
+pub fn open_files_soft() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
+/// The default cap on open client connections: most of the open-file limit, leaving an eighth
+/// for upstream sockets beyond the pool's and for files, so that a flood of connections meets
+/// the cap (and idle ones are closed to make room) before `accept` runs out of descriptors.
+pub fn default_max_connections(open_files: u64) -> usize {
+    let n = open_files.saturating_sub(open_files / 8).max(64);
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 /// The open-file limit before and after [`raise_open_files`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileLimit {

@@ -11,6 +11,8 @@ pub mod cli;
 pub mod config;
 /// One accepted connection: TCP options, and writes that let a burst of tokens leave at once.
 pub mod conn;
+/// Open client connections: caps, idle eviction, the first request's deadline.
+pub mod connections;
 /// Every request error, and the one place it becomes an OpenAI-shaped HTTP response.
 pub mod error;
 /// One generation's life: start, pump from the upstream into the relay, end.
@@ -25,6 +27,8 @@ pub mod keys;
 pub mod metrics;
 /// Which web origins and host names may reach the gateway (CSRF and DNS rebinding).
 pub mod origin;
+/// `x-request-id`: accepted, generated, propagated.
+pub mod request_id;
 /// The HTTP handlers.
 pub mod routes;
 /// Which provider serves which model.
@@ -38,16 +42,29 @@ pub use app::app;
 pub use server::{build_state, serve};
 
 /// Logs go to stderr (stdout carries the `listening on` line), filtered by `SLUICE_LOG` or
-/// `RUST_LOG` (default `info`).
+/// `RUST_LOG` (default `info`): one JSON object per line with `SLUICE_LOG_FORMAT=json`, else
+/// human-readable text. Either way a request's lines carry its span (`request_id`, route).
 pub fn init_tracing(vars: &config::Vars) {
     let filter = vars
         .get("SLUICE_LOG")
         .or_else(|| vars.get("RUST_LOG"))
         .cloned()
         .unwrap_or_else(|| "info".into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let json = vars
+        .get("SLUICE_LOG_FORMAT")
+        .is_some_and(|f| f.trim().eq_ignore_ascii_case("json"));
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -1,138 +1,688 @@
-//! Counters for `GET /metrics`, in Prometheus text format. Plain atomics: the hot path pays one
-//! relaxed increment per request, never a lock.
+//! `GET /metrics`: every metric family, registered once in a `prometheus_client` [`Registry`]
+//! and encoded at scrape time.
+//!
+//! What the hot path pays: nothing per token. A request costs one label-set lookup (a read lock
+//! and a hash) in the HTTP counter when its response head is ready; a generation costs one
+//! lookup when it starts and one set of updates when it ends ([`Metrics::stream_finished`], fed
+//! from the stream's [`crate::generation::Summary`]). Values that live elsewhere (relay memory,
+//! open connections, each team's open streams) are read by collectors at scrape time, so
+//! nobody updates a gauge on the way.
+//!
+//! Label cardinality is bounded: `route` is the matched route template (never the raw path,
+//! whose stream IDs are credentials), `model` is a model the config names exactly or `other`,
+//! `team` a configured team (`""` in open mode), error kinds a fixed list.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub requests: AtomicU64,
-    pub chat_completions: AtomicU64,
-    pub streams_started: AtomicU64,
-    pub streams_completed: AtomicU64,
-    pub streams_failed: AtomicU64,
-    pub streams_cancelled: AtomicU64,
-    pub upstream_errors: AtomicU64,
-    pub resumes: AtomicU64,
-    pub prompt_tokens: AtomicU64,
-    pub completion_tokens: AtomicU64,
-    /// `accept` failures (out of descriptors, say): the server backs off and keeps serving.
-    pub accept_errors: AtomicU64,
+use axum::extract::MatchedPath;
+use axum::http::Method;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use provider_adapter::AdapterError;
+
+use crate::access::Access;
+use crate::connections::Connections;
+
+/// A label value shared between series and requests: cloning it is a reference count.
+pub type Label = Arc<str>;
+
+/// `""`: no model or team (open mode), made once.
+pub fn empty_label() -> Label {
+    static EMPTY: LazyLock<Label> = LazyLock::new(|| "".into());
+    EMPTY.clone()
 }
 
-pub fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+/// `other`: a model the config does not name, made once.
+pub fn other_label() -> Label {
+    static OTHER: LazyLock<Label> = LazyLock::new(|| "other".into());
+    OTHER.clone()
+}
+
+/// When a request's head arrived (put into its extensions by the server): time to first token
+/// is measured from here.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub Instant);
+
+/// The `Content-Type` of what [`Metrics::render`] writes (OpenMetrics text, ending `# EOF`).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Time-to-first-token buckets, seconds: 5 ms (a cached answer, the gateway's own share) to 60 s
+/// (a long reasoning model's first visible token).
+const TTFT_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Stream duration buckets, seconds: 0.1 s (a one-word answer) to 10 minutes (a long agentic
+/// generation).
+const DURATION_BUCKETS: [f64; 13] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// The route label: the router's matched template, e.g. `/v1/streams/{id}/events`.
+#[derive(Debug, Clone)]
+pub struct Route(Option<MatchedPath>);
+
+impl Route {
+    pub fn new(matched: Option<&MatchedPath>) -> Self {
+        Self(matched.cloned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        // The fallback (404, 405 of unknown paths) has no template: one series for all of it.
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// A request method as a label: the ones the API serves, else `other` (methods are free text).
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: Route,
+    pub method: &'static str,
+    pub status: u16,
+    /// Set for chat completions and stream creation, empty otherwise.
+    pub model: Label,
+    pub team: Label,
+}
+
+/// What a chat handler tells the HTTP counter about its request: put into the response's
+/// extensions, read by the counting layer (see `crate::app`).
+#[derive(Debug, Clone)]
+pub struct RequestLabels {
+    pub model: Label,
+    pub team: Label,
+}
+
+/// One generation's labels, made once when it is admitted.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub model: Label,
+    pub provider: Label,
+    pub team: Label,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailedLabels {
+    model: Label,
+    provider: Label,
+    team: Label,
+    error_type: &'static str,
+}
+
+/// Histograms leave the team out: latency is the model's and provider's, and buckets times
+/// teams would multiply series for nothing.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: Label,
+    provider: Label,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    model: Label,
+    team: Label,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    provider: Label,
+    kind: &'static str,
+    /// The upstream's HTTP status for `upstream_http`, empty for the other kinds.
+    status: Option<u16>,
+}
+
+/// An upstream error's kind, as a bounded label: the upstream's own `type` is free text.
+pub fn error_kind(e: &AdapterError) -> &'static str {
+    match e {
+        AdapterError::Upstream {
+            status: Some(_), ..
+        } => "upstream_http",
+        AdapterError::Upstream { status: None, .. } => "upstream_stream_error",
+        AdapterError::Timeout(_) => "upstream_timeout",
+        AdapterError::Connect(_) => "upstream_connect",
+        AdapterError::Truncated(_) => "upstream_truncated",
+        AdapterError::Protocol(_) => "upstream_protocol_error",
+        AdapterError::InvalidRequest { .. } => "invalid_request",
+    }
+}
+
+fn upstream_status(e: &AdapterError) -> Option<u16> {
+    match e {
+        AdapterError::Upstream { status, .. } => *status,
+        _ => None,
+    }
+}
+
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+fn ttft_histogram() -> Histogram {
+    Histogram::new(TTFT_BUCKETS)
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// How a generation ended, for the counters and the summary log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    /// With the error type a reader saw (an [`error_kind`], `stream_too_large` or
+    /// `server_shutdown`).
+    Failed(&'static str),
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed(_) => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The error type of a failed stream.
+    pub fn error_type(&self) -> Option<&'static str> {
+        match self {
+            Self::Failed(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The totals `GET /v1/usage` shows in open mode (with teams it shows the team's counters).
+/// Not registered: `/metrics` has them by model and team.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub requests: Counter,
+    pub prompt_tokens: Counter,
+    pub completion_tokens: Counter,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    streams_started: Family<StreamLabels, Counter>,
+    streams_completed: Family<StreamLabels, Counter>,
+    streams_cancelled: Family<StreamLabels, Counter>,
+    streams_failed: Family<FailedLabels, Counter>,
+    ttft: HistogramFamily<ModelLabels>,
+    upstream_ttft: HistogramFamily<ModelLabels>,
+    duration: HistogramFamily<ModelLabels>,
+    prompt_tokens: Family<TokenLabels, Counter>,
+    completion_tokens: Family<TokenLabels, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    resumes: Counter,
+    accept_errors: Counter,
+    pub totals: Totals,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
-    pub fn render(&self, relay: relay::Stats, extra: &str) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+    /// Registers every family, and collectors that read the relay's memory, the connections and
+    /// the teams' counters at scrape time.
+    pub fn new(
+        relay: Arc<relay::Registry>,
+        connections: Arc<Connections>,
+        access: &Access,
+    ) -> Self {
+        let mut m = Self {
+            registry: Registry::default(),
+            http_requests: Family::default(),
+            streams_started: Family::default(),
+            streams_completed: Family::default(),
+            streams_cancelled: Family::default(),
+            streams_failed: Family::default(),
+            ttft: Family::new_with_constructor(ttft_histogram),
+            upstream_ttft: Family::new_with_constructor(ttft_histogram),
+            duration: Family::new_with_constructor(duration_histogram),
+            prompt_tokens: Family::default(),
+            completion_tokens: Family::default(),
+            upstream_errors: Family::default(),
+            resumes: Counter::default(),
+            accept_errors: Counter::default(),
+            totals: Totals::default(),
         };
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        counter(
-            "sluice_http_requests_total",
-            "HTTP requests received.",
-            g(&self.requests),
+        // Each family is registered as a clone: a handle on the same series.
+        let r = &mut m.registry;
+        r.register(
+            "sluice_http_requests",
+            "HTTP requests answered, by route template, method and status; model and team for chat completions and stream creation",
+            m.http_requests.clone(),
         );
-        counter(
-            "sluice_chat_completions_total",
-            "Chat completion requests admitted.",
-            g(&self.chat_completions),
+        r.register(
+            "sluice_streams_started",
+            "Generations whose upstream answered and that began streaming",
+            m.streams_started.clone(),
         );
-        counter(
-            "sluice_streams_started_total",
-            "Generations started.",
-            g(&self.streams_started),
+        r.register(
+            "sluice_streams_completed",
+            "Generations that finished normally",
+            m.streams_completed.clone(),
         );
-        counter(
-            "sluice_streams_completed_total",
-            "Generations that finished normally.",
-            g(&self.streams_completed),
+        r.register(
+            "sluice_streams_failed",
+            "Generations that ended with an error event, by error type",
+            m.streams_failed.clone(),
         );
-        counter(
-            "sluice_streams_failed_total",
-            "Generations that ended with an error.",
-            g(&self.streams_failed),
+        r.register(
+            "sluice_streams_cancelled",
+            "Generations cancelled (DELETE, stop button, no reader for the grace period)",
+            m.streams_cancelled.clone(),
         );
-        counter(
-            "sluice_streams_cancelled_total",
-            "Generations cancelled (stop button, readers gone, shutdown).",
-            g(&self.streams_cancelled),
+        r.register(
+            "sluice_time_to_first_token_seconds",
+            "Gateway side: from the request's arrival to its first token in the relay, ready for readers",
+            m.ttft.clone(),
         );
-        counter(
-            "sluice_upstream_errors_total",
-            "Upstream requests that failed before streaming.",
-            g(&self.upstream_errors),
+        r.register(
+            "sluice_upstream_time_to_first_token_seconds",
+            "Upstream side: from the upstream request being sent to the first token received from it",
+            m.upstream_ttft.clone(),
         );
-        counter(
-            "sluice_stream_resumes_total",
-            "Event stream reads that resumed from a Last-Event-ID.",
-            g(&self.resumes),
+        r.register(
+            "sluice_stream_duration_seconds",
+            "Generations from the request's arrival to the stream's end, whatever the outcome",
+            m.duration.clone(),
         );
-        counter(
-            "sluice_prompt_tokens_total",
-            "Prompt tokens reported by upstreams.",
-            g(&self.prompt_tokens),
+        r.register(
+            "sluice_prompt_tokens",
+            "Prompt tokens of finished generations: the upstream's usage, or the gateway's estimate when it reported none",
+            m.prompt_tokens.clone(),
         );
-        counter(
-            "sluice_completion_tokens_total",
-            "Completion tokens reported by upstreams.",
-            g(&self.completion_tokens),
+        r.register(
+            "sluice_completion_tokens",
+            "Completion tokens of finished generations: the upstream's usage, or the gateway's estimate when it reported none",
+            m.completion_tokens.clone(),
         );
-        counter(
-            "sluice_accept_errors_total",
-            "Connections that could not be accepted (e.g. out of file descriptors).",
-            g(&self.accept_errors),
+        r.register(
+            "sluice_upstream_errors",
+            "Upstream failures, before or during streaming, by provider, kind and (for upstream_http) HTTP status",
+            m.upstream_errors.clone(),
         );
-        counter(
-            "sluice_relay_evicted_streams_total",
-            "Finished streams evicted to stay under the relay memory bound.",
-            relay.evicted as u64,
+        r.register(
+            "sluice_stream_resumes",
+            "Event stream reads that resumed from a position after the start (Last-Event-ID)",
+            m.resumes.clone(),
         );
-        counter(
-            "sluice_relay_refused_streams_total",
-            "New streams refused because live streams filled the relay memory bound.",
-            relay.refused as u64,
+        r.register(
+            "sluice_accept_errors",
+            "Connections that could not be accepted (e.g. out of file descriptors)",
+            m.accept_errors.clone(),
         );
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        r.register_collector(Box::new(RelayCollector(relay)));
+        r.register_collector(Box::new(ConnectionsCollector(connections)));
+        access.register_metrics(r);
+        m
+    }
+
+    /// The whole exposition, in OpenMetrics text (see [`CONTENT_TYPE`]), ending with `# EOF`.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail, and every encoder here only writes.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts one answered HTTP request.
+    pub fn http_request(&self, labels: &HttpLabels) {
+        self.http_requests.get_or_create(labels).inc();
+    }
+
+    /// A chat request was admitted (open mode's `/v1/usage` counts these).
+    pub fn admitted(&self) {
+        self.totals.requests.inc();
+    }
+
+    pub fn stream_started(&self, labels: &StreamLabels) {
+        self.streams_started.get_or_create(labels).inc();
+    }
+
+    /// An upstream request failed, before or while streaming.
+    pub fn upstream_error(&self, provider: &Label, e: &AdapterError) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                provider: provider.clone(),
+                kind: error_kind(e),
+                status: upstream_status(e),
+            })
+            .inc();
+    }
+
+    /// Tokens of a non-streaming completion (a stream's come with its summary).
+    pub fn tokens(&self, model: &Label, team: &Label, prompt: u64, completion: u64) {
+        let labels = TokenLabels {
+            model: model.clone(),
+            team: team.clone(),
         };
-        gauge(
+        self.prompt_tokens.get_or_create(&labels).inc_by(prompt);
+        self.completion_tokens
+            .get_or_create(&labels)
+            .inc_by(completion);
+        self.totals.prompt_tokens.inc_by(prompt);
+        self.totals.completion_tokens.inc_by(completion);
+    }
+
+    pub fn resumed(&self) {
+        self.resumes.inc();
+    }
+
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+
+    /// Everything a finished generation adds, in one call.
+    pub fn stream_finished(&self, s: &crate::generation::Summary) {
+        let l = &s.labels;
+        match s.outcome {
+            Outcome::Completed => {
+                self.streams_completed.get_or_create(l).inc();
+            }
+            Outcome::Cancelled => {
+                self.streams_cancelled.get_or_create(l).inc();
+            }
+            Outcome::Failed(error_type) => {
+                self.streams_failed
+                    .get_or_create(&FailedLabels {
+                        model: l.model.clone(),
+                        provider: l.provider.clone(),
+                        team: l.team.clone(),
+                        error_type,
+                    })
+                    .inc();
+            }
+        }
+        let ml = ModelLabels {
+            model: l.model.clone(),
+            provider: l.provider.clone(),
+        };
+        if let Some(t) = s.ttft {
+            self.ttft.get_or_create(&ml).observe(t.as_secs_f64());
+        }
+        if let Some(t) = s.upstream_ttft {
+            self.upstream_ttft
+                .get_or_create(&ml)
+                .observe(t.as_secs_f64());
+        }
+        self.duration
+            .get_or_create(&ml)
+            .observe(s.duration.as_secs_f64());
+        self.tokens(&l.model, &l.team, s.prompt_tokens, s.completion_tokens);
+    }
+}
+
+/// Encodes one unlabelled value under `name`.
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(e)
+}
+
+fn gauge(v: usize) -> ConstGauge<u64> {
+    ConstGauge::new(v as u64)
+}
+
+fn counter(v: usize) -> ConstCounter<u64> {
+    ConstCounter::new(v as u64)
+}
+
+/// The relay's memory and retained streams, read from `relay::Registry::stats` at scrape time.
+/// Names as before the move to prometheus-client: the benchmark and dashboards read them.
+#[derive(Debug)]
+struct RelayCollector(Arc<relay::Registry>);
+
+impl Collector for RelayCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        encode_one(
+            &mut e,
             "sluice_relay_live_streams",
             "Generations in progress.",
-            relay.live as u64,
-        );
-        gauge(
+            &gauge(s.live),
+        )?;
+        encode_one(
+            &mut e,
             "sluice_relay_finished_streams",
             "Finished generations kept for resuming.",
-            relay.finished as u64,
-        );
-        gauge(
+            &gauge(s.finished),
+        )?;
+        encode_one(
+            &mut e,
             "sluice_relay_bytes",
             "Bytes held by replay logs (live and finished streams).",
-            relay.bytes as u64,
-        );
-        gauge(
-            "sluice_relay_max_bytes",
-            "The relay memory bound (SLUICE_RELAY_MAX_TOTAL_BYTES, or its default).",
-            relay.max_bytes as u64,
-        );
-        gauge(
+            &gauge(s.bytes),
+        )?;
+        encode_one(
+            &mut e,
             "sluice_relay_live_bytes",
             "Bytes held by the replay logs of generations in progress.",
-            relay.live_bytes as u64,
-        );
-        gauge(
+            &gauge(s.live_bytes),
+        )?;
+        encode_one(
+            &mut e,
+            "sluice_relay_max_bytes",
+            "The relay memory bound (SLUICE_RELAY_MAX_TOTAL_BYTES, or its default).",
+            &gauge(s.max_bytes),
+        )?;
+        encode_one(
+            &mut e,
             "sluice_relay_oldest_retained_seconds",
             "Seconds since the oldest retained finished stream ended: how long answers stay resumable now.",
-            relay.oldest_finished_age.map_or(0, |d| d.as_secs()),
+            &ConstGauge::new(s.oldest_finished_age.map_or(0, |d| d.as_secs())),
+        )?;
+        encode_one(
+            &mut e,
+            "sluice_relay_evicted_streams",
+            "Finished streams evicted to stay under the relay memory bound.",
+            &counter(s.evicted),
+        )?;
+        encode_one(
+            &mut e,
+            "sluice_relay_refused_streams",
+            "New streams refused because live streams filled the relay memory bound.",
+            &counter(s.refused),
+        )
+    }
+}
+
+/// Open client connections and what the caps did, read at scrape time.
+#[derive(Debug)]
+struct ConnectionsCollector(Arc<Connections>);
+
+impl Collector for ConnectionsCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.0;
+        encode_one(
+            &mut e,
+            "sluice_connections_open",
+            "Client connections open now.",
+            &gauge(c.open()),
+        )?;
+        encode_one(
+            &mut e,
+            "sluice_connections_evicted",
+            "Idle connections closed to make room for new ones at a connection cap.",
+            &counter(c.evicted()),
+        )?;
+        encode_one(
+            &mut e,
+            "sluice_connections_refused",
+            "Connections refused at a cap because every open one was busy.",
+            &counter(c.refused()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn labels() -> StreamLabels {
+        StreamLabels {
+            model: "m".into(),
+            provider: "p".into(),
+            team: "".into(),
+        }
+    }
+
+    fn metrics() -> Metrics {
+        Metrics::new(
+            Arc::new(relay::Registry::new(relay::Limits::default())),
+            Connections::new(crate::connections::Caps {
+                max_total: 0,
+                max_per_ip: 0,
+                max_new_per_sec: 0,
+            }),
+            &Access::default(),
+        )
+    }
+
+    fn summary(outcome: Outcome) -> crate::generation::Summary {
+        crate::generation::Summary {
+            stream: "abcdef".into(),
+            model: "m".into(),
+            labels: labels(),
+            outcome,
+            ttft: Some(Duration::from_millis(30)),
+            upstream_ttft: Some(Duration::from_millis(20)),
+            duration: Duration::from_secs(2),
+            prompt_tokens: 10,
+            completion_tokens: 4,
+            usage_reported: true,
+            resumes: 0,
+        }
+    }
+
+    #[test]
+    fn renders_openmetrics_with_the_names_dashboards_use() {
+        let m = metrics();
+        m.http_request(&HttpLabels {
+            route: Route::new(None),
+            method: "GET",
+            status: 404,
+            model: "".into(),
+            team: "".into(),
+        });
+        m.stream_started(&labels());
+        m.stream_finished(&summary(Outcome::Completed));
+        m.stream_finished(&summary(Outcome::Failed("upstream_truncated")));
+        m.upstream_error(
+            &"p".into(),
+            &AdapterError::Upstream {
+                status: Some(503),
+                kind: "x".into(),
+                message: String::new(),
+                code: None,
+                param: None,
+                retry_after: None,
+            },
         );
-        out.push_str(extra);
-        out
+        m.accept_error();
+        let text = m.render();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        for line in [
+            "# TYPE sluice_http_requests counter",
+            "sluice_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\",model=\"\",team=\"\"} 1",
+            "sluice_streams_started_total{model=\"m\",provider=\"p\",team=\"\"} 1",
+            "sluice_streams_completed_total{model=\"m\",provider=\"p\",team=\"\"} 1",
+            "sluice_streams_failed_total{model=\"m\",provider=\"p\",team=\"\",error_type=\"upstream_truncated\"} 1",
+            "sluice_time_to_first_token_seconds_count{model=\"m\",provider=\"p\"} 2",
+            "sluice_time_to_first_token_seconds_bucket{le=\"0.05\",model=\"m\",provider=\"p\"} 2",
+            "sluice_time_to_first_token_seconds_bucket{le=\"0.025\",model=\"m\",provider=\"p\"} 0",
+            "sluice_upstream_time_to_first_token_seconds_bucket{le=\"0.025\",model=\"m\",provider=\"p\"} 2",
+            "sluice_stream_duration_seconds_count{model=\"m\",provider=\"p\"} 2",
+            "sluice_completion_tokens_total{model=\"m\",team=\"\"} 8",
+            "sluice_prompt_tokens_total{model=\"m\",team=\"\"} 20",
+            "sluice_upstream_errors_total{provider=\"p\",kind=\"upstream_http\",status=\"503\"} 1",
+            "sluice_accept_errors_total 1",
+            "sluice_relay_bytes 0",
+            "sluice_relay_live_bytes 0",
+            "sluice_relay_oldest_retained_seconds 0",
+            "# TYPE sluice_relay_evicted_streams counter",
+            "sluice_relay_evicted_streams_total 0",
+            "sluice_relay_refused_streams_total 0",
+            "sluice_connections_open 0",
+            "sluice_connections_evicted_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert_eq!(m.totals.completion_tokens.get(), 8);
+        // Nothing cancelled yet: the family is left out, not shown empty.
+        assert!(!text.contains("sluice_streams_cancelled"), "{text}");
+    }
+
+    #[test]
+    fn upstream_error_kinds_are_a_fixed_list() {
+        assert_eq!(
+            error_kind(&AdapterError::Upstream {
+                status: None,
+                kind: "anything the upstream says".into(),
+                message: String::new(),
+                code: None,
+                param: None,
+                retry_after: None,
+            }),
+            "upstream_stream_error"
+        );
+        assert_eq!(
+            error_kind(&AdapterError::Truncated(String::new())),
+            "upstream_truncated"
+        );
+        assert_eq!(
+            error_kind(&AdapterError::Connect(String::new())),
+            "upstream_connect"
+        );
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
     }
 }

@@ -1,11 +1,13 @@
 //! Model routing: the first provider whose model globs match a request's model serves it.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use provider_adapter::Provider;
 
 use crate::glob::{self, Patterns};
+use crate::metrics::Label;
 
 /// How long upstream model lists are reused for `/v1/models`.
 const MODEL_LIST_TTL: Duration = Duration::from_secs(60);
@@ -15,20 +17,46 @@ type ModelList = Vec<(String, String)>;
 #[derive(Debug, Default)]
 pub struct ModelRouter {
     routes: Vec<(Provider, Patterns)>,
+    /// Metric labels, made once: each provider's name (by index in `routes`), and every model
+    /// name the config writes out exactly. A model matched only by a glob is `other`, so that
+    /// clients cannot mint label values.
+    provider_labels: Vec<Label>,
+    model_labels: HashMap<String, Label>,
     /// Upstream model lists of glob providers, with when they were fetched.
     cache: Mutex<Option<(Instant, ModelList)>>,
 }
 
 impl ModelRouter {
     pub fn push(&mut self, provider: Provider, models: Vec<String>) {
+        for m in models.iter().filter(|m| !glob::is_glob(m)) {
+            self.model_labels
+                .entry(m.clone())
+                .or_insert_with(|| m.as_str().into());
+        }
+        self.provider_labels.push(provider.name.as_str().into());
         self.routes.push((provider, Patterns::compiled(&models)));
     }
 
     pub fn route(&self, model: &str) -> Option<&Provider> {
-        self.routes
+        self.route_labelled(model).map(|(p, _)| p)
+    }
+
+    /// The provider serving `model`, with its metric label.
+    pub fn route_labelled(&self, model: &str) -> Option<(&Provider, &Label)> {
+        let i = self
+            .routes
             .iter()
-            .find(|(_, pats)| pats.matches(model))
-            .map(|(p, _)| p)
+            .position(|(_, pats)| pats.matches(model))?;
+        Some((&self.routes[i].0, &self.provider_labels[i]))
+    }
+
+    /// The metric label of a requested model: its name if the config lists it exactly, else
+    /// `other`.
+    pub fn model_label(&self, model: &str) -> Label {
+        self.model_labels
+            .get(model)
+            .cloned()
+            .unwrap_or_else(crate::metrics::other_label)
     }
 
     fn routes_to(&self, model: &str, provider: &Provider) -> bool {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use provider_adapter::{Provider, ProviderKind};
@@ -18,9 +18,36 @@ use tower::ServiceExt;
 use crate::access::Access;
 use crate::config::{Flags, Settings, Vars};
 use crate::conn::Conn;
-use crate::metrics::Metrics;
+use crate::metrics::{Arrival, Metrics};
 use crate::routing::ModelRouter;
 use crate::state::{AppState, Inner};
+
+/// A response body that marks its request finished when it is done with (sent or dropped), so
+/// the connection counts as idle again (see `crate::connections`).
+struct Tracked {
+    body: axum::body::Body,
+    _in_flight: crate::connections::InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -83,11 +110,19 @@ pub async fn build_state(
         })?;
         router.push(provider, p.models.clone());
     }
+    let max_connections = settings
+        .max_connections
+        .unwrap_or_else(|| crate::host::default_max_connections(crate::host::open_files_soft()));
     let registry = Arc::new(Registry::new(relay::Limits {
         retention: settings.stream_retention,
         max_stream_bytes: settings.relay_max_stream_bytes,
         max_total_bytes: settings.relay_max_total_bytes,
         max_readers_per_stream: settings.stream_max_readers,
+        max_live_streams: match settings.max_streams {
+            None => max_connections,
+            Some(0) => usize::MAX,
+            Some(n) => n,
+        },
     }));
     // Expired streams are dropped in the background; lookups also check expiry themselves.
     {
@@ -103,14 +138,36 @@ pub async fn build_state(
             }
         });
     }
+    let access = Access::new(settings.teams.clone(), settings.rate_limit_window);
+    let connections = crate::connections::Connections::new(crate::connections::Caps {
+        max_total: max_connections,
+        max_per_ip: settings.max_connections_per_ip,
+        max_new_per_sec: settings.connection_rate_per_ip,
+    });
+    {
+        // The per-address pace keeps an entry per address seen: forget the quiet ones.
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => connections.forget_idle_addresses(),
+                }
+            }
+        });
+    }
+    let metrics = Metrics::new(registry.clone(), connections.clone(), &access);
     Ok(AppState(Arc::new(Inner {
-        access: Access::new(settings.teams.clone(), settings.rate_limit_window),
+        access,
         settings,
         router,
         registry,
         pumps: tokio_util::task::TaskTracker::new(),
         shutdown: CancellationToken::new(),
-        metrics: Metrics::default(),
+        metrics,
+        connections,
+        draining: CancellationToken::new(),
     })))
 }
 
@@ -119,8 +176,10 @@ pub async fn build_state(
 /// backlog (hyper's default is about 400 KB).
 pub const MAX_CONN_WRITE_BUFFER: usize = 64 * 1024;
 
-/// Serves until `shutdown` resolves; then stops accepting, lets running streams finish for the
-/// shutdown grace period, ends the rest with an error event, and returns.
+/// Serves until `shutdown` resolves; then drains: `/readyz` answers 503 so that load balancers
+/// stop sending, new generations get 503 with `Retry-After`, running streams get the shutdown
+/// grace period to finish (and can still be read and resumed, on new connections too), the rest
+/// are ended with an error event; then it stops accepting, closes the connections and returns.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -135,66 +194,117 @@ pub async fn serve(
             token.cancel();
         });
     }
-    let drained = {
+    let mut drained = {
         let token = token.clone();
         let state = state.clone();
         tokio::spawn(async move {
             token.cancelled().await;
+            state.draining.cancel();
             tracing::info!(
-                "shutting down: no new connections; waiting up to {grace:?} for running streams"
+                "shutting down: /readyz answers 503 and new generations are refused; \
+                 waiting up to {grace:?} for running streams"
             );
             crate::generation::drain(&state, grace).await;
         })
     };
     let metrics = state.clone();
+    let connections = metrics.connections.clone();
+    let header_timeout = metrics.settings.header_read_timeout;
+    let registry_limits = metrics.registry.limits();
     let metrics = &metrics.metrics;
     let router = crate::app::app(state);
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(MAX_CONN_WRITE_BUFFER);
+    builder
+        .http1()
+        .max_buf_size(MAX_CONN_WRITE_BUFFER)
+        // Also the idle keep-alive timeout: hyper times the wait for every request head from
+        // the end of the previous response.
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let caps = connections.caps();
+    tracing::info!(
+        max_connections = caps.max_total,
+        max_connections_per_ip = caps.max_per_ip,
+        max_streams = registry_limits.max_live_streams,
+        connection_rate_per_ip = caps.max_new_per_sec,
+        header_read_timeout_secs = header_timeout.as_secs(),
+        "connection limits"
+    );
     loop {
-        let tcp = tokio::select! {
-            _ = token.cancelled() => break,
+        let (tcp, peer) = tokio::select! {
+            _ = &mut drained => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors or memory for a moment: keep serving the connections
                     // we have, and try again shortly.
-                    crate::metrics::inc(&metrics.accept_errors);
+                    metrics.accept_error();
                     tracing::warn!(error = %e, "accept failed; retrying in 50 ms");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let (tcp, peer) = tcp;
+        // Over a cap with every connection busy: refuse at once (dropping closes it).
+        let Some(admitted) = connections.admit(peer.ip()) else {
+            continue;
+        };
         let (io, hint) = Conn::new(tcp);
         let router = router.clone();
+        let activity = admitted.activity.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let in_flight = activity.begin();
+            req.extensions_mut()
+                .insert(Arrival(std::time::Instant::now()));
             req.extensions_mut().insert(hint.clone());
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
-            router.clone().oneshot(req.map(axum::body::Body::new))
+            let resp = router.clone().oneshot(req.map(axum::body::Body::new));
+            async move {
+                let resp = resp.await?;
+                Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), svc)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let first_deadline = tokio::time::sleep(header_timeout);
+            tokio::pin!(conn, first_deadline);
+            let mut waiting_first = true;
+            loop {
+                tokio::select! {
+                    r = &mut conn => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Made room for a new connection: this one was idle. Dropping it closes it.
+                    _ = admitted.close.cancelled() => break,
+                    _ = &mut first_deadline, if waiting_first => {
+                        if admitted.activity.requests() == 0 {
+                            tracing::debug!("no request head within the header-read timeout: closing");
+                            break;
+                        }
+                        waiting_first = false;
+                    }
+                }
             }
+            drop(admitted);
         });
     }
     drop(listener);
     // Connections that stay open after every stream ended (an idle client, say) must not
     // hold the exit up for long.
-    let _ = tokio::time::timeout(grace + Duration::from_secs(3), async {
-        graceful.shutdown().await;
-        let _ = drained.await;
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), graceful.shutdown()).await;
     Ok(())
 }
 

@@ -26,6 +26,10 @@ pub struct Inner {
     pub shutdown: CancellationToken,
     pub access: Access,
     pub metrics: Metrics,
+    /// Open client connections and their caps.
+    pub connections: Arc<crate::connections::Connections>,
+    /// Cancelled when shutdown starts: `/readyz` answers 503 from then on.
+    pub draining: CancellationToken,
 }
 
 impl std::ops::Deref for AppState {

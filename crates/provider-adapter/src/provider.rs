@@ -140,10 +140,14 @@ impl Provider {
 
     fn build(&self, req: &ChatRequest, stream: bool) -> Result<UpstreamRequest, AdapterError> {
         let key = self.api_key.as_ref().map(Secret::expose);
-        match self.kind {
-            ProviderKind::OpenAi => Ok(openai::build_request(&self.base_url, key, req, stream)),
-            ProviderKind::Anthropic => anthropic::build_request(&self.base_url, key, req, stream),
+        let mut up = match self.kind {
+            ProviderKind::OpenAi => openai::build_request(&self.base_url, key, req, stream),
+            ProviderKind::Anthropic => anthropic::build_request(&self.base_url, key, req, stream)?,
+        };
+        if let Some(id) = &req.request_id {
+            up.headers.push(("x-request-id", id.clone()));
         }
+        Ok(up)
     }
 
     async fn send(&self, up: UpstreamRequest) -> Result<reqwest::Response, AdapterError> {

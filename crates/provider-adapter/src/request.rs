@@ -17,6 +17,8 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// The body as the client sent it.
     pub body: Map<String, Value>,
+    /// The gateway's request ID, sent upstream as `x-request-id` so both sides' logs meet.
+    pub request_id: Option<String>,
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> AdapterError {
@@ -133,6 +135,7 @@ impl ChatRequest {
             stream,
             include_usage,
             body,
+            request_id: None,
         })
     }
 

@@ -12,6 +12,9 @@ pub enum RelayError {
     /// The global memory bound is reached by live streams; new streams are refused.
     #[error("the relay is at its memory limit; try again shortly")]
     Full,
+    /// As many streams are live as the registry allows; new streams are refused.
+    #[error("{0} streams are running, the most this gateway runs at once; try again shortly")]
+    TooManyStreams(usize),
     /// The stream already has as many readers as one stream may have.
     #[error("the stream already has {0} readers, the most one stream may have")]
     TooManyReaders(usize),

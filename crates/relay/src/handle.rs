@@ -106,6 +106,11 @@ impl Handle {
         if !self.shared.add_reader(Some(self.shared.max_readers)) {
             return Err(RelayError::TooManyReaders(self.shared.max_readers));
         }
+        if after > 0 {
+            self.shared
+                .resumes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         // Resuming inside the OpenAI end: start at the terminal event, skipping what was seen.
         let (pos, skip) = if after >= len && last > len {
             (len - 1, after - (len - 1))

@@ -29,6 +29,8 @@ pub struct Limits {
     /// Readers one stream may have at once (tabs of one chat page, reconnects); the first
     /// reader of a stream is always admitted.
     pub max_readers_per_stream: usize,
+    /// Streams live (not yet finished) at once; new ones are refused beyond it.
+    pub max_live_streams: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +40,7 @@ impl Default for Limits {
             max_stream_bytes: DEFAULT_MAX_STREAM_BYTES,
             max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
             max_readers_per_stream: DEFAULT_MAX_READERS_PER_STREAM,
+            max_live_streams: usize::MAX,
         }
     }
 }
@@ -189,6 +192,13 @@ impl Registry {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(RelayError::Full);
         }
+        if self.limits.max_live_streams < usize::MAX {
+            let live = map.len().saturating_sub(self.budget.queue().len());
+            if live >= self.limits.max_live_streams {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(RelayError::TooManyStreams(live));
+            }
+        }
         let id = StreamId::random();
         let shared = Arc::new(Shared::new(
             id,
@@ -264,6 +274,23 @@ mod tests {
     use super::*;
     use crate::event::Delta;
     use crate::Format;
+
+    #[test]
+    fn live_streams_beyond_the_cap_are_refused_until_one_finishes() {
+        let r = Registry::new(Limits {
+            max_live_streams: 2,
+            ..Limits::default()
+        });
+        let a = r.create(Meta::default(), false).unwrap();
+        let _b = r.create(Meta::default(), false).unwrap();
+        assert_eq!(
+            r.create(Meta::default(), false).unwrap_err(),
+            RelayError::TooManyStreams(2)
+        );
+        a.finish();
+        // A finished (retained) stream does not count.
+        assert!(r.create(Meta::default(), false).is_ok());
+    }
 
     #[test]
     fn a_stream_knows_its_owner() {

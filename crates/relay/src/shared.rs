@@ -6,7 +6,7 @@
 //! lock after checking the published length, and the writer publishes (stores the length, then
 //! takes the same lock to wake them), so a reader can never miss an append in between.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     changed: Notify,
     pub(crate) had_reader: AtomicBool,
     cancelled: AtomicBool,
+    /// Readers that attached after the start (reconnects), for the stream's summary.
+    pub(crate) resumes: AtomicU32,
     pub(crate) max_readers: usize,
     pub(crate) max_bytes: usize,
     /// Heap bytes of the log last reported to the budget.
@@ -75,6 +77,7 @@ impl Shared {
             changed: Notify::new(),
             had_reader: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
+            resumes: AtomicU32::new(0),
             max_readers,
             max_bytes,
             counted: AtomicUsize::new(counted),

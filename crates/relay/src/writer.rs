@@ -190,6 +190,13 @@ impl Writer {
         self.shared.publish(self.len);
     }
 
+    /// Readers that have resumed the stream from a position after its start so far.
+    pub fn resumes(&self) -> u32 {
+        self.shared
+            .resumes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// True once the stream has ended (here, or by the memory bound).
     pub fn is_ended(&self) -> bool {
         self.ended

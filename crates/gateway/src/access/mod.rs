@@ -145,8 +145,14 @@ impl Admission {
     /// Settles a generation whose upstream reported no usage (or ended before reporting it):
     /// the prompt estimate, and `completion_estimate` (see `estimate`).
     pub fn settle_estimated(self, completion_estimate: u64) {
-        let prompt = self.charge.as_ref().map_or(0, |c| c.prompt_estimate);
+        let prompt = self.prompt_estimate();
         self.settle(prompt, completion_estimate);
+    }
+
+    /// What the prompt was estimated at when admitted (0 in open mode, which estimates
+    /// nothing).
+    pub fn prompt_estimate(&self) -> u64 {
+        self.charge.as_ref().map_or(0, |c| c.prompt_estimate)
     }
 
     /// The upstream refused the request (an error status, or no connection): it did no work
@@ -526,9 +532,9 @@ impl Access {
         Some(v)
     }
 
-    /// Per-team counters in Prometheus text format, for `/metrics`.
-    pub fn render_metrics(&self) -> String {
-        self.usage.render(|t| self.store.open_streams(t))
+    /// Registers the per-team families (`sluice_team_*`) for `/metrics`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.usage.register(registry, self.store.clone());
     }
 }
 
@@ -854,8 +860,10 @@ mod tests {
             a.admit(&ca, &req(CHAT)).unwrap_err(),
             GatewayError::Unauthorized(_)
         ));
-        assert!(a
-            .render_metrics()
-            .contains("sluice_team_requests_total{team=\"a\"} 1"));
+        let mut registry = prometheus_client::registry::Registry::default();
+        a.register_metrics(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("sluice_team_requests_total{team=\"a\"} 1"));
     }
 }

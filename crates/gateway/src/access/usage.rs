@@ -1,13 +1,20 @@
 //! Per-team usage counters: requests admitted, prompt and completion tokens charged, and
-//! rejections by limit. Plain atomics, one set per team name, kept across config reloads
-//! (counters never go back); shown in `/metrics` and at `GET /v1/usage`.
+//! rejections by limit. One set per team name, kept across config reloads (counters never go
+//! back); shown in `/metrics` (the `sluice_team_*` families) and at `GET /v1/usage`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
+
+use super::LimitStore;
 
 /// Which limit refused a request: also the error `type` of the 429.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,40 +36,38 @@ impl LimitKind {
     }
 }
 
-#[derive(Debug, Default)]
+/// One team's counters: handles on its series in the `sluice_team_*` families, so that
+/// `/metrics` and `GET /v1/usage` read the same atomics, and counting is one atomic add with no
+/// label lookup (the handles are made once, with the team).
+#[derive(Debug)]
 pub struct TeamUsage {
-    pub requests: AtomicU64,
-    pub prompt_tokens: AtomicU64,
-    pub completion_tokens: AtomicU64,
-    rejected: [AtomicU64; 3],
+    requests: Counter,
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    /// Indexed by [`LimitKind`].
+    rejected: [Counter; 3],
 }
 
 impl TeamUsage {
     pub fn admitted(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.inc();
     }
 
     pub fn rejected(&self, kind: LimitKind) {
-        self.rejected[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.rejected[kind as usize].inc();
     }
 
     pub fn charged(&self, prompt: u64, completion: u64) {
-        self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
-        self.completion_tokens
-            .fetch_add(completion, Ordering::Relaxed);
+        self.prompt_tokens.inc_by(prompt);
+        self.completion_tokens.inc_by(completion);
     }
 
     pub fn snapshot(&self) -> UsageSnapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         UsageSnapshot {
-            requests: g(&self.requests),
-            prompt_tokens: g(&self.prompt_tokens),
-            completion_tokens: g(&self.completion_tokens),
-            rejected: [
-                g(&self.rejected[0]),
-                g(&self.rejected[1]),
-                g(&self.rejected[2]),
-            ],
+            requests: self.requests.get(),
+            prompt_tokens: self.prompt_tokens.get(),
+            completion_tokens: self.completion_tokens.get(),
+            rejected: self.rejected.each_ref().map(Counter::get),
         }
     }
 }
@@ -92,14 +97,32 @@ impl UsageSnapshot {
     }
 }
 
-/// Every team's counters, by name.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TeamLabel {
+    team: Arc<str>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectedLabels {
+    team: Arc<str>,
+    r#type: &'static str,
+}
+
+type Teams = Arc<RwLock<BTreeMap<Arc<str>, Arc<TeamUsage>>>>;
+
+/// Every team's counters, by name, and the metric families they count in.
 #[derive(Debug, Default)]
 pub struct UsageBook {
-    teams: RwLock<BTreeMap<String, Arc<TeamUsage>>>,
+    teams: Teams,
+    requests: Family<TeamLabel, Counter>,
+    prompt_tokens: Family<TeamLabel, Counter>,
+    completion_tokens: Family<TeamLabel, Counter>,
+    rejected: Family<RejectedLabels, Counter>,
 }
 
 impl UsageBook {
-    /// The counters of `team`, created at zero on first use.
+    /// The counters of `team`, created at zero on first use (every series shows from then on,
+    /// zeros included, so a graph of a quiet team is a flat line rather than nothing).
     pub fn team(&self, team: &str) -> Arc<TeamUsage> {
         if let Some(u) = self
             .teams
@@ -109,109 +132,103 @@ impl UsageBook {
         {
             return u.clone();
         }
+        let name: Arc<str> = team.into();
+        let label = TeamLabel { team: name.clone() };
+        let usage = TeamUsage {
+            requests: self.requests.get_or_create_owned(&label),
+            prompt_tokens: self.prompt_tokens.get_or_create_owned(&label),
+            completion_tokens: self.completion_tokens.get_or_create_owned(&label),
+            rejected: LimitKind::ALL.map(|kind| {
+                self.rejected.get_or_create_owned(&RejectedLabels {
+                    team: name.clone(),
+                    r#type: kind.as_str(),
+                })
+            }),
+        };
         self.teams
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(team.to_owned())
-            .or_default()
+            .entry(name)
+            .or_insert_with(|| Arc::new(usage))
             .clone()
     }
 
-    /// Prometheus text for every team's counters; `open_streams` gives each team's gauge.
-    pub fn render(&self, open_streams: impl Fn(&str) -> u64) -> String {
-        let teams: Vec<(String, UsageSnapshot)> = self
-            .teams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (escape_label(k), v.snapshot()))
-            .collect();
-        let mut out = String::new();
-        if teams.is_empty() {
-            return out;
-        }
-        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
-            }
-        };
-        let per_team = |f: &dyn Fn(&UsageSnapshot) -> u64| -> Vec<(String, u64)> {
-            teams
-                .iter()
-                .map(|(t, s)| (format!("team=\"{t}\""), f(s)))
-                .collect()
-        };
-        family(
-            "sluice_team_requests_total",
-            "counter",
-            "Chat requests admitted, by team.",
-            per_team(&|s| s.requests),
+    /// Registers the `sluice_team_*` families; `sluice_team_open_streams` is read from
+    /// `store` at scrape time.
+    pub fn register(&self, registry: &mut Registry, store: Arc<dyn LimitStore>) {
+        registry.register(
+            "sluice_team_requests",
+            "Chat requests admitted, by team",
+            self.requests.clone(),
         );
-        family(
-            "sluice_team_prompt_tokens_total",
-            "counter",
-            "Prompt tokens charged to the team.",
-            per_team(&|s| s.prompt_tokens),
+        registry.register(
+            "sluice_team_prompt_tokens",
+            "Prompt tokens charged to the team",
+            self.prompt_tokens.clone(),
         );
-        family(
-            "sluice_team_completion_tokens_total",
-            "counter",
-            "Completion tokens charged to the team.",
-            per_team(&|s| s.completion_tokens),
+        registry.register(
+            "sluice_team_completion_tokens",
+            "Completion tokens charged to the team",
+            self.completion_tokens.clone(),
         );
-        let mut rejected = Vec::new();
-        for (t, s) in &teams {
-            for kind in LimitKind::ALL {
-                rejected.push((
-                    format!("team=\"{t}\",type=\"{}\"", kind.as_str()),
-                    s.rejected[kind as usize],
-                ));
-            }
-        }
-        family(
-            "sluice_team_rejected_total",
-            "counter",
-            "Requests refused with 429, by team and limit type.",
-            rejected,
+        registry.register(
+            "sluice_team_rejected",
+            "Requests refused with 429, by team and limit type",
+            self.rejected.clone(),
         );
-        let names: Vec<String> = self
+        registry.register_collector(Box::new(OpenStreams {
+            teams: self.teams.clone(),
+            store,
+        }));
+    }
+}
+
+/// `sluice_team_open_streams`: each team's concurrency slots in use, from the limit store.
+#[derive(Debug)]
+struct OpenStreams {
+    teams: Teams,
+    store: Arc<dyn LimitStore>,
+}
+
+impl Collector for OpenStreams {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let names: Vec<Arc<str>> = self
             .teams
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
             .cloned()
             .collect();
-        family(
-            "sluice_team_open_streams",
-            "gauge",
-            "Generations in flight holding one of the team's concurrency slots.",
-            names
-                .iter()
-                .map(|n| (format!("team=\"{}\"", escape_label(n)), open_streams(n)))
-                .collect(),
-        );
-        out
-    }
-}
-
-/// A Prometheus label value: backslash, double quote and newline escaped.
-pub fn escape_label(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
+        if names.is_empty() {
+            return Ok(());
         }
+        let mut family = encoder.encode_descriptor(
+            "sluice_team_open_streams",
+            "Generations in flight holding one of the team's concurrency slots.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for team in names {
+            let v = self.store.open_streams(&team);
+            let label = TeamLabel { team };
+            ConstGauge::new(v).encode(family.encode_family(&label)?)?;
+        }
+        Ok(())
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::MemoryStore;
+
+    fn render(book: &UsageBook) -> String {
+        let mut registry = Registry::default();
+        book.register(&mut registry, Arc::new(MemoryStore::new()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        text
+    }
 
     #[test]
     fn counts_and_renders() {
@@ -231,25 +248,21 @@ mod tests {
         assert_eq!(s.rejected, [0, 1, 0]);
         assert_eq!(s.to_json()["total_tokens"], 15);
         assert_eq!(s.to_json()["rejected"]["tokens"], 1);
-        let text = book.render(|t| if t == "alpha" { 3 } else { 0 });
+        let text = render(&book);
         for line in [
-            "# TYPE sluice_team_requests_total counter",
+            "# TYPE sluice_team_requests counter",
             "sluice_team_requests_total{team=\"alpha\"} 2",
             "sluice_team_prompt_tokens_total{team=\"alpha\"} 10",
             "sluice_team_completion_tokens_total{team=\"alpha\"} 5",
             "sluice_team_rejected_total{team=\"alpha\",type=\"tokens\"} 1",
+            "sluice_team_rejected_total{team=\"alpha\",type=\"requests\"} 0",
             "sluice_team_rejected_total{team=\"be\\\"ta\",type=\"concurrency\"} 1",
-            "sluice_team_open_streams{team=\"alpha\"} 3",
+            "sluice_team_open_streams{team=\"alpha\"} 0",
             "# TYPE sluice_team_open_streams gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
-        assert_eq!(text.matches("# TYPE sluice_team_rejected_total").count(), 1);
-        assert_eq!(UsageBook::default().render(|_| 0), "");
-    }
-
-    #[test]
-    fn escapes_labels() {
-        assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert_eq!(text.matches("# TYPE sluice_team_rejected").count(), 1);
+        assert_eq!(render(&UsageBook::default()), "# EOF\n");
     }
 }

@@ -2,6 +2,8 @@
 //! in the relay like `POST /v1/streams` ones, so a dropped stream can be resumed by its
 //! `x-sluice-stream-id` with `?format=openai`.
 
+use std::time::Instant;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -14,25 +16,58 @@ use crate::access::{estimate, Caller};
 use crate::conn::FlushHint;
 use crate::error::GatewayError;
 use crate::generation;
-use crate::metrics::inc;
+use crate::metrics::{Arrival, RequestLabels};
 use crate::state::AppState;
+use tower_http::request_id::RequestId;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    request_id: Option<Extension<RequestId>>,
+    arrival: Option<Extension<Arrival>>,
     hint: Option<Extension<FlushHint>>,
     body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let arrival = arrival.map_or_else(Instant::now, |Extension(a)| a.0);
+    let mut labels = super::request_labels(&caller);
+    let request_id = super::request_id_text(request_id);
+    let resp = answer(
+        &state,
+        &caller,
+        arrival,
+        hint,
+        body,
+        &mut labels,
+        request_id,
+    )
+    .await;
+    super::labelled(resp, labels)
+}
+
+async fn answer(
+    state: &AppState,
+    caller: &Caller,
+    arrival: Instant,
+    hint: Option<Extension<FlushHint>>,
+    body: Result<Bytes, BytesRejection>,
+    labels: &mut RequestLabels,
+    request_id: Option<String>,
 ) -> Result<Response, GatewayError> {
-    let bytes = super::body(&state, body)?;
-    let (req, provider, mut admission) = super::admit(&state, &caller, &bytes)?;
-    inc(&state.metrics.chat_completions);
+    let bytes = super::body(state, body)?;
+    let super::Admitted {
+        req,
+        provider,
+        mut admission,
+        labels: stream_labels,
+    } = super::admit(state, caller, &bytes, labels, request_id)?;
     let headers = admission.headers.clone();
     let mut resp = if req.stream {
-        let started = generation::start(&state, &req, provider, admission).await?;
+        let started =
+            generation::start(state, &req, provider, admission, stream_labels, arrival).await?;
         // The response is the first reader, and drives the pump itself (see `generation`).
         let handle = started.handle();
         let reader = handle.reader(Format::OpenAi);
-        let driver = started.into_driver(&state, hint.map(|Extension(h)| h));
+        let driver = started.into_driver(state, hint.map(|Extension(h)| h));
         let mut resp =
             super::sse_response(reader.into_sse_driving(state.settings.keepalive, driver));
         if let Ok(v) = HeaderValue::from_str(handle.id().as_str()) {
@@ -47,16 +82,26 @@ pub async fn chat_completions(
             Ok(c) => c,
             Err(e) => {
                 admission.refund();
-                inc(&state.metrics.upstream_errors);
+                state.metrics.upstream_error(&stream_labels.provider, &e);
                 tracing::warn!(provider = %provider.name, model = %req.model, error = %e, "upstream request failed");
                 return Err(e.into());
             }
         };
-        match completion.usage {
-            Some(u) => admission.settle(u.prompt_tokens, u.completion_tokens),
+        let (prompt, completion_tokens) = match completion.usage {
+            Some(u) => (u.prompt_tokens, u.completion_tokens),
             // The upstream did the work but did not say how much: estimated from the answer.
-            None => admission.settle_estimated(estimate::completion_tokens(&completion.body)),
-        }
+            None => (
+                admission.prompt_estimate(),
+                estimate::completion_tokens(&completion.body),
+            ),
+        };
+        admission.settle(prompt, completion_tokens);
+        state.metrics.tokens(
+            &stream_labels.model,
+            &stream_labels.team,
+            prompt,
+            completion_tokens,
+        );
         Json(completion.body).into_response()
     };
     resp.headers_mut().extend(headers);

@@ -10,12 +10,13 @@ pub mod web;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use provider_adapter::{ChatRequest, Provider};
 use relay::SseBody;
 
 use crate::access::{Admission, Caller};
 use crate::error::GatewayError;
+use crate::metrics::{self, RequestLabels, StreamLabels};
 use crate::state::AppState;
 
 /// The request body, or 413/400 in OpenAI's shape.
@@ -29,19 +30,72 @@ pub fn body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Byt
     })
 }
 
+/// The request's ID (see `crate::request_id`) as text, for the upstream request.
+pub fn request_id_text(
+    id: Option<axum::Extension<tower_http::request_id::RequestId>>,
+) -> Option<String> {
+    id.and_then(|axum::Extension(r)| r.header_value().to_str().ok().map(str::to_owned))
+}
+
+/// An admitted chat request: what to send, where, the permit, and its generation's labels.
+pub struct Admitted<'a> {
+    pub req: ChatRequest,
+    pub provider: &'a Provider,
+    pub admission: Admission,
+    pub labels: StreamLabels,
+}
+
+/// The HTTP counter's labels for a chat request, before its model is known.
+pub fn request_labels(caller: &Caller) -> RequestLabels {
+    RequestLabels {
+        model: metrics::other_label(),
+        team: caller
+            .team
+            .as_ref()
+            .map_or_else(metrics::empty_label, |t| t.name.clone()),
+    }
+}
+
+/// A chat handler's answer, error or not, carrying its labels for the HTTP counter.
+pub fn labelled(resp: Result<Response, GatewayError>, labels: RequestLabels) -> Response {
+    let mut resp = resp.unwrap_or_else(IntoResponse::into_response);
+    resp.extensions_mut().insert(labels);
+    resp
+}
+
 /// Parses and admits a chat request: validation, model routing, team permission and limits.
+/// `labels` gets the model's label once it is routed, so that a refusal after that (403, 429)
+/// is counted under its model too.
 pub fn admit<'a>(
     state: &'a AppState,
     caller: &Caller,
     bytes: &[u8],
-) -> Result<(ChatRequest, &'a Provider, Admission), GatewayError> {
-    let req = ChatRequest::parse(bytes).map_err(GatewayError::from)?;
-    let provider = state
+    labels: &mut RequestLabels,
+    request_id: Option<String>,
+) -> Result<Admitted<'a>, GatewayError> {
+    if state.draining.is_cancelled() {
+        return Err(GatewayError::Draining);
+    }
+    let mut req = ChatRequest::parse(bytes).map_err(GatewayError::from)?;
+    // Sent upstream, so that the upstream's logs and ours meet on one ID.
+    req.request_id = request_id;
+    let (provider, provider_label) = state
         .router
-        .route(&req.model)
+        .route_labelled(&req.model)
         .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
+    labels.model = state.router.model_label(&req.model);
     let admission = state.access.admit(caller, &req)?;
-    Ok((req, provider, admission))
+    state.metrics.admitted();
+    Ok(Admitted {
+        labels: StreamLabels {
+            model: labels.model.clone(),
+            provider: provider_label.clone(),
+            team: labels.team.clone(),
+        },
+        req,
+        provider,
+        admission,
+    })
 }
 
 /// An SSE response over `body`: no compression, no proxy buffering, flushed per event.

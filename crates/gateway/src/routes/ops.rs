@@ -11,11 +11,27 @@ use subtle::ConstantTimeEq;
 use crate::error::GatewayError;
 use crate::state::AppState;
 
+/// Alive: answers as long as the process serves at all.
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Prometheus text. With teams it names every team and its usage, so it is served only to a
+/// Ready for new work: the config is loaded and the server listens (or this would not answer),
+/// and shutdown has not started. 503 while draining, so a load balancer stops sending.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.is_cancelled() {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "draining\n",
+        )
+            .into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+/// Every metric, in OpenMetrics text (which Prometheus scrapes natively). With teams it names every team and its usage, so it is served only to a
 /// client on the loopback interface that did not come through a proxy, or to a key listed in
 /// `metrics_api_keys_sha256`. In open mode there is nothing private in it.
 pub async fn metrics(
@@ -30,15 +46,9 @@ pub async fn metrics(
         )
         .into_response();
     }
-    let body = state
-        .metrics
-        .render(state.registry.stats(), &state.access.render_metrics());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.render(),
     )
         .into_response()
 }

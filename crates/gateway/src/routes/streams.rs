@@ -2,6 +2,8 @@
 //! /v1/streams/{id}/events` reads it from any position (`Last-Event-ID` or `?last_event_id=`),
 //! `DELETE /v1/streams/{id}` cancels it.
 
+use std::time::Instant;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -15,21 +17,38 @@ use serde_json::json;
 use crate::access::Caller;
 use crate::error::GatewayError;
 use crate::generation;
-use crate::metrics::inc;
+use crate::metrics::{Arrival, RequestLabels};
 use crate::state::AppState;
+use tower_http::request_id::RequestId;
 
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    request_id: Option<Extension<RequestId>>,
+    arrival: Option<Extension<Arrival>>,
     body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let arrival = arrival.map_or_else(Instant::now, |Extension(a)| a.0);
+    let mut labels = super::request_labels(&caller);
+    let request_id = super::request_id_text(request_id);
+    let resp = start(&state, &caller, arrival, body, &mut labels, request_id).await;
+    super::labelled(resp, labels)
+}
+
+async fn start(
+    state: &AppState,
+    caller: &Caller,
+    arrival: Instant,
+    body: Result<Bytes, BytesRejection>,
+    labels: &mut RequestLabels,
+    request_id: Option<String>,
 ) -> Result<Response, GatewayError> {
-    let bytes = super::body(&state, body)?;
-    let (req, provider, admission) = super::admit(&state, &caller, &bytes)?;
-    inc(&state.metrics.chat_completions);
-    let headers = admission.headers.clone();
-    let handle = generation::start(&state, &req, provider, admission)
+    let bytes = super::body(state, body)?;
+    let a = super::admit(state, caller, &bytes, labels, request_id)?;
+    let headers = a.admission.headers.clone();
+    let handle = generation::start(state, &a.req, a.provider, a.admission, a.labels, arrival)
         .await?
-        .spawn(&state);
+        .spawn(state);
     let id = handle.id().as_str();
     let mut resp = (
         StatusCode::CREATED,
@@ -101,7 +120,7 @@ pub async fn events(
     match handle.subscribe(after, format) {
         Ok(reader) => {
             if after > 0 {
-                inc(&state.metrics.resumes);
+                state.metrics.resumed();
             }
             Ok(super::sse_response(reader.into_sse(state.settings.keepalive)))
         }

@@ -1,8 +1,6 @@
 //! `GET /v1/usage`: the calling team's counters and limits. In open mode (no teams), the
 //! gateway's totals with `"team": null`.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
@@ -15,15 +13,12 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
 ) -> Json<Value> {
     Json(state.access.usage(&caller).unwrap_or_else(|| {
-        let g = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let (p, c) = (
-            g(&state.metrics.prompt_tokens),
-            g(&state.metrics.completion_tokens),
-        );
+        let t = &state.metrics.totals;
+        let (p, c) = (t.prompt_tokens.get(), t.completion_tokens.get());
         json!({
             "object": "team.usage",
             "team": null,
-            "requests": g(&state.metrics.chat_completions),
+            "requests": t.requests.get(),
             "prompt_tokens": p,
             "completion_tokens": c,
             "total_tokens": p + c,
