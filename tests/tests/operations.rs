@@ -205,6 +205,18 @@ async fn the_page_is_served_with_security_headers() {
     );
 }
 
+/// The first JSON log line with this message (waiting for it a while).
+async fn json_log_line(s: &sluice_tests::Sluice, message: &str) -> serde_json::Value {
+    wait_for(LIMIT, || async {
+        s.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == message)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no JSON log line '{message}' in:\n{}", s.logs()))
+}
+
 /// An upstream that answers 500 to everything, recording what it was sent.
 async fn failing_upstream() -> sluice_tests::scripted::ScriptedUpstream {
     sluice_tests::scripted::serve(vec![sluice_tests::scripted::full_response(
@@ -240,14 +252,7 @@ async fn request_ids_go_round_trip_to_the_upstream_and_the_log() {
         "{head}"
     );
     // The warning about the upstream is a JSON line carrying the request's ID.
-    let found = wait_for(LIMIT, || async {
-        s.logs()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["message"] == "upstream request failed")
-    })
-    .await
-    .unwrap_or_else(|| panic!("no JSON log line for the failure: {}", s.logs()));
+    let found = json_log_line(&s, "upstream request failed").await;
     assert_eq!(found["span"]["request_id"], "client-req-42", "{found}");
     assert_eq!(found["span"]["route"], "/v1/chat/completions", "{found}");
 }
@@ -363,14 +368,7 @@ async fn every_finished_stream_logs_one_summary_line_without_its_text() {
     let text = r.text().await.expect("body");
     let answer = content_of(&check_openai_wire(&text), 0);
     assert!(!answer.trim().is_empty());
-    let line = wait_for(LIMIT, || async {
-        s.logs()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["message"] == "stream finished")
-    })
-    .await
-    .unwrap_or_else(|| panic!("no summary line: {}", s.logs()));
+    let line = json_log_line(&s, "stream finished").await;
     assert_eq!(line["span"]["request_id"], "sum-1", "{line}");
     assert_eq!(line["outcome"], "completed", "{line}");
     assert_eq!(line["model"], "sluice-demo", "{line}");
