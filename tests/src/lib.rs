@@ -21,6 +21,7 @@ use tempfile::TempDir;
 
 pub mod config;
 pub mod e2e;
+pub mod redis;
 pub mod scripted;
 pub mod sdk;
 pub mod sse;

@@ -178,11 +178,70 @@ pub struct FileConfig {
     /// SHA-256 hashes of keys that may read `/metrics` from a non-loopback address when teams
     /// are configured.
     pub metrics_api_keys_sha256: Option<Vec<String>>,
+    /// Shared state for several instances (`[state]`).
+    pub state: Option<StateConfig>,
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub teams: Vec<TeamConfig>,
 }
+
+/// `[state]`: where instances share limits and streams. Without `redis_url`, in memory.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Also `SLUICE_REDIS_URL`.
+    pub redis_url: Option<String>,
+    /// `fail_open` | `fail_closed`. Also `SLUICE_REDIS_ON_FAILURE`.
+    pub on_failure: Option<String>,
+    /// Also `SLUICE_REDIS_TIMEOUT_MS`.
+    pub timeout_ms: Option<u64>,
+    /// Also `SLUICE_CONCURRENCY_LEASE_SECS`.
+    pub lease_secs: Option<u64>,
+    /// Also `SLUICE_OWNER_TIMEOUT_SECS`.
+    pub owner_timeout_secs: Option<u64>,
+}
+
+/// What Sluice does when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Serve anyway: limits fall back to this instance's own, with a warning; streams are
+    /// resumable on their own instance only.
+    FailOpen,
+    /// Refuse what needs shared state with 503 until Redis answers again.
+    FailClosed,
+}
+
+/// Shared state in Redis, validated.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// The URL as given (it may hold a password: never logged; see [`RedisSettings::redacted`]).
+    pub url: String,
+    pub on_failure: OnFailure,
+    /// Every Redis call gives up after this.
+    pub timeout: Duration,
+    /// A concurrency slot held by an instance that stopped renewing it is freed after this.
+    pub lease: Duration,
+    /// Readers of a stream whose owner stopped its heartbeat get `failed` after this.
+    pub owner_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// The URL without its password, for logs.
+    pub fn redacted(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => self.url.clone(),
+            },
+            None => "redis://?".into(),
+        }
+    }
+}
+
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 250;
+pub const DEFAULT_CONCURRENCY_LEASE_SECS: u64 = 30;
+pub const DEFAULT_OWNER_TIMEOUT_SECS: u64 = 15;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -273,6 +332,8 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     /// Hashes of the keys that may read `/metrics` remotely in team mode, lower-case hex.
     pub metrics_keys_sha256: Vec<String>,
+    /// `None`: state in memory (one instance).
+    pub redis: Option<RedisSettings>,
 }
 
 /// Reads and parses a TOML config file.
@@ -556,7 +617,9 @@ impl Settings {
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             metrics_keys_sha256: Vec::new(),
+            redis: None,
         };
+        s.redis = resolve_redis(file.state.clone().unwrap_or_default(), vars, &mut p);
         s.cors_origins = match var(vars, "SLUICE_CORS_ORIGINS") {
             Some(v) => p
                 .take(parse_origins("SLUICE_CORS_ORIGINS", split_list(v)))
@@ -733,6 +796,68 @@ fn resolve_providers(
         });
     }
     out
+}
+
+fn resolve_redis(st: StateConfig, vars: &Vars, p: &mut Problems) -> Option<RedisSettings> {
+    let (url, url_key) = match var(vars, "SLUICE_REDIS_URL") {
+        Some(u) => (u.to_owned(), "SLUICE_REDIS_URL"),
+        None => (st.redis_url?, "state.redis_url"),
+    };
+    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+    {
+        // Not the URL itself: it may carry a password.
+        p.push(ConfigError::new(
+            url_key,
+            "must be a redis://, rediss:// or unix:// URL",
+        ));
+    }
+    let (mode, mode_key) = match var(vars, "SLUICE_REDIS_ON_FAILURE") {
+        Some(m) => (Some(m.to_owned()), "SLUICE_REDIS_ON_FAILURE"),
+        None => (st.on_failure, "state.on_failure"),
+    };
+    let on_failure = match mode.as_deref().map(str::trim) {
+        None | Some("fail_open") => OnFailure::FailOpen,
+        Some("fail_closed") => OnFailure::FailClosed,
+        Some(other) => {
+            p.push(ConfigError::new(
+                mode_key,
+                format!("'{other}' is not fail_open or fail_closed"),
+            ));
+            OnFailure::FailOpen
+        }
+    };
+    let mut num = |name: &'static str, file: Option<u64>, default: u64| -> u64 {
+        let v = match var(vars, name) {
+            Some(v) => p.take(parse_num(name, v)).unwrap_or(default),
+            None => file.unwrap_or(default),
+        };
+        if v == 0 {
+            p.push(ConfigError::new(name, "must be at least 1"));
+        }
+        v
+    };
+    let timeout = num(
+        "SLUICE_REDIS_TIMEOUT_MS",
+        st.timeout_ms,
+        DEFAULT_REDIS_TIMEOUT_MS,
+    );
+    let lease = num(
+        "SLUICE_CONCURRENCY_LEASE_SECS",
+        st.lease_secs,
+        DEFAULT_CONCURRENCY_LEASE_SECS,
+    );
+    let owner_timeout = num(
+        "SLUICE_OWNER_TIMEOUT_SECS",
+        st.owner_timeout_secs,
+        DEFAULT_OWNER_TIMEOUT_SECS,
+    );
+    Some(RedisSettings {
+        url,
+        on_failure,
+        timeout: Duration::from_millis(timeout),
+        lease: Duration::from_secs(lease),
+        owner_timeout: Duration::from_secs(owner_timeout),
+    })
 }
 
 fn is_sha256_hex(h: &str) -> bool {

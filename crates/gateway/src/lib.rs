@@ -35,6 +35,8 @@ pub mod routes;
 pub mod routing;
 /// Building the shared state, serving, graceful shutdown.
 pub mod server;
+/// The Redis connection instances share limits and streams through (`SLUICE_REDIS_URL`).
+pub mod shared_state;
 /// What every handler shares.
 pub mod state;
 

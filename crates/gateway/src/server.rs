@@ -60,6 +60,8 @@ pub enum StartupError {
     Provider { name: String, message: String },
     #[error("cannot start the demo model: {0}")]
     Demo(std::io::Error),
+    #[error("cannot set up the redis connection: {0}")]
+    Redis(String),
 }
 
 /// Builds the shared state. With the demo on, the demo upstream is started on a loopback port
@@ -158,7 +160,17 @@ pub async fn build_state(
         });
     }
     let metrics = Metrics::new(registry.clone(), connections.clone(), &access);
+    let shared = match &settings.redis {
+        None => None,
+        Some(r) => {
+            let s = crate::shared_state::SharedState::new(r)
+                .map_err(|e| StartupError::Redis(e.to_string()))?;
+            tracing::info!(redis = %s.redacted_url, instance = %s.instance, on_failure = ?s.on_failure, "shared state in redis");
+            Some(Arc::new(s))
+        }
+    };
     Ok(AppState(Arc::new(Inner {
+        shared,
         access,
         settings,
         router,

@@ -28,6 +28,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Open client connections and their caps.
     pub connections: Arc<crate::connections::Connections>,
+    /// Redis, when several instances share state (`SLUICE_REDIS_URL`); `None`: in memory.
+    pub shared: Option<Arc<crate::shared_state::SharedState>>,
     /// Cancelled when shutdown starts: `/readyz` answers 503 from then on.
     pub draining: CancellationToken,
 }
