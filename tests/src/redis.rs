@@ -86,6 +86,8 @@ impl RedisServer {
             if self.ping() {
                 return;
             }
+            // Start-up of a test fixture (tens of ms), called before the test's own traffic.
+            #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("redis-server did not answer PING on port {}", self.port);
