@@ -138,7 +138,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         Ok(caller) => {
             req.extensions_mut().insert(caller.clone());
             let mut resp = next.run(req).await;
-            state.access.fill_headers(&caller, resp.headers_mut());
+            state.access.fill_headers(&caller, resp.headers_mut()).await;
             resp
         }
         Err(e) => e.into_response(),

@@ -44,6 +44,9 @@ pub enum GatewayError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The limits shared through Redis do not answer, and `on_failure` is `fail_closed`.
+    #[error("the shared rate limit state is unavailable; retry shortly")]
+    SharedStateUnavailable,
     /// As many streams are running as the gateway allows (`SLUICE_MAX_STREAMS`).
     #[error("{0}")]
     TooManyStreams(String),
@@ -83,9 +86,10 @@ impl GatewayError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) | Self::Draining | Self::TooManyStreams(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable(_)
+            | Self::SharedStateUnavailable
+            | Self::Draining
+            | Self::TooManyStreams(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(e) => upstream_status(e),
         }
     }
@@ -152,6 +156,9 @@ fn parts(e: &GatewayError) -> (String, Option<String>, Option<String>) {
         }
         GatewayError::RateLimited { kind, .. } => ((*kind).into(), s("rate_limit_exceeded"), None),
         GatewayError::Unavailable(_) => ("server_error".into(), s("unavailable"), None),
+        GatewayError::SharedStateUnavailable => {
+            ("server_error".into(), s("shared_state_unavailable"), None)
+        }
         GatewayError::Draining => ("server_error".into(), s("server_shutdown"), None),
         GatewayError::TooManyStreams(_) => ("server_error".into(), s("too_many_streams"), None),
         GatewayError::Upstream(a) => (
@@ -184,7 +191,9 @@ impl IntoResponse for GatewayError {
         let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
         match &self {
-            GatewayError::Draining | GatewayError::TooManyStreams(_) => {
+            GatewayError::Draining
+            | GatewayError::TooManyStreams(_)
+            | GatewayError::SharedStateUnavailable => {
                 headers.insert(
                     axum::http::header::RETRY_AFTER,
                     HeaderValue::from_static("1"),

@@ -140,7 +140,25 @@ pub async fn build_state(
             }
         });
     }
-    let access = Access::new(settings.teams.clone(), settings.rate_limit_window);
+    let shared = match &settings.redis {
+        None => None,
+        Some(r) => {
+            let s = crate::shared_state::SharedState::new(r)
+                .map_err(|e| StartupError::Redis(e.to_string()))?;
+            tracing::info!(redis = %s.redacted_url, instance = %s.instance, on_failure = ?s.on_failure, "shared state in redis");
+            Some(Arc::new(s))
+        }
+    };
+    // Team limits are shared through Redis when it is configured, else kept in this process.
+    let limit_store: Arc<dyn crate::access::LimitStore> = match &shared {
+        Some(s) => crate::access::RedisStore::new(s.clone()),
+        None => Arc::new(crate::access::MemoryStore::new()),
+    };
+    let access = Access::with_store(
+        settings.teams.clone(),
+        settings.rate_limit_window,
+        limit_store,
+    );
     let connections = crate::connections::Connections::new(crate::connections::Caps {
         max_total: max_connections,
         max_per_ip: settings.max_connections_per_ip,
@@ -160,15 +178,6 @@ pub async fn build_state(
         });
     }
     let metrics = Metrics::new(registry.clone(), connections.clone(), &access);
-    let shared = match &settings.redis {
-        None => None,
-        Some(r) => {
-            let s = crate::shared_state::SharedState::new(r)
-                .map_err(|e| StartupError::Redis(e.to_string()))?;
-            tracing::info!(redis = %s.redacted_url, instance = %s.instance, on_failure = ?s.on_failure, "shared state in redis");
-            Some(Arc::new(s))
-        }
-    };
     Ok(AppState(Arc::new(Inner {
         shared,
         access,

@@ -18,6 +18,7 @@
 //! end).
 //!
 //! The store is called only for limits a team has; the caller deals with unlimited ones.
+//! `super::redis_store` keeps the same state in Redis, with the same arithmetic in Lua.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,14 +61,14 @@ impl TeamLimits {
         }
     }
 
-    fn request_quota(&self) -> Option<RequestQuota> {
+    pub(crate) fn request_quota(&self) -> Option<RequestQuota> {
         self.requests.map(|per_window| RequestQuota {
             per_window,
             gcra: Gcra::new(per_window, self.burst, self.window),
         })
     }
 
-    fn token_quota(&self) -> Option<TokenBucket> {
+    pub(crate) fn token_quota(&self) -> Option<TokenBucket> {
         self.tokens.map(|t| TokenBucket::new(t, self.window))
     }
 }
@@ -100,40 +101,84 @@ pub struct Reservation {
     pub status: LimitStatus,
 }
 
-/// The state of every team's limits. Calls are short and never block on I/O in the in-memory
-/// store; a store backed by a server would make them async.
+/// Where an admission's slot and reservation are kept: in the shared store, or (Redis down
+/// with `fail_open`, or no Redis at all) in this process. Settling and releasing go back to the
+/// same place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Local,
+    Shared,
+}
+
+/// What an admission took: a stream slot (its lease ID), tokens, one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub origin: Origin,
+    /// The stream slot taken (only for a team with a concurrency limit).
+    pub slot: Option<u64>,
+    /// Tokens reserved (0 without a token limit): settle with exactly this.
+    pub reserved: u64,
+    pub requests: LimitStatus,
+    pub tokens: LimitStatus,
+}
+
+/// Why an admission was refused: the limit, and for a rate the time until it has room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Concurrency,
+    Tokens(Duration),
+    Requests(Duration),
+}
+
+/// The shared store did not answer in time and `on_failure` is `fail_closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// What [`LimitStore::admit`] answers: admitted or refused, or no answer at all.
+pub type AdmitOutcome = Result<Result<Admitted, Refusal>, Unavailable>;
+
+/// The state of every team's limits: [`MemoryStore`] in this process, or
+/// `super::redis_store::RedisStore` shared by every instance. A store that cannot answer
+/// falls back to its own memory (`fail_open`) or says [`Unavailable`] (`fail_closed`).
+#[async_trait::async_trait]
 pub trait LimitStore: Send + Sync + fmt::Debug {
-    /// Takes one request from the team's request limit; `Err` holds the time until one is free.
-    fn take_request(&self, team: &str, limits: &TeamLimits) -> Result<LimitStatus, Duration>;
-    /// Where the request limit stands, without taking from it.
-    fn request_status(&self, team: &str, limits: &TeamLimits) -> LimitStatus;
-    /// Reserves `estimate` tokens, at most the whole budget (so an estimate larger than the
-    /// budget is let through when the budget is full), if the budget has room for them; `Err`
-    /// holds the time until it has.
-    fn reserve_tokens(
+    /// Takes a stream slot (if the team has a concurrency limit), then reserves `estimate`
+    /// tokens (see [`TokenBucket::reserve`]), then one request, all or nothing: a refusal
+    /// leaves the team as it was.
+    async fn admit(&self, team: &str, limits: &TeamLimits, estimate: u64) -> AdmitOutcome;
+    /// Settles a reservation of `reserved` tokens with the `used` tokens, against the team's
+    /// budget as it is now (a reload may have changed its limits since). Nothing for a team
+    /// with no budget kept.
+    async fn settle(
+        &self,
+        team: &str,
+        origin: Origin,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), Unavailable>;
+    /// Gives a slot back.
+    async fn release(&self, team: &str, origin: Origin, slot: u64) -> Result<(), Unavailable>;
+    /// Where the request and token limits stand, without taking from them.
+    async fn status(
         &self,
         team: &str,
         limits: &TeamLimits,
-        estimate: u64,
-    ) -> Result<Reservation, Duration>;
-    /// Settles a reservation that took `reserved` tokens (0 for none) with the `used` tokens
-    /// really used, against the team's budget as it is now (a reload may have changed its
-    /// limits since the reservation). Does nothing for a team with no budget yet.
-    fn settle_tokens(&self, team: &str, reserved: u64, used: u64);
-    /// Where the token budget stands, without taking from it.
-    fn token_status(&self, team: &str, limits: &TeamLimits) -> LimitStatus;
-    /// Takes a stream slot if fewer than `max` are open.
-    fn open_stream(&self, team: &str, max: u32) -> bool;
-    /// Gives a slot taken by [`open_stream`](Self::open_stream) back.
-    fn close_stream(&self, team: &str);
-    /// Streams open now.
-    fn open_streams(&self, team: &str) -> u64;
+    ) -> Result<(LimitStatus, LimitStatus), Unavailable>;
+    /// Slots in use by the team, on every instance sharing the store.
+    async fn open_streams(&self, team: &str) -> Result<u64, Unavailable>;
+    /// Slots held through this instance (for `/metrics`, read at scrape time: no I/O).
+    fn open_streams_here(&self, team: &str) -> u64;
+    /// [`settle`](Self::settle) from a place that cannot wait (a drop): done now in memory,
+    /// spawned for a shared store.
+    fn settle_later(self: Arc<Self>, team: Arc<str>, origin: Origin, reserved: u64, used: u64);
+    /// [`release`](Self::release) likewise.
+    fn release_later(self: Arc<Self>, team: Arc<str>, origin: Origin, slot: u64);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RequestQuota {
-    per_window: u32,
-    gcra: Gcra,
+pub(crate) struct RequestQuota {
+    pub(crate) per_window: u32,
+    pub(crate) gcra: Gcra,
 }
 
 /// A team's request limiter: its quota and GCRA's theoretical arrival time.
@@ -272,8 +317,53 @@ fn token_status(tk: &Tokens, now: u64) -> LimitStatus {
     }
 }
 
-impl LimitStore for MemoryStore {
-    fn take_request(&self, team: &str, limits: &TeamLimits) -> Result<LimitStatus, Duration> {
+/// The in-process operations, synchronous: the trait's in-memory implementation, and the
+/// fallback of a shared store.
+impl MemoryStore {
+    /// Concurrency, tokens, requests, all or nothing (see [`LimitStore::admit`]).
+    pub fn admit_now(
+        &self,
+        team: &str,
+        limits: &TeamLimits,
+        estimate: u64,
+    ) -> Result<Admitted, Refusal> {
+        let slot = match limits.streams {
+            Some(max) if !self.open_stream(team, max) => return Err(Refusal::Concurrency),
+            Some(_) => Some(0),
+            None => None,
+        };
+        let undo_slot = || {
+            if slot.is_some() {
+                self.close_stream(team);
+            }
+        };
+        let tokens = match self.reserve_tokens(team, limits, estimate) {
+            Ok(r) => r,
+            Err(wait) => {
+                undo_slot();
+                return Err(Refusal::Tokens(wait));
+            }
+        };
+        match self.take_request(team, limits) {
+            Ok(requests) => Ok(Admitted {
+                origin: Origin::Local,
+                slot,
+                reserved: tokens.tokens,
+                requests,
+                tokens: tokens.status,
+            }),
+            Err(wait) => {
+                if tokens.tokens > 0 {
+                    self.settle_tokens(team, tokens.tokens, 0);
+                }
+                undo_slot();
+                Err(Refusal::Requests(wait))
+            }
+        }
+    }
+
+    /// Takes one request from the team's request limit; `Err` holds the time until one is free.
+    pub fn take_request(&self, team: &str, limits: &TeamLimits) -> Result<LimitStatus, Duration> {
         match limits.request_quota() {
             Some(q) => self.with_requests(team, q, |r, now| {
                 r.tat = q.gcra.take(r.tat, now).map_err(Duration::from_nanos)?;
@@ -283,14 +373,18 @@ impl LimitStore for MemoryStore {
         }
     }
 
-    fn request_status(&self, team: &str, limits: &TeamLimits) -> LimitStatus {
+    /// Where the request limit stands, without taking from it.
+    pub fn request_status(&self, team: &str, limits: &TeamLimits) -> LimitStatus {
         match limits.request_quota() {
             Some(q) => self.with_requests(team, q, |r, now| request_status(r, now)),
             None => LimitStatus::UNLIMITED,
         }
     }
 
-    fn reserve_tokens(
+    /// Reserves `estimate` tokens, at most the whole budget (so an estimate larger than the
+    /// budget is let through when the budget is full), if the budget has room for them; `Err`
+    /// holds the time until it has.
+    pub fn reserve_tokens(
         &self,
         team: &str,
         limits: &TeamLimits,
@@ -314,7 +408,8 @@ impl LimitStore for MemoryStore {
         }
     }
 
-    fn settle_tokens(&self, team: &str, reserved: u64, used: u64) {
+    /// Settles a reservation that took `reserved` tokens with the `used` tokens.
+    pub fn settle_tokens(&self, team: &str, reserved: u64, used: u64) {
         // Against the budget as it is now, even if a reload changed its quota since the
         // reservation (rebuilding it under the old quota would undo the reload).
         if let Some(t) = read(&self.teams).get(team) {
@@ -324,14 +419,16 @@ impl LimitStore for MemoryStore {
         }
     }
 
-    fn token_status(&self, team: &str, limits: &TeamLimits) -> LimitStatus {
+    /// Where the token budget stands, without taking from it.
+    pub fn token_status(&self, team: &str, limits: &TeamLimits) -> LimitStatus {
         match limits.token_quota() {
             Some(q) => self.with_tokens(team, q, |tk, now| token_status(tk, now)),
             None => LimitStatus::UNLIMITED,
         }
     }
 
-    fn open_stream(&self, team: &str, max: u32) -> bool {
+    /// Takes a stream slot if fewer than `max` are open.
+    pub fn open_stream(&self, team: &str, max: u32) -> bool {
         let t = self.team(team);
         let mut n = lock(&t.streams);
         if *n < u64::from(max) {
@@ -342,14 +439,66 @@ impl LimitStore for MemoryStore {
         }
     }
 
-    fn close_stream(&self, team: &str) {
+    /// Gives a slot back.
+    pub fn close_stream(&self, team: &str) {
         let t = self.team(team);
         let mut n = lock(&t.streams);
         *n = n.saturating_sub(1);
     }
 
-    fn open_streams(&self, team: &str) -> u64 {
+    /// Streams open now.
+    pub fn open_streams(&self, team: &str) -> u64 {
         read(&self.teams).get(team).map_or(0, |t| *lock(&t.streams))
+    }
+}
+
+#[async_trait::async_trait]
+impl LimitStore for MemoryStore {
+    async fn admit(&self, team: &str, limits: &TeamLimits, estimate: u64) -> AdmitOutcome {
+        Ok(self.admit_now(team, limits, estimate))
+    }
+
+    async fn settle(
+        &self,
+        team: &str,
+        _: Origin,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), Unavailable> {
+        self.settle_tokens(team, reserved, used);
+        Ok(())
+    }
+
+    async fn release(&self, team: &str, _: Origin, _: u64) -> Result<(), Unavailable> {
+        self.close_stream(team);
+        Ok(())
+    }
+
+    async fn status(
+        &self,
+        team: &str,
+        limits: &TeamLimits,
+    ) -> Result<(LimitStatus, LimitStatus), Unavailable> {
+        Ok((
+            self.request_status(team, limits),
+            self.token_status(team, limits),
+        ))
+    }
+
+    async fn open_streams(&self, team: &str) -> Result<u64, Unavailable> {
+        Ok(MemoryStore::open_streams(self, team))
+    }
+
+    fn open_streams_here(&self, team: &str) -> u64 {
+        MemoryStore::open_streams(self, team)
+    }
+
+    fn settle_later(self: Arc<Self>, team: Arc<str>, _: Origin, reserved: u64, used: u64) {
+        self.settle_tokens(&team, reserved, used);
+    }
+
+    fn release_later(self: Arc<Self>, team: Arc<str>, _: Origin, _: u64) {
+        self.close_stream(&team);
     }
 }
 

@@ -71,6 +71,7 @@ pub mod estimate;
 pub mod headers;
 pub mod limits;
 pub mod rate;
+pub mod redis_store;
 pub mod usage;
 
 use std::sync::{Arc, RwLock};
@@ -83,7 +84,11 @@ use serde_json::{json, Value};
 use crate::config::TeamConfig;
 use crate::error::GatewayError;
 pub use auth::{presented_key, AuthProblem};
-pub use limits::{LimitStatus, LimitStore, MemoryStore, Reservation, TeamLimits};
+pub use limits::{
+    Admitted, LimitStatus, LimitStore, MemoryStore, Origin, Refusal, Reservation, TeamLimits,
+    Unavailable,
+};
+pub use redis_store::RedisStore;
 pub use usage::{LimitKind, TeamUsage, UsageBook};
 
 /// A configured team, as the current config describes it.
@@ -176,11 +181,14 @@ impl Admission {
 struct Charge {
     store: Arc<dyn LimitStore>,
     team: Arc<Team>,
+    /// Where the slot and the reservation are kept.
+    origin: Origin,
     /// Tokens taken from the budget at admission (0 without a token limit): what settling
     /// gives back before taking the real usage.
     reserved: u64,
     prompt_estimate: u64,
-    slot: bool,
+    /// The stream slot held (its lease), if the team has a concurrency limit.
+    slot: Option<u64>,
     /// The request went upstream: dropping the charge unsettled charges the prompt estimate.
     sent: bool,
     settled: bool,
@@ -194,8 +202,9 @@ impl Charge {
         }
         self.team.usage.charged(prompt, completion);
         if self.team.limits.tokens.is_some() {
-            self.store.settle_tokens(
-                &self.team.name,
+            self.store.clone().settle_later(
+                self.team.name.clone(),
+                self.origin,
                 self.reserved,
                 prompt.saturating_add(completion),
             );
@@ -208,15 +217,19 @@ impl Charge {
             return;
         }
         if self.reserved > 0 {
-            self.store.settle_tokens(&self.team.name, self.reserved, 0);
+            self.store
+                .clone()
+                .settle_later(self.team.name.clone(), self.origin, self.reserved, 0);
         }
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        if self.slot {
-            self.store.close_stream(&self.team.name);
+        if let Some(slot) = self.slot.take() {
+            self.store
+                .clone()
+                .release_later(self.team.name.clone(), self.origin, slot);
         }
         if self.sent {
             // The client went away while the upstream was working on the request: the prompt
@@ -350,8 +363,13 @@ impl Access {
     }
 
     /// Checks the caps on what `req` may ask for (for everyone: see `estimate`), then the
-    /// caller's model permission and limits.
-    pub fn admit(&self, caller: &Caller, req: &ChatRequest) -> Result<Admission, GatewayError> {
+    /// caller's model permission and limits (one call to the limit store, none for a team
+    /// without limits).
+    pub async fn admit(
+        &self,
+        caller: &Caller,
+        req: &ChatRequest,
+    ) -> Result<Admission, GatewayError> {
         estimate::check_caps(req)?;
         if caller.team.is_none() {
             return Ok(Admission::default());
@@ -371,91 +389,64 @@ impl Access {
         let prompt_estimate = estimate::prompt_tokens(req);
         let estimate =
             prompt_estimate.saturating_add(estimate::completion_budget(req, l.default_max_tokens));
-        // Dropping `charge` on a refusal below gives back what it holds so far.
-        let mut charge = Charge {
-            store: self.store.clone(),
-            team: team.clone(),
-            reserved: 0,
-            prompt_estimate,
-            slot: false,
-            sent: false,
-            settled: false,
-        };
-        if let Some(max) = l.streams {
-            if !self.store.open_stream(&team.name, max) {
-                return Err(reject(
-                    &team,
-                    LimitKind::Concurrency,
-                    Duration::from_secs(1),
-                    format!(
-                        "Too many concurrent streams for team '{}': limit {max}. Try again when one of them has ended.",
-                        team.name
-                    ),
-                ));
+        let admitted = if l.requests.is_none() && l.tokens.is_none() && l.streams.is_none() {
+            Admitted {
+                origin: Origin::Local,
+                slot: None,
+                reserved: 0,
+                requests: LimitStatus::UNLIMITED,
+                tokens: LimitStatus::UNLIMITED,
             }
-            charge.slot = true;
-        }
-        let tokens = match self.store.reserve_tokens(&team.name, &l, estimate) {
-            Ok(r) => {
-                charge.reserved = r.tokens;
-                r.status
-            }
-            Err(wait) => {
-                return Err(reject(
-                    &team,
-                    LimitKind::Tokens,
-                    wait,
-                    format!(
-                        "Rate limit reached for team '{}' on tokens per minute: limit {}, requested {estimate} (prompt estimate plus max_tokens times n). Please try again in {}s.",
-                        team.name,
-                        l.tokens.unwrap_or_default(),
-                        retry_after_secs(wait)
-                    ),
-                ))
-            }
-        };
-        let requests = match self.store.take_request(&team.name, &l) {
-            Ok(st) => st,
-            Err(wait) => {
-                return Err(reject(
-                    &team,
-                    LimitKind::Requests,
-                    wait,
-                    format!(
-                        "Rate limit reached for team '{}' on requests per minute: limit {}. Please try again in {}s.",
-                        team.name,
-                        l.requests.unwrap_or_default(),
-                        retry_after_secs(wait)
-                    ),
-                ))
+        } else {
+            match self.store.admit(&team.name, &l, estimate).await {
+                Ok(Ok(a)) => a,
+                Ok(Err(refusal)) => return Err(refused(&team, refusal, estimate)),
+                Err(Unavailable) => {
+                    tracing::debug!(team = %team.name, "request refused: the shared limits do not answer");
+                    return Err(GatewayError::SharedStateUnavailable);
+                }
             }
         };
         team.usage.admitted();
         Ok(Admission {
-            headers: headers::rate_limit_headers(requests, tokens),
-            charge: Some(charge),
+            headers: headers::rate_limit_headers(admitted.requests, admitted.tokens),
+            charge: Some(Charge {
+                store: self.store.clone(),
+                team,
+                origin: admitted.origin,
+                reserved: admitted.reserved,
+                prompt_estimate,
+                slot: admitted.slot,
+                sent: false,
+                settled: false,
+            }),
         })
     }
 
     /// The `x-ratelimit-*` headers for a team response, showing where the limits stand now
     /// without taking from them. Empty in open mode.
-    pub fn headers(&self, caller: &Caller) -> HeaderMap {
-        match self.current(caller) {
-            Some(team) => headers::rate_limit_headers(
-                self.store.request_status(&team.name, &team.limits),
-                self.store.token_status(&team.name, &team.limits),
-            ),
-            None => HeaderMap::new(),
+    /// Empty too when the shared limits do not answer (`fail_closed`).
+    pub async fn headers(&self, caller: &Caller) -> HeaderMap {
+        let Some(team) = self.current(caller) else {
+            return HeaderMap::new();
+        };
+        let l = &team.limits;
+        if l.requests.is_none() && l.tokens.is_none() {
+            return headers::rate_limit_headers(LimitStatus::UNLIMITED, LimitStatus::UNLIMITED);
+        }
+        match self.store.status(&team.name, l).await {
+            Ok((requests, tokens)) => headers::rate_limit_headers(requests, tokens),
+            Err(Unavailable) => HeaderMap::new(),
         }
     }
 
     /// Adds the `x-ratelimit-*` headers that a team response does not carry yet (an admitted
     /// request carries its own from the moment of admission).
-    pub fn fill_headers(&self, caller: &Caller, out: &mut HeaderMap) {
+    pub async fn fill_headers(&self, caller: &Caller, out: &mut HeaderMap) {
         if caller.team.is_none() || headers::ALL.iter().all(|h| out.contains_key(*h)) {
             return;
         }
-        for (name, value) in self.headers(caller) {
+        for (name, value) in self.headers(caller).await {
             if let Some(name) = name {
                 if !out.contains_key(&name) {
                     out.insert::<HeaderName>(name, value);
@@ -506,18 +497,20 @@ impl Access {
     }
 
     /// `GET /v1/usage` for the caller's team; `None` in open mode.
-    pub fn usage(&self, caller: &Caller) -> Option<Value> {
+    /// `open_streams` counts every instance's (this one's, if the shared limits do not answer).
+    pub async fn usage(&self, caller: &Caller) -> Option<Value> {
         let stale = caller.team.as_ref()?;
         let team = self.current(caller).unwrap_or_else(|| stale.clone());
         let s = team.usage.snapshot();
         let l = team.limits;
+        let open_streams = match self.store.open_streams(&team.name).await {
+            Ok(n) => n,
+            Err(Unavailable) => self.store.open_streams_here(&team.name),
+        };
         let mut v = json!({ "object": "team.usage", "team": &*team.name });
         if let (Some(o), Value::Object(counts)) = (v.as_object_mut(), s.to_json()) {
             o.extend(counts);
-            o.insert(
-                "open_streams".into(),
-                self.store.open_streams(&team.name).into(),
-            );
+            o.insert("open_streams".into(), open_streams.into());
             o.insert(
                 "limits".into(),
                 json!({
@@ -535,6 +528,45 @@ impl Access {
     /// Registers the per-team families (`sluice_team_*`) for `/metrics`.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.usage.register(registry, self.store.clone());
+    }
+}
+
+/// The 429 for a refusal, with its message.
+fn refused(team: &Team, refusal: Refusal, estimate: u64) -> GatewayError {
+    let l = &team.limits;
+    match refusal {
+        Refusal::Concurrency => reject(
+            team,
+            LimitKind::Concurrency,
+            Duration::from_secs(1),
+            format!(
+                "Too many concurrent streams for team '{}': limit {}. Try again when one of them has ended.",
+                team.name,
+                l.streams.unwrap_or_default()
+            ),
+        ),
+        Refusal::Tokens(wait) => reject(
+            team,
+            LimitKind::Tokens,
+            wait,
+            format!(
+                "Rate limit reached for team '{}' on tokens per minute: limit {}, requested {estimate} (prompt estimate plus max_tokens times n). Please try again in {}s.",
+                team.name,
+                l.tokens.unwrap_or_default(),
+                retry_after_secs(wait)
+            ),
+        ),
+        Refusal::Requests(wait) => reject(
+            team,
+            LimitKind::Requests,
+            wait,
+            format!(
+                "Rate limit reached for team '{}' on requests per minute: limit {}. Please try again in {}s.",
+                team.name,
+                l.requests.unwrap_or_default(),
+                retry_after_secs(wait)
+            ),
+        ),
     }
 }
 
@@ -593,28 +625,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn retry_after_rounds_up_to_at_least_one() {
+    #[tokio::test]
+    async fn retry_after_rounds_up_to_at_least_one() {
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
     }
 
-    #[test]
-    fn open_mode_lets_everyone_in() {
+    #[tokio::test]
+    async fn open_mode_lets_everyone_in() {
         let a = Access::default();
         assert!(a.open_mode());
         let c = a.authenticate(&HeaderMap::new()).unwrap();
         assert!(c.team.is_none());
-        let adm = a.admit(&c, &req(CHAT)).unwrap();
+        let adm = a.admit(&c, &req(CHAT)).await.unwrap();
         assert!(adm.headers.is_empty());
-        assert!(a.headers(&c).is_empty());
-        assert!(a.usage(&c).is_none());
+        assert!(a.headers(&c).await.is_empty());
+        assert!(a.usage(&c).await.is_none());
     }
 
-    #[test]
-    fn keys_identify_teams() {
+    #[tokio::test]
+    async fn keys_identify_teams() {
         let (k1, h1) = crate::keys::generate();
         let (k2, h2) = crate::keys::generate();
         let a = Access::new(
@@ -630,8 +662,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn models_are_checked() {
+    #[tokio::test]
+    async fn models_are_checked() {
         let (k, h) = crate::keys::generate();
         let mut t = team("a", &h);
         t.models = vec!["sluice-*".into()];
@@ -639,47 +671,40 @@ mod tests {
         let c = a.authenticate(&bearer(&k)).unwrap();
         assert!(a.may_use(&c, "sluice-demo"));
         assert!(!a.may_use(&c, "gpt-4o"));
-        let e = a.admit(&c, &req(CHAT)).unwrap_err();
+        let e = a.admit(&c, &req(CHAT)).await.unwrap_err();
         assert!(matches!(e, GatewayError::Forbidden(_)));
     }
 
-    #[test]
-    fn slots_come_back_on_drop_and_refusals_cost_nothing() {
+    #[tokio::test]
+    async fn slots_come_back_on_drop_and_refusals_cost_nothing() {
         let (k, h) = crate::keys::generate();
         let mut t = team("a", &h);
         t.max_concurrent_streams = Some(2);
         t.tokens_per_minute = Some(1000);
         let a = Access::new(vec![t], Duration::from_secs(60));
         let c = a.authenticate(&bearer(&k)).unwrap();
-        let one = a.admit(&c, &req(CHAT)).unwrap();
-        let two = a.admit(&c, &req(CHAT)).unwrap();
-        let e = a.admit(&c, &req(CHAT)).unwrap_err();
+        let one = a.admit(&c, &req(CHAT)).await.unwrap();
+        let two = a.admit(&c, &req(CHAT)).await.unwrap();
+        let e = a.admit(&c, &req(CHAT)).await.unwrap_err();
         assert_eq!(kind(&e), ("concurrency", 1));
         // The refused request reserved nothing: 2 x (prompt estimate + 10) are out.
         let est = estimate::prompt_tokens(&req(CHAT)) + 10;
-        let remaining = |a: &Access| {
-            a.headers(&c)["x-ratelimit-remaining-tokens"]
-                .to_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        };
-        assert!(remaining(&a) <= 1000 - 2 * est);
+        assert!(remaining_tokens(&a, &c).await <= 1000 - 2 * est);
         one.settle(5, 3);
         drop(two); // not settled: refunded
-        assert!(remaining(&a) >= 1000 - 8 - 1);
-        let u = a.usage(&c).unwrap();
+        assert!(remaining_tokens(&a, &c).await >= 1000 - 8 - 1);
+        let u = a.usage(&c).await.unwrap();
         assert_eq!(u["requests"], 2);
         assert_eq!(u["prompt_tokens"], 5);
         assert_eq!(u["completion_tokens"], 3);
         assert_eq!(u["rejected"]["concurrency"], 1);
         assert_eq!(u["open_streams"], 0);
-        let _again = a.admit(&c, &req(CHAT)).unwrap();
-        assert_eq!(a.usage(&c).unwrap()["open_streams"], 1);
+        let _again = a.admit(&c, &req(CHAT)).await.unwrap();
+        assert_eq!(a.usage(&c).await.unwrap()["open_streams"], 1);
     }
 
-    #[test]
-    fn token_budget_refuses_with_the_wait() {
+    #[tokio::test]
+    async fn token_budget_refuses_with_the_wait() {
         let (k, h) = crate::keys::generate();
         let mut t = team("a", &h);
         // 600 tokens per 6 s: 100 a second.
@@ -689,78 +714,80 @@ mod tests {
         // Prompt estimate: 59 bytes of body -> 15; with max_tokens 485: 500.
         let big = req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":485}"#);
         assert_eq!(estimate::prompt_tokens(&big), 15);
-        let adm = a.admit(&c, &big).unwrap();
+        let adm = a.admit(&c, &big).await.unwrap();
         assert_eq!(adm.headers["x-ratelimit-limit-tokens"], "600");
         assert_eq!(adm.headers["x-ratelimit-remaining-tokens"], "100");
         assert_eq!(adm.headers["x-ratelimit-reset-tokens"], "5s");
         adm.settle(8, 192); // 200 used, 300 back: 400 left
-        let e = a.admit(&c, &big).unwrap_err();
+        let e = a.admit(&c, &big).await.unwrap_err();
         assert_eq!(kind(&e), ("tokens", 1));
-        let cut = a.admit(
-            &c,
-            &req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":285}"#),
-        );
+        let cut = a
+            .admit(
+                &c,
+                &req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":285}"#),
+            )
+            .await;
         let cut = cut.unwrap();
         cut.settle_estimated(2); // prompt estimate 15 + 2 estimated
-        let u = a.usage(&c).unwrap();
+        let u = a.usage(&c).await.unwrap();
         assert_eq!(u["prompt_tokens"], 23);
         assert_eq!(u["completion_tokens"], 194);
         assert_eq!(u["rejected"]["tokens"], 1);
     }
 
-    fn remaining_tokens(a: &Access, c: &Caller) -> u64 {
-        a.headers(c)["x-ratelimit-remaining-tokens"]
+    async fn remaining_tokens(a: &Access, c: &Caller) -> u64 {
+        a.headers(c).await["x-ratelimit-remaining-tokens"]
             .to_str()
             .unwrap()
             .parse()
             .unwrap()
     }
 
-    #[test]
-    fn what_an_admission_charges_on_each_way_it_ends() {
+    #[tokio::test]
+    async fn what_an_admission_charges_on_each_way_it_ends() {
         let (k, h) = crate::keys::generate();
         let mut t = team("a", &h);
         t.tokens_per_minute = Some(100_000);
         let a = Access::new(vec![t], Duration::from_secs(60));
         let c = a.authenticate(&bearer(&k)).unwrap();
         let p = estimate::prompt_tokens(&req(CHAT));
-        let charged = |a: &Access| {
-            let u = a.usage(&c).unwrap();
+        async fn charged_to(a: &Access, c: &Caller) -> (u64, u64) {
+            let u = a.usage(c).await.unwrap();
             (
                 u["prompt_tokens"].as_u64().unwrap(),
                 u["completion_tokens"].as_u64().unwrap(),
             )
-        };
+        }
         // Dropped before it went upstream: nothing.
-        drop(a.admit(&c, &req(CHAT)).unwrap());
-        assert_eq!(charged(&a), (0, 0));
-        assert_eq!(remaining_tokens(&a, &c), 100_000);
+        drop(a.admit(&c, &req(CHAT)).await.unwrap());
+        assert_eq!(charged_to(&a, &c).await, (0, 0));
+        assert_eq!(remaining_tokens(&a, &c).await, 100_000);
         // Refused by the upstream: nothing.
-        let mut adm = a.admit(&c, &req(CHAT)).unwrap();
+        let mut adm = a.admit(&c, &req(CHAT)).await.unwrap();
         adm.sent_upstream();
         adm.refund();
-        assert_eq!(charged(&a), (0, 0));
-        assert_eq!(remaining_tokens(&a, &c), 100_000);
+        assert_eq!(charged_to(&a, &c).await, (0, 0));
+        assert_eq!(remaining_tokens(&a, &c).await, 100_000);
         // The client left while the upstream worked: the prompt estimate.
-        let mut adm = a.admit(&c, &req(CHAT)).unwrap();
+        let mut adm = a.admit(&c, &req(CHAT)).await.unwrap();
         adm.sent_upstream();
         drop(adm);
-        assert_eq!(charged(&a), (p, 0));
-        assert!((100_000 - p..=100_000 - p + 1).contains(&remaining_tokens(&a, &c)));
+        assert_eq!(charged_to(&a, &c).await, (p, 0));
+        assert!((100_000 - p..=100_000 - p + 1).contains(&remaining_tokens(&a, &c).await));
         // No usage from the upstream: the prompt estimate and the completion's.
-        let mut adm = a.admit(&c, &req(CHAT)).unwrap();
+        let mut adm = a.admit(&c, &req(CHAT)).await.unwrap();
         adm.sent_upstream();
         adm.settle_estimated(40);
-        assert_eq!(charged(&a), (2 * p, 40));
-        assert!(remaining_tokens(&a, &c) <= 100_000 - 2 * p - 40 + 1);
+        assert_eq!(charged_to(&a, &c).await, (2 * p, 40));
+        assert!(remaining_tokens(&a, &c).await <= 100_000 - 2 * p - 40 + 1);
     }
 
-    #[test]
-    fn caps_apply_to_every_caller_before_any_limit() {
+    #[tokio::test]
+    async fn caps_apply_to_every_caller_before_any_limit() {
         let huge =
             req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":18446744073709551615}"#);
         let open = Access::default();
-        let e = open.admit(&Caller::default(), &huge).unwrap_err();
+        let e = open.admit(&Caller::default(), &huge).await.unwrap_err();
         assert!(
             matches!(e, GatewayError::BadRequest { param: Some(ref p), .. } if p == "max_tokens")
         );
@@ -770,56 +797,56 @@ mod tests {
         let a = Access::new(vec![t], Duration::from_secs(60));
         let c = a.authenticate(&bearer(&k)).unwrap();
         assert!(matches!(
-            a.admit(&c, &huge).unwrap_err(),
+            a.admit(&c, &huge).await.unwrap_err(),
             GatewayError::BadRequest { .. }
         ));
-        assert_eq!(a.usage(&c).unwrap()["requests"], 0);
-        assert_eq!(remaining_tokens(&a, &c), 30);
+        assert_eq!(a.usage(&c).await.unwrap()["requests"], 0);
+        assert_eq!(remaining_tokens(&a, &c).await, 30);
         // The biggest allowed request takes the whole budget, for one window at most.
         let big =
             req(r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":16777216,"n":128}"#);
-        let adm = a.admit(&c, &big).unwrap();
+        let adm = a.admit(&c, &big).await.unwrap();
         assert_eq!(adm.headers["x-ratelimit-remaining-tokens"], "0");
         assert_eq!(adm.headers["x-ratelimit-reset-tokens"], "1m0s");
-        let e = a.admit(&c, &req(CHAT)).unwrap_err();
+        let e = a.admit(&c, &req(CHAT)).await.unwrap_err();
         assert!(kind(&e).1 <= 60);
         drop(adm);
-        assert_eq!(remaining_tokens(&a, &c), 30);
+        assert_eq!(remaining_tokens(&a, &c).await, 30);
     }
 
-    #[test]
-    fn request_limit_and_headers() {
+    #[tokio::test]
+    async fn request_limit_and_headers() {
         let (k, h) = crate::keys::generate();
         let mut t = team("a", &h);
         t.requests_per_minute = Some(60);
         t.request_burst = Some(3);
         let a = Access::new(vec![t], Duration::from_secs(60));
         let c = a.authenticate(&bearer(&k)).unwrap();
-        let h0 = a.headers(&c);
+        let h0 = a.headers(&c).await;
         assert_eq!(h0["x-ratelimit-limit-requests"], "60");
         assert_eq!(h0["x-ratelimit-remaining-requests"], "3");
         assert_eq!(h0["x-ratelimit-reset-requests"], "0s");
         assert_eq!(h0["x-ratelimit-limit-tokens"], "4294967295");
         for left in ["2", "1", "0"] {
-            let adm = a.admit(&c, &req(CHAT)).unwrap();
+            let adm = a.admit(&c, &req(CHAT)).await.unwrap();
             assert_eq!(adm.headers["x-ratelimit-remaining-requests"], left);
         }
-        let e = a.admit(&c, &req(CHAT)).unwrap_err();
+        let e = a.admit(&c, &req(CHAT)).await.unwrap_err();
         assert_eq!(kind(&e), ("requests", 1));
         let mut out = HeaderMap::new();
         out.insert(
             "x-ratelimit-limit-requests",
             HeaderValue::from_static("keep"),
         );
-        a.fill_headers(&c, &mut out);
+        a.fill_headers(&c, &mut out).await;
         assert_eq!(out.len(), 6);
         assert_eq!(out["x-ratelimit-limit-requests"], "keep");
         assert_eq!(out["x-ratelimit-remaining-requests"], "0");
-        assert_eq!(a.usage(&c).unwrap()["rejected"]["requests"], 1);
+        assert_eq!(a.usage(&c).await.unwrap()["rejected"]["requests"], 1);
     }
 
-    #[test]
-    fn reload_keeps_unchanged_limiters_and_counters() {
+    #[tokio::test]
+    async fn reload_keeps_unchanged_limiters_and_counters() {
         let (ka, ha) = crate::keys::generate();
         let (kb, hb) = crate::keys::generate();
         let (kc, hc) = crate::keys::generate();
@@ -833,22 +860,25 @@ mod tests {
         let a = Access::new(vec![limited("a", &ha), limited("b", &hb)], w);
         let ca = a.authenticate(&bearer(&ka)).unwrap();
         let cb = a.authenticate(&bearer(&kb)).unwrap();
-        drop(a.admit(&ca, &req(CHAT)).unwrap());
-        drop(a.admit(&cb, &req(CHAT)).unwrap());
-        assert!(a.admit(&ca, &req(CHAT)).is_err());
-        assert!(a.admit(&cb, &req(CHAT)).is_err());
+        drop(a.admit(&ca, &req(CHAT)).await.unwrap());
+        drop(a.admit(&cb, &req(CHAT)).await.unwrap());
+        assert!(a.admit(&ca, &req(CHAT)).await.is_err());
+        assert!(a.admit(&cb, &req(CHAT)).await.is_err());
         // b gets a bigger burst and a new key; a is unchanged; c is new.
         let mut b2 = limited("b", &hb);
         b2.request_burst = Some(5);
         b2.api_keys_sha256.push(hc.clone());
         let summary = a.reload(vec![limited("a", &ha), b2], w).expect("reload");
         assert!(summary.contains("changed [b]"), "{summary}");
-        assert!(a.admit(&ca, &req(CHAT)).is_err(), "a's limiter was reset");
+        assert!(
+            a.admit(&ca, &req(CHAT)).await.is_err(),
+            "a's limiter was reset"
+        );
         // The caller authenticated before the reload is admitted under b's new limits.
-        assert!(a.admit(&cb, &req(CHAT)).is_ok());
+        assert!(a.admit(&cb, &req(CHAT)).await.is_ok());
         assert_eq!(a.authenticate(&bearer(&kc)).unwrap().team_name(), Some("b"));
-        assert_eq!(a.usage(&ca).unwrap()["requests"], 1);
-        assert_eq!(a.usage(&ca).unwrap()["rejected"]["requests"], 2);
+        assert_eq!(a.usage(&ca).await.unwrap()["requests"], 1);
+        assert_eq!(a.usage(&ca).await.unwrap()["rejected"]["requests"], 2);
         // To open mode: refused. A bad table: refused.
         assert!(a.reload(vec![], w).is_err());
         assert!(a.reload(vec![team("x", "nothex")], w).is_err());
@@ -857,7 +887,7 @@ mod tests {
         a.reload(vec![limited("b", &hb)], w).unwrap();
         assert!(a.authenticate(&bearer(&ka)).is_err());
         assert!(matches!(
-            a.admit(&ca, &req(CHAT)).unwrap_err(),
+            a.admit(&ca, &req(CHAT)).await.unwrap_err(),
             GatewayError::Unauthorized(_)
         ));
         let mut registry = prometheus_client::registry::Registry::default();

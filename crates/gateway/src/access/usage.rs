@@ -183,7 +183,8 @@ impl UsageBook {
     }
 }
 
-/// `sluice_team_open_streams`: each team's concurrency slots in use, from the limit store.
+/// `sluice_team_open_streams`: each team's concurrency slots in use through this instance,
+/// from the limit store (with shared limits, the sum over the instances is the team's total).
 #[derive(Debug)]
 struct OpenStreams {
     teams: Teams,
@@ -209,7 +210,7 @@ impl Collector for OpenStreams {
             MetricType::Gauge,
         )?;
         for team in names {
-            let v = self.store.open_streams(&team);
+            let v = self.store.open_streams_here(&team);
             let label = TeamLabel { team };
             ConstGauge::new(v).encode(family.encode_family(&label)?)?;
         }

@@ -59,7 +59,7 @@ async fn answer(
         provider,
         mut admission,
         labels: stream_labels,
-    } = super::admit(state, caller, &bytes, labels, request_id)?;
+    } = super::admit(state, caller, &bytes, labels, request_id).await?;
     let headers = admission.headers.clone();
     let mut resp = if req.stream {
         let started =

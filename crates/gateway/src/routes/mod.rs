@@ -66,7 +66,7 @@ pub fn labelled(resp: Result<Response, GatewayError>, labels: RequestLabels) -> 
 /// Parses and admits a chat request: validation, model routing, team permission and limits.
 /// `labels` gets the model's label once it is routed, so that a refusal after that (403, 429)
 /// is counted under its model too.
-pub fn admit<'a>(
+pub async fn admit<'a>(
     state: &'a AppState,
     caller: &Caller,
     bytes: &[u8],
@@ -84,7 +84,7 @@ pub fn admit<'a>(
         .route_labelled(&req.model)
         .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
     labels.model = state.router.model_label(&req.model);
-    let admission = state.access.admit(caller, &req)?;
+    let admission = state.access.admit(caller, &req).await?;
     state.metrics.admitted();
     Ok(Admitted {
         labels: StreamLabels {

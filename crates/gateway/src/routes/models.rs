@@ -18,6 +18,7 @@ pub async fn list(State(state): State<AppState>, Extension(caller): Extension<Ca
         .map(|(id, owner)| json!({ "id": id, "object": "model", "created": 0, "owned_by": owner }))
         .collect();
     let mut resp = Json(json!({ "object": "list", "data": data })).into_response();
-    resp.headers_mut().extend(state.access.headers(&caller));
+    resp.headers_mut()
+        .extend(state.access.headers(&caller).await);
     resp
 }

@@ -44,7 +44,7 @@ async fn start(
     request_id: Option<String>,
 ) -> Result<Response, GatewayError> {
     let bytes = super::body(state, body)?;
-    let a = super::admit(state, caller, &bytes, labels, request_id)?;
+    let a = super::admit(state, caller, &bytes, labels, request_id).await?;
     let headers = a.admission.headers.clone();
     let handle = generation::start(state, &a.req, a.provider, a.admission, a.labels, arrival)
         .await?

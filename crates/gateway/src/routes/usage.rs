@@ -12,7 +12,7 @@ pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Json<Value> {
-    Json(state.access.usage(&caller).unwrap_or_else(|| {
+    Json(state.access.usage(&caller).await.unwrap_or_else(|| {
         let t = &state.metrics.totals;
         let (p, c) = (t.prompt_tokens.get(), t.completion_tokens.get());
         json!({

@@ -1,0 +1,534 @@
+//! The limit state in Redis, shared by every instance that points at the same server
+//! (`SLUICE_REDIS_URL`).
+//!
+//! Per team, keys hash-tagged with its name (so that a cluster keeps them on one node):
+//!
+//! - `sluice:limits:{team}:requests`: a hash `tat`, `interval`, `burst`: GCRA (see
+//!   `super::rate::Gcra`);
+//! - `sluice:limits:{team}:tokens`: a hash `level`, `at`, `cap`, `win`: the token budget (see
+//!   `super::rate::TokenBucket`);
+//! - `sluice:limits:{team}:slots`: a sorted set of concurrency leases, `instance:n → expiry`.
+//!
+//! Times are microseconds of the Redis server's clock (`TIME`, read inside the scripts), so
+//! that instances with skewed clocks agree, and a microsecond count since 1970 is exact in a
+//! Lua number. Each operation is one Lua script (EVALSHA, loaded again by redis-rs when Redis
+//! forgot it), so one round trip: an admission (slot, tokens, request, all or nothing), a
+//! settlement, a status. The scripts mirror `super::rate` line for line, and carry a team's
+//! state over when the quota they are called with (this instance's config) differs from the
+//! one stored beside it. The rate keys expire after two windows unused (a budget left that long
+//! is full again: nothing is lost), the slot set after two leases.
+//!
+//! A slot is a lease: it expires `lease` after it was taken or last renewed. This instance
+//! renews the leases it holds every `lease / 3`, and removes one when its admission ends; the
+//! slots of an instance that died come free within `lease`.
+//!
+//! When Redis does not answer within the timeout: with `fail_open` the call falls back to this
+//! instance's own [`MemoryStore`] (an admission made there settles and releases there too),
+//! with `fail_closed` it is [`Unavailable`]. The connection reconnects by itself.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use redis::Script;
+
+use super::limits::{
+    AdmitOutcome, Admitted, LimitStatus, LimitStore, MemoryStore, Origin, Refusal, TeamLimits,
+    Unavailable,
+};
+use crate::config::OnFailure;
+use crate::shared_state::SharedState;
+
+/// Helpers every script starts with: the clock, and `super::rate` in Lua.
+macro_rules! prelude {
+    () => {
+        r#"
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function int(x) return string.format('%.0f', x) end
+local function bounded(cap, x)
+  if x ~= x then return 0 end
+  if x < -cap then return -cap end
+  if x > cap then return cap end
+  return x
+end
+local function refill(cap, win, lvl, at, now)
+  local dt = now - at
+  if dt < 0 then dt = 0 end
+  if at < now then at = now end
+  return bounded(cap, lvl + dt * cap / win), at
+end
+local function time_for(cap, win, tokens)
+  local t = math.ceil(tokens * win / cap)
+  if t ~= t or t <= 0 then return 0 end
+  return t
+end
+local function load_tokens(key, cap, win, now)
+  local s = redis.call('HMGET', key, 'level', 'at', 'cap', 'win')
+  if not s[1] then return cap, now end
+  local lvl, at, ocap, owin = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
+  if ocap ~= cap or owin ~= win then
+    lvl, at = refill(ocap, owin, lvl, at, now)
+    lvl = bounded(cap, cap - (ocap - lvl))
+  end
+  return lvl, at
+end
+local function token_status(cap, win, lvl, at, now)
+  lvl = refill(cap, win, lvl, at, now)
+  return math.floor(math.max(lvl, 0)), time_for(cap, win, cap - lvl)
+end
+local function load_tat(key, interval, burst, now)
+  local s = redis.call('HMGET', key, 'tat', 'interval', 'burst')
+  if not s[1] then return 0 end
+  local tat, oi, ob = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
+  if oi ~= interval or ob ~= burst then
+    local used = math.min(math.max(tat - now, 0), oi * ob)
+    tat = now + math.min(math.floor(used * interval / math.max(oi, 1)), interval * burst)
+  end
+  return tat
+end
+local function request_status(interval, burst, tat, now)
+  local span = interval * burst
+  local used = math.min(math.max(tat - now, 0), span)
+  return math.min(math.floor((span - used) / interval), burst), used
+end
+"#
+    };
+}
+
+/// KEYS: slots, tokens, requests. ARGV: max streams (-1: none), lease member, lease µs,
+/// capacity (-1: none), window µs, estimate, interval µs (-1: none), burst, state TTL ms.
+/// Returns {outcome (0 admitted, 1 concurrency, 2 tokens, 3 requests), wait µs, tokens taken,
+/// requests remaining, requests reset µs, tokens remaining, tokens reset µs}.
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+local now = now_us()
+local max = tonumber(ARGV[1])
+if max >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now))
+  if redis.call('ZCARD', KEYS[1]) >= max then return {1, 0, 0, 0, 0, 0, 0} end
+end
+local cap, win, est = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local lvl, at, take, trem, treset = 0, 0, 0, 0, 0
+if cap >= 0 then
+  lvl, at = load_tokens(KEYS[2], cap, win, now)
+  lvl, at = refill(cap, win, lvl, at, now)
+  take = math.min(est, cap)
+  if lvl + math.max(1e-6, cap * 1e-12) < take then
+    return {2, time_for(cap, win, take - lvl), 0, 0, 0, 0, 0}
+  end
+  lvl = bounded(cap, lvl - take)
+  trem, treset = token_status(cap, win, lvl, at, now)
+end
+local interval, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
+local tat, rrem, rreset = 0, 0, 0
+if interval >= 0 then
+  tat = math.max(load_tat(KEYS[3], interval, burst, now), now) + interval
+  local over = tat - now - interval * burst
+  if over > 0 then return {3, over, 0, 0, 0, 0, 0} end
+  rrem, rreset = request_status(interval, burst, tat, now)
+end
+if max >= 0 then
+  local lease = tonumber(ARGV[3])
+  redis.call('ZADD', KEYS[1], int(now + lease), ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], int(2 * lease / 1000 + 1000))
+end
+if cap >= 0 then
+  redis.call('HSET', KEYS[2], 'level', string.format('%.17g', lvl), 'at', int(at),
+    'cap', int(cap), 'win', int(win))
+  redis.call('PEXPIRE', KEYS[2], ARGV[9])
+end
+if interval >= 0 then
+  redis.call('HSET', KEYS[3], 'tat', int(tat), 'interval', int(interval), 'burst', int(burst))
+  redis.call('PEXPIRE', KEYS[3], ARGV[9])
+end
+return {0, 0, take, rrem, rreset, trem, treset}
+"#
+    ))
+});
+
+/// KEYS: tokens. ARGV: reserved, used. Against the budget as it is stored.
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+local s = redis.call('HMGET', KEYS[1], 'level', 'at', 'cap', 'win')
+if not s[1] then return 0 end
+local cap, win = tonumber(s[3]), tonumber(s[4])
+local lvl, at = refill(cap, win, tonumber(s[1]), tonumber(s[2]), now_us())
+lvl = bounded(cap, lvl + (tonumber(ARGV[1]) - tonumber(ARGV[2])))
+redis.call('HSET', KEYS[1], 'level', string.format('%.17g', lvl), 'at', int(at))
+redis.call('PEXPIRE', KEYS[1], int(2 * win / 1000 + 1000))
+return 1
+"#
+    ))
+});
+
+/// KEYS: tokens, requests. ARGV: capacity (-1: none), window µs, interval µs (-1: none),
+/// burst. Returns {requests remaining, reset µs, tokens remaining, reset µs}; writes nothing.
+static STATUS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+local now = now_us()
+local r = {0, 0, 0, 0}
+local cap, win = tonumber(ARGV[1]), tonumber(ARGV[2])
+if cap >= 0 then
+  local lvl, at = load_tokens(KEYS[1], cap, win, now)
+  r[3], r[4] = token_status(cap, win, lvl, at, now)
+end
+local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+if interval >= 0 then
+  r[1], r[2] = request_status(interval, burst, load_tat(KEYS[2], interval, burst, now), now)
+end
+return r
+"#
+    ))
+});
+
+/// KEYS: slots. Leases not expired.
+static OPEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+return redis.call('ZCOUNT', KEYS[1], '(' .. int(now_us()), '+inf')
+"#
+    ))
+});
+
+/// KEYS: slots. ARGV: lease µs, then the members to renew (only those still there).
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+local lease = tonumber(ARGV[1])
+local exp = int(now_us() + lease)
+local n = 0
+for i = 2, #ARGV do
+  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', exp, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], int(2 * lease / 1000 + 1000))
+return n
+"#
+    ))
+});
+
+fn key(team: &str, what: &str) -> String {
+    format!("sluice:limits:{{{team}}}:{what}")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A quota as a script argument: -1 for none.
+fn quota_arg(q: Option<u64>) -> i64 {
+    q.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn status(limit: Option<u64>, remaining: i64, reset_us: i64) -> LimitStatus {
+    match limit {
+        None => LimitStatus::UNLIMITED,
+        Some(limit) => LimitStatus {
+            limit,
+            remaining: u64::try_from(remaining).unwrap_or(0),
+            reset: Duration::from_micros(u64::try_from(reset_us).unwrap_or(0)),
+        },
+    }
+}
+
+fn wait(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
+/// Per team, the leases this instance holds in Redis.
+type Leases = HashMap<Arc<str>, HashSet<u64>>;
+
+/// The shared [`LimitStore`]: see the module docs.
+pub struct RedisStore {
+    state: Arc<SharedState>,
+    /// Where calls go when Redis does not answer and `on_failure` is `fail_open`.
+    local: MemoryStore,
+    next_lease: AtomicU64,
+    leases: Mutex<Leases>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The quota arguments of a team's limits: (capacity, window µs, interval µs, burst).
+fn quota_args(limits: &TeamLimits) -> (i64, u64, i64, u32) {
+    let window = micros(limits.window).max(1);
+    let interval = limits
+        .requests
+        .map(|r| (window / u64::from(r.max(1))).max(1));
+    (
+        quota_arg(limits.tokens),
+        window,
+        quota_arg(interval),
+        limits.burst.max(1),
+    )
+}
+
+impl RedisStore {
+    /// The store, and its lease renewal task (which ends when the store is dropped). Needs a
+    /// Tokio runtime.
+    pub fn new(state: Arc<SharedState>) -> Arc<Self> {
+        let store = Arc::new(Self {
+            state,
+            local: MemoryStore::new(),
+            next_lease: AtomicU64::new(1),
+            leases: Mutex::default(),
+        });
+        let every = (store.state.lease / 3).max(Duration::from_millis(100));
+        let weak: Weak<Self> = Arc::downgrade(&store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                store.renew().await;
+            }
+        });
+        store
+    }
+
+    fn member(&self, id: u64) -> String {
+        format!("{}:{id}", self.state.instance)
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renews every lease this instance holds: one call per team.
+    pub async fn renew(&self) {
+        let held: Vec<(Arc<str>, Vec<u64>)> = self
+            .leases()
+            .iter()
+            .map(|(t, ids)| (t.clone(), ids.iter().copied().collect()))
+            .collect();
+        for (team, ids) in held {
+            let mut inv = RENEW.prepare_invoke();
+            inv.key(key(&team, "slots")).arg(micros(self.state.lease));
+            for id in ids {
+                inv.arg(self.member(id));
+            }
+            let mut conn = self.state.conn();
+            if let Err(e) = self.state.call(inv.invoke_async::<i64>(&mut conn)).await {
+                tracing::debug!(team = %team, error = %e, "could not renew the stream slot leases");
+            }
+        }
+    }
+
+    /// Redis did not answer: `Some` to go on in memory (`fail_open`), else `None`.
+    fn fallback(&self) -> Option<&MemoryStore> {
+        match self.state.on_failure {
+            OnFailure::FailOpen => Some(&self.local),
+            OnFailure::FailClosed => None,
+        }
+    }
+
+    async fn admit_shared(
+        &self,
+        team: &str,
+        limits: &TeamLimits,
+        estimate: u64,
+    ) -> Result<Result<Admitted, Refusal>, crate::shared_state::StateError> {
+        let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        let (cap, window, interval, burst) = quota_args(limits);
+        let ttl_ms = (2 * window / 1000).max(1000);
+        let mut inv = ADMIT.prepare_invoke();
+        inv.key(key(team, "slots"))
+            .key(key(team, "tokens"))
+            .key(key(team, "requests"))
+            .arg(limits.streams.map_or(-1, i64::from))
+            .arg(self.member(id))
+            .arg(micros(self.state.lease))
+            .arg(cap)
+            .arg(window)
+            .arg(estimate)
+            .arg(interval)
+            .arg(burst)
+            .arg(ttl_ms);
+        let mut conn = self.state.conn();
+        let r: Vec<i64> = self.state.call(inv.invoke_async(&mut conn)).await?;
+        let at = |i: usize| r.get(i).copied().unwrap_or(0);
+        Ok(match at(0) {
+            0 => {
+                let slot = limits.streams.map(|_| id);
+                if slot.is_some() {
+                    self.leases().entry(team.into()).or_default().insert(id);
+                }
+                Ok(Admitted {
+                    origin: Origin::Shared,
+                    slot,
+                    reserved: u64::try_from(at(2)).unwrap_or(0),
+                    requests: status(limits.requests.map(u64::from), at(3), at(4)),
+                    tokens: status(limits.tokens, at(5), at(6)),
+                })
+            }
+            1 => Err(Refusal::Concurrency),
+            2 => Err(Refusal::Tokens(wait(at(1)))),
+            _ => Err(Refusal::Requests(wait(at(1)))),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl LimitStore for RedisStore {
+    async fn admit(&self, team: &str, limits: &TeamLimits, estimate: u64) -> AdmitOutcome {
+        match self.admit_shared(team, limits, estimate).await {
+            Ok(r) => Ok(r),
+            Err(_) => match self.fallback() {
+                Some(local) => Ok(local.admit_now(team, limits, estimate)),
+                None => Err(Unavailable),
+            },
+        }
+    }
+
+    async fn settle(
+        &self,
+        team: &str,
+        origin: Origin,
+        reserved: u64,
+        used: u64,
+    ) -> Result<(), Unavailable> {
+        if origin == Origin::Local {
+            self.local.settle_tokens(team, reserved, used);
+            return Ok(());
+        }
+        let mut inv = SETTLE.prepare_invoke();
+        inv.key(key(team, "tokens")).arg(reserved).arg(used);
+        let mut conn = self.state.conn();
+        match self.state.call(inv.invoke_async::<i64>(&mut conn)).await {
+            Ok(_) => Ok(()),
+            // The reservation was made in Redis: there is nothing to settle it against here.
+            Err(_) => Err(Unavailable),
+        }
+    }
+
+    async fn release(&self, team: &str, origin: Origin, slot: u64) -> Result<(), Unavailable> {
+        if origin == Origin::Local {
+            self.local.close_stream(team);
+            return Ok(());
+        }
+        {
+            let mut leases = self.leases();
+            if let Some(ids) = leases.get_mut(team) {
+                ids.remove(&slot);
+                if ids.is_empty() {
+                    leases.remove(team);
+                }
+            }
+        }
+        let mut conn = self.state.conn();
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(key(team, "slots")).arg(self.member(slot));
+        let zrem = zrem.query_async::<i64>(&mut conn);
+        // If Redis does not answer, the lease (no longer renewed) expires by itself.
+        self.state
+            .call(zrem)
+            .await
+            .map(drop)
+            .map_err(|_| Unavailable)
+    }
+
+    async fn status(
+        &self,
+        team: &str,
+        limits: &TeamLimits,
+    ) -> Result<(LimitStatus, LimitStatus), Unavailable> {
+        let (cap, window, interval, burst) = quota_args(limits);
+        let mut inv = STATUS.prepare_invoke();
+        inv.key(key(team, "tokens"))
+            .key(key(team, "requests"))
+            .arg(cap)
+            .arg(window)
+            .arg(interval)
+            .arg(burst);
+        let mut conn = self.state.conn();
+        match self
+            .state
+            .call(inv.invoke_async::<Vec<i64>>(&mut conn))
+            .await
+        {
+            Ok(r) => {
+                let at = |i: usize| r.get(i).copied().unwrap_or(0);
+                Ok((
+                    status(limits.requests.map(u64::from), at(0), at(1)),
+                    status(limits.tokens, at(2), at(3)),
+                ))
+            }
+            Err(_) => match self.fallback() {
+                Some(local) => Ok((
+                    local.request_status(team, limits),
+                    local.token_status(team, limits),
+                )),
+                None => Err(Unavailable),
+            },
+        }
+    }
+
+    async fn open_streams(&self, team: &str) -> Result<u64, Unavailable> {
+        let mut inv = OPEN.prepare_invoke();
+        inv.key(key(team, "slots"));
+        let mut conn = self.state.conn();
+        match self.state.call(inv.invoke_async::<u64>(&mut conn)).await {
+            Ok(n) => Ok(n.saturating_add(self.local.open_streams(team))),
+            Err(_) => Err(Unavailable),
+        }
+    }
+
+    fn open_streams_here(&self, team: &str) -> u64 {
+        let shared = self.leases().get(team).map_or(0, |ids| ids.len() as u64);
+        shared.saturating_add(self.local.open_streams(team))
+    }
+
+    fn settle_later(self: Arc<Self>, team: Arc<str>, origin: Origin, reserved: u64, used: u64) {
+        if origin == Origin::Local {
+            self.local.settle_tokens(&team, reserved, used);
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            if self.settle(&team, origin, reserved, used).await.is_err() {
+                tracing::debug!(team = %team, reserved, used, "token settlement lost: redis did not answer");
+            }
+        });
+    }
+
+    fn release_later(self: Arc<Self>, team: Arc<str>, origin: Origin, slot: u64) {
+        if origin == Origin::Local {
+            self.local.close_stream(&team);
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let _ = self.release(&team, origin, slot).await;
+                });
+            }
+            // No runtime (a test's drop): at least stop renewing it, so that it expires.
+            Err(_) => {
+                if let Some(ids) = self.leases().get_mut(&team) {
+                    ids.remove(&slot);
+                }
+            }
+        }
+    }
+}
