@@ -113,7 +113,7 @@ async fn carry_over<S: LimitStore + ?Sized>(s: Arc<S>) {
     // back to the first limits: nothing refilled.
     let l = limits(Some(60), 10, None, None);
     for _ in 0..10 {
-        admit(&s, "a", &l, 1).await.unwrap();
+        admit(&s, "a", &l, 1).await.expect("admitted");
     }
     assert!(admit(&s, "a", &limits(Some(120), 10, None, None), 1)
         .await
@@ -126,13 +126,15 @@ async fn carry_over<S: LimitStore + ?Sized>(s: Arc<S>) {
     assert!(admit(&s, "a", &l, 1).await.is_err());
     // Tokens: a bigger budget keeps the tokens used.
     let t = limits(None, 1, Some(1000), None);
-    admit(&s, "t", &t, 900).await.unwrap();
+    admit(&s, "t", &t, 900).await.expect("admitted");
     let t2 = limits(None, 1, Some(2000), None);
     let (_, st) = status(&s, "t", &t2).await;
     assert_eq!(st.limit, 2000);
     assert!((1100..=1101).contains(&st.remaining), "{st:?}");
     // Settling after the change keeps the new quota.
-    s.settle("t", Origin::Shared, 900, 100).await.unwrap();
+    s.settle("t", Origin::Shared, 900, 100)
+        .await
+        .expect("the store answers");
     let (_, st) = status(&s, "t", &t2).await;
     assert!((1900..=1901).contains(&st.remaining), "{st:?}");
 }
@@ -141,7 +143,7 @@ both_stores!(reload_carry_over, carry_over);
 async fn token_reserve_settle_refund<S: LimitStore + ?Sized>(s: Arc<S>) {
     let l = limits(None, 1, Some(30), None);
     // An estimate above the budget takes the whole budget, and only when it is full.
-    let a = admit(&s, "a", &l, u64::MAX).await.unwrap();
+    let a = admit(&s, "a", &l, u64::MAX).await.expect("admitted");
     assert_eq!(a.reserved, 30);
     assert_eq!(a.tokens.remaining, 0);
     assert!(a.tokens.reset <= Duration::from_secs(60), "{a:?}");
@@ -150,16 +152,22 @@ async fn token_reserve_settle_refund<S: LimitStore + ?Sized>(s: Arc<S>) {
     };
     assert!(wait <= Duration::from_secs(60), "{wait:?}");
     // Refund: all back.
-    s.settle("a", a.origin, a.reserved, 0).await.unwrap();
+    s.settle("a", a.origin, a.reserved, 0)
+        .await
+        .expect("the store answers");
     assert_eq!(status(&s, "a", &l).await.1.remaining, 30);
     // Settle: the difference back.
-    let a = admit(&s, "a", &l, 20).await.unwrap();
+    let a = admit(&s, "a", &l, 20).await.expect("admitted");
     assert_eq!(a.tokens.remaining, 10);
-    s.settle("a", a.origin, a.reserved, 5).await.unwrap();
+    s.settle("a", a.origin, a.reserved, 5)
+        .await
+        .expect("the store answers");
     assert_eq!(status(&s, "a", &l).await.1.remaining, 25);
     // Far more used than reserved: a debt, floored at one window's tokens.
-    let a = admit(&s, "a", &l, 10).await.unwrap();
-    s.settle("a", a.origin, a.reserved, u64::MAX).await.unwrap();
+    let a = admit(&s, "a", &l, 10).await.expect("admitted");
+    s.settle("a", a.origin, a.reserved, u64::MAX)
+        .await
+        .expect("the store answers");
     let (_, st) = status(&s, "a", &l).await;
     assert_eq!(st.remaining, 0);
     assert!(
@@ -168,14 +176,16 @@ async fn token_reserve_settle_refund<S: LimitStore + ?Sized>(s: Arc<S>) {
     );
     // A refusal on requests costs no tokens.
     let both = limits(Some(60), 1, Some(100), None);
-    admit(&s, "r", &both, 10).await.unwrap();
+    admit(&s, "r", &both, 10).await.expect("admitted");
     assert!(matches!(
         admit(&s, "r", &both, 10).await,
         Err(Refusal::Requests(_))
     ));
     assert_eq!(status(&s, "r", &both).await.1.remaining, 90);
     // Nothing kept for a team: nothing to settle.
-    s.settle("nobody", Origin::Shared, 0, 10).await.unwrap();
+    s.settle("nobody", Origin::Shared, 0, 10)
+        .await
+        .expect("the store answers");
     assert_eq!(status(&s, "nobody", &l).await.1.remaining, 30);
 }
 both_stores!(
@@ -185,23 +195,27 @@ both_stores!(
 
 async fn slots<S: LimitStore + ?Sized>(s: Arc<S>) {
     let l = limits(None, 1, Some(1000), Some(2));
-    let one = admit(&s, "a", &l, 10).await.unwrap();
-    let two = admit(&s, "a", &l, 10).await.unwrap();
+    let one = admit(&s, "a", &l, 10).await.expect("admitted");
+    let two = admit(&s, "a", &l, 10).await.expect("admitted");
     assert_eq!(admit(&s, "a", &l, 10).await, Err(Refusal::Concurrency));
     // The concurrency refusal reserved nothing.
     assert!(status(&s, "a", &l).await.1.remaining <= 980);
     assert!(status(&s, "a", &l).await.1.remaining >= 979);
-    assert_eq!(s.open_streams("a").await.unwrap(), 2);
+    assert_eq!(s.open_streams("a").await.expect("the store answers"), 2);
     assert_eq!(s.open_streams_here("a"), 2);
-    s.release("a", one.origin, one.slot.unwrap()).await.unwrap();
-    assert_eq!(s.open_streams("a").await.unwrap(), 1);
-    let three = admit(&s, "a", &l, 10).await.unwrap();
-    assert_eq!(admit(&s, "a", &l, 10).await, Err(Refusal::Concurrency));
-    s.release("a", two.origin, two.slot.unwrap()).await.unwrap();
-    s.release("a", three.origin, three.slot.unwrap())
+    s.release("a", one.origin, one.slot.expect("a slot"))
         .await
-        .unwrap();
-    assert_eq!(s.open_streams("a").await.unwrap(), 0);
+        .expect("the store answers");
+    assert_eq!(s.open_streams("a").await.expect("the store answers"), 1);
+    let three = admit(&s, "a", &l, 10).await.expect("admitted");
+    assert_eq!(admit(&s, "a", &l, 10).await, Err(Refusal::Concurrency));
+    s.release("a", two.origin, two.slot.expect("a slot"))
+        .await
+        .expect("the store answers");
+    s.release("a", three.origin, three.slot.expect("a slot"))
+        .await
+        .expect("the store answers");
+    assert_eq!(s.open_streams("a").await.expect("the store answers"), 0);
     assert_eq!(s.open_streams_here("a"), 0);
 }
 both_stores!(concurrency_slots, slots);
@@ -215,12 +229,12 @@ async fn redis_slots_are_shared_and_a_dead_holders_lease_expires() {
     let a = redis_store(&server, OnFailure::FailClosed, lease);
     let b = redis_store(&server, OnFailure::FailClosed, lease);
     let l = limits(None, 1, None, Some(1));
-    let held = admit(&a, "t", &l, 1).await.unwrap();
+    let held = admit(&a, "t", &l, 1).await.expect("admitted");
     assert_eq!(admit(&b, "t", &l, 1).await, Err(Refusal::Concurrency));
     // A keeps renewing: still held after several leases.
     tokio::time::sleep(lease * 2).await;
     assert_eq!(admit(&b, "t", &l, 1).await, Err(Refusal::Concurrency));
-    assert_eq!(b.open_streams("t").await.unwrap(), 1);
+    assert_eq!(b.open_streams("t").await.expect("the store answers"), 1);
     assert_eq!(b.open_streams_here("t"), 0);
     // A dies (stops renewing): the slot is free within the lease.
     drop(a);
@@ -247,14 +261,14 @@ async fn redis_down_fail_open_counts_here_fail_closed_refuses_and_both_recover()
     let open = redis_store(&server, OnFailure::FailOpen, Duration::from_secs(30));
     let closed = redis_store(&server, OnFailure::FailClosed, Duration::from_secs(30));
     let l = limits(Some(60), 3, Some(1000), Some(5));
-    let shared = admit(&open, "t", &l, 10).await.unwrap();
+    let shared = admit(&open, "t", &l, 10).await.expect("admitted");
     assert_eq!(shared.origin, Origin::Shared);
     server.stop();
     // fail_open: this instance's own limits, a fresh burst of 3.
     let start = Instant::now();
     let mut local = Vec::new();
     for _ in 0..3 {
-        let a = admit(&open, "t", &l, 10).await.unwrap();
+        let a = admit(&open, "t", &l, 10).await.expect("admitted");
         assert_eq!(a.origin, Origin::Local);
         local.push(a);
     }
@@ -269,7 +283,7 @@ async fn redis_down_fail_open_counts_here_fail_closed_refuses_and_both_recover()
     // Local admissions settle and release locally.
     for a in local {
         open.clone()
-            .release_later("t".into(), a.origin, a.slot.unwrap());
+            .release_later("t".into(), a.origin, a.slot.expect("a slot"));
     }
     assert_eq!(open.open_streams_here("t"), 1);
     server.restart();
@@ -305,9 +319,17 @@ async fn admission_latency_memory_vs_redis() {
     async fn run(s: Arc<dyn LimitStore>, l: &TeamLimits) -> Duration {
         let start = Instant::now();
         for _ in 0..N {
-            let a = s.admit("bench", l, 10).await.unwrap().unwrap();
-            s.settle("bench", a.origin, a.reserved, 5).await.unwrap();
-            s.release("bench", a.origin, a.slot.unwrap()).await.unwrap();
+            let a = s
+                .admit("bench", l, 10)
+                .await
+                .expect("the store answers")
+                .expect("admitted");
+            s.settle("bench", a.origin, a.reserved, 5)
+                .await
+                .expect("the store answers");
+            s.release("bench", a.origin, a.slot.expect("a slot"))
+                .await
+                .expect("the store answers");
         }
         start.elapsed() / N
     }
@@ -320,7 +342,11 @@ async fn admission_latency_memory_vs_redis() {
     let shared: Arc<dyn LimitStore> = redis.clone();
     let start = Instant::now();
     for _ in 0..N {
-        shared.admit("bench2", &l, 10).await.unwrap().unwrap();
+        shared
+            .admit("bench2", &l, 10)
+            .await
+            .expect("admitted")
+            .unwrap();
     }
     let admit_only = start.elapsed() / N;
     let full = run(shared, &l).await;
