@@ -28,6 +28,16 @@ impl Handle {
         self.shared.owner.as_deref()
     }
 
+    /// True for a copy of a stream another process runs (see [`crate::replica`]).
+    pub fn is_replica(&self) -> bool {
+        self.shared.replica
+    }
+
+    /// Reads the events after `after` as replica entries, without counting as a reader.
+    pub fn follow(&self, after: u64) -> crate::Follower {
+        crate::Follower::new(self.shared.clone(), after)
+    }
+
     pub fn include_usage(&self) -> bool {
         self.shared.include_usage
     }

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) created: Instant,
     /// Who started it (a team name), if anyone: only they may cancel it.
     pub(crate) owner: Option<Arc<str>>,
+    /// A copy of a stream another process runs (see [`crate::replica`]).
+    pub(crate) replica: bool,
     log: RwLock<Log>,
     /// The log length readers have been woken for.
     published: AtomicU64,
@@ -62,6 +64,7 @@ impl Shared {
         max_readers: usize,
         budget: Arc<Budget>,
         owner: Option<Arc<str>>,
+        replica: bool,
     ) -> Self {
         let counted = STREAM_OVERHEAD + log.heap_bytes();
         budget.charge_live(counted as isize);
@@ -70,6 +73,7 @@ impl Shared {
             include_usage,
             created: Instant::now(),
             owner,
+            replica,
             log: RwLock::new(log),
             published: AtomicU64::new(0),
             wakers: Mutex::new(Vec::new()),
