@@ -1,0 +1,254 @@
+//! Resumable streams across instances: two `sluice` processes sharing one Redis. A stream
+//! started on A resumes on B byte for byte (both formats, while running and after the end),
+//! `DELETE` on B stops it on A, a killed owner fails B's readers, and a Redis outage leaves A's
+//! own streams running and sharing comes back with Redis.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice_tests::e2e::{client_with_timeout, sse_events, StreamReader};
+use sluice_tests::redis::RedisServer;
+use sluice_tests::wait::wait_for;
+use sluice_tests::{start_sluice, Sluice};
+
+fn client() -> reqwest::Client {
+    client_with_timeout(Duration::from_secs(30))
+}
+
+fn instance(redis: &RedisServer) -> Sluice {
+    let url = redis.url();
+    start_sluice(
+        &[],
+        &[
+            ("SLUICE_REDIS_URL", url.as_str()),
+            ("SLUICE_OWNER_TIMEOUT_SECS", "3"),
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "20"),
+        ],
+    )
+}
+
+async fn create(s: &Sluice, mock: Value) -> String {
+    let resp = client()
+        .post(s.url("/v1/streams"))
+        .json(&json!({
+            "model": "sluice-demo",
+            "messages": [{"role": "user", "content": "Share me"}],
+            "max_tokens": 40,
+            "stream_options": {"include_usage": true},
+            "mock": mock,
+        }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await.expect("json");
+    v["id"].as_str().expect("id").to_owned()
+}
+
+async fn open(s: &Sluice, id: &str, after: u64, openai: bool) -> StreamReader {
+    let q = if openai { "?format=openai" } else { "" };
+    let resp = client()
+        .get(s.url(&format!("/v1/streams/{id}/events{q}")))
+        .header("last-event-id", after.to_string())
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200, "GET events after {after} on {}", s.addr);
+    StreamReader::new(resp)
+}
+
+async fn read_all(s: &Sluice, id: &str, after: u64, openai: bool) -> String {
+    let mut r = open(s, id, after, openai).await;
+    r.read_to_end(Duration::from_secs(30)).await;
+    r.body
+}
+
+/// The text of the deltas (browser format) or content (OpenAI format) in a body.
+fn text(body: &str) -> String {
+    sse_events(body)
+        .iter()
+        .filter(|e| e.has("data") && e.data != "[DONE]")
+        .map(|e| {
+            let v = e.json();
+            v["text"]
+                .as_str()
+                .or(v["choices"][0]["delta"]["content"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn last_event(body: &str) -> (String, Value) {
+    let e = sse_events(body)
+        .into_iter()
+        .rfind(|e| e.has("data"))
+        .expect("an event");
+    (e.event.clone().unwrap_or_default(), e.json())
+}
+
+fn events_with_data(body: &str) -> usize {
+    sse_events(sluice_tests::sse::complete_part(body))
+        .iter()
+        .filter(|e| e.has("data"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resumes_on_another_instance_byte_for_byte() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let (a, b) = (instance(&redis), instance(&redis));
+    let id = create(&a, json!({"tokens": 30, "delay_ms": 60})).await;
+    let k = 5;
+    // A reader on A takes the first k events, then its connection drops.
+    let mut on_a = open(&a, &id, 0, false).await;
+    on_a.read_until(Duration::from_secs(10), |b| events_with_data(b) >= k)
+        .await;
+    let first_k = {
+        let evs: Vec<_> = sse_events(sluice_tests::sse::complete_part(&on_a.body))
+            .into_iter()
+            .filter(|e| e.has("data"))
+            .take(k)
+            .collect();
+        text_of(&evs)
+    };
+    drop(on_a);
+    // Mid-generation on B, from k, in both formats.
+    let rest = read_all(&b, &id, k as u64, false).await;
+    let rest_openai = read_all(&b, &id, k as u64, true).await;
+    assert_eq!(last_event(&rest).0, "done", "{rest}");
+    assert_eq!(text(&rest), text(&rest_openai));
+    assert!(
+        rest_openai.trim_end().ends_with("data: [DONE]"),
+        "{rest_openai}"
+    );
+    // After the end: B's bytes are A's bytes, from 0 and from k, in both formats.
+    let full = read_all(&a, &id, 0, false).await;
+    assert_eq!(format!("{first_k}{}", text(&rest)), text(&full));
+    assert!(text(&full).len() > 20, "{full}");
+    for openai in [false, true] {
+        for after in [0, k as u64] {
+            let on_a = read_all(&a, &id, after, openai).await;
+            let on_b = read_all(&b, &id, after, openai).await;
+            assert_eq!(on_a, on_b, "openai={openai} after={after}");
+        }
+    }
+    // The end position: 204 on B as on A.
+    let last = sse_events(&full).iter().filter_map(|e| e.id).max().unwrap();
+    let resp = client()
+        .get(b.url(&format!("/v1/streams/{id}/events")))
+        .header("last-event-id", last.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+}
+
+fn text_of(evs: &[sluice_tests::e2e::SseEvent]) -> String {
+    evs.iter()
+        .map(|e| e.json()["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_ahead_of_the_replica_waits_for_it() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let (a, b) = (instance(&redis), instance(&redis));
+    let id = create(&a, json!({"tokens": 30, "delay_ms": 50})).await;
+    let mut on_a = open(&a, &id, 0, false).await;
+    on_a.read_until(Duration::from_secs(10), |b| events_with_data(b) >= 10)
+        .await;
+    // B has no replica yet: position 10 is ahead of it until it catches up.
+    let rest = read_all(&b, &id, 10, false).await;
+    on_a.read_to_end(Duration::from_secs(20)).await;
+    let all = text(&on_a.body);
+    let evs: Vec<_> = sse_events(&on_a.body)
+        .into_iter()
+        .filter(|e| e.has("data"))
+        .take(10)
+        .collect();
+    assert_eq!(format!("{}{}", text_of(&evs), text(&rest)), all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_on_another_instance_cancels_on_the_owner() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let (a, b) = (instance(&redis), instance(&redis));
+    let id = create(&a, json!({"tokens": 400, "delay_ms": 50})).await;
+    let mut on_a = open(&a, &id, 0, false).await;
+    on_a.read_until(Duration::from_secs(10), |b| events_with_data(b) >= 3)
+        .await;
+    let resp = client()
+        .delete(b.url(&format!("/v1/streams/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["cancelled"], true);
+    on_a.read_to_end(Duration::from_secs(10)).await;
+    let (name, data) = last_event(&on_a.body);
+    assert_eq!(name, "done");
+    assert_eq!(data["finish_reason"], "cancelled");
+    // B's readers see the same end.
+    let on_b = read_all(&b, &id, 0, false).await;
+    assert_eq!(on_b, read_all(&a, &id, 0, false).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owner_fails_readers_on_other_instances() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let (a, b) = (instance(&redis), instance(&redis));
+    let id = create(&a, json!({"tokens": 1000, "delay_ms": 50})).await;
+    let mut on_b = open(&b, &id, 0, false).await;
+    on_b.read_until(Duration::from_secs(10), |b| events_with_data(b) >= 3)
+        .await;
+    a.signal("KILL");
+    let killed = Instant::now();
+    on_b.read_to_end(Duration::from_secs(12)).await;
+    let took = killed.elapsed();
+    let (name, data) = last_event(&on_b.body);
+    assert_eq!(name, "failed", "{}", on_b.body);
+    assert_eq!(data["type"], "owner_lost");
+    assert!(took < Duration::from_secs(3 + 4), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_local_streams_and_sharing_comes_back() {
+    let Some(mut redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let (a, b) = (instance(&redis), instance(&redis));
+    let id = create(&a, json!({"tokens": 40, "delay_ms": 50})).await;
+    let mut on_a = open(&a, &id, 0, false).await;
+    on_a.read_until(Duration::from_secs(10), |b| events_with_data(b) >= 3)
+        .await;
+    redis.stop();
+    on_a.read_to_end(Duration::from_secs(20)).await;
+    assert_eq!(last_event(&on_a.body).0, "done", "{}", on_a.body);
+    // Still resumable on A.
+    assert!(!read_all(&a, &id, 3, false).await.is_empty());
+    redis.restart();
+    // New streams are shared again, without restarting either instance.
+    let (a, b) = (&a, &b);
+    let shared = wait_for(Duration::from_secs(15), || async move {
+        let id = create(a, json!({"tokens": 5, "delay_ms": 10})).await;
+        let resp = client()
+            .get(b.url(&format!("/v1/streams/{id}/events")))
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200).then_some(resp.text().await.ok()?)
+    })
+    .await
+    .expect("streams are shared again after redis restarted");
+    assert_eq!(last_event(&shared).0, "done", "{shared}");
+}
