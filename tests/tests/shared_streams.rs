@@ -252,3 +252,147 @@ async fn a_redis_outage_keeps_local_streams_and_sharing_comes_back() {
     .expect("streams are shared again after redis restarted");
     assert_eq!(last_event(&shared).0, "done", "{shared}");
 }
+
+/// The `StreamLog` trait itself, against both implementations: what one instance publishes,
+/// another finds, copies byte for byte into a replica, and cancels.
+mod stream_log_trait {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use relay::{Delta, Format, Handle, Limits, Meta, Registry};
+    use sluice_gateway::config::{OnFailure, RedisSettings};
+    use sluice_gateway::shared_state::SharedState;
+    use sluice_gateway::stream_log::{LocalStreamLog, RedisStreamLog, StreamLog};
+    use sluice_tests::redis::RedisServer;
+    use sluice_tests::wait::wait_until;
+    use tokio_util::sync::CancellationToken;
+
+    fn redis_log(server: &RedisServer, registry: Arc<Registry>) -> Arc<dyn StreamLog> {
+        let settings = RedisSettings {
+            url: server.url(),
+            on_failure: OnFailure::FailOpen,
+            timeout: Duration::from_millis(500),
+            lease: Duration::from_secs(15),
+            owner_timeout: Duration::from_secs(3),
+        };
+        let shared = Arc::new(SharedState::new(&settings).expect("redis url"));
+        RedisStreamLog::start(
+            shared,
+            &settings.url,
+            registry,
+            Duration::from_secs(60),
+            CancellationToken::new(),
+        )
+        .expect("log")
+    }
+
+    async fn body(h: &Handle, format: Format) -> String {
+        let sse = h
+            .subscribe(0, format)
+            .expect("reader")
+            .into_sse(Duration::from_secs(60));
+        let chunks: Vec<_> = sse.collect().await;
+        chunks
+            .into_iter()
+            .map(|c| String::from_utf8_lossy(&c.expect("chunk")).into_owned())
+            .collect()
+    }
+
+    /// Publishes a finished stream from `owner` through `a`, and looks it up through `b`: a
+    /// replica in `reader` if `b` found it.
+    async fn copy(
+        a: &dyn StreamLog,
+        b: &dyn StreamLog,
+        owner: &Registry,
+        reader: &Registry,
+    ) -> (Handle, Option<Handle>) {
+        let meta = Meta {
+            id: "chatcmpl-t".into(),
+            model: "m".into(),
+            created: 1,
+            system_fingerprint: None,
+        };
+        let mut w = owner
+            .create_owned(meta, true, Some("team-a".into()))
+            .unwrap();
+        let h = w.handle();
+        a.publish(h.clone());
+        for t in ["Hel", "lo", " there"] {
+            w.push_delta(Delta::text(0, t));
+        }
+        w.record_finish(0, "stop");
+        w.finish();
+        let found = wait_for_lookup(b, &h).await;
+        let Some(remote) = found else {
+            return (h, None);
+        };
+        assert_eq!(remote.team.as_deref(), Some("team-a"));
+        assert!(remote.include_usage);
+        let replica = reader
+            .create_replica(
+                remote.id,
+                remote.include_usage,
+                remote.team.as_deref().map(Into::into),
+            )
+            .unwrap();
+        let rh = replica.handle();
+        tokio::time::timeout(Duration::from_secs(5), b.tail(remote, replica))
+            .await
+            .expect("the tail ends with the stream");
+        (h, Some(rh))
+    }
+
+    async fn wait_for_lookup(
+        b: &dyn StreamLog,
+        h: &Handle,
+    ) -> Option<sluice_gateway::stream_log::RemoteStream> {
+        for _ in 0..50 {
+            if let Some(r) = b.lookup(h.id()).await.expect("lookup") {
+                return Some(r);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    #[tokio::test]
+    async fn the_local_log_shares_nothing() {
+        let (owner, reader) = (
+            Registry::new(Limits::default()),
+            Registry::new(Limits::default()),
+        );
+        let log = LocalStreamLog;
+        let (_, replica) = copy(&log, &log, &owner, &reader).await;
+        assert!(replica.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_redis_log_copies_byte_for_byte_and_cancels_on_the_owner() {
+        let Some(server) = RedisServer::start_or_skip() else {
+            return;
+        };
+        let owner = Arc::new(Registry::new(Limits::default()));
+        let reader = Arc::new(Registry::new(Limits::default()));
+        let a = redis_log(&server, owner.clone());
+        let b = redis_log(&server, reader.clone());
+        let (h, replica) = copy(&*a, &*b, &owner, &reader).await;
+        let rh = replica.expect("found through redis");
+        for format in [Format::Browser, Format::OpenAi] {
+            assert_eq!(body(&h, format).await, body(&rh, format).await);
+        }
+        // Cancel through the other instance: the owner's handle is told.
+        let w = owner.create_owned(Meta::default(), false, None).unwrap();
+        let live = w.handle();
+        // The cancel listener subscribes in the background.
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                let (b, id) = (b.clone(), *live.id());
+                tokio::spawn(async move { b.cancel(&id).await });
+                live.is_cancelled()
+            })
+            .await
+        );
+        drop(w);
+    }
+}

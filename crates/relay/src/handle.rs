@@ -52,6 +52,12 @@ impl Handle {
         self.shared.cancel();
     }
 
+    /// True once [`cancel`](Self::cancel) has been asked (here or, for the gateway, from
+    /// another instance).
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.is_cancelled()
+    }
+
     pub fn is_finished(&self) -> bool {
         self.shared.is_finished()
     }
