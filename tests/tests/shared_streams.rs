@@ -136,13 +136,17 @@ async fn a_stream_resumes_on_another_instance_byte_for_byte() {
         }
     }
     // The end position: 204 on B as on A.
-    let last = sse_events(&full).iter().filter_map(|e| e.id).max().unwrap();
+    let last = sse_events(&full)
+        .iter()
+        .filter_map(|e| e.id)
+        .max()
+        .expect("event ids");
     let resp = client()
         .get(b.url(&format!("/v1/streams/{id}/events")))
         .header("last-event-id", last.to_string())
         .send()
         .await
-        .unwrap();
+        .expect("GET at the end");
     assert_eq!(resp.status(), 204);
 }
 
@@ -188,9 +192,9 @@ async fn delete_on_another_instance_cancels_on_the_owner() {
         .delete(b.url(&format!("/v1/streams/{id}")))
         .send()
         .await
-        .unwrap();
+        .expect("DELETE");
     assert_eq!(resp.status(), 200);
-    let v: Value = resp.json().await.unwrap();
+    let v: Value = resp.json().await.expect("json");
     assert_eq!(v["cancelled"], true);
     on_a.read_to_end(Duration::from_secs(10)).await;
     let (name, data) = last_event(&on_a.body);
@@ -315,7 +319,7 @@ mod stream_log_trait {
         };
         let mut w = owner
             .create_owned(meta, true, Some("team-a".into()))
-            .unwrap();
+            .expect("admitted");
         let h = w.handle();
         a.publish(h.clone());
         for t in ["Hel", "lo", " there"] {
@@ -335,7 +339,7 @@ mod stream_log_trait {
                 remote.include_usage,
                 remote.team.as_deref().map(Into::into),
             )
-            .unwrap();
+            .expect("a new replica");
         let rh = replica.handle();
         tokio::time::timeout(Duration::from_secs(5), b.tail(remote, replica))
             .await
@@ -382,7 +386,9 @@ mod stream_log_trait {
             assert_eq!(body(&h, format).await, body(&rh, format).await);
         }
         // Cancel through the other instance: the owner's handle is told.
-        let w = owner.create_owned(Meta::default(), false, None).unwrap();
+        let w = owner
+            .create_owned(Meta::default(), false, None)
+            .expect("admitted");
         let live = w.handle();
         // The cancel listener subscribes in the background.
         assert!(
@@ -395,4 +401,60 @@ mod stream_log_trait {
         );
         drop(w);
     }
+}
+
+/// When each event id arrived at a reader (by the chunk that completed it).
+async fn arrivals(resp: reqwest::Response) -> std::collections::HashMap<u64, Instant> {
+    use futures::StreamExt;
+    let mut out = std::collections::HashMap::new();
+    let mut body = String::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(b)) = stream.next().await {
+        let now = Instant::now();
+        body.push_str(&String::from_utf8_lossy(&b));
+        for e in sse_events(sluice_tests::sse::complete_part(&body)) {
+            if let Some(id) = e.id {
+                out.entry(id).or_insert(now);
+            }
+        }
+    }
+    out
+}
+
+/// The added latency per event of a reader on another instance (owner append, Redis, replica)
+/// over a reader on the owner. A measurement, not a check: `cargo test -p sluice-tests --test
+/// shared_streams -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn added_latency_per_event_through_redis() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let (a, b) = (instance(&redis), instance(&redis));
+    let id = create(&a, json!({"tokens": 300, "delay_ms": 20})).await;
+    let local = client()
+        .get(a.url(&format!("/v1/streams/{id}/events")))
+        .send()
+        .await
+        .expect("GET on A");
+    let remote = client()
+        .get(b.url(&format!("/v1/streams/{id}/events")))
+        .send()
+        .await
+        .expect("GET on B");
+    let (l, r) = tokio::join!(arrivals(local), arrivals(remote));
+    // Events from 20 on: both readers are live by then (no backlog).
+    let mut diffs: Vec<f64> = (20..=300u64)
+        .filter_map(|i| Some(r.get(&i)?.duration_since(*l.get(&i)?).as_secs_f64() * 1000.0))
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    let at = |q: f64| diffs[((diffs.len() - 1) as f64 * q) as usize];
+    println!(
+        "added latency per event through redis: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
+        diffs.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    );
 }

@@ -48,7 +48,6 @@ pub fn standalone(meta: Meta, include_usage: bool) -> Writer {
         usize::MAX,
         registry::Budget::standalone(),
         None,
-        false,
     ));
     Writer::new(shared)
 }

@@ -215,16 +215,18 @@ impl Registry {
             }
         }
         let id = replica_of.unwrap_or_else(StreamId::random);
-        let shared = Arc::new(Shared::new(
-            id,
-            Log::new(meta),
-            include_usage,
-            self.limits.max_stream_bytes,
-            self.limits.max_readers_per_stream,
-            self.budget.clone(),
-            owner,
-            replica_of.is_some(),
-        ));
+        let shared = Arc::new(
+            Shared::new(
+                id,
+                Log::new(meta),
+                include_usage,
+                self.limits.max_stream_bytes,
+                self.limits.max_readers_per_stream,
+                self.budget.clone(),
+                owner,
+            )
+            .into_replica(replica_of.is_some()),
+        );
         map.insert(id, shared.clone());
         Ok(Writer::new(shared))
     }

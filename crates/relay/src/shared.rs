@@ -64,7 +64,6 @@ impl Shared {
         max_readers: usize,
         budget: Arc<Budget>,
         owner: Option<Arc<str>>,
-        replica: bool,
     ) -> Self {
         let counted = STREAM_OVERHEAD + log.heap_bytes();
         budget.charge_live(counted as isize);
@@ -73,7 +72,7 @@ impl Shared {
             include_usage,
             created: Instant::now(),
             owner,
-            replica,
+            replica: false,
             log: RwLock::new(log),
             published: AtomicU64::new(0),
             wakers: Mutex::new(Vec::new()),
@@ -87,6 +86,12 @@ impl Shared {
             counted: AtomicUsize::new(counted),
             budget,
         }
+    }
+
+    /// Marks a replica (see [`crate::replica`]).
+    pub(crate) fn into_replica(mut self, replica: bool) -> Self {
+        self.replica = replica;
+        self
     }
 
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Log> {
