@@ -132,6 +132,8 @@ pub async fn start(
         })?;
     let id = format!("chatcmpl-{}", writer.id());
     writer.set_meta(|m| m.id = id);
+    // Other instances can resume it (a no-op in memory).
+    state.stream_log.publish(writer.handle());
     // If the caller goes away during the await, the admission is dropped with this future and
     // charges the prompt estimate: the upstream was working on it.
     let mut admission = admission;

@@ -39,6 +39,8 @@ pub mod server;
 pub mod shared_state;
 /// What every handler shares.
 pub mod state;
+/// Resumable streams across instances (Redis), or in this process only.
+pub mod stream_log;
 
 pub use app::app;
 pub use server::{build_state, serve};

@@ -164,6 +164,7 @@ pub async fn build_state(
         max_per_ip: settings.max_connections_per_ip,
         max_new_per_sec: settings.connection_rate_per_ip,
     });
+    let stop_log = stop.clone();
     {
         // The per-address pace keeps an entry per address seen: forget the quiet ones.
         let connections = connections.clone();
@@ -178,8 +179,20 @@ pub async fn build_state(
         });
     }
     let metrics = Metrics::new(registry.clone(), connections.clone(), &access);
+    let stream_log: Arc<dyn crate::stream_log::StreamLog> = match (&shared, &settings.redis) {
+        (Some(s), Some(r)) => crate::stream_log::RedisStreamLog::start(
+            s.clone(),
+            &r.url,
+            registry.clone(),
+            settings.stream_retention,
+            stop_log,
+        )
+        .map_err(|e| StartupError::Redis(e.to_string()))?,
+        _ => Arc::new(crate::stream_log::LocalStreamLog),
+    };
     Ok(AppState(Arc::new(Inner {
         shared,
+        stream_log,
         access,
         settings,
         router,

@@ -30,6 +30,8 @@ pub struct Inner {
     pub connections: Arc<crate::connections::Connections>,
     /// Redis, when several instances share state (`SLUICE_REDIS_URL`); `None`: in memory.
     pub shared: Option<Arc<crate::shared_state::SharedState>>,
+    /// Where streams are shared with other instances ([`crate::stream_log`]).
+    pub stream_log: Arc<dyn crate::stream_log::StreamLog>,
     /// Cancelled when shutdown starts: `/readyz` answers 503 from then on.
     pub draining: CancellationToken,
 }

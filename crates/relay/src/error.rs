@@ -18,4 +18,7 @@ pub enum RelayError {
     /// The stream already has as many readers as one stream may have.
     #[error("the stream already has {0} readers, the most one stream may have")]
     TooManyReaders(usize),
+    /// A replica's ID is registered already.
+    #[error("the stream is here already")]
+    Exists,
 }

@@ -5,7 +5,7 @@
 //! collected by the generation and written as the one terminal `Done` event, which is what lets
 //! the browser's `done` carry both.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 #[derive(Debug, Clone)]
@@ -178,7 +178,7 @@ pub struct Failure {
 }
 
 /// Token counts in OpenAI's shape, serialised as OpenAI writes them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -189,12 +189,12 @@ pub struct Usage {
     pub completion_tokens_details: Option<CompletionDetails>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptDetails {
     pub cached_tokens: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompletionDetails {
     pub reasoning_tokens: u64,
 }

@@ -28,6 +28,16 @@ impl Handle {
         self.shared.owner.as_deref()
     }
 
+    /// True for a copy of a stream another process runs (see [`crate::replica`]).
+    pub fn is_replica(&self) -> bool {
+        self.shared.replica
+    }
+
+    /// Reads the events after `after` as replica entries, without counting as a reader.
+    pub fn follow(&self, after: u64) -> crate::Follower {
+        crate::Follower::new(self.shared.clone(), after)
+    }
+
     pub fn include_usage(&self) -> bool {
         self.shared.include_usage
     }
@@ -40,6 +50,12 @@ impl Handle {
     /// `finish_reason` `cancelled`, written by the writer once the upstream is dropped.
     pub fn cancel(&self) {
         self.shared.cancel();
+    }
+
+    /// True once [`cancel`](Self::cancel) has been asked (here or, for the gateway, from
+    /// another instance).
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.is_cancelled()
     }
 
     pub fn is_finished(&self) -> bool {

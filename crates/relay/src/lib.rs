@@ -21,6 +21,8 @@ mod log;
 pub mod reader;
 /// Streams by ID, with expiry, the memory bounds and admission.
 pub mod registry;
+/// Streams copied from another process, entry by entry.
+pub mod replica;
 /// What a stream's writer, readers and handles share.
 mod shared;
 /// The write side of a stream: a single owner appends, then ends it once.
@@ -33,6 +35,7 @@ pub use handle::Handle;
 pub use id::StreamId;
 pub use reader::{Driver, Reader, SseBody};
 pub use registry::{Limits, Registry, Stats};
+pub use replica::{Follower, ReplicaError};
 pub use writer::{Batch, Writer};
 
 /// A stream outside any registry, with no memory bound (tests, benchmarks).

@@ -127,6 +127,15 @@ impl Log {
         }
     }
 
+    /// Fixes the chunk head as given (a replica takes its original's); only before the first
+    /// event.
+    pub(crate) fn set_chunk_head(&mut self, head: &str) {
+        if self.meta.is_some() {
+            self.meta = None;
+            self.chunk_head = head.into();
+        }
+    }
+
     pub(crate) fn chunk_head(&self) -> &str {
         &self.chunk_head
     }

@@ -174,7 +174,22 @@ impl Registry {
         include_usage: bool,
         owner: Option<Arc<str>>,
     ) -> Result<Writer, RelayError> {
+        self.insert(None, meta, include_usage, owner)
+    }
+
+    fn insert(
+        &self,
+        replica_of: Option<StreamId>,
+        meta: Meta,
+        include_usage: bool,
+        owner: Option<Arc<str>>,
+    ) -> Result<Writer, RelayError> {
         let mut map = lock(&self.streams);
+        if let Some(id) = replica_of {
+            if map.contains_key(&id) {
+                return Err(RelayError::Exists);
+            }
+        }
         if self.budget.total() >= self.limits.max_total_bytes {
             let mut queue = self.budget.queue();
             while self.budget.total() >= self.limits.max_total_bytes {
@@ -199,18 +214,34 @@ impl Registry {
                 return Err(RelayError::TooManyStreams(live));
             }
         }
-        let id = StreamId::random();
-        let shared = Arc::new(Shared::new(
-            id,
-            Log::new(meta),
-            include_usage,
-            self.limits.max_stream_bytes,
-            self.limits.max_readers_per_stream,
-            self.budget.clone(),
-            owner,
-        ));
+        let id = replica_of.unwrap_or_else(StreamId::random);
+        let shared = Arc::new(
+            Shared::new(
+                id,
+                Log::new(meta),
+                include_usage,
+                self.limits.max_stream_bytes,
+                self.limits.max_readers_per_stream,
+                self.budget.clone(),
+                owner,
+            )
+            .into_replica(replica_of.is_some()),
+        );
         map.insert(id, shared.clone());
         Ok(Writer::new(shared))
+    }
+
+    /// Registers a replica of a stream another process runs, under that stream's ID; its
+    /// writer appends the original's entries ([`Writer::append_replica`]). Refused with
+    /// [`RelayError::Exists`] if the ID is here already (another request made the replica
+    /// first: use that one), and like [`Registry::create`] when full.
+    pub fn create_replica(
+        &self,
+        id: StreamId,
+        include_usage: bool,
+        owner: Option<Arc<str>>,
+    ) -> Result<Writer, RelayError> {
+        self.insert(Some(id), Meta::default(), include_usage, owner)
     }
 
     /// A stream by ID, unless unknown or expired.

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) created: Instant,
     /// Who started it (a team name), if anyone: only they may cancel it.
     pub(crate) owner: Option<Arc<str>>,
+    /// A copy of a stream another process runs (see [`crate::replica`]).
+    pub(crate) replica: bool,
     log: RwLock<Log>,
     /// The log length readers have been woken for.
     published: AtomicU64,
@@ -70,6 +72,7 @@ impl Shared {
             include_usage,
             created: Instant::now(),
             owner,
+            replica: false,
             log: RwLock::new(log),
             published: AtomicU64::new(0),
             wakers: Mutex::new(Vec::new()),
@@ -83,6 +86,12 @@ impl Shared {
             counted: AtomicUsize::new(counted),
             budget,
         }
+    }
+
+    /// Marks a replica (see [`crate::replica`]).
+    pub(crate) fn into_replica(mut self, replica: bool) -> Self {
+        self.replica = replica;
+        self
     }
 
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Log> {

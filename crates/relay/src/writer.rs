@@ -86,6 +86,19 @@ impl Writer {
         self.shared.recount(&log);
     }
 
+    /// Fixes the OpenAI chunk head as given (a replica takes its original's); only before the
+    /// first event.
+    pub(crate) fn set_chunk_head(&mut self, head: &str) {
+        let mut log = self.shared.write();
+        log.set_chunk_head(head);
+        self.shared.recount(&log);
+    }
+
+    /// Ends the stream with `event` as it is (a replica copies its original's end).
+    pub(crate) fn end_with(&mut self, event: Event) {
+        self.end(|_| event);
+    }
+
     /// Appends a delta. Returns false when the stream went past its memory bound (it is failed
     /// here and the writer should stop).
     pub fn push_delta(&mut self, d: Delta) -> bool {

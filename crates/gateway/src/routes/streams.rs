@@ -10,15 +10,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use relay::{Format, RelayError};
+use std::time::Duration;
+
+use relay::{Format, Handle, RelayError, StreamId};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::access::Caller;
+use crate::config::OnFailure;
 use crate::error::GatewayError;
 use crate::generation;
 use crate::metrics::{Arrival, RequestLabels};
 use crate::state::AppState;
+use crate::stream_log::RemoteStream;
 use tower_http::request_id::RequestId;
 
 pub async fn create(
@@ -113,10 +117,13 @@ pub async fn events(
         }
     };
     let after = position(&headers, &query)?;
-    let handle = state
-        .registry
-        .get(&id)
-        .map_err(|_| GatewayError::NotFound(format!("stream '{id}' not found or expired")))?;
+    let handle = match state.registry.get(&id) {
+        Ok(h) => h,
+        Err(_) => replica(&state, &id).await?,
+    };
+    if handle.is_replica() {
+        caught_up(&state, &handle, after, format).await;
+    }
     match handle.subscribe(after, format) {
         Ok(reader) => {
             if after > 0 {
@@ -143,6 +150,67 @@ pub async fn events(
     }
 }
 
+fn not_found(id: &str) -> GatewayError {
+    GatewayError::NotFound(format!("stream '{id}' not found or expired"))
+}
+
+/// What another instance published about stream `id`, if anything (404 if nothing; with Redis
+/// down, 404 under `fail_open`, 503 under `fail_closed`).
+async fn remote(state: &AppState, id: &str) -> Result<RemoteStream, GatewayError> {
+    let sid = StreamId::parse(id).ok_or_else(|| not_found(id))?;
+    match state.stream_log.lookup(&sid).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(not_found(id)),
+        Err(e) => {
+            tracing::debug!(error = %e, "stream lookup in redis failed");
+            match state.shared.as_ref().map(|s| s.on_failure) {
+                Some(OnFailure::FailClosed) => Err(GatewayError::Unavailable(
+                    "shared state is unavailable; try again shortly".into(),
+                )),
+                _ => Err(not_found(id)),
+            }
+        }
+    }
+}
+
+/// A local replica of a stream another instance runs, made (and filled by a task of its own)
+/// by the first request for it; later requests share it.
+async fn replica(state: &AppState, id: &str) -> Result<Handle, GatewayError> {
+    let r = remote(state, id).await?;
+    match state
+        .registry
+        .create_replica(r.id, r.include_usage, r.team.as_deref().map(Into::into))
+    {
+        Ok(writer) => {
+            let handle = writer.handle();
+            let log = state.stream_log.clone();
+            tokio::spawn(async move { log.tail(r, writer).await });
+            Ok(handle)
+        }
+        Err(RelayError::Exists) => state.registry.get(id).map_err(|_| not_found(id)),
+        Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+    }
+}
+
+/// Waits (a bounded time) until a replica holds the events up to `after`: a reader may resume
+/// from a position its owner has sent but this copy has not received yet.
+async fn caught_up(state: &AppState, handle: &Handle, after: u64, format: Format) {
+    let limit = state.shared.as_ref().map_or(Duration::from_secs(5), |s| {
+        s.owner_timeout + Duration::from_secs(5)
+    });
+    let wait = async {
+        let mut follower = handle.follow(handle.last_event_id(Format::Browser));
+        let mut scratch = Vec::new();
+        while !handle.is_finished() && handle.last_event_id(format) < after {
+            scratch.clear();
+            if !follower.next_batch(usize::MAX, &mut scratch).await {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, wait).await;
+}
+
 /// Only the team that started a stream may cancel it; to another team it does not exist
 /// (404, the same answer as for an unknown ID, so IDs cannot be probed).
 pub async fn cancel(
@@ -150,16 +218,33 @@ pub async fn cancel(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
-    let not_found = || GatewayError::NotFound(format!("stream '{id}' not found or expired"));
-    let handle = state.registry.get(&id).map_err(|_| not_found())?;
-    if handle.owner().is_some() && handle.owner() != caller.team_name() {
-        return Err(not_found());
+    let local = state.registry.get(&id).ok();
+    if let Some(handle) = local.as_ref().filter(|h| !h.is_replica()) {
+        if handle.owner().is_some() && handle.owner() != caller.team_name() {
+            return Err(not_found(&id));
+        }
+        let was_live = !handle.is_finished();
+        handle.cancel();
+        return Ok(deleted(handle.id().as_str(), was_live));
     }
-    let was_live = !handle.is_finished();
-    handle.cancel();
-    Ok((
+    // Another instance runs it: check the team it recorded, then ask it to stop.
+    let r = remote(&state, &id).await?;
+    if r.team.is_some() && r.team.as_deref() != caller.team_name() {
+        return Err(not_found(&id));
+    }
+    let was_live = local.as_ref().is_none_or(|h| !h.is_finished());
+    if was_live {
+        state.stream_log.cancel(&r.id).await.map_err(|_| {
+            GatewayError::Unavailable("shared state is unavailable; try again shortly".into())
+        })?;
+    }
+    Ok(deleted(r.id.as_str(), was_live))
+}
+
+fn deleted(id: &str, was_live: bool) -> Response {
+    (
         StatusCode::OK,
-        Json(json!({ "id": handle.id().as_str(), "object": "stream.deleted", "cancelled": was_live })),
+        Json(json!({ "id": id, "object": "stream.deleted", "cancelled": was_live })),
     )
-        .into_response())
+        .into_response()
 }
