@@ -458,3 +458,85 @@ async fn added_latency_per_event_through_redis() {
         at(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_on_another_instance_keep_the_generation_past_the_grace_period() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let url = redis.url();
+    let with_grace = |s: &RedisServer| {
+        let _ = s;
+        start_sluice(
+            &[],
+            &[
+                ("SLUICE_REDIS_URL", url.as_str()),
+                ("SLUICE_OWNER_TIMEOUT_SECS", "3"),
+                ("SLUICE_STREAM_GRACE_SECS", "1"),
+                ("SLUICE_DEMO_TOKENS_PER_SEC", "10"),
+            ],
+        )
+    };
+    let (a, b) = (with_grace(&redis), with_grace(&redis));
+    // Read on A a little, then leave it (the reader is gone from A for good).
+    let id = create(&a, json!({"tokens": 40})).await;
+    let mut first = open(&a, &id, 0, false).await;
+    first
+        .read_until(Duration::from_secs(10), |body| events_with_data(body) >= 3)
+        .await;
+    let seen = events_with_data(&first.body) as u64;
+    let head = text(sluice_tests::sse::complete_part(&first.body));
+    drop(first);
+    // The same user reconnects to B and reads the rest there: about 4 s more, far past A's 1 s
+    // grace period with no reader on A.
+    let rest = read_all(&b, &id, seen, false).await;
+    let (kind, last) = last_event(&rest);
+    assert_eq!(kind, "done", "{rest}");
+    assert_eq!(last["finish_reason"], "stop", "not cancelled: {rest}");
+    assert_eq!(last["usage"]["completion_tokens"], 40, "{rest}");
+    let full = read_all(&a, &id, 0, false).await;
+    assert_eq!(format!("{head}{}", text(&rest)), text(&full));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_of_the_owner_ends_remote_readers_with_its_real_end() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let url = redis.url();
+    let a = start_sluice(
+        &[],
+        &[
+            ("SLUICE_REDIS_URL", url.as_str()),
+            ("SLUICE_OWNER_TIMEOUT_SECS", "30"),
+            ("SLUICE_SHUTDOWN_GRACE_SECS", "1"),
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "5"),
+        ],
+    );
+    let b = instance(&redis);
+    let id = create(&a, json!({"tokens": 100})).await;
+    let mut on_b = wait_for(Duration::from_secs(10), || async {
+        let resp = client()
+            .get(b.url(&format!("/v1/streams/{id}/events")))
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200).then(|| StreamReader::new(resp))
+    })
+    .await
+    .expect("B serves the stream");
+    on_b.read_until(Duration::from_secs(10), |body| events_with_data(body) >= 2)
+        .await;
+    let signalled = Instant::now();
+    a.signal("TERM");
+    on_b.read_to_end(Duration::from_secs(20)).await;
+    let (kind, last) = last_event(&on_b.body);
+    assert_eq!(kind, "failed", "{}", on_b.body);
+    // The owner's own end, not a heartbeat timeout (30 s here).
+    assert_eq!(last["type"], "server_shutdown", "{}", on_b.body);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        signalled.elapsed()
+    );
+}

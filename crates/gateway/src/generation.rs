@@ -469,6 +469,8 @@ pub async fn drain(state: &AppState, grace: Duration) {
         state.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), state.pumps.wait()).await;
     }
+    // Readers on other instances get the ends just written.
+    state.stream_log.shutdown(Duration::from_secs(2)).await;
 }
 
 #[cfg(test)]

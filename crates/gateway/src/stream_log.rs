@@ -19,6 +19,9 @@
 //!   the relay's [`Writer::append_replica`], so local readers get the relay's own bytes.
 //! - **cancel**: [`StreamLog::cancel`] publishes the ID on `sluice:cancel`; every instance
 //!   subscribes once and cancels the stream if it runs it.
+//! - **readers elsewhere**: a replica with readers keeps `sluice:stream:{id}:remote` alive
+//!   (a short TTL, refreshed by its tail); while it exists the owner holds a reader of its own
+//!   stream, so a generation read only on other instances is not cancelled by the grace period.
 //! - **owner death**: each instance refreshes `sluice:instance:{id}` (TTL `owner_timeout`)
 //!   every `owner_timeout / 3`; a tail that sees no new entries checks it, and fails the replica
 //!   with `owner_lost` once it is gone.
@@ -51,6 +54,12 @@ fn events_key(id: &StreamId) -> String {
 
 fn meta_key(id: &StreamId) -> String {
     format!("sluice:stream:{id}:meta")
+}
+
+/// Present while some other instance has readers of the stream: the owner counts them as one
+/// reader, so the grace period does not cancel a generation read only elsewhere.
+fn remote_readers_key(id: &StreamId) -> String {
+    format!("sluice:stream:{id}:remote")
 }
 
 fn instance_key(instance: &str) -> String {
@@ -89,6 +98,10 @@ pub trait StreamLog: Send + Sync {
     async fn tail(&self, remote: RemoteStream, replica: Writer);
     /// Asks the instance running the stream to cancel it.
     async fn cancel(&self, id: &StreamId) -> Result<(), StateError>;
+    /// At shutdown, after the generations ended: waits (at most `limit`) until their last
+    /// events are copied out, then says this instance is gone, so that readers elsewhere get
+    /// the real end, and do not wait for a heartbeat to expire.
+    async fn shutdown(&self, _limit: Duration) {}
 }
 
 /// One instance: streams live in this process only.
@@ -120,6 +133,8 @@ pub struct RedisStreamLog {
     client: redis::Client,
     registry: Arc<Registry>,
     retention: Duration,
+    /// The copy tasks, so that shutdown waits for their last batch.
+    copies: tokio_util::task::TaskTracker,
 }
 
 impl RedisStreamLog {
@@ -136,6 +151,7 @@ impl RedisStreamLog {
             client: redis::Client::open(url)?,
             registry,
             retention,
+            copies: tokio_util::task::TaskTracker::new(),
         });
         tokio::spawn(log.clone().heartbeat(stop.clone()));
         tokio::spawn(log.clone().listen_for_cancels(stop));
@@ -217,6 +233,9 @@ impl RedisStreamLog {
             .ignore();
         let mut pending = Some(first);
         let mut follower = handle.follow(0);
+        let remote = remote_readers_key(&id);
+        // A reader that is never read: it only counts, while readers elsewhere exist.
+        let mut remote_guard: Option<relay::Reader> = None;
         let mut batch = Vec::with_capacity(16);
         loop {
             let more = follower.next_batch(BATCH, &mut batch).await;
@@ -240,11 +259,21 @@ impl RedisStreamLog {
             pipe.pexpire(&events, ms(ttl) as i64)
                 .ignore()
                 .pexpire(&meta, ms(ttl) as i64)
-                .ignore();
+                .ignore()
+                .exists(&remote);
             let mut conn = shared.conn();
-            if let Err(e) = shared.call(pipe.query_async::<()>(&mut conn)).await {
-                tracing::warn!(stream = %id.log_tag(), error = %e, "cannot share the stream through redis: it stays resumable on this instance only");
-                return;
+            match shared.call(pipe.query_async::<(bool,)>(&mut conn)).await {
+                Ok((elsewhere,)) => {
+                    if elsewhere && remote_guard.is_none() {
+                        remote_guard = Some(handle.reader(relay::Format::Browser));
+                    } else if !elsewhere {
+                        remote_guard = None;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %id.log_tag(), error = %e, "cannot share the stream through redis: it stays resumable on this instance only");
+                    return;
+                }
             }
             if !more || follower_done(&handle, &follower) {
                 return;
@@ -261,7 +290,18 @@ fn follower_done(handle: &Handle, follower: &relay::Follower) -> bool {
 #[async_trait]
 impl StreamLog for RedisStreamLog {
     fn publish(&self, handle: Handle) {
-        tokio::spawn(Self::copy_out(self.shared.clone(), handle, self.retention));
+        self.copies
+            .spawn(Self::copy_out(self.shared.clone(), handle, self.retention));
+    }
+
+    async fn shutdown(&self, limit: Duration) {
+        self.copies.close();
+        let _ = tokio::time::timeout(limit, self.copies.wait()).await;
+        let mut conn = self.shared.conn();
+        let _ = self
+            .shared
+            .call(conn.del::<_, ()>(instance_key(&self.shared.instance)))
+            .await;
     }
 
     async fn lookup(&self, id: &StreamId) -> Result<Option<RemoteStream>, StateError> {
@@ -293,6 +333,11 @@ impl StreamLog for RedisStreamLog {
         // Reads in a row that found no heartbeat of the owner.
         let mut missing = 0u32;
         let tag = remote.id.log_tag().to_owned();
+        let remote_key = remote_readers_key(&remote.id);
+        let replica_handle = replica.handle();
+        // Long enough to outlive a few tail rounds, short enough that the owner's grace period
+        // starts soon after the last reader here left.
+        let remote_ttl = (block * 4).max(Duration::from_secs(3));
         loop {
             if trouble.is_some_and(|t| t.elapsed() >= owner_timeout) {
                 tracing::warn!(stream = %tag, "redis has not answered for the owner timeout: failing the replica");
@@ -311,6 +356,16 @@ impl StreamLog for RedisStreamLog {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
+            if replica_handle.reader_count() > 0 {
+                let set: Result<(), _> = c
+                    .pset_ex(&remote_key, 1, remote_ttl.as_millis() as u64)
+                    .await;
+                if set.is_err() {
+                    conn = None;
+                    trouble.get_or_insert_with(Instant::now);
+                    continue;
+                }
+            }
             let opts = StreamReadOptions::default()
                 .count(BATCH)
                 .block(block.as_millis() as usize);
