@@ -231,7 +231,18 @@ impl RedisStreamLog {
             .ignore()
             .pexpire(&meta, ms(LIVE_TTL) as i64)
             .ignore();
-        let mut pending = Some(first);
+        // The metadata goes out at once, while the upstream request is still on its way, so
+        // that another instance finds the stream as soon as its ID is known to a client.
+        let mut pending = None;
+        let mut conn = shared.conn();
+        if shared
+            .call(first.query_async::<()>(&mut conn))
+            .await
+            .is_err()
+        {
+            // Retried with the first batch.
+            pending = Some(first);
+        }
         let mut follower = handle.follow(0);
         let remote = remote_readers_key(&id);
         // A reader that is never read: it only counts, while readers elsewhere exist.
