@@ -456,23 +456,31 @@ mod tests {
         assert_eq!(evs.len(), 2);
     }
 
+    /// The data of the events in `whole` delivered in three reads, cut at `cut1` and `cut2`.
+    async fn data_of_cut(whole: &[u8], cut1: usize, cut2: usize) -> Vec<String> {
+        let chunks = [&whole[..cut1], &whole[cut1..cut2], &whole[cut2..]];
+        let body = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        events(
+            body,
+            Duration::from_secs(5),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .map(|e| e.expect("event").data)
+        .collect()
+        .await
+    }
+
     #[tokio::test]
     async fn a_leading_bom_is_stripped_however_it_is_split() {
         let whole: &[u8] = b"\xef\xbb\xbfdata: a\n\ndata: b\n\n";
         for cut1 in 0..whole.len() {
             for cut2 in cut1..whole.len() {
-                let chunks = [&whole[..cut1], &whole[cut1..cut2], &whole[cut2..]];
-                let flag = Arc::new(AtomicBool::new(false));
-                let body = futures::stream::iter(
-                    chunks
-                        .iter()
-                        .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
-                        .collect::<Vec<_>>(),
-                );
-                let evs: Vec<_> = events(body, Duration::from_secs(5), flag)
-                    .map(|e| e.expect("event").data)
-                    .collect()
-                    .await;
+                let evs = data_of_cut(whole, cut1, cut2).await;
                 assert_eq!(evs, vec!["a", "b"], "cuts {cut1} {cut2}");
             }
         }
@@ -606,18 +614,7 @@ mod tests {
             b"data: a\r\n\r\nerror: {\"message\":\"full\"}\n\ndata: [DONE]\n\n: error: no\n\n";
         for cut1 in 0..whole.len() {
             for cut2 in (cut1..whole.len()).step_by(3) {
-                let chunks = [&whole[..cut1], &whole[cut1..cut2], &whole[cut2..]];
-                let flag = Arc::new(AtomicBool::new(false));
-                let body = futures::stream::iter(
-                    chunks
-                        .iter()
-                        .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
-                        .collect::<Vec<_>>(),
-                );
-                let evs: Vec<_> = events(body, Duration::from_secs(5), flag)
-                    .map(|e| e.expect("event").data)
-                    .collect()
-                    .await;
+                let evs = data_of_cut(whole, cut1, cut2).await;
                 assert_eq!(
                     evs,
                     vec!["a", " {\"message\":\"full\"}", "[DONE]"],
