@@ -1176,6 +1176,49 @@ mod tests {
     }
 
     #[test]
+    fn route_problems_are_all_reported() {
+        let file = parse_toml(
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\nmodels = [\"x\"]\n\
+             [[routes]]\nmodel = \"smart\"\ntargets = [\"p:qwen2.5:7b\", \"nope:m\", \"plain\"]\nstrategy = \"random\"\n\
+             [[routes]]\nmodel = \"smart\"\ntargets = [\"openai:gpt-4o\"]\n\
+             [[routes]]\nmodel = \"empty\"\n",
+        )
+        .unwrap();
+        let e = Settings::resolve(
+            file,
+            &Flags::default(),
+            &vars(&[("OPENAI_API_KEY", "sk-x")]),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "routes[0].targets[1]",
+                "routes[0].targets[2]",
+                "routes[0].strategy",
+                "routes[1].model",
+                "routes[2].targets",
+            ],
+            "{e}"
+        );
+        let ok = parse_toml(
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\nmodels = [\"x\"]\n\
+             [[routes]]\nmodel = \"smart\"\ntargets = [\"p:qwen2.5:7b\"]\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(ok, &Flags::default(), &vars(&[])).unwrap();
+        assert_eq!(
+            s.routes[0].targets,
+            [("p".to_owned(), "qwen2.5:7b".to_owned())]
+        );
+        assert_eq!(
+            s.routes[0].cooldown,
+            Duration::from_secs(DEFAULT_ROUTE_COOLDOWN_SECS)
+        );
+    }
+
+    #[test]
     fn defaults() {
         let s = Settings::resolve(FileConfig::default(), &Flags::default(), &Vars::new()).unwrap();
         assert_eq!(s.addr.to_string(), DEFAULT_ADDR);
