@@ -1194,9 +1194,9 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "routes[0].strategy",
                 "routes[0].targets[1]",
                 "routes[0].targets[2]",
-                "routes[0].strategy",
                 "routes[1].model",
                 "routes[2].targets",
             ],
