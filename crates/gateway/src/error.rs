@@ -57,6 +57,14 @@ pub enum GatewayError {
     /// the largest variant.
     #[error(transparent)]
     Upstream(Box<AdapterError>),
+    /// Every target of a route failed before answering (see `generation::try_targets`).
+    #[error("{message}")]
+    AllTargetsFailed {
+        status: StatusCode,
+        message: String,
+        /// Set when every target answered 429: the last one's `Retry-After`.
+        retry_after: Option<String>,
+    },
 }
 
 impl From<AdapterError> for GatewayError {
@@ -91,12 +99,13 @@ impl GatewayError {
             | Self::Draining
             | Self::TooManyStreams(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(e) => upstream_status(e),
+            Self::AllTargetsFailed { status, .. } => *status,
         }
     }
 }
 
 /// An upstream's 4xx is passed on; 529 (Anthropic overloaded) is 503; other 5xx are 502.
-fn upstream_status(e: &AdapterError) -> StatusCode {
+pub fn upstream_status(e: &AdapterError) -> StatusCode {
     match e {
         AdapterError::Upstream {
             status: Some(s), ..
@@ -161,6 +170,15 @@ fn parts(e: &GatewayError) -> (String, Option<String>, Option<String>) {
         }
         GatewayError::Draining => ("server_error".into(), s("server_shutdown"), None),
         GatewayError::TooManyStreams(_) => ("server_error".into(), s("too_many_streams"), None),
+        GatewayError::AllTargetsFailed { status, .. } => (
+            if *status == StatusCode::TOO_MANY_REQUESTS {
+                "rate_limit_exceeded".into()
+            } else {
+                "upstream_error".into()
+            },
+            s("all_targets_failed"),
+            None,
+        ),
         GatewayError::Upstream(a) => (
             a.kind().to_owned(),
             a.code().map(str::to_owned),
@@ -206,6 +224,18 @@ impl IntoResponse for GatewayError {
                     axum::http::header::RETRY_AFTER,
                     HeaderValue::from((*retry_after_secs).max(1)),
                 );
+            }
+            GatewayError::AllTargetsFailed { retry_after, .. } => {
+                headers.insert(
+                    HeaderName::from_static("x-sluice-error-source"),
+                    HeaderValue::from_static("upstream"),
+                );
+                if let Some(v) = retry_after
+                    .as_deref()
+                    .and_then(|ra| HeaderValue::from_str(ra).ok())
+                {
+                    headers.insert(axum::http::header::RETRY_AFTER, v);
+                }
             }
             GatewayError::Upstream(a) => {
                 headers.insert(

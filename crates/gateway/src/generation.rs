@@ -23,6 +23,7 @@ use crate::access::{estimate, Admission};
 use crate::conn::{FlushHint, BURST_GAP};
 use crate::error::GatewayError;
 use crate::metrics::{Outcome, StreamLabels};
+use crate::routing::{Plan, Target};
 use crate::state::AppState;
 
 /// Most events appended before readers are woken (bounds a reader's wait behind a fast upstream).
@@ -87,6 +88,125 @@ struct Context {
     sent: Instant,
 }
 
+/// Whether a failure before Sluice's response headers moves on to a route's next target:
+/// connect failure, timeout, 408, 429, 5xx (529 included). Any other 4xx is the client's.
+pub fn retryable(e: &AdapterError) -> bool {
+    match e {
+        AdapterError::Connect(_) | AdapterError::Timeout(_) => true,
+        AdapterError::Upstream {
+            status: Some(s), ..
+        } => matches!(*s, 408 | 429 | 500..=599),
+        _ => false,
+    }
+}
+
+/// Tries `plan`'s targets in turn with `call` (the request carrying each target's model) until
+/// one answers, and returns its answer and the target. A retryable failure moves on (and cools
+/// the target down); any other is returned at once. When every target failed: with one
+/// target, its error as is; with more, the last failure's status and a message naming each
+/// target tried and why.
+pub async fn try_targets<'a, T, F, Fut>(
+    state: &AppState,
+    plan: &Plan<'a>,
+    req: &ChatRequest,
+    mut call: F,
+) -> Result<(T, Target<'a>), GatewayError>
+where
+    F: FnMut(&'a Provider, ChatRequest) -> Fut,
+    Fut: Future<Output = Result<T, AdapterError>>,
+{
+    let mut tried: Vec<(String, AdapterError)> = Vec::new();
+    let mut previous: Option<&Target<'a>> = None;
+    for t in &plan.targets {
+        if let Some(from) = previous {
+            state.metrics.failover(from.label, t.label);
+            tracing::info!(from = %from.describe(), to = %t.describe(), "failing over");
+        }
+        let mut r = req.clone();
+        if let Some(m) = t.model {
+            r.model = m.to_owned();
+            r.body
+                .insert("model".into(), serde_json::Value::String(m.to_owned()));
+        }
+        state.metrics.upstream_request(t.label);
+        match call(t.provider, r).await {
+            Ok(v) => {
+                plan.served(t);
+                return Ok((v, t.clone()));
+            }
+            Err(e) => {
+                state.metrics.upstream_error(t.label, &e);
+                tracing::warn!(provider = %t.provider.name, target = %t.describe(), error = %e, "upstream request failed");
+                if !retryable(&e) {
+                    return Err(e.into());
+                }
+                plan.failed(t);
+                tried.push((t.describe(), e));
+                previous = Some(t);
+            }
+        }
+    }
+    Err(all_failed(plan.route_name(), tried))
+}
+
+/// The answer when every target failed (see [`try_targets`]).
+fn all_failed(route: Option<&str>, mut tried: Vec<(String, AdapterError)>) -> GatewayError {
+    if tried.len() <= 1 {
+        return match tried.pop() {
+            Some((_, e)) => e.into(),
+            None => GatewayError::Unavailable("no upstream to try".into()),
+        };
+    }
+    let all_429 = tried.iter().all(|(_, e)| {
+        matches!(
+            e,
+            AdapterError::Upstream {
+                status: Some(429),
+                ..
+            }
+        )
+    });
+    let last = &tried[tried.len() - 1].1;
+    let (status, retry_after) = if all_429 {
+        let ra = match last {
+            AdapterError::Upstream { retry_after, .. } => retry_after.clone(),
+            _ => None,
+        };
+        (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            Some(ra.unwrap_or_else(|| "1".into())),
+        )
+    } else {
+        match crate::error::upstream_status(last) {
+            s if s.is_server_error() => (s, None),
+            _ => (axum::http::StatusCode::BAD_GATEWAY, None),
+        }
+    };
+    let why: Vec<String> = tried
+        .iter()
+        .map(|(t, e)| {
+            let reason = match e {
+                AdapterError::Upstream {
+                    status: Some(s),
+                    message,
+                    ..
+                } => format!("HTTP {s}: {message}"),
+                other => other.to_string(),
+            };
+            format!("{t} ({reason})")
+        })
+        .collect();
+    GatewayError::AllTargetsFailed {
+        status,
+        message: format!(
+            "every target of '{}' failed: {}",
+            route.unwrap_or("the model"),
+            why.join("; ")
+        ),
+        retry_after,
+    }
+}
+
 /// A generation whose upstream has answered, ready to be pumped.
 pub struct Started {
     /// The request's span: the pump's log lines carry its request ID, wherever the pump runs.
@@ -95,18 +215,22 @@ pub struct Started {
     upstream: EventStream,
     admission: Admission,
     context: Context,
+    /// The provider that served it (`x-sluice-provider`).
+    provider: String,
 }
 
 /// Starts a generation: registers it and waits for the upstream's headers, so that an upstream
 /// HTTP error becomes a real status. If the caller goes away meanwhile, this future is dropped
 /// and so is the writer, which ends the registered stream as cancelled. `arrival` is when the
-/// request came in, `labels` its metric labels.
+/// request came in, `labels` its metric labels (the provider's is set to the target that
+/// serves). The plan's targets are tried in turn (see [`try_targets`]): failover happens here,
+/// before any response header is sent, never once the stream has started.
 pub async fn start(
     state: &AppState,
     req: &ChatRequest,
-    provider: &Provider,
+    plan: &Plan<'_>,
     admission: Admission,
-    labels: StreamLabels,
+    mut labels: StreamLabels,
     arrival: Instant,
 ) -> Result<Started, GatewayError> {
     let created = std::time::SystemTime::now()
@@ -139,8 +263,9 @@ pub async fn start(
     let mut admission = admission;
     admission.sent_upstream();
     let sent = Instant::now();
-    match provider.stream(req).await {
-        Ok(upstream) => {
+    match try_targets(state, plan, req, |p, r| async move { p.stream(&r).await }).await {
+        Ok((upstream, target)) => {
+            labels.provider = target.label.clone();
             state.metrics.stream_started(&labels);
             Ok(Started {
                 span: tracing::Span::current(),
@@ -153,21 +278,38 @@ pub async fn start(
                     arrival,
                     sent,
                 },
+                provider: target.provider.name.clone(),
             })
         }
         Err(e) => {
             admission.refund();
-            state.metrics.upstream_error(&labels.provider, &e);
-            tracing::warn!(provider = %provider.name, model = %req.model, error = %e, "upstream request failed");
-            writer.fail(failure(&e));
-            Err(e.into())
+            writer.fail(gateway_failure(&e));
+            Err(e)
         }
+    }
+}
+
+/// A gateway error as the in-band failure readers of a stream that never started see.
+fn gateway_failure(e: &GatewayError) -> Failure {
+    match e {
+        GatewayError::Upstream(a) => failure(a),
+        other => Failure {
+            message: other.to_string(),
+            kind: "upstream_error".into(),
+            code: Some("all_targets_failed".into()),
+            ..Default::default()
+        },
     }
 }
 
 impl Started {
     pub fn handle(&self) -> Handle {
         self.writer.handle()
+    }
+
+    /// The name of the provider that served.
+    pub fn provider(&self) -> &str {
+        &self.provider
     }
 
     /// Runs the pump in a task of its own (streams whose readers come later).

@@ -171,6 +171,17 @@ struct UpstreamErrorLabels {
     status: Option<u16>,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: Label,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailoverLabels {
+    from: Label,
+    to: Label,
+}
+
 /// An upstream error's kind, as a bounded label: the upstream's own `type` is free text.
 pub fn error_kind(e: &AdapterError) -> &'static str {
     match e {
@@ -253,6 +264,8 @@ pub struct Metrics {
     prompt_tokens: Family<TokenLabels, Counter>,
     completion_tokens: Family<TokenLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    upstream_requests: Family<ProviderLabels, Counter>,
+    failovers: Family<FailoverLabels, Counter>,
     resumes: Counter,
     accept_errors: Counter,
     pub totals: Totals,
@@ -285,6 +298,8 @@ impl Metrics {
             prompt_tokens: Family::default(),
             completion_tokens: Family::default(),
             upstream_errors: Family::default(),
+            upstream_requests: Family::default(),
+            failovers: Family::default(),
             resumes: Counter::default(),
             accept_errors: Counter::default(),
             totals: Totals::default(),
@@ -347,6 +362,16 @@ impl Metrics {
             m.upstream_errors.clone(),
         );
         r.register(
+            "sluice_upstream_requests",
+            "Requests sent upstream, by provider: one per target tried, so failovers count each attempt",
+            m.upstream_requests.clone(),
+        );
+        r.register(
+            "sluice_failovers",
+            "Moves from a route's target that failed before answering to the next one, by provider",
+            m.failovers.clone(),
+        );
+        r.register(
             "sluice_stream_resumes",
             "Event stream reads that resumed from a position after the start (Last-Event-ID)",
             m.resumes.clone(),
@@ -391,6 +416,25 @@ impl Metrics {
                 provider: provider.clone(),
                 kind: error_kind(e),
                 status: upstream_status(e),
+            })
+            .inc();
+    }
+
+    /// A request was sent to `provider` (each target tried counts).
+    pub fn upstream_request(&self, provider: &Label) {
+        self.upstream_requests
+            .get_or_create(&ProviderLabels {
+                provider: provider.clone(),
+            })
+            .inc();
+    }
+
+    /// A route moved from one target's provider to the next's.
+    pub fn failover(&self, from: &Label, to: &Label) {
+        self.failovers
+            .get_or_create(&FailoverLabels {
+                from: from.clone(),
+                to: to.clone(),
             })
             .inc();
     }

@@ -112,6 +112,9 @@ pub async fn build_state(
         })?;
         router.push(provider, p.models.clone());
     }
+    for r in &settings.routes {
+        router.push_route(r);
+    }
     let max_connections = settings
         .max_connections
         .unwrap_or_else(|| crate::host::default_max_connections(crate::host::open_files_soft()));

@@ -11,12 +11,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use provider_adapter::{ChatRequest, Provider};
+use provider_adapter::ChatRequest;
 use relay::SseBody;
 
 use crate::access::{Admission, Caller};
 use crate::error::GatewayError;
 use crate::metrics::{self, RequestLabels, StreamLabels};
+use crate::routing::Plan;
 use crate::state::AppState;
 
 /// The request body, or 413/400 in OpenAI's shape.
@@ -37,10 +38,11 @@ pub fn request_id_text(
     id.and_then(|axum::Extension(r)| r.header_value().to_str().ok().map(str::to_owned))
 }
 
-/// An admitted chat request: what to send, where, the permit, and its generation's labels.
+/// An admitted chat request: what to send, the targets to try in turn, the permit, and its
+/// generation's labels (the provider's is the first target's until one serves).
 pub struct Admitted<'a> {
     pub req: ChatRequest,
-    pub provider: &'a Provider,
+    pub plan: Plan<'a>,
     pub admission: Admission,
     pub labels: StreamLabels,
 }
@@ -79,11 +81,14 @@ pub async fn admit<'a>(
     let mut req = ChatRequest::parse(bytes).map_err(GatewayError::from)?;
     // Sent upstream, so that the upstream's logs and ours meet on one ID.
     req.request_id = request_id;
-    let (provider, provider_label) = state
+    let plan = state
         .router
-        .route_labelled(&req.model)
+        .plan(&req.model)
+        .filter(|p| !p.targets.is_empty())
         .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
+    let provider_label = plan.targets[0].label;
     labels.model = state.router.model_label(&req.model);
+    // Once per client request, whatever number of targets it takes.
     let admission = state.access.admit(caller, &req).await?;
     state.metrics.admitted();
     Ok(Admitted {
@@ -93,9 +98,16 @@ pub async fn admit<'a>(
             team: labels.team.clone(),
         },
         req,
-        provider,
+        plan,
         admission,
     })
+}
+
+/// Names the provider that served a response (`x-sluice-provider`).
+pub fn served_by(resp: &mut Response, provider: &str) {
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        resp.headers_mut().insert("x-sluice-provider", v);
+    }
 }
 
 /// An SSE response over `body`: no compression, no proxy buffering, flushed per event.

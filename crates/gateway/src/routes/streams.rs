@@ -50,9 +50,9 @@ async fn start(
     let bytes = super::body(state, body)?;
     let a = super::admit(state, caller, &bytes, labels, request_id).await?;
     let headers = a.admission.headers.clone();
-    let handle = generation::start(state, &a.req, a.provider, a.admission, a.labels, arrival)
-        .await?
-        .spawn(state);
+    let started = generation::start(state, &a.req, &a.plan, a.admission, a.labels, arrival).await?;
+    let provider = started.provider().to_owned();
+    let handle = started.spawn(state);
     let id = handle.id().as_str();
     let mut resp = (
         StatusCode::CREATED,
@@ -60,6 +60,7 @@ async fn start(
     )
         .into_response();
     resp.headers_mut().extend(headers);
+    super::served_by(&mut resp, &provider);
     Ok(resp)
 }
 
