@@ -5,7 +5,7 @@
 //! Variables are read through a plain map ([`Vars`]) so tests never touch the process
 //! environment.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -253,6 +253,12 @@ pub struct ProviderConfig {
     pub base_url: Option<String>,
     /// The NAME of the variable holding the key.
     pub api_key_env: Option<String>,
+    /// Azure's `api-version` (required for kind azure, refused for the others).
+    pub api_version: Option<String>,
+    /// Static headers sent upstream with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Optional: a provider without models is reached only through `[[routes]]`.
     #[serde(default)]
     pub models: Vec<String>,
 }
@@ -328,7 +334,70 @@ pub struct ProviderSettings {
     pub kind: provider_adapter::ProviderKind,
     pub base_url: String,
     pub api_key: Option<provider_adapter::Secret>,
+    pub api_version: Option<String>,
+    /// Static headers sent upstream, validated.
+    pub headers: http::HeaderMap,
     pub models: Vec<String>,
+}
+
+/// Header names a provider's static `headers` may not set: credentials (a key belongs in
+/// `api_key_env`, which keeps it out of logs and config dumps), and the headers that frame the
+/// request or that Sluice sets itself.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "api-key",
+    "x-api-key",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "host",
+    "x-request-id",
+];
+
+/// Validates a provider's static headers; problems are named `providers[i].headers.NAME`.
+fn resolve_headers(
+    i: usize,
+    headers: &BTreeMap<String, String>,
+    p: &mut Problems,
+) -> http::HeaderMap {
+    let mut out = http::HeaderMap::new();
+    for (name, value) in headers {
+        let key = format!("providers[{i}].headers.{name}");
+        let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            p.push(ConfigError::new(key, "is not a valid HTTP header name"));
+            continue;
+        };
+        if RESERVED_HEADERS.contains(&n.as_str()) {
+            p.push(ConfigError::new(
+                key,
+                "may not be set here (credentials go in api_key_env; Sluice sets this header itself)",
+            ));
+            continue;
+        }
+        if out.contains_key(&n) {
+            p.push(ConfigError::new(
+                key,
+                "is given twice (header names ignore case)",
+            ));
+            continue;
+        }
+        match http::HeaderValue::from_str(value) {
+            Ok(v) => {
+                out.insert(n, v);
+            }
+            Err(_) => p.push(ConfigError::new(
+                key,
+                "the value must be visible ASCII characters, spaces or tabs",
+            )),
+        }
+    }
+    out
 }
 
 /// The validated settings the server runs with.
@@ -760,10 +829,11 @@ fn resolve_providers(
         let kind = match prov.kind.as_str() {
             "openai" => ProviderKind::OpenAi,
             "anthropic" => ProviderKind::Anthropic,
+            "azure" => ProviderKind::Azure,
             other => {
                 p.push(ConfigError::new(
                     key("kind"),
-                    format!("'{other}' is not a provider kind (openai | anthropic)"),
+                    format!("'{other}' is not a provider kind (openai | anthropic | azure)"),
                 ));
                 continue;
             }
@@ -772,6 +842,13 @@ fn resolve_providers(
             (Some(u), _) => u.clone(),
             (None, ProviderKind::OpenAi) => DEFAULT_OPENAI_BASE_URL.to_owned(),
             (None, ProviderKind::Anthropic) => DEFAULT_ANTHROPIC_BASE_URL.to_owned(),
+            (None, ProviderKind::Azure) => {
+                p.push(ConfigError::new(
+                    key("base_url"),
+                    "is required for kind azure (https://RESOURCE.openai.azure.com)",
+                ));
+                String::from("https://")
+            }
         };
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             p.push(ConfigError::new(
@@ -779,6 +856,31 @@ fn resolve_providers(
                 format!("'{base_url}' is not an http(s) URL"),
             ));
         }
+        // Refused on the other kinds rather than ignored: an `api_version` there most likely
+        // means a wrong `kind`, which would otherwise show only as 404s from the upstream.
+        match (kind, &prov.api_version) {
+            (ProviderKind::Azure, None) => p.push(ConfigError::new(
+                key("api_version"),
+                "is required for kind azure (for example \"2024-10-21\")",
+            )),
+            (ProviderKind::Azure, Some(v))
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+            {
+                p.push(ConfigError::new(
+                    key("api_version"),
+                    format!("'{v}' is not an API version (for example \"2024-10-21\")"),
+                ))
+            }
+            (ProviderKind::Azure, Some(_)) | (_, None) => {}
+            (_, Some(_)) => p.push(ConfigError::new(
+                key("api_version"),
+                "is only for kind azure",
+            )),
+        }
+        let headers = resolve_headers(i, &prov.headers, p);
         let api_key = match &prov.api_key_env {
             Some(name) => match var(vars, name) {
                 Some(v) => Some(Secret::new(v)),
@@ -792,12 +894,6 @@ fn resolve_providers(
             },
             None => None,
         };
-        if prov.models.is_empty() {
-            p.push(ConfigError::new(
-                key("models"),
-                "list at least one model name or glob",
-            ));
-        }
         for (j, m) in prov.models.iter().enumerate() {
             if let Err(e) = glob::validate(m) {
                 p.push(ConfigError::new(format!("providers[{i}].models[{j}]"), e));
@@ -808,6 +904,8 @@ fn resolve_providers(
             kind,
             base_url,
             api_key,
+            api_version: prov.api_version.clone(),
+            headers,
             models: prov.models.clone(),
         });
     }
@@ -820,6 +918,8 @@ fn resolve_providers(
                 .unwrap_or(DEFAULT_ANTHROPIC_BASE_URL)
                 .to_owned(),
             api_key: Some(Secret::new(k)),
+            api_version: None,
+            headers: http::HeaderMap::new(),
             models: vec!["claude-*".into()],
         });
     }
@@ -831,6 +931,8 @@ fn resolve_providers(
                 .unwrap_or(DEFAULT_OPENAI_BASE_URL)
                 .to_owned(),
             api_key: Some(Secret::new(k)),
+            api_version: None,
+            headers: http::HeaderMap::new(),
             models: vec!["*".into()],
         });
     }
@@ -1139,7 +1241,7 @@ mod tests {
         let file = parse_toml(
             "keepalive_secs = 0\n\
              [[providers]]\nname = \"a\"\nkind = \"nope\"\nmodels = [\"x\"]\n\
-             [[providers]]\nname = \"b\"\nkind = \"openai\"\nbase_url = \"ftp://x\"\nmodels = []\n\
+             [[providers]]\nname = \"b\"\nkind = \"azure\"\nbase_url = \"ftp://x\"\nmodels = []\n\
              [[teams]]\nname = \"t\"\napi_keys_sha256 = [\"short\"]\nrequests_per_minute = 0\n",
         )
         .unwrap();
@@ -1161,7 +1263,7 @@ mod tests {
                 "SLUICE_LOG_FORMAT",
                 "providers[0].kind",
                 "providers[1].base_url",
-                "providers[1].models",
+                "providers[1].api_version",
                 "teams[0].api_keys_sha256[0]",
                 "teams[0].requests_per_minute",
             ],

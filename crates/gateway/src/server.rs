@@ -109,7 +109,12 @@ pub async fn build_state(
         .map_err(|e| StartupError::Provider {
             name: p.name.clone(),
             message: e.to_string(),
-        })?;
+        })?
+        .with_headers(p.headers.clone());
+        let provider = match &p.api_version {
+            Some(v) => provider.with_api_version(v.clone()),
+            None => provider,
+        };
         router.push(provider, p.models.clone());
     }
     for r in &settings.routes {

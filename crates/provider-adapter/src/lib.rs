@@ -7,6 +7,8 @@
 
 /// Anthropic Messages API: request and stream translation.
 pub mod anthropic;
+/// Azure OpenAI deployments: OpenAI's format at Azure's URL, with Azure's key header.
+pub mod azure;
 /// Everything that can go wrong with an upstream.
 pub mod error;
 /// The normalised events every upstream is translated into.

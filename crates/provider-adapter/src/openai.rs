@@ -24,6 +24,16 @@ pub(crate) fn build_request(
     req: &ChatRequest,
     stream: bool,
 ) -> UpstreamRequest {
+    let mut up = request_at(format!("{base_url}/chat/completions"), req, stream);
+    if let Some(key) = api_key.filter(|k| !k.is_empty()) {
+        up.headers.push(("authorization", format!("Bearer {key}")));
+    }
+    up
+}
+
+/// The OpenAI-format request to `url`, without credentials: shared with the OpenAI-format
+/// upstreams that differ only in URL and key header (Azure).
+pub(crate) fn request_at(url: String, req: &ChatRequest, stream: bool) -> UpstreamRequest {
     let body = Forward {
         body: &req.body,
         stream,
@@ -32,11 +42,8 @@ pub(crate) fn build_request(
     if stream {
         headers.push(("accept", "text/event-stream".to_owned()));
     }
-    if let Some(key) = api_key.filter(|k| !k.is_empty()) {
-        headers.push(("authorization", format!("Bearer {key}")));
-    }
     UpstreamRequest {
-        url: format!("{base_url}/chat/completions"),
+        url,
         headers,
         body: serde_json::to_vec(&body).unwrap_or_default(),
     }

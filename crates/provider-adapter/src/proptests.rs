@@ -26,7 +26,7 @@ static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 
 fn mapper(kind: ProviderKind) -> Box<dyn StreamMapper> {
     match kind {
-        ProviderKind::OpenAi => Box::new(openai::ChunkMapper::default()),
+        ProviderKind::OpenAi | ProviderKind::Azure => Box::new(openai::ChunkMapper::default()),
         ProviderKind::Anthropic => Box::new(anthropic::StreamState::default()),
     }
 }

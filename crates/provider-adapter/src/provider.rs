@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::sse::{self, ReadError};
 use crate::{
-    anthropic, openai, AdapterError, ChatRequest, Secret, StreamEvent, TimeoutPhase, Usage,
+    anthropic, azure, openai, AdapterError, ChatRequest, Secret, StreamEvent, TimeoutPhase, Usage,
 };
 
 /// A stream of normalised events. It ends after the first `Err`, and ends with `Ok` items only
@@ -56,6 +56,8 @@ impl Default for Timeouts {
 pub enum ProviderKind {
     OpenAi,
     Anthropic,
+    /// Azure OpenAI deployments; needs [`Provider::with_api_version`].
+    Azure,
 }
 
 /// A finished non-streaming answer: the `chat.completion` object a client receives.
@@ -94,6 +96,12 @@ pub struct Provider {
     pub kind: ProviderKind,
     base_url: String,
     api_key: Option<Secret>,
+    /// Azure's `api-version` query parameter.
+    api_version: Option<String>,
+    /// Static headers sent with every request, replacing a header of the same name that the
+    /// kind's request builder set (`accept`, `anthropic-version`, ...). The gateway's config
+    /// keeps credential and framing headers out of this list.
+    headers: http::HeaderMap,
     client: reqwest::Client,
     timeouts: Timeouts,
 }
@@ -105,6 +113,8 @@ impl std::fmt::Debug for Provider {
             .field("kind", &self.kind)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key)
+            .field("api_version", &self.api_version)
+            .field("headers", &self.headers)
             .finish()
     }
 }
@@ -129,9 +139,24 @@ impl Provider {
             kind,
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             api_key,
+            api_version: None,
+            headers: http::HeaderMap::new(),
             client,
             timeouts,
         })
+    }
+
+    /// Sets Azure's `api-version` (required for [`ProviderKind::Azure`], unused by the others).
+    pub fn with_api_version(mut self, version: impl Into<String>) -> Self {
+        self.api_version = Some(version.into());
+        self
+    }
+
+    /// Static headers sent upstream with every request (OpenRouter's `HTTP-Referer` and
+    /// `X-Title`, an `anthropic-beta`, ...).
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers = headers;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -143,6 +168,15 @@ impl Provider {
         let mut up = match self.kind {
             ProviderKind::OpenAi => openai::build_request(&self.base_url, key, req, stream),
             ProviderKind::Anthropic => anthropic::build_request(&self.base_url, key, req, stream)?,
+            ProviderKind::Azure => {
+                let version = self.api_version.as_deref().ok_or_else(|| {
+                    AdapterError::Protocol(format!(
+                        "provider '{}' is of kind azure but has no api_version",
+                        self.name
+                    ))
+                })?;
+                azure::build_request(&self.base_url, version, key, req, stream)
+            }
         };
         if let Some(id) = &req.request_id {
             up.headers.push(("x-request-id", id.clone()));
@@ -151,10 +185,16 @@ impl Provider {
     }
 
     async fn send(&self, up: UpstreamRequest) -> Result<reqwest::Response, AdapterError> {
-        let mut rb = self.client.post(&up.url).body(up.body);
+        let mut headers = http::HeaderMap::with_capacity(up.headers.len() + self.headers.len());
         for (k, v) in up.headers {
-            rb = rb.header(k, v);
+            let v = http::HeaderValue::try_from(v)
+                .map_err(|_| AdapterError::Protocol(format!("header {k} has an invalid value")))?;
+            headers.append(k, v);
         }
+        for (k, v) in &self.headers {
+            headers.insert(k, v.clone());
+        }
+        let rb = self.client.post(&up.url).body(up.body).headers(headers);
         let resp = match tokio::time::timeout(self.timeouts.headers, rb.send()).await {
             Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Headers)),
             Ok(Err(e)) if e.is_timeout() => {
@@ -250,7 +290,7 @@ impl Provider {
             return Ok(Box::pin(futures::stream::once(async move { Err(err) })));
         }
         let mapper: Box<dyn StreamMapper> = match self.kind {
-            ProviderKind::OpenAi => Box::new(openai::ChunkMapper::default()),
+            ProviderKind::OpenAi | ProviderKind::Azure => Box::new(openai::ChunkMapper::default()),
             ProviderKind::Anthropic => Box::new(anthropic::StreamState::default()),
         };
         Ok(drive(
@@ -288,7 +328,11 @@ impl Provider {
                     None => rb,
                 }
             }
+            // Azure lists base models, not deployments, and the deployments list is gone from
+            // the data-plane API since 2023-03-15: a deployment is known only by its config.
+            ProviderKind::Azure => return Ok(Vec::new()),
         };
+        let rb = rb.headers(self.headers.clone());
         let resp = match tokio::time::timeout(self.timeouts.headers, rb.send()).await {
             Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Headers)),
             Ok(Err(e)) => return Err(AdapterError::Connect(error_chain(&e))),
@@ -319,7 +363,7 @@ impl Provider {
             return Err(self.scrub(err));
         }
         match self.kind {
-            ProviderKind::OpenAi => Ok(openai::completion(value)),
+            ProviderKind::OpenAi | ProviderKind::Azure => Ok(openai::completion(value)),
             ProviderKind::Anthropic => anthropic::completion(&value),
         }
     }
