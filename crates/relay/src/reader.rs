@@ -80,7 +80,8 @@ impl Reader {
         let log = self.shared.read();
         let len = log.len();
         if self.at.id >= len {
-            return if log.terminal().is_some() {
+            // A discarded stream's log is empty: nothing more will come.
+            return if log.terminal().is_some() || self.shared.is_discarded() {
                 self.ended = true;
                 Fill::End
             } else {
@@ -159,7 +160,7 @@ impl Reader {
                     self.ended = e.is_terminal();
                     return Poll::Ready(Some((self.at.id, e.to_event())));
                 }
-                if log.terminal().is_some() {
+                if log.terminal().is_some() || self.shared.is_discarded() {
                     self.ended = true;
                     return Poll::Ready(None);
                 }
@@ -177,20 +178,22 @@ impl Reader {
             preamble: self.format.preamble(),
             reader: self,
             silence: Silence::new(keep_alive),
-            driver: None,
+            driving: false,
         }
     }
 
     /// Like [`into_sse`](Self::into_sse), for the stream's first reader, which also drives the
     /// stream's writer: `driver` (the future that appends the events) is polled by the body
     /// itself, so each event goes from the upstream to the client in one task, without a wake-up
-    /// of another. When the body is dropped (the client went away) before the driver is done,
-    /// the driver is handed to `hand_off` (to spawn it) and runs on alone.
+    /// of another. The driver is handed to its `hand_off` (to spawn it) and runs on alone when
+    /// the body is dropped (the client went away) before the driver is done, and when the
+    /// stream is cancelled: the body may be one nobody polls (a client that stopped reading),
+    /// and the driver must still see the cancel at once.
     pub fn into_sse_driving(self, keep_alive: Duration, driver: Driver) -> SseBody {
-        SseBody {
-            driver: Some(driver),
-            ..self.into_sse(keep_alive)
-        }
+        self.shared.set_pump(driver);
+        let mut body = self.into_sse(keep_alive);
+        body.driving = true;
+        body
     }
 }
 
@@ -220,6 +223,17 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Polls the future; once it is done there is nothing to hand off.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let r = self.future.as_mut().poll(cx);
+        if r.is_ready() {
+            self.hand_off = None;
+        }
+        r
+    }
+}
+
 impl Drop for Driver {
     fn drop(&mut self) {
         if let Some(hand_off) = self.hand_off.take() {
@@ -234,7 +248,18 @@ pub struct SseBody {
     reader: Reader,
     preamble: &'static [u8],
     silence: Silence,
-    driver: Option<Driver>,
+    /// This body polls the stream's writer (see [`Reader::into_sse_driving`]) until the driver
+    /// is done or taken away.
+    driving: bool,
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        if self.driving {
+            // The client went away first: the writer runs on alone.
+            self.reader.shared.release_pump(false);
+        }
+    }
 }
 
 impl Stream for SseBody {
@@ -246,14 +271,11 @@ impl Stream for SseBody {
             let p = std::mem::take(&mut this.preamble);
             return Poll::Ready(Some(Ok(Bytes::from_static(p))));
         }
-        if let Some(d) = &mut this.driver {
-            if d.future.as_mut().poll(cx).is_ready() {
-                // Done: nothing to hand off.
-                d.hand_off = None;
-                this.driver = None;
-            }
+        // One uncontended lock per poll: the slot is shared only with a cancel.
+        if this.driving && !this.reader.shared.poll_pump(cx) {
+            this.driving = false;
         }
-        if this.driver.is_some() {
+        if this.driving {
             // Only the driver appends, and it has registered this task for its own progress:
             // waiting on the log as well would only wake this task a second time.
             match this.reader.try_chunk() {

@@ -196,9 +196,11 @@ impl Registry {
                 let Some((_, id)) = queue.pop_front() else {
                     break;
                 };
-                // Readers still holding it keep its memory until they finish; it is no longer
-                // findable either way.
-                if map.remove(&id).is_some() {
+                // A reader may still hold it (a client that stopped reading): it is emptied and
+                // uncounted now, or its bytes would stay counted and push out every other
+                // finished stream in turn.
+                if let Some(gone) = map.remove(&id) {
+                    gone.discard();
                     self.evicted.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -270,7 +272,11 @@ impl Registry {
                 break;
             }
             if let Some((_, id)) = queue.pop_front() {
-                n += usize::from(map.remove(&id).is_some());
+                if let Some(gone) = map.remove(&id) {
+                    // Like an eviction: a reader still attached holds no more of it.
+                    gone.discard();
+                    n += 1;
+                }
             }
         }
         // After a burst the table and the queue keep their peak capacity (a few MB per 100,000

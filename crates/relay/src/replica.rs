@@ -186,7 +186,7 @@ impl Follower {
                 if n > 0 {
                     return Poll::Ready(true);
                 }
-                if log.terminal().is_some() {
+                if log.terminal().is_some() || self.shared.is_discarded() {
                     self.ended = true;
                     return Poll::Ready(false);
                 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::log::Log;
+use crate::reader::Driver;
 use crate::registry::Budget;
 use crate::StreamId;
 
@@ -53,6 +54,28 @@ pub(crate) struct Shared {
     /// Heap bytes of the log last reported to the budget.
     counted: AtomicUsize,
     pub(crate) budget: Arc<Budget>,
+    /// Set (under the log's write lock) when the registry dropped the stream (evicted or
+    /// expired): its log was emptied and its bytes no longer count, though readers may still
+    /// hold it; they end.
+    discarded: AtomicBool,
+    /// The writer's future while the first reader's body drives it (see [`Driver`]): kept here
+    /// rather than in the body so that a cancel can take it out and run it on its own even when
+    /// nobody polls that body (a client that stopped reading). Boxed: a retained stream pays
+    /// one pointer for it.
+    pump: Mutex<Option<Box<Pump>>>,
+}
+
+/// A driven stream's writer future and the task of the body that polls it.
+struct Pump {
+    driver: Driver,
+    /// Woken when the driver is taken away, so that the body starts waiting on the log itself.
+    body: Option<Waker>,
+}
+
+impl std::fmt::Debug for Pump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pump").finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -85,6 +108,8 @@ impl Shared {
             max_bytes,
             counted: AtomicUsize::new(counted),
             budget,
+            discarded: AtomicBool::new(false),
+            pump: Mutex::new(None),
         }
     }
 
@@ -107,6 +132,9 @@ impl Shared {
     /// Brings the budget up to date with the log's size (called with the write lock held, so
     /// the updates of one stream are ordered).
     pub(crate) fn recount(&self, log: &Log) {
+        if self.is_discarded() {
+            return;
+        }
         let now = STREAM_OVERHEAD + log.heap_bytes();
         let before = self.counted.swap(now, Ordering::Relaxed);
         let diff = now as isize - before as isize;
@@ -115,6 +143,34 @@ impl Shared {
         } else if diff != 0 {
             self.budget.charge_live(diff);
         }
+    }
+
+    /// The registry no longer holds this stream (evicted or expired): empties its log and
+    /// gives its bytes back to the budget now, so that a reader still attached (a client that
+    /// stopped reading) holds no more than the write it has buffered, and the bytes it no
+    /// longer holds do not push other streams out. Readers then end.
+    pub(crate) fn discard(&self) {
+        let old = {
+            let mut log = self.write();
+            if self.discarded.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let finished = log.finished_at().is_some();
+            let old = std::mem::replace(&mut *log, Log::new(crate::event::Meta::default()));
+            let before = self.counted.swap(0, Ordering::Relaxed);
+            self.budget.release(before, finished);
+            old
+        };
+        // Freed outside the lock.
+        drop(old);
+        let wakers = std::mem::take(&mut *self.lock_wakers());
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn is_discarded(&self) -> bool {
+        self.discarded.load(Ordering::Acquire)
     }
 
     pub(crate) fn counted(&self) -> usize {
@@ -182,6 +238,53 @@ impl Shared {
     pub(crate) fn cancel(&self) {
         if !self.cancelled.swap(true, Ordering::AcqRel) {
             self.changed.notify_waiters();
+        }
+        // The writer may be inside a body that nobody polls (its client stopped reading): it
+        // would never see the cancel. Run it on a task of its own, which sees it at once.
+        self.release_pump(true);
+    }
+
+    fn lock_pump(&self) -> std::sync::MutexGuard<'_, Option<Box<Pump>>> {
+        // Held only to poll the driver or to move it: a poisoned lock (a panic in the driver)
+        // leaves it in its slot or gone, both consistent.
+        self.pump.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts the writer's future in the slot the first reader's body polls.
+    pub(crate) fn set_pump(&self, driver: Driver) {
+        *self.lock_pump() = Some(Box::new(Pump { driver, body: None }));
+    }
+
+    /// Polls the writer's future for the body that drives it; false once it is no longer
+    /// there (done, or moved to a task of its own), and the body reads like any reader.
+    pub(crate) fn poll_pump(&self, cx: &mut std::task::Context<'_>) -> bool {
+        let mut slot = self.lock_pump();
+        let Some(pump) = slot.as_mut() else {
+            return false;
+        };
+        if pump.driver.poll(cx).is_ready() {
+            let done = slot.take();
+            drop(slot);
+            drop(done);
+            return false;
+        }
+        if !pump.body.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            pump.body = Some(cx.waker().clone());
+        }
+        true
+    }
+
+    /// Takes the writer's future out of its body's slot and hands it off (to run on its own);
+    /// `wake` wakes that body so that it goes on as a plain reader.
+    pub(crate) fn release_pump(&self, wake: bool) {
+        let Some(pump) = self.lock_pump().take() else {
+            return;
+        };
+        let Pump { driver, body } = *pump;
+        // Dropping a driver that is not done hands it off.
+        drop(driver);
+        if let (true, Some(w)) = (wake, body) {
+            w.wake();
         }
     }
 

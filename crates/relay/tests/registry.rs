@@ -107,21 +107,15 @@ async fn memory_returns_to_zero_once_every_stream_is_gone() {
     assert_eq!(r.stats().bytes, total(&handles));
     assert_eq!(r.stats().live_bytes, 0);
 
-    // Expired streams are swept from the registry...
+    // Expired streams are swept from the registry, and their memory goes with them, even
+    // while a reader (one that stopped reading, say) still holds the first.
     assert_eq!(r.sweep(), 5);
     assert_eq!(r.stats().live + r.stats().finished, 0);
     assert_eq!(r.stats().oldest_finished_age, None);
-    // ...but their memory is held until the last handle goes.
-    assert_eq!(r.stats().bytes, total(&handles));
-    let first_bytes = handles[0].bytes();
+    assert_eq!(r.stats().bytes, 0);
+    assert_eq!(total(&handles), 0);
     drop(handles);
-    assert_eq!(
-        r.stats().bytes,
-        first_bytes,
-        "the reader still holds the first log"
-    );
-    let events = drain(reader).await;
-    assert_eq!(events.len(), 101);
+    assert!(drain(reader).await.is_empty(), "the reader ends");
     assert_eq!(r.stats().bytes, 0);
 }
 
@@ -348,8 +342,8 @@ fn evicted_and_failed_streams_release_their_memory() {
 }
 
 /// Thousands of short streams through a small bound: none refused, the finished ones evicted in
-/// the order they finished, and a stream evicted while someone still holds it stays readable
-/// to them (and its memory counted) until they let go.
+/// the order they finished, and a stream evicted while someone still holds it is emptied and
+/// uncounted at once: holding it (a client that stopped reading) keeps none of its memory.
 #[tokio::test]
 async fn eviction_under_churn() {
     const TOTAL: usize = 16 * 1024;
@@ -394,18 +388,16 @@ async fn eviction_under_churn() {
     assert_eq!(findable.len() - first_kept, st.finished);
     assert_eq!(st.evicted, first_kept);
 
-    // The held streams were evicted but still read whole.
-    let held_bytes: usize = held.iter().map(|(_, h)| h.bytes()).sum();
-    assert!(st.bytes <= TOTAL + held_bytes + 4096, "{st:?}");
-    for (i, h) in &held {
+    // The held streams were evicted, emptied and uncounted.
+    assert!(st.bytes <= TOTAL + 4096, "{st:?}");
+    for (_, h) in &held {
         assert_eq!(r.get(h.id().as_str()).err(), Some(RelayError::NotFound));
-        let events = drain(h.reader(Format::Browser)).await;
-        assert_eq!(events.len(), 2);
-        assert_eq!(text_of(&events[0].1), format!("answer {i} ").repeat(8));
+        assert_eq!(h.bytes(), 0);
+        assert!(drain(h.reader(Format::Browser)).await.is_empty());
     }
     let before = r.stats().bytes;
     drop(held);
-    assert_eq!(r.stats().bytes, before - held_bytes);
+    assert_eq!(r.stats().bytes, before);
 
     // The streams still live finish; the bound still holds, with nothing refused.
     for w in live {
@@ -458,4 +450,44 @@ async fn oldest_finished_age_follows_the_oldest_retained_stream() {
     assert_eq!(r.sweep(), usize::from(st.finished == 1));
     assert_eq!(r.stats().oldest_finished_age, None);
     assert_eq!(r.stats().bytes, 0);
+}
+
+/// A reader that stopped reading a finished stream (a stalled client) holds only what it has
+/// buffered once the stream is evicted: its bytes stop counting at once, so later streams push
+/// out that one old stream, not every finished stream after it.
+#[test]
+fn a_reader_of_an_evicted_stream_holds_none_of_its_bytes() {
+    let r = Registry::new(Limits {
+        max_total_bytes: 20_000,
+        ..Limits::default()
+    });
+    let mut big = r.create(meta(), false).unwrap();
+    assert!(big.push_delta(Delta::text(0, "x".repeat(12_000))));
+    let h = big.handle();
+    big.finish();
+    let mut stalled = h.subscribe(0, Format::Browser).unwrap();
+    // Small finished streams until the first eviction.
+    let mut small = Vec::new();
+    while r.stats().evicted == 0 {
+        assert!(small.len() < 100, "never evicted");
+        let mut w = r.create(meta(), false).unwrap();
+        fill(&mut w, 20);
+        small.push(*w.id());
+        w.finish();
+    }
+    let st = r.stats();
+    assert_eq!(st.evicted, 1, "{st:?}");
+    assert_eq!(h.bytes(), 0);
+    assert!(st.bytes < 20_000, "the evicted stream is uncounted: {st:?}");
+    for id in &small[..small.len() - 1] {
+        assert!(r.get(id.as_str()).is_ok(), "small streams stay resumable");
+    }
+    // The stalled reader ends (its stream is gone) instead of waiting for ever.
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert_eq!(
+        stalled.poll_chunk(&mut cx),
+        std::task::Poll::Ready(None),
+        "a reader of a discarded stream ends"
+    );
 }

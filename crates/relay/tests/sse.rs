@@ -380,3 +380,52 @@ async fn an_event_larger_than_a_write_is_split_across_writes() {
         assert_eq!(s(&rest), s(&want));
     }
 }
+
+/// `DELETE` while the driving body is not polled (its client stopped reading): the cancel takes
+/// the driver out of the body and hands it off, so the writer sees the cancel at once; the body,
+/// polled again, reads on like any reader.
+#[tokio::test]
+async fn a_cancel_hands_off_the_driver_of_a_body_nobody_polls() {
+    let r = relay::Registry::new(relay::Limits::default());
+    let mut w = r.create(meta(), false).unwrap();
+    let h = w.handle();
+    let reader = h.reader(Format::Browser);
+    let (handed_tx, handed_rx) = std::sync::mpsc::channel();
+    let cancelled = w.cancelled();
+    let driver = relay::Driver::new(
+        Box::pin(async move {
+            assert!(w.push_delta(Delta::text(0, "Hel")));
+            cancelled.await;
+            w.finish_cancelled();
+        }),
+        move |rest| {
+            handed_tx.send(()).unwrap();
+            tokio::spawn(rest);
+        },
+    );
+    let mut b: Body = Box::pin(reader.into_sse_driving(KEEP_ALIVE, driver));
+    // The preamble, then the first event: the body drove the writer.
+    assert_eq!(s(&next(&mut b).await.unwrap()), "retry: 1000\n\n");
+    assert!(s(&next(&mut b).await.unwrap()).contains("Hel"));
+    // Nobody polls the body now; the stop button still ends the stream.
+    h.cancel();
+    handed_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the driver was handed off");
+    timeout(Duration::from_secs(5), async {
+        while !h.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the writer saw the cancel without the body being polled");
+    let rest = timeout(Duration::from_secs(5), next(&mut b))
+        .await
+        .expect("the body reads on")
+        .unwrap();
+    assert!(s(&rest).contains("cancelled"), "{}", s(&rest));
+    assert_eq!(
+        timeout(Duration::from_secs(5), next(&mut b)).await.unwrap(),
+        None
+    );
+}
