@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
 /// Seconds a client has to send a complete request head (slow-loris protection); also how long
 /// an idle keep-alive connection stays open.
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Seconds a response's write may make no progress (a client that stopped reading) before the
+/// connection is closed, so that a stalled client cannot freeze the stream its body drives.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT_SECS: u64 = 30;
 /// Connections one client address may hold (not counting loopback, where a local proxy's
 /// connections all come from).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
@@ -153,6 +156,8 @@ pub struct FileConfig {
     pub stream_max_readers: Option<usize>,
     /// Also `SLUICE_HEADER_READ_TIMEOUT_SECS`.
     pub header_read_timeout_secs: Option<u64>,
+    /// Also `SLUICE_CLIENT_WRITE_TIMEOUT_SECS`.
+    pub client_write_timeout_secs: Option<u64>,
     /// Open client connections at most (default: 7/8 of the open-file limit). Also
     /// `SLUICE_MAX_CONNECTIONS`.
     pub max_connections: Option<usize>,
@@ -419,6 +424,8 @@ pub struct Settings {
     pub relay_bound_from_file: bool,
     pub stream_max_readers: usize,
     pub header_read_timeout: Duration,
+    /// A response write that makes no progress this long closes its connection.
+    pub client_write_timeout: Duration,
     /// `None`: derived from the open-file limit when serving starts.
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: usize,
@@ -698,6 +705,11 @@ impl Settings {
                 "SLUICE_HEADER_READ_TIMEOUT_SECS",
                 DEFAULT_HEADER_READ_TIMEOUT_SECS
             )),
+            client_write_timeout: secs(num!(
+                file.client_write_timeout_secs,
+                "SLUICE_CLIENT_WRITE_TIMEOUT_SECS",
+                DEFAULT_CLIENT_WRITE_TIMEOUT_SECS
+            )),
             max_connections: match var(vars, "SLUICE_MAX_CONNECTIONS") {
                 Some(v) => p.take(parse_num("SLUICE_MAX_CONNECTIONS", v)),
                 None => file.max_connections,
@@ -761,6 +773,16 @@ impl Settings {
         if s.header_read_timeout.is_zero() {
             p.push(ConfigError::new(
                 "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                "must be at least 1",
+            ));
+        }
+        if s.client_write_timeout.is_zero() {
+            p.push(ConfigError::new(
+                if var(vars, "SLUICE_CLIENT_WRITE_TIMEOUT_SECS").is_some() {
+                    "SLUICE_CLIENT_WRITE_TIMEOUT_SECS"
+                } else {
+                    "client_write_timeout_secs"
+                },
                 "must be at least 1",
             ));
         }
@@ -1407,6 +1429,34 @@ mod tests {
         let file = parse_toml("[[teams]]\nname = \"t\"\napi_keys_sha256 = [\"0000000000000000000000000000000000000000000000000000000000000000\"]\ndefault_max_tokens = 0\n").unwrap();
         let e = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap_err();
         assert_eq!(e.key, "teams[0].default_max_tokens");
+    }
+
+    #[test]
+    fn client_write_timeout() {
+        let s = Settings::resolve(FileConfig::default(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.client_write_timeout, Duration::from_secs(30));
+        let file = parse_toml("client_write_timeout_secs = 5\n").unwrap();
+        let s = Settings::resolve(file.clone(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.client_write_timeout, Duration::from_secs(5));
+        let v = vars(&[("SLUICE_CLIENT_WRITE_TIMEOUT_SECS", "1")]);
+        let s = Settings::resolve(file, &Flags::default(), &v).unwrap();
+        assert_eq!(s.client_write_timeout, Duration::from_secs(1));
+        for (v, key) in [
+            (
+                vars(&[("SLUICE_CLIENT_WRITE_TIMEOUT_SECS", "0")]),
+                "SLUICE_CLIENT_WRITE_TIMEOUT_SECS",
+            ),
+            (
+                vars(&[("SLUICE_CLIENT_WRITE_TIMEOUT_SECS", "x")]),
+                "SLUICE_CLIENT_WRITE_TIMEOUT_SECS",
+            ),
+        ] {
+            let e = Settings::resolve(FileConfig::default(), &Flags::default(), &v).unwrap_err();
+            assert_eq!(e.key, key);
+        }
+        let file = parse_toml("client_write_timeout_secs = 0\n").unwrap();
+        let e = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap_err();
+        assert_eq!(e.key, "client_write_timeout_secs");
     }
 
     #[test]

@@ -10,7 +10,16 @@
 //! the next write on its connection is put off once: the task yields, the upstream's connection
 //! task delivers the next chunk, and both leave in one write. A token that arrives alone (a
 //! model's normal pace) is written at once.
+//!
+//! Writes also have a progress deadline ([`Conn::with_write_timeout`]): a client that stops
+//! reading its socket (its receive window closed) leaves a write pending for ever, hyper stops
+//! polling the response body, and a stream's pump running inside that body would freeze with its
+//! slots and its upstream connection. When a write accepts no byte for the whole timeout, the
+//! write fails with `TimedOut`: hyper closes the connection and drops the body, and the pump
+//! runs on by itself (the grace period then applies, as when a reader leaves). The timer is armed
+//! only when a write is pending, so a write that goes out at once costs nothing more.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +29,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Chunks closer together than this are a burst: the next write waits for the following one.
 pub const BURST_GAP: Duration = Duration::from_millis(3);
@@ -40,10 +50,17 @@ impl FlushHint {
     }
 }
 
-/// A client's TCP stream whose writes honour the [`FlushHint`].
+/// A client's TCP stream whose writes honour the [`FlushHint`] and fail after making no
+/// progress for the write timeout.
 pub struct Conn {
     tcp: TcpStream,
     hint: FlushHint,
+    /// `None`: writes may wait for ever.
+    write_timeout: Option<Duration>,
+    /// The deadline of the write pending now; made at the first stall, then reused.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// A write is pending and `stall` is armed for it.
+    stalled: bool,
 }
 
 impl Conn {
@@ -56,9 +73,45 @@ impl Conn {
             Self {
                 tcp,
                 hint: hint.clone(),
+                write_timeout: None,
+                stall: None,
+                stalled: false,
             },
             hint,
         )
+    }
+
+    /// Fails a write that accepts no byte for `timeout` (zero: never).
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// Tracks a write's progress: a ready write disarms the deadline (one store); a pending one
+    /// arms it if it is not armed yet, and fails once it has passed.
+    fn progress<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = false;
+            return r;
+        }
+        let Some(timeout) = self.write_timeout else {
+            return r;
+        };
+        let deadline = Instant::now() + timeout;
+        let sleep = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.stalled {
+            self.stalled = true;
+            sleep.as_mut().reset(deadline);
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Puts a write off once when a burst is under way: wakes this task to run again after the
@@ -92,7 +145,8 @@ impl AsyncWrite for Conn {
         if this.defer(cx) {
             return Poll::Pending;
         }
-        Pin::new(&mut this.tcp).poll_write(cx, buf)
+        let r = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        this.progress(cx, r)
     }
 
     fn poll_write_vectored(
@@ -104,7 +158,8 @@ impl AsyncWrite for Conn {
         if this.defer(cx) {
             return Poll::Pending;
         }
-        Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        this.progress(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -112,6 +167,7 @@ impl AsyncWrite for Conn {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A TCP flush is immediate: it says nothing of the peer's progress.
         Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
     }
 
@@ -124,6 +180,33 @@ impl AsyncWrite for Conn {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A peer that never reads: writes fill both socket buffers, then the next one waits; after
+    /// the timeout without progress it fails, so the server closes the connection.
+    #[tokio::test]
+    async fn a_write_that_makes_no_progress_fails_after_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let _peer = socket.connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (conn, _) = Conn::new(tcp);
+        let mut conn = conn.with_write_timeout(Duration::from_millis(300));
+        let chunk = vec![b'x'; 64 * 1024];
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Err(e) = conn.write_all(&chunk).await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the stalled write failed");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
 
     #[tokio::test]
     async fn a_hinted_write_is_put_off_once_then_goes_out() {

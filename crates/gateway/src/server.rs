@@ -252,6 +252,7 @@ pub async fn serve(
     let metrics = state.clone();
     let connections = metrics.connections.clone();
     let header_timeout = metrics.settings.header_read_timeout;
+    let write_timeout = metrics.settings.client_write_timeout;
     let registry_limits = metrics.registry.limits();
     let metrics = &metrics.metrics;
     let router = crate::app::app(state);
@@ -273,6 +274,7 @@ pub async fn serve(
         max_streams = registry_limits.max_live_streams,
         connection_rate_per_ip = caps.max_new_per_sec,
         header_read_timeout_secs = header_timeout.as_secs(),
+        client_write_timeout_secs = write_timeout.as_secs(),
         "connection limits"
     );
     loop {
@@ -295,6 +297,7 @@ pub async fn serve(
             continue;
         };
         let (io, hint) = Conn::new(tcp);
+        let io = io.with_write_timeout(write_timeout);
         let router = router.clone();
         let activity = admitted.activity.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
