@@ -20,7 +20,9 @@
 //!
 //! A slot is a lease: it expires `lease` after it was taken or last renewed. This instance
 //! renews the leases it holds every `lease / 3`, and removes one when its admission ends; the
-//! slots of an instance that died come free within `lease`.
+//! slots of an instance that died come free within `lease`. A renewal adds back a lease Redis
+//! lost (a restart without persistence, `FLUSHALL`): its stream still runs, and must keep
+//! counting against the team's `max_concurrent_streams`.
 //!
 //! When Redis does not answer within the timeout: with `fail_open` the call falls back to this
 //! instance's own [`MemoryStore`] (an admission made there settles and releases there too),
@@ -201,19 +203,24 @@ return redis.call('ZCOUNT', KEYS[1], '(' .. int(now_us()), '+inf')
     ))
 });
 
-/// KEYS: slots. ARGV: lease µs, then the members to renew (only those still there).
+/// KEYS: slots. ARGV: lease µs, then the members to renew. A member that is missing (Redis
+/// restarted or was flushed since it was taken) is added again: the stream still runs, and
+/// without its lease the team could open `max_concurrent_streams` more. Returns the members
+/// added again, so the caller can remove one whose stream ended meanwhile.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         prelude!(),
         r#"
 local lease = tonumber(ARGV[1])
 local exp = int(now_us() + lease)
-local n = 0
+local restored = {}
 for i = 2, #ARGV do
-  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', exp, ARGV[i])
+  if redis.call('ZADD', KEYS[1], exp, ARGV[i]) == 1 then
+    restored[#restored + 1] = ARGV[i]
+  end
 end
 redis.call('PEXPIRE', KEYS[1], int(2 * lease / 1000 + 1000))
-return n
+return restored
 "#
     ))
 });
@@ -327,8 +334,40 @@ impl RedisStore {
                 inv.arg(self.member(id));
             }
             let mut conn = self.state.conn();
-            if let Err(e) = self.state.call(inv.invoke_async::<i64>(&mut conn)).await {
-                tracing::debug!(team = %team, error = %e, "could not renew the stream slot leases");
+            let restored = match self
+                .state
+                .call(inv.invoke_async::<Vec<String>>(&mut conn))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(team = %team, error = %e, "could not renew the stream slot leases");
+                    continue;
+                }
+            };
+            if restored.is_empty() {
+                continue;
+            }
+            tracing::info!(team = %team, restored = restored.len(), "stream slot leases missing in redis (restart or flush): added again");
+            // A lease released while the renewal was on its way (its ZREM came first) was
+            // added again: remove it once more. Checked after the renewal, so a release that
+            // comes later removes it itself.
+            let released: Vec<String> = {
+                let leases = self.leases();
+                let held = leases.get(&team);
+                restored
+                    .into_iter()
+                    .filter(|m| {
+                        !m.rsplit_once(':')
+                            .and_then(|(_, n)| n.parse::<u64>().ok())
+                            .is_some_and(|n| held.is_some_and(|ids| ids.contains(&n)))
+                    })
+                    .collect()
+            };
+            if !released.is_empty() {
+                let mut zrem = redis::cmd("ZREM");
+                zrem.arg(key(&team, "slots")).arg(released);
+                let _ = self.state.call(zrem.query_async::<i64>(&mut conn)).await;
             }
         }
     }
