@@ -362,6 +362,9 @@ enum End {
     Failed(AdapterError),
     /// The relay refused more (the per-stream memory bound); it failed the stream itself.
     Refused,
+    /// The team's token budget could not cover what the stream generated past its
+    /// reservation.
+    OutOfTokens,
     Cancelled,
     Shutdown,
 }
@@ -372,7 +375,7 @@ async fn pump(
     state: AppState,
     mut writer: Writer,
     mut upstream: EventStream,
-    admission: Admission,
+    mut admission: Admission,
     context: Context,
     hint: Option<FlushHint>,
 ) {
@@ -381,6 +384,10 @@ async fn pump(
     let mut upstream_ttft = None;
     // Bytes of generated text, to estimate the completion if the upstream reports no usage.
     let mut text_bytes = 0u64;
+    // Tokens taken from the team's budget so far (`None`: no token limit); checked after each
+    // batch against the estimate of what was used, and topped up a chunk at a time.
+    let mut budget = admission.tokens_taken();
+    let prompt_estimate = admission.prompt_estimate();
     let abandoned = writer.abandoned(state.settings.stream_grace);
     let cancelled = writer.cancelled();
     let shutdown = state.shutdown.clone().cancelled_owned();
@@ -437,6 +444,18 @@ async fn pump(
                 if let Some(end) = end {
                     break end;
                 }
+                if let Some(limit) = budget {
+                    let used = prompt_estimate.saturating_add(
+                        estimate::streamed_completion_tokens(writer.last_id(), text_bytes),
+                    );
+                    if used > limit {
+                        // Once per chunk: the only store call (a Redis round trip) in the pump.
+                        match admission.take_more(used).await {
+                            Some(more) => budget = Some(more),
+                            None => break End::OutOfTokens,
+                        }
+                    }
+                }
                 if let Some(hint) = &hint {
                     let now = Instant::now();
                     if now.duration_since(last_chunk) < BURST_GAP {
@@ -464,6 +483,16 @@ async fn pump(
         }
         // The relay failed the stream itself, with this type.
         End::Refused => Outcome::Failed("stream_too_large"),
+        End::OutOfTokens => {
+            tracing::warn!(stream = %stream, team = %context.labels.team, "stream ended: the team's token budget is used up");
+            writer.fail(Failure {
+                message: "the team's token budget (tokens_per_minute) is used up; the answer was cut short".into(),
+                kind: "tokens".into(),
+                code: Some("rate_limit_exceeded".into()),
+                ..Default::default()
+            });
+            Outcome::Failed("tokens")
+        }
         End::Failed(e) => {
             tracing::warn!(stream = %stream, error = %e, "upstream stream failed");
             state.metrics.upstream_error(&context.labels.provider, &e);

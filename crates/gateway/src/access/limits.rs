@@ -156,6 +156,15 @@ pub trait LimitStore: Send + Sync + fmt::Debug {
         reserved: u64,
         used: u64,
     ) -> Result<(), Unavailable>;
+    /// Takes up to `want` more tokens for a stream that used all it took (see
+    /// [`TokenBucket::take_up_to`]): returns the tokens granted, 0 when the budget is empty.
+    async fn take_more(
+        &self,
+        team: &str,
+        origin: Origin,
+        limits: &TeamLimits,
+        want: u64,
+    ) -> Result<u64, Unavailable>;
     /// Gives a slot back.
     async fn release(&self, team: &str, origin: Origin, slot: u64) -> Result<(), Unavailable>;
     /// Where the request and token limits stand, without taking from them.
@@ -419,6 +428,18 @@ impl MemoryStore {
         }
     }
 
+    /// Takes up to `want` more tokens for a running stream (see [`LimitStore::take_more`]).
+    pub fn take_more_tokens(&self, team: &str, limits: &TeamLimits, want: u64) -> u64 {
+        match limits.token_quota() {
+            Some(q) => self.with_tokens(team, q, |tk, now| {
+                let (level, granted) = q.take_up_to(tk.level, want, now);
+                tk.level = level;
+                granted
+            }),
+            None => want,
+        }
+    }
+
     /// Where the token budget stands, without taking from it.
     pub fn token_status(&self, team: &str, limits: &TeamLimits) -> LimitStatus {
         match limits.token_quota() {
@@ -467,6 +488,16 @@ impl LimitStore for MemoryStore {
     ) -> Result<(), Unavailable> {
         self.settle_tokens(team, reserved, used);
         Ok(())
+    }
+
+    async fn take_more(
+        &self,
+        team: &str,
+        _: Origin,
+        limits: &TeamLimits,
+        want: u64,
+    ) -> Result<u64, Unavailable> {
+        Ok(self.take_more_tokens(team, limits, want))
     }
 
     async fn release(&self, team: &str, _: Origin, _: u64) -> Result<(), Unavailable> {

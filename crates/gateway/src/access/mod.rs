@@ -25,6 +25,15 @@
 //!   admitting whenever the budget is positive) keeps a burst of parallel requests from
 //!   overspending it.
 //!
+//!   A stream that generates more than it reserved (no `max_tokens`, and a long answer) takes
+//!   more as it goes: each time its estimated use (the prompt estimate plus the streamed
+//!   completion estimate) passes what it took, it takes the overrun and a chunk more (a
+//!   sixteenth of the budget, 32 to 4096 tokens: one store call per chunk), as much as the
+//!   budget holds without going below zero. When the budget cannot cover the overrun, the
+//!   stream ends with an in-band error (`type` `tokens`, `code` `rate_limit_exceeded`) and its
+//!   upstream request is cancelled. So parallel streams take at most the budget (and its
+//!   refill) plus what each generated since its last take.
+//!
 //!   When the generation ends the reservation is settled, in one signed step, against what
 //!   is charged: the difference is given back or taken as well. The budget may go below zero,
 //!   to minus one window's tokens at most, and the next request waits until the refill has
@@ -154,6 +163,35 @@ impl Admission {
         self.settle(prompt, completion_estimate);
     }
 
+    /// Tokens taken from the team's budget for this generation so far (its reservation, and
+    /// what [`take_more`](Self::take_more) added); `None` without a token limit.
+    pub fn tokens_taken(&self) -> Option<u64> {
+        self.charge
+            .as_ref()
+            .filter(|c| c.team.limits.tokens.is_some())
+            .map(|c| c.reserved)
+    }
+
+    /// For a stream that has used `used` tokens (estimated as it goes), more than it took: takes
+    /// the overrun and a chunk more ([`rate::stream_chunk`]) from the team's budget, as much of
+    /// it as is there. Returns the new total taken, or `None` when the budget could not even
+    /// cover the overrun: the stream must end (its settlement then charges what it generated).
+    /// One store call per chunk, never per token.
+    pub async fn take_more(&mut self, used: u64) -> Option<u64> {
+        let c = self.charge.as_mut()?;
+        let cap = c.team.limits.tokens?;
+        let overrun = used.saturating_sub(c.reserved);
+        let want = overrun.saturating_add(rate::stream_chunk(cap));
+        let granted = c
+            .store
+            .take_more(&c.team.name, c.origin, &c.team.limits, want)
+            .await
+            // The shared store did not answer and fails closed: nothing more is granted.
+            .unwrap_or(0);
+        c.reserved = c.reserved.saturating_add(granted);
+        (granted >= overrun).then_some(c.reserved)
+    }
+
     /// What the prompt was estimated at when admitted (0 in open mode, which estimates
     /// nothing).
     pub fn prompt_estimate(&self) -> u64 {
@@ -183,8 +221,8 @@ struct Charge {
     team: Arc<Team>,
     /// Where the slot and the reservation are kept.
     origin: Origin,
-    /// Tokens taken from the budget at admission (0 without a token limit): what settling
-    /// gives back before taking the real usage.
+    /// Tokens taken from the budget at admission, plus what a stream took as it went (0
+    /// without a token limit): what settling gives back before taking the real usage.
     reserved: u64,
     prompt_estimate: u64,
     /// The stream slot held (its lease), if the team has a concurrency limit.
@@ -631,6 +669,32 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stream_takes_more_a_chunk_at_a_time_until_the_budget_is_empty() {
+        let (k, h) = crate::keys::generate();
+        let mut t = team("a", &h);
+        // 1600 a minute: chunks of 100.
+        t.tokens_per_minute = Some(1600);
+        let a = Access::new(vec![t], Duration::from_secs(60));
+        let c = a.authenticate(&bearer(&k)).unwrap();
+        let mut adm = a.admit(&c, &req(CHAT)).await.unwrap();
+        let reserved = adm.tokens_taken().unwrap();
+        assert_eq!(reserved, adm.prompt_estimate() + 10);
+        // 5 past the reservation: the overrun and a chunk more.
+        let taken = adm.take_more(reserved + 5).await.unwrap();
+        assert_eq!(taken, reserved + 5 + 100);
+        // Far past it: granted as much as is left, and that does not cover the overrun.
+        assert_eq!(adm.take_more(taken + 5000).await, None);
+        assert_eq!(adm.tokens_taken(), Some(1600));
+        // The budget is empty: the next request is refused until it refills.
+        let e = a.admit(&c, &req(CHAT)).await.unwrap_err();
+        assert_eq!(kind(&e).0, "tokens");
+        // Settling what was generated: a debt of what went past the budget.
+        adm.settle(0, 1600 + 50);
+        // Open mode and teams without a token limit never take more.
+        assert_eq!(Admission::default().tokens_taken(), None);
     }
 
     #[tokio::test]

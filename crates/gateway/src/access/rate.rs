@@ -75,6 +75,14 @@ impl Gcra {
     }
 }
 
+/// Tokens a stream takes from its team's budget each time it has used all it took (see
+/// [`TokenBucket::take_up_to`]): a sixteenth of the budget, within 32 and 4096, so the store is
+/// asked a few times a window per stream, never per token, and a stream refused more has
+/// overrun the budget by at most what it generated since its last take.
+pub fn stream_chunk(capacity: u64) -> u64 {
+    (capacity / 16).clamp(32, 4096)
+}
+
 /// A token budget's state: tokens held (negative: a debt) at time `at`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Level {
@@ -166,6 +174,21 @@ impl TokenBucket {
         }
     }
 
+    /// Takes up to `want` more tokens for a generation that outgrew its reservation: what the
+    /// budget holds now, never below zero (a running stream may use what is there, not run up
+    /// a debt), as the new level and the tokens granted (0: nothing left).
+    pub fn take_up_to(&self, s: Level, want: u64, now: u64) -> (Level, u64) {
+        let s = self.refill(s, now);
+        let held = (s.tokens + self.slack()).floor();
+        let granted = if held.is_nan() || held <= 0.0 {
+            0
+        } else {
+            want.min(held as u64)
+        };
+        let tokens = self.bounded(s.tokens - granted as f64);
+        (Level { tokens, ..s }, granted)
+    }
+
     /// Settles a reservation of `reserved` tokens that really used `used`: the difference
     /// comes back or is taken too, in one signed step.
     pub fn settle(&self, s: Level, reserved: u64, used: u64, now: u64) -> Level {
@@ -241,6 +264,48 @@ mod tests {
         let fast = Gcra::new(60, 3, w);
         let tat = fast.carry(&b2, tat, now);
         assert_eq!(fast.status(tat, now), (1, 2 * S));
+    }
+
+    #[test]
+    fn stream_chunk_is_a_sixteenth_within_bounds() {
+        assert_eq!(stream_chunk(0), 32);
+        assert_eq!(stream_chunk(100), 32);
+        assert_eq!(stream_chunk(10_000), 625);
+        assert_eq!(stream_chunk(1 << 20), 4096);
+        assert_eq!(stream_chunk(u64::MAX), 4096);
+    }
+
+    #[test]
+    fn take_up_to_grants_what_is_there_and_never_makes_a_debt() {
+        // 600 tokens per 6 s: 100 a second.
+        let b = TokenBucket::new(600, Duration::from_secs(6));
+        let t0 = 7 * S;
+        let s = b.full(t0);
+        let (s, got) = b.take_up_to(s, 250, t0);
+        assert_eq!(got, 250);
+        assert_eq!(b.status(s, t0).0, 350);
+        // More than is left: what is left, down to zero, not below.
+        let (s, got) = b.take_up_to(s, 1000, t0);
+        assert_eq!(got, 350);
+        assert_eq!(b.status(s, t0).0, 0);
+        let (s, got) = b.take_up_to(s, 10, t0);
+        assert_eq!(got, 0);
+        // Half a second refills 50.
+        let (s, got) = b.take_up_to(s, 80, t0 + S / 2);
+        assert_eq!(got, 50);
+        // In debt (a settlement took more than reserved): nothing.
+        let s = b.settle(s, 0, 300, t0 + S / 2);
+        assert_eq!(b.take_up_to(s, 10, t0 + S), (b.refill(s, t0 + S), 0));
+        // Nothing asked, nothing taken; a zero budget never grants.
+        assert_eq!(b.take_up_to(b.full(t0), 0, t0).1, 0);
+        let z = TokenBucket::new(0, Duration::from_secs(6));
+        assert_eq!(z.take_up_to(z.full(t0), 5, t0).1, 0);
+        // Rounding: a level a hair under a whole token still grants it.
+        let s = Level {
+            tokens: 3.0 - 1e-9,
+            at: t0,
+        };
+        assert_eq!(b.take_up_to(s, 10, t0).1, 3);
     }
 
     #[test]

@@ -171,6 +171,29 @@ return 1
     ))
 });
 
+/// KEYS: tokens. ARGV: capacity, window µs, wanted, state TTL ms. Takes up to `wanted` for a
+/// running stream, never below zero (`super::rate::TokenBucket::take_up_to`); returns the
+/// tokens granted.
+static TAKE_MORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        prelude!(),
+        r#"
+local now = now_us()
+local cap, win, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local lvl, at = load_tokens(KEYS[1], cap, win, now)
+lvl, at = refill(cap, win, lvl, at, now)
+local held = math.floor(lvl + math.max(1e-6, cap * 1e-12))
+local granted = 0
+if held > 0 then granted = math.min(want, held) end
+lvl = bounded(cap, lvl - granted)
+redis.call('HSET', KEYS[1], 'level', string.format('%.17g', lvl), 'at', int(at),
+  'cap', int(cap), 'win', int(win))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return granted
+"#
+    ))
+});
+
 /// KEYS: tokens, requests. ARGV: capacity (-1: none), window µs, interval µs (-1: none),
 /// burst. Returns {requests remaining, reset µs, tokens remaining, reset µs}; writes nothing.
 static STATUS: LazyLock<Script> = LazyLock::new(|| {
@@ -456,6 +479,37 @@ impl LimitStore for RedisStore {
             Ok(_) => Ok(()),
             // The reservation was made in Redis: there is nothing to settle it against here.
             Err(_) => Err(Unavailable),
+        }
+    }
+
+    async fn take_more(
+        &self,
+        team: &str,
+        origin: Origin,
+        limits: &TeamLimits,
+        want: u64,
+    ) -> Result<u64, Unavailable> {
+        if origin == Origin::Local {
+            return Ok(self.local.take_more_tokens(team, limits, want));
+        }
+        let Some(cap) = limits.tokens else {
+            return Ok(want);
+        };
+        let window = micros(limits.window).max(1);
+        let mut inv = TAKE_MORE.prepare_invoke();
+        inv.key(key(team, "tokens"))
+            .arg(cap)
+            .arg(window)
+            .arg(want)
+            .arg((2 * window / 1000).max(1000));
+        let mut conn = self.state.conn();
+        match self.state.call(inv.invoke_async::<u64>(&mut conn)).await {
+            Ok(granted) => Ok(granted),
+            // Like an admission: go on in memory, or say so.
+            Err(_) => match self.fallback() {
+                Some(local) => Ok(local.take_more_tokens(team, limits, want)),
+                None => Err(Unavailable),
+            },
         }
     }
 
