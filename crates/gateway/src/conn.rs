@@ -17,7 +17,10 @@
 //! slots and its upstream connection. When a write accepts no byte for the whole timeout, the
 //! write fails with `TimedOut`: hyper closes the connection and drops the body, and the pump
 //! runs on by itself (the grace period then applies, as when a reader leaves). The timer is armed
-//! only when a write is pending, so a write that goes out at once costs nothing more.
+//! only when a write is pending, so a write that goes out at once costs nothing more. Progress is
+//! what the kernel accepts: once the send buffer is full it takes more after the client has read
+//! about a third of it (tens of KB over a network), so a client has to read at least that much
+//! per timeout to stay connected.
 
 use std::future::Future;
 use std::io;
@@ -97,14 +100,21 @@ impl Conn {
         let Some(timeout) = self.write_timeout else {
             return r;
         };
-        let deadline = Instant::now() + timeout;
-        let sleep = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.stalled {
-            self.stalled = true;
-            sleep.as_mut().reset(deadline);
-        }
+        let sleep = match &mut self.stall {
+            // Still the same stall: its deadline stands.
+            Some(sleep) if self.stalled => sleep,
+            stall => {
+                self.stalled = true;
+                let deadline = Instant::now() + timeout;
+                match stall {
+                    Some(sleep) => {
+                        sleep.as_mut().reset(deadline);
+                        sleep
+                    }
+                    None => stall.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+            }
+        };
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -206,6 +216,48 @@ mod tests {
         .expect("the stalled write failed");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    /// A slow reader makes progress: each write it takes moves the deadline, so a stream to a
+    /// slow but live client is never cut.
+    ///
+    /// The kernel lets a blocked writer go on once the peer has taken about a third of the
+    /// socket's send buffer, so "progress" is seen in steps of that size. Over a network the
+    /// send buffer of a connection to a slow client stays small (tens of KB); loopback's 64 KB
+    /// segments grow it to megabytes, so the test fixes it at a network-like size.
+    #[tokio::test]
+    async fn a_slow_reader_is_not_timed_out() {
+        let listen = tokio::net::TcpSocket::new_v4().unwrap();
+        // Inherited by the accepted (reading) socket.
+        listen.set_recv_buffer_size(4096).unwrap();
+        listen.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listen.local_addr().unwrap();
+        let listener = listen.listen(8).unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(64 * 1024).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let (conn, _) = Conn::new(tcp);
+        let mut conn = conn.with_write_timeout(Duration::from_millis(500));
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if matches!(peer.read(&mut buf).await, Ok(0) | Err(_)) {
+                    return;
+                }
+            }
+        });
+        let chunk = vec![b'x'; 64 * 1024];
+        let writing = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                if let Err(e) = conn.write_all(&chunk).await {
+                    return e;
+                }
+            }
+        })
+        .await;
+        assert!(writing.is_err(), "a live reader was timed out: {writing:?}");
     }
 
     #[tokio::test]
