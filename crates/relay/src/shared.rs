@@ -330,7 +330,8 @@ impl Shared {
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.read().finished_at().is_some()
+        // Only finished streams are discarded; their emptied log no longer says so.
+        self.is_discarded() || self.read().finished_at().is_some()
     }
 }
 

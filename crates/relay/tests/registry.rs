@@ -478,6 +478,10 @@ fn a_reader_of_an_evicted_stream_holds_none_of_its_bytes() {
     let st = r.stats();
     assert_eq!(st.evicted, 1, "{st:?}");
     assert_eq!(h.bytes(), 0);
+    assert!(
+        h.is_finished(),
+        "a discarded stream still reads as finished"
+    );
     assert!(st.bytes < 20_000, "the evicted stream is uncounted: {st:?}");
     for id in &small[..small.len() - 1] {
         assert!(r.get(id.as_str()).is_ok(), "small streams stay resumable");
