@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
 /// Seconds a client has to send a complete request head (slow-loris protection); also how long
 /// an idle keep-alive connection stays open.
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Seconds a client has to send a whole request body, from the end of its head: a body trickled
+/// byte by byte holds a connection and up to `max_body_bytes` of buffer no longer than this.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 30;
 /// Connections one client address may hold (not counting loopback, where a local proxy's
 /// connections all come from).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
@@ -145,6 +148,7 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     pub upstream_connect_timeout_secs: Option<u64>,
     pub upstream_headers_timeout_secs: Option<u64>,
+    pub upstream_response_timeout_secs: Option<u64>,
     pub upstream_idle_timeout_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub relay_max_stream_bytes: Option<usize>,
@@ -153,6 +157,7 @@ pub struct FileConfig {
     pub stream_max_readers: Option<usize>,
     /// Also `SLUICE_HEADER_READ_TIMEOUT_SECS`.
     pub header_read_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
     /// Open client connections at most (default: 7/8 of the open-file limit). Also
     /// `SLUICE_MAX_CONNECTIONS`.
     pub max_connections: Option<usize>,
@@ -419,6 +424,7 @@ pub struct Settings {
     pub relay_bound_from_file: bool,
     pub stream_max_readers: usize,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     /// `None`: derived from the open-file limit when serving starts.
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: usize,
@@ -620,11 +626,17 @@ impl Settings {
                 "SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS",
                 provider_adapter::provider::DEFAULT_IDLE_TIMEOUT_SECS
             )),
+            response: secs(num!(
+                file.upstream_response_timeout_secs,
+                "SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS",
+                provider_adapter::provider::DEFAULT_RESPONSE_TIMEOUT_SECS
+            )),
         };
         for (k, d) in [
             ("SLUICE_UPSTREAM_CONNECT_TIMEOUT_SECS", timeouts.connect),
             ("SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS", timeouts.headers),
             ("SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS", timeouts.idle),
+            ("SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS", timeouts.response),
         ] {
             if d.is_zero() {
                 p.push(ConfigError::new(k, "must be at least 1"));
@@ -698,6 +710,11 @@ impl Settings {
                 "SLUICE_HEADER_READ_TIMEOUT_SECS",
                 DEFAULT_HEADER_READ_TIMEOUT_SECS
             )),
+            body_read_timeout: secs(num!(
+                file.body_read_timeout_secs,
+                "SLUICE_BODY_READ_TIMEOUT_SECS",
+                DEFAULT_BODY_READ_TIMEOUT_SECS
+            )),
             max_connections: match var(vars, "SLUICE_MAX_CONNECTIONS") {
                 Some(v) => p.take(parse_num("SLUICE_MAX_CONNECTIONS", v)),
                 None => file.max_connections,
@@ -761,6 +778,16 @@ impl Settings {
         if s.header_read_timeout.is_zero() {
             p.push(ConfigError::new(
                 "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                "must be at least 1",
+            ));
+        }
+        if s.body_read_timeout.is_zero() {
+            p.push(ConfigError::new(
+                if var(vars, "SLUICE_BODY_READ_TIMEOUT_SECS").is_some() {
+                    "SLUICE_BODY_READ_TIMEOUT_SECS"
+                } else {
+                    "body_read_timeout_secs"
+                },
                 "must be at least 1",
             ));
         }
@@ -1329,6 +1356,38 @@ mod tests {
         assert_eq!(s.stream_grace, Duration::from_secs(30));
         assert_eq!(s.max_body_bytes, 4 << 20);
         assert!(s.providers.is_empty());
+        assert_eq!(s.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(s.timeouts.response, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn body_and_response_timeouts_are_checked_by_name() {
+        for key in [
+            "SLUICE_BODY_READ_TIMEOUT_SECS",
+            "SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS",
+        ] {
+            for bad in ["0", "soon"] {
+                let e = Settings::resolve(
+                    FileConfig::default(),
+                    &Flags::default(),
+                    &vars(&[(key, bad)]),
+                )
+                .unwrap_err();
+                let keys: Vec<&str> = e.problems().map(|(k, _)| k).collect();
+                assert_eq!(keys, vec![key], "{key}={bad}: {e}");
+            }
+        }
+        let file = parse_toml("body_read_timeout_secs = 0\n").unwrap();
+        let e = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap_err();
+        assert_eq!(
+            e.problems().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec!["body_read_timeout_secs"]
+        );
+        let file = parse_toml("body_read_timeout_secs = 5\nupstream_response_timeout_secs = 900\n")
+            .unwrap();
+        let s = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(s.timeouts.response, Duration::from_secs(900));
     }
 
     #[test]
