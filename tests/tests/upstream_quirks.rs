@@ -423,16 +423,17 @@ fn cases() -> Vec<Case> {
         Case {
             what: "API gateways in front of a server: {\"message\": ...} \
                    (https://docs.aws.amazon.com/apigateway/latest/developerguide/supported-gateway-response-types.html)",
+            // (A 403 would be the provider refusing the gateway's key: a 502 of the gateway's.)
             steps: vec![full_response(
-                403,
+                404,
                 "application/json",
                 "",
-                br#"{"message":"Forbidden"}"#,
+                br#"{"message":"Not Found"}"#,
             )],
             expect: Expect::Http {
-                status: 403,
+                status: 404,
                 kind: "upstream_error",
-                message: "Forbidden",
+                message: "Not Found",
             },
         },
     ]

@@ -43,7 +43,13 @@ pub fn app(state: AppState) -> Router {
         // A foreign origin or host learns nothing else, preflights included.
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         // The request's span, with its ID: every log line of the request carries it.
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(log_response)
+                // Failures are logged by `log_response`, which can tell a refusal from one.
+                .on_failure(()),
+        )
         .layer(PropagateRequestIdLayer::new(request_id::HEADER))
         .layer(SetRequestIdLayer::new(
             request_id::HEADER,
@@ -66,6 +72,20 @@ fn request_span(req: &Request) -> tracing::Span {
         method = %req.method(),
         route,
     )
+}
+
+/// Logs each answered request: a refusal by design (over a team limit, `too_many_streams`,
+/// draining) at WARN with its reason; another 5xx at ERROR; the rest at DEBUG.
+fn log_response(resp: &Response, latency: std::time::Duration, _: &tracing::Span) {
+    let status = resp.status().as_u16();
+    let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    if let Some(crate::error::Refusal(reason)) = resp.extensions().get() {
+        tracing::warn!(status, reason, latency_ms, "request refused");
+    } else if resp.status().is_server_error() {
+        tracing::error!(status, latency_ms, "response failed");
+    } else {
+        tracing::debug!(status, latency_ms, "finished processing request");
+    }
 }
 
 /// CORS for the configured origins only; with none configured, no `Access-Control-*` header is

@@ -26,6 +26,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
 /// Seconds a response's write may make no progress (a client that stopped reading) before the
 /// connection is closed, so that a stalled client cannot freeze the stream its body drives.
 pub const DEFAULT_CLIENT_WRITE_TIMEOUT_SECS: u64 = 30;
+/// Seconds a client has to send a whole request body, from the end of its head: a body trickled
+/// byte by byte holds a connection and up to `max_body_bytes` of buffer no longer than this.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 30;
 /// Connections one client address may hold (not counting loopback, where a local proxy's
 /// connections all come from).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
@@ -148,6 +151,7 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     pub upstream_connect_timeout_secs: Option<u64>,
     pub upstream_headers_timeout_secs: Option<u64>,
+    pub upstream_response_timeout_secs: Option<u64>,
     pub upstream_idle_timeout_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub relay_max_stream_bytes: Option<usize>,
@@ -158,6 +162,7 @@ pub struct FileConfig {
     pub header_read_timeout_secs: Option<u64>,
     /// Also `SLUICE_CLIENT_WRITE_TIMEOUT_SECS`.
     pub client_write_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
     /// Open client connections at most (default: 7/8 of the open-file limit). Also
     /// `SLUICE_MAX_CONNECTIONS`.
     pub max_connections: Option<usize>,
@@ -426,6 +431,7 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// A response write that makes no progress this long closes its connection.
     pub client_write_timeout: Duration,
+    pub body_read_timeout: Duration,
     /// `None`: derived from the open-file limit when serving starts.
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: usize,
@@ -627,11 +633,17 @@ impl Settings {
                 "SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS",
                 provider_adapter::provider::DEFAULT_IDLE_TIMEOUT_SECS
             )),
+            response: secs(num!(
+                file.upstream_response_timeout_secs,
+                "SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS",
+                provider_adapter::provider::DEFAULT_RESPONSE_TIMEOUT_SECS
+            )),
         };
         for (k, d) in [
             ("SLUICE_UPSTREAM_CONNECT_TIMEOUT_SECS", timeouts.connect),
             ("SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS", timeouts.headers),
             ("SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS", timeouts.idle),
+            ("SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS", timeouts.response),
         ] {
             if d.is_zero() {
                 p.push(ConfigError::new(k, "must be at least 1"));
@@ -710,6 +722,11 @@ impl Settings {
                 "SLUICE_CLIENT_WRITE_TIMEOUT_SECS",
                 DEFAULT_CLIENT_WRITE_TIMEOUT_SECS
             )),
+            body_read_timeout: secs(num!(
+                file.body_read_timeout_secs,
+                "SLUICE_BODY_READ_TIMEOUT_SECS",
+                DEFAULT_BODY_READ_TIMEOUT_SECS
+            )),
             max_connections: match var(vars, "SLUICE_MAX_CONNECTIONS") {
                 Some(v) => p.take(parse_num("SLUICE_MAX_CONNECTIONS", v)),
                 None => file.max_connections,
@@ -782,6 +799,16 @@ impl Settings {
                     "SLUICE_CLIENT_WRITE_TIMEOUT_SECS"
                 } else {
                     "client_write_timeout_secs"
+                },
+                "must be at least 1",
+            ));
+        }
+        if s.body_read_timeout.is_zero() {
+            p.push(ConfigError::new(
+                if var(vars, "SLUICE_BODY_READ_TIMEOUT_SECS").is_some() {
+                    "SLUICE_BODY_READ_TIMEOUT_SECS"
+                } else {
+                    "body_read_timeout_secs"
                 },
                 "must be at least 1",
             ));
@@ -1351,6 +1378,38 @@ mod tests {
         assert_eq!(s.stream_grace, Duration::from_secs(30));
         assert_eq!(s.max_body_bytes, 4 << 20);
         assert!(s.providers.is_empty());
+        assert_eq!(s.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(s.timeouts.response, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn body_and_response_timeouts_are_checked_by_name() {
+        for key in [
+            "SLUICE_BODY_READ_TIMEOUT_SECS",
+            "SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS",
+        ] {
+            for bad in ["0", "soon"] {
+                let e = Settings::resolve(
+                    FileConfig::default(),
+                    &Flags::default(),
+                    &vars(&[(key, bad)]),
+                )
+                .unwrap_err();
+                let keys: Vec<&str> = e.problems().map(|(k, _)| k).collect();
+                assert_eq!(keys, vec![key], "{key}={bad}: {e}");
+            }
+        }
+        let file = parse_toml("body_read_timeout_secs = 0\n").unwrap();
+        let e = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap_err();
+        assert_eq!(
+            e.problems().map(|(k, _)| k).collect::<Vec<_>>(),
+            vec!["body_read_timeout_secs"]
+        );
+        let file = parse_toml("body_read_timeout_secs = 5\nupstream_response_timeout_secs = 900\n")
+            .unwrap();
+        let s = Settings::resolve(file, &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.body_read_timeout, Duration::from_secs(5));
+        assert_eq!(s.timeouts.response, Duration::from_secs(900));
     }
 
     #[test]

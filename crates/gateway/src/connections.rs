@@ -66,6 +66,9 @@ struct Entry {
 pub struct Activity {
     in_flight: AtomicUsize,
     requests: AtomicUsize,
+    /// Requests in flight whose body has not arrived yet: they do not make the connection busy,
+    /// so a client trickling bodies cannot hold the connection cap (see `crate::server`).
+    awaiting_body: AtomicUsize,
 }
 
 impl Activity {
@@ -81,8 +84,25 @@ impl Activity {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// The request just begun has a body still to come; the guard marks its arrival (or end).
+    pub fn awaiting_body(self: &Arc<Self>) -> AwaitingBody {
+        self.awaiting_body.fetch_add(1, Ordering::Relaxed);
+        AwaitingBody(self.clone())
+    }
+
     fn idle(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
+        let waiting = self.awaiting_body.load(Ordering::Relaxed);
+        self.in_flight.load(Ordering::Relaxed) <= waiting
+    }
+}
+
+/// A request whose body has not arrived, until dropped.
+#[derive(Debug)]
+pub struct AwaitingBody(Arc<Activity>);
+
+impl Drop for AwaitingBody {
+    fn drop(&mut self) {
+        self.0.awaiting_body.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -305,6 +325,29 @@ mod tests {
         assert!(c.admit(ip("10.0.0.5")).is_some());
         assert!(b.close.is_cancelled());
         assert_eq!(c.evicted(), 2);
+    }
+
+    #[test]
+    fn a_request_whose_body_has_not_arrived_leaves_its_connection_idle() {
+        let c = Connections::new(Caps {
+            max_total: 1,
+            max_per_ip: 0,
+            max_new_per_sec: 0,
+        });
+        let a = c.admit(ip("10.0.0.1")).unwrap();
+        let _req = a.activity.begin();
+        let body = a.activity.awaiting_body();
+        let b = c.admit(ip("10.0.0.2")).unwrap();
+        assert!(
+            a.close.is_cancelled(),
+            "a trickling body does not hold the cap"
+        );
+        drop(body);
+        let _req = b.activity.begin();
+        let body = b.activity.awaiting_body();
+        drop(body); // the body arrived: the request is being answered
+        assert!(c.admit(ip("10.0.0.3")).is_none());
+        assert!(!b.close.is_cancelled());
     }
 
     #[test]

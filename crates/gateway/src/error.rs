@@ -35,6 +35,9 @@ pub enum GatewayError {
     MethodNotAllowed(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive whole within `SLUICE_BODY_READ_TIMEOUT_SECS`.
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     #[error("{message}")]
     RateLimited {
         /// `requests`, `tokens` or `concurrency`.
@@ -61,11 +64,19 @@ pub enum GatewayError {
     #[error("{message}")]
     AllTargetsFailed {
         status: StatusCode,
+        /// `all_targets_failed`, or `upstream_auth_failed` when every provider refused the
+        /// gateway's keys.
+        code: &'static str,
         message: String,
         /// Set when every target answered 429: the last one's `Retry-After`.
         retry_after: Option<String>,
     },
 }
+
+/// Marks a response that refuses a request by design (a limit reached, shutting down): it is
+/// logged at WARN with this reason (the error `code`), not as a failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal(pub &'static str);
 
 impl From<AdapterError> for GatewayError {
     fn from(e: AdapterError) -> Self {
@@ -93,6 +104,7 @@ impl GatewayError {
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_)
             | Self::SharedStateUnavailable
@@ -117,9 +129,11 @@ pub fn upstream_status(e: &AdapterError) -> StatusCode {
         AdapterError::Upstream { status: None, .. } => StatusCode::BAD_GATEWAY,
         AdapterError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         AdapterError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-        AdapterError::Connect(_) | AdapterError::Truncated(_) | AdapterError::Protocol(_) => {
-            StatusCode::BAD_GATEWAY
-        }
+        // The provider refused the gateway's own key: a gateway failure, not the client's 401.
+        AdapterError::Connect(_)
+        | AdapterError::Auth { .. }
+        | AdapterError::Truncated(_)
+        | AdapterError::Protocol(_) => StatusCode::BAD_GATEWAY,
     }
 }
 
@@ -163,6 +177,11 @@ fn parts(e: &GatewayError) -> (String, Option<String>, Option<String>) {
         GatewayError::PayloadTooLarge(_) => {
             ("invalid_request_error".into(), s("request_too_large"), None)
         }
+        GatewayError::BodyTimeout(_) => (
+            "invalid_request_error".into(),
+            s("request_timeout"),
+            Some("body".into()),
+        ),
         GatewayError::RateLimited { kind, .. } => ((*kind).into(), s("rate_limit_exceeded"), None),
         GatewayError::Unavailable(_) => ("server_error".into(), s("unavailable"), None),
         GatewayError::SharedStateUnavailable => {
@@ -170,13 +189,13 @@ fn parts(e: &GatewayError) -> (String, Option<String>, Option<String>) {
         }
         GatewayError::Draining => ("server_error".into(), s("server_shutdown"), None),
         GatewayError::TooManyStreams(_) => ("server_error".into(), s("too_many_streams"), None),
-        GatewayError::AllTargetsFailed { status, .. } => (
+        GatewayError::AllTargetsFailed { status, code, .. } => (
             if *status == StatusCode::TOO_MANY_REQUESTS {
                 "rate_limit_exceeded".into()
             } else {
                 "upstream_error".into()
             },
-            s("all_targets_failed"),
+            s(code),
             None,
         ),
         GatewayError::Upstream(a) => (
@@ -207,6 +226,15 @@ impl IntoResponse for GatewayError {
         };
         let body = error_body(&message, &kind, param.as_deref(), code.as_deref());
         let mut resp = (status, Json(body)).into_response();
+        let refusal = match &self {
+            GatewayError::RateLimited { .. } => Some("rate_limit_exceeded"),
+            GatewayError::TooManyStreams(_) => Some("too_many_streams"),
+            GatewayError::Draining => Some("server_shutdown"),
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            resp.extensions_mut().insert(Refusal(reason));
+        }
         let headers = resp.headers_mut();
         match &self {
             GatewayError::Draining

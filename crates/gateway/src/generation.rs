@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use provider_adapter::{AdapterError, ChatRequest, EventStream, Provider, StreamEvent};
+use provider_adapter::{
+    AdapterError, ChatRequest, EventStream, Provider, StreamEvent, TimeoutPhase,
+};
 use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
 use tracing::Instrument;
 
@@ -89,15 +91,27 @@ struct Context {
 }
 
 /// Whether a failure before Sluice's response headers moves on to a route's next target:
-/// connect failure, timeout, 408, 429, 5xx (529 included). Any other 4xx is the client's.
+/// connect failure, connect or headers timeout, the provider refusing the gateway's own key
+/// (401/403), 408, 429, 5xx (529 included). Any other 4xx is the client's. A non-streaming
+/// answer that timed out is not replayed: the upstream was working on it, and another target
+/// would be paid for the same answer again.
 pub fn retryable(e: &AdapterError) -> bool {
     match e {
-        AdapterError::Connect(_) | AdapterError::Timeout(_) => true,
+        AdapterError::Connect(_) | AdapterError::Auth { .. } => true,
+        AdapterError::Timeout(phase) => {
+            matches!(phase, TimeoutPhase::Connect | TimeoutPhase::Headers)
+        }
         AdapterError::Upstream {
             status: Some(s), ..
         } => matches!(*s, 408 | 429 | 500..=599),
         _ => false,
     }
+}
+
+/// Whether the upstream was left working on a request that failed: its prompt is charged
+/// rather than refunded.
+pub fn upstream_worked(e: &GatewayError) -> bool {
+    matches!(e, GatewayError::Upstream(a) if matches!(**a, AdapterError::Timeout(TimeoutPhase::Response | TimeoutPhase::Idle)))
 }
 
 /// Tries `plan`'s targets in turn with `call` (the request carrying each target's model) until
@@ -196,8 +210,19 @@ fn all_failed(route: Option<&str>, mut tried: Vec<(String, AdapterError)>) -> Ga
             format!("{t} ({reason})")
         })
         .collect();
+    // Every provider refused the gateway's own keys: say so, so that an operator (and not the
+    // client, whose key is fine) is the one who acts.
+    let code = if tried
+        .iter()
+        .all(|(_, e)| matches!(e, AdapterError::Auth { .. }))
+    {
+        "upstream_auth_failed"
+    } else {
+        "all_targets_failed"
+    };
     GatewayError::AllTargetsFailed {
         status,
+        code,
         message: format!(
             "every target of '{}' failed: {}",
             route.unwrap_or("the model"),
@@ -254,7 +279,9 @@ pub async fn start(
                 "the relay is at its memory limit; try again shortly".into(),
             ),
         })?;
-    let id = format!("chatcmpl-{}", writer.id());
+    // Used when the upstream sends no chunk id. Clients store and log chunk ids, and the stream
+    // ID is the read credential of its events URL: the chunk id is derived from it one way.
+    let id = chunk_id(writer.id().as_str());
     writer.set_meta(|m| m.id = id);
     // Other instances can resume it (a no-op in memory).
     state.stream_log.publish(writer.handle());
@@ -289,10 +316,24 @@ pub async fn start(
     }
 }
 
+/// `chatcmpl-` and 24 hex digits of the SHA-256 of the stream ID: stable for the stream (and on
+/// every resume), and no help in finding the ID.
+fn chunk_id(stream_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(stream_id.as_bytes());
+    format!("chatcmpl-{}", hex::encode(&digest[..12]))
+}
+
 /// A gateway error as the in-band failure readers of a stream that never started see.
 fn gateway_failure(e: &GatewayError) -> Failure {
     match e {
         GatewayError::Upstream(a) => failure(a),
+        GatewayError::AllTargetsFailed { code, message, .. } => Failure {
+            message: message.clone(),
+            kind: "upstream_error".into(),
+            code: Some((*code).into()),
+            ..Default::default()
+        },
         other => Failure {
             message: other.to_string(),
             kind: "upstream_error".into(),

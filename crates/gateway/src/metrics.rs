@@ -191,6 +191,7 @@ pub fn error_kind(e: &AdapterError) -> &'static str {
         AdapterError::Upstream { status: None, .. } => "upstream_stream_error",
         AdapterError::Timeout(_) => "upstream_timeout",
         AdapterError::Connect(_) => "upstream_connect",
+        AdapterError::Auth { .. } => "upstream_auth",
         AdapterError::Truncated(_) => "upstream_truncated",
         AdapterError::Protocol(_) => "upstream_protocol_error",
         AdapterError::InvalidRequest { .. } => "invalid_request",

@@ -49,6 +49,103 @@ impl hyper::body::Body for Tracked {
     }
 }
 
+/// A request body with a deadline for all of it (`SLUICE_BODY_READ_TIMEOUT_SECS`, from the end
+/// of the head), whose connection counts as idle until it has arrived: a client trickling a
+/// body neither holds a connection past the deadline nor keeps the connection cap from closing
+/// it to make room. Once the body is complete it is a plain body.
+struct TimedBody {
+    inner: Incoming,
+    /// Both `None` once the body has arrived (or failed).
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    awaiting: Option<crate::connections::AwaitingBody>,
+}
+
+/// The error a [`TimedBody`] ends with when its deadline passes.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimeout;
+
+/// Whether a body rejection is a [`TimedBody`]'s deadline (wrapped by axum's body limit and
+/// rejection types).
+pub fn is_body_timeout(rej: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(rej);
+    while let Some(err) = e {
+        if err.is::<BodyTimeout>() {
+            return true;
+        }
+        e = err.source();
+    }
+    false
+}
+
+impl TimedBody {
+    fn new(
+        inner: Incoming,
+        timeout: Duration,
+        activity: &Arc<crate::connections::Activity>,
+    ) -> Self {
+        use hyper::body::Body as _;
+        if inner.is_end_stream() {
+            return Self {
+                inner,
+                deadline: None,
+                awaiting: None,
+            };
+        }
+        Self {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            awaiting: Some(activity.awaiting_body()),
+        }
+    }
+
+    fn arrived(&mut self) {
+        self.deadline = None;
+        self.awaiting = None;
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(None) => this.arrived(),
+            Poll::Ready(Some(Err(_))) => this.arrived(),
+            Poll::Ready(Some(Ok(_))) => {
+                if hyper::body::Body::is_end_stream(&this.inner) {
+                    this.arrived();
+                }
+            }
+            Poll::Pending => {
+                if let Some(d) = this.deadline.as_mut() {
+                    if d.as_mut().poll(cx).is_ready() {
+                        this.arrived();
+                        return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                    }
+                }
+                return Poll::Pending;
+            }
+        }
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot listen on {addr}: {source}")]
@@ -253,6 +350,7 @@ pub async fn serve(
     let connections = metrics.connections.clone();
     let header_timeout = metrics.settings.header_read_timeout;
     let write_timeout = metrics.settings.client_write_timeout;
+    let body_timeout = metrics.settings.body_read_timeout;
     let registry_limits = metrics.registry.limits();
     let metrics = &metrics.metrics;
     let router = crate::app::app(state);
@@ -275,6 +373,7 @@ pub async fn serve(
         connection_rate_per_ip = caps.max_new_per_sec,
         header_read_timeout_secs = header_timeout.as_secs(),
         client_write_timeout_secs = write_timeout.as_secs(),
+        body_read_timeout_secs = body_timeout.as_secs(),
         "connection limits"
     );
     loop {
@@ -300,8 +399,9 @@ pub async fn serve(
         let io = io.with_write_timeout(write_timeout);
         let router = router.clone();
         let activity = admitted.activity.clone();
-        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let in_flight = activity.begin();
+            let mut req = req.map(|body| TimedBody::new(body, body_timeout, &activity));
             req.extensions_mut()
                 .insert(Arrival(std::time::Instant::now()));
             req.extensions_mut().insert(hint.clone());

@@ -6,6 +6,13 @@
 //!
 //! Requests may carry a `mock` object (forwarded by the gateway like any unknown field) to
 //! shape the answer for tests: `{"mock":{"delay_ms":50,"tokens":200,"first_token_delay_ms":0}}`.
+//!
+//! The knobs stay in the shipped demo (the end-to-end tests, the SDK tests and `sluice-bench`
+//! drive the built-in demo through them), but the demo runs inside the gateway and any client
+//! may send them, so each is clamped ([`MAX_TOKENS`], [`MAX_DELAY_MS`],
+//! [`MAX_FIRST_TOKEN_DELAY_MS`]) and the answer is produced lazily, one frame at a time: a
+//! request costs at most about what a real model's 10,000-token answer costs, and no client
+//! number sizes an allocation.
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +30,13 @@ pub const DEMO_MODEL: &str = "sluice-demo";
 
 /// Default pace of the demo model: fast enough to read, slow enough to watch it type.
 pub const DEFAULT_TOKENS_PER_SEC: f64 = 40.0;
+
+/// Most content tokens `mock.tokens` (or the default reply) may ask for.
+pub const MAX_TOKENS: u64 = 10_000;
+/// Longest `mock.delay_ms` between tokens.
+pub const MAX_DELAY_MS: u64 = 10_000;
+/// Longest `mock.first_token_delay_ms`.
+pub const MAX_FIRST_TOKEN_DELAY_MS: u64 = 60_000;
 
 #[derive(Debug, Clone)]
 pub struct MockConfig {
@@ -157,39 +171,56 @@ fn error(status: StatusCode, message: &str, param: &str) -> Response {
         .into_response()
 }
 
+/// What one request gets: the reply's pieces are the reply text's tokens repeated, produced on
+/// demand by index, so an answer of `count` tokens never holds more than the base reply.
 struct Plan {
     id: String,
     model: String,
-    pieces: Vec<String>,
+    /// The reply's pieces; the answer is `count` of them, cycling.
+    base: Vec<String>,
+    count: usize,
     finish: &'static str,
     prompt_tokens: u64,
     delay: Duration,
     first_delay: Duration,
 }
 
+impl Plan {
+    fn piece(&self, i: usize) -> &str {
+        self.base
+            .get(i % self.base.len().max(1))
+            .map_or("", String::as_str)
+    }
+}
+
 fn plan(cfg: &MockConfig, body: &Value) -> Plan {
     let mock = body.get("mock");
-    let knob = |k: &str| mock.and_then(|m| m.get(k)).and_then(Value::as_u64);
+    let knob = |k: &str, max: u64| {
+        mock.and_then(|m| m.get(k))
+            .and_then(Value::as_u64)
+            .map(|v| v.min(max))
+    };
     let text = reply_text(&last_user_message(body));
-    let mut pieces: Vec<String> = tokens(&text).into_iter().map(str::to_owned).collect();
-    if let Some(n) = knob("tokens") {
-        // A longer (or shorter) answer for tests and benchmarks: repeat the reply's pieces.
-        let base = pieces.clone();
-        pieces = base.iter().cycle().take(n as usize).cloned().collect();
-    }
+    let base: Vec<String> = tokens(&text).into_iter().map(str::to_owned).collect();
+    // A longer (or shorter) answer for tests and benchmarks repeats the reply's pieces.
+    let mut count = knob("tokens", MAX_TOKENS).unwrap_or(base.len() as u64);
     let mut finish = "stop";
     let max = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| body.get(*k).and_then(Value::as_u64));
     if let Some(max) = max {
-        if (max as usize) < pieces.len() {
-            pieces.truncate(max as usize);
+        if max < count {
+            count = max;
             finish = "length";
         }
     }
-    let delay = match knob("delay_ms") {
+    let max_delay = Duration::from_millis(MAX_DELAY_MS);
+    let delay = match knob("delay_ms", MAX_DELAY_MS) {
         Some(ms) => Duration::from_millis(ms),
-        None if cfg.tokens_per_sec > 0.0 => Duration::from_secs_f64(1.0 / cfg.tokens_per_sec),
+        // A pace so slow that one token would take longer than the cap (or not a number) is
+        // the cap.
+        None if cfg.tokens_per_sec > 0.0 => Duration::try_from_secs_f64(1.0 / cfg.tokens_per_sec)
+            .map_or(max_delay, |d| d.min(max_delay)),
         None => Duration::ZERO,
     };
     Plan {
@@ -199,12 +230,26 @@ fn plan(cfg: &MockConfig, body: &Value) -> Plan {
             .and_then(Value::as_str)
             .unwrap_or(DEMO_MODEL)
             .to_owned(),
-        pieces,
+        base,
+        // At most MAX_TOKENS: fits any usize.
+        count: usize::try_from(count).unwrap_or(0),
         finish,
         prompt_tokens: prompt_tokens(body),
         delay,
-        first_delay: Duration::from_millis(knob("first_token_delay_ms").unwrap_or(0)),
+        first_delay: Duration::from_millis(
+            knob("first_token_delay_ms", MAX_FIRST_TOKEN_DELAY_MS).unwrap_or(0),
+        ),
     }
+}
+
+/// Where a streamed answer is: the frames are made one at a time as the body is polled.
+enum Next {
+    Role,
+    Piece(usize),
+    Finish,
+    Usage,
+    Done,
+    End,
 }
 
 async fn chat(State(cfg): State<MockConfig>, body: Bytes) -> Response {
@@ -230,11 +275,12 @@ async fn chat(State(cfg): State<MockConfig>, body: Bytes) -> Response {
     let p = plan(&cfg, &body);
     let usage = json!({
         "prompt_tokens": p.prompt_tokens,
-        "completion_tokens": p.pieces.len(),
-        "total_tokens": p.prompt_tokens + p.pieces.len() as u64,
+        "completion_tokens": p.count,
+        "total_tokens": p.prompt_tokens + p.count as u64,
     });
     if !stream {
-        let text: String = p.pieces.concat();
+        // Bounded by MAX_TOKENS pieces of the reply.
+        let text: String = (0..p.count).map(|i| p.piece(i)).collect();
         return Json(json!({
             "id": p.id, "object": "chat.completion", "created": now(), "model": p.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null},
@@ -244,36 +290,63 @@ async fn chat(State(cfg): State<MockConfig>, body: Bytes) -> Response {
         .into_response();
     }
     let created = now();
-    let (id, model) = (p.id.clone(), p.model.clone());
-    let chunk = move |delta: Value, finish: Option<&str>| -> Bytes {
+    let chunk = move |p: &Plan, delta: Value, finish: Option<&str>| -> Bytes {
         let v = json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "id": p.id, "object": "chat.completion.chunk", "created": created, "model": p.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
         Bytes::from(format!("data: {v}\n\n"))
     };
-    let mut frames: Vec<(Duration, Bytes)> = Vec::with_capacity(p.pieces.len() + 4);
-    frames.push((
-        p.first_delay,
-        chunk(json!({"role": "assistant", "content": ""}), None),
+    // Made once (it is small): the body's closure is called once per frame.
+    let usage_frame = Bytes::from(format!(
+        "data: {}\n\n",
+        json!({"id": p.id, "object": "chat.completion.chunk", "created": created,
+               "model": p.model, "choices": [], "usage": usage})
     ));
-    for (i, piece) in p.pieces.iter().enumerate() {
-        let wait = if i == 0 { Duration::ZERO } else { p.delay };
-        frames.push((wait, chunk(json!({ "content": piece }), None)));
-    }
-    frames.push((Duration::ZERO, chunk(json!({}), Some(p.finish))));
-    if include_usage {
-        let v = json!({"id": p.id, "object": "chat.completion.chunk", "created": created,
-                       "model": p.model, "choices": [], "usage": usage});
-        frames.push((Duration::ZERO, Bytes::from(format!("data: {v}\n\n"))));
-    }
-    frames.push((Duration::ZERO, Bytes::from_static(b"data: [DONE]\n\n")));
-    let body = futures::stream::unfold(frames.into_iter(), |mut it| async move {
-        let (wait, bytes) = it.next()?;
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+    let body = futures::stream::unfold((p, Next::Role), move |(p, next)| {
+        let usage_frame = usage_frame.clone();
+        async move {
+            let (wait, bytes, after) = match next {
+                Next::Role => (
+                    p.first_delay,
+                    chunk(&p, json!({"role": "assistant", "content": ""}), None),
+                    if p.count > 0 {
+                        Next::Piece(0)
+                    } else {
+                        Next::Finish
+                    },
+                ),
+                Next::Piece(i) => (
+                    if i == 0 { Duration::ZERO } else { p.delay },
+                    chunk(&p, json!({ "content": p.piece(i) }), None),
+                    if i + 1 < p.count {
+                        Next::Piece(i + 1)
+                    } else {
+                        Next::Finish
+                    },
+                ),
+                Next::Finish => (
+                    Duration::ZERO,
+                    chunk(&p, json!({}), Some(p.finish)),
+                    if include_usage {
+                        Next::Usage
+                    } else {
+                        Next::Done
+                    },
+                ),
+                Next::Usage => (Duration::ZERO, usage_frame, Next::Done),
+                Next::Done => (
+                    Duration::ZERO,
+                    Bytes::from_static(b"data: [DONE]\n\n"),
+                    Next::End,
+                ),
+                Next::End => return None,
+            };
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Some((Ok::<_, Infallible>(bytes), (p, after)))
         }
-        Some((Ok::<_, Infallible>(bytes), it))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -292,5 +365,37 @@ mod tests {
         assert_eq!(tokens(&t).concat(), t);
         assert!(tokens(&t).len() > 50);
         assert_eq!(tokens("a  b\nc"), vec!["a  ", "b\n", "c"]);
+    }
+
+    #[test]
+    fn the_knobs_are_clamped_to_their_maxima() {
+        let cfg = MockConfig::default();
+        let body = json!({"messages": [], "mock": {"tokens": 10_000_000_000_000u64,
+            "delay_ms": u64::MAX, "first_token_delay_ms": u64::MAX}});
+        let p = plan(&cfg, &body);
+        assert_eq!(p.count, MAX_TOKENS as usize);
+        assert_eq!(p.delay, Duration::from_millis(MAX_DELAY_MS));
+        assert_eq!(
+            p.first_delay,
+            Duration::from_millis(MAX_FIRST_TOKEN_DELAY_MS)
+        );
+        // The pieces are made on demand from the base reply, whatever the count.
+        assert!(p.base.len() < 200);
+        assert_eq!(p.piece(p.base.len()), p.piece(0));
+        // max_tokens below the count cuts it with `length`; above it changes nothing.
+        let p = plan(&cfg, &json!({"max_tokens": 3, "mock": {"tokens": 10}}));
+        assert_eq!((p.count, p.finish), (3, "length"));
+        let p = plan(
+            &cfg,
+            &json!({"max_tokens": u64::MAX, "mock": {"tokens": 10}}),
+        );
+        assert_eq!((p.count, p.finish), (10, "stop"));
+        // Knobs that are not whole numbers are ignored; a pace too slow to express is capped.
+        let slow = MockConfig {
+            tokens_per_sec: 1e-300,
+        };
+        let p = plan(&slow, &json!({"mock": {"tokens": -1, "delay_ms": 1.5}}));
+        assert_eq!(p.count, p.base.len());
+        assert_eq!(p.delay, Duration::from_millis(MAX_DELAY_MS));
     }
 }

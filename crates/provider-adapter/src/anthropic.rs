@@ -533,14 +533,17 @@ impl TokenCounts {
 
     fn usage(&self) -> Usage {
         let cache_read = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt = self.input_tokens.unwrap_or(0)
-            + cache_read
-            + self.cache_creation_input_tokens.unwrap_or(0);
+        // The numbers are the upstream's: saturate rather than wrap (or panic in a debug build).
+        let prompt = self
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(cache_read)
+            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
         let completion = self.output_tokens.unwrap_or(0);
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: prompt + completion,
+            total_tokens: prompt.saturating_add(completion),
             prompt_tokens_details: Some(PromptTokensDetails {
                 cached_tokens: cache_read,
             }),
@@ -1029,6 +1032,22 @@ mod tests {
                 }),
             ]
         );
+    }
+
+    #[test]
+    fn huge_usage_numbers_saturate() {
+        let (evs, end) = run(r#"
+            data: {"type":"message_start","message":{"id":"m","model":"c","usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":18446744073709551615,"output_tokens":18446744073709551615}}}
+
+            data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":18446744073709551615}}
+
+            data: {"type":"message_stop"}
+        "#);
+        end.unwrap();
+        let Some(StreamEvent::Usage(u)) = evs.last() else {
+            panic!("{evs:?}")
+        };
+        assert_eq!((u.prompt_tokens, u.total_tokens), (u64::MAX, u64::MAX));
     }
 
     #[test]

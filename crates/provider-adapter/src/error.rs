@@ -10,6 +10,8 @@ pub enum TimeoutPhase {
     Connect,
     Headers,
     Idle,
+    /// A non-streaming answer did not arrive whole in time (its headers come with it).
+    Response,
 }
 
 impl fmt::Display for TimeoutPhase {
@@ -18,6 +20,7 @@ impl fmt::Display for TimeoutPhase {
             Self::Connect => "connecting to the upstream",
             Self::Headers => "waiting for the upstream's response headers",
             Self::Idle => "waiting for the upstream's next bytes",
+            Self::Response => "waiting for the upstream's answer",
         })
     }
 }
@@ -37,9 +40,15 @@ pub enum AdapterError {
     },
     #[error("upstream timed out {0}")]
     Timeout(TimeoutPhase),
-    /// The upstream could not be reached or the connection failed before any response.
+    /// The upstream could not be reached or the connection failed before any response. The
+    /// text names the provider and the cause, never its URL (clients see it).
     #[error("upstream connection failed: {0}")]
     Connect(String),
+    /// The upstream refused Sluice's own credentials (HTTP 401 or 403): the gateway's
+    /// configuration is at fault, not the client's key. Its own message is not kept: some
+    /// servers quote part of the key they were given.
+    #[error("provider '{provider}' refused the gateway's credentials (HTTP {status})")]
+    Auth { provider: String, status: u16 },
     /// The upstream ended or reset before every choice had a finish reason.
     #[error("upstream stream ended before the generation finished: {0}")]
     Truncated(String),
@@ -57,7 +66,7 @@ impl AdapterError {
         match self {
             Self::Upstream { kind, .. } => kind,
             Self::Timeout(_) => "upstream_timeout",
-            Self::Connect(_) => "upstream_error",
+            Self::Connect(_) | Self::Auth { .. } => "upstream_error",
             Self::Truncated(_) => "upstream_truncated",
             Self::Protocol(_) => "upstream_protocol_error",
             Self::InvalidRequest { .. } => "invalid_request_error",
@@ -70,6 +79,7 @@ impl AdapterError {
             Self::Upstream { code, .. } => code.as_deref(),
             Self::Timeout(_) => Some("upstream_timeout"),
             Self::Connect(_) => Some("upstream_unreachable"),
+            Self::Auth { .. } => Some("upstream_auth_failed"),
             Self::Truncated(_) => Some("upstream_truncated"),
             Self::Protocol(_) => Some("upstream_protocol_error"),
             Self::InvalidRequest { .. } => Some("invalid_request"),

@@ -106,7 +106,7 @@ pub(crate) fn completion(body: Value) -> Completion {
     let usage = body.get("usage").and_then(|u| {
         let mut u = Usage::deserialize(u).ok()?;
         if u.total_tokens == 0 {
-            u.total_tokens = u.prompt_tokens + u.completion_tokens;
+            u.total_tokens = u.prompt_tokens.saturating_add(u.completion_tokens);
         }
         Some(u)
     });
@@ -155,7 +155,8 @@ struct Chunk<'a> {
 fn usage(raw: &RawValue) -> Option<Usage> {
     let mut u: Usage = serde_json::from_str(raw.get()).ok()?;
     if u.total_tokens == 0 {
-        u.total_tokens = u.prompt_tokens + u.completion_tokens;
+        // The upstream's numbers: saturate rather than wrap.
+        u.total_tokens = u.prompt_tokens.saturating_add(u.completion_tokens);
     }
     Some(u)
 }
@@ -266,11 +267,22 @@ fn finish_reason(reason: &str) -> FinishReason {
     }
 }
 
+/// Most distinct choices a stream may carry (OpenAI's own limit on `n`). Each new index is
+/// tracked here and in the relay, and looked up on every chunk: an upstream that numbered every
+/// chunk anew would otherwise make each chunk cost more than the last.
+pub const MAX_CHOICES: usize = 128;
+
 impl ChunkMapper {
-    fn note_choice(&mut self, index: u32) {
+    fn note_choice(&mut self, index: u32) -> Result<(), AdapterError> {
         if !self.open.contains(&index) {
+            if self.open.len() >= MAX_CHOICES {
+                return Err(AdapterError::Protocol(format!(
+                    "the upstream sent more than {MAX_CHOICES} choices"
+                )));
+            }
             self.open.push(index);
         }
+        Ok(())
     }
 
     /// The index of a tool-call fragment of `choice`. OpenAI numbers every fragment; Gemini
@@ -373,7 +385,7 @@ impl StreamMapper for ChunkMapper {
         for c in chunk.choices.unwrap_or_default() {
             // A missing index is the first choice: the servers that leave it out have one.
             let index = c.index.as_u32().unwrap_or(0);
-            self.note_choice(index);
+            self.note_choice(index)?;
             let d = c.delta.unwrap_or_default();
             let mut tool_calls = Vec::new();
             for t in d.tool_calls.unwrap_or_default() {
@@ -654,6 +666,40 @@ mod tests {
                 choice: 0,
                 reason: FinishReason::Stop
             })
+        );
+    }
+
+    #[test]
+    fn upstream_numbers_are_bounded() {
+        // Usage near u64::MAX saturates instead of wrapping.
+        let (evs, end) = map(&[
+            r#"{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":5}}"#,
+            "[DONE]",
+        ]);
+        end.unwrap();
+        let Some(StreamEvent::Usage(u)) = evs.last() else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(u.total_tokens, u64::MAX);
+        // A huge choice index is a number to track, never a size.
+        let (evs, end) = map(&[
+            r#"{"choices":[{"index":4294967295,"delta":{"content":"x"},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        end.unwrap();
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        // Distinct choices past the cap end the stream with a protocol error.
+        let many: Vec<String> = (0..=MAX_CHOICES)
+            .map(|i| format!(r#"{{"choices":[{{"index":{i},"delta":{{"content":"x"}}}}]}}"#))
+            .collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let (evs, end) = map(&refs);
+        assert!(matches!(end, Err(AdapterError::Protocol(_))), "{end:?}");
+        assert_eq!(
+            evs.len(),
+            MAX_CHOICES,
+            "the choices before the cap are delivered"
         );
     }
 

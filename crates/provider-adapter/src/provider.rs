@@ -24,6 +24,8 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, AdapterErro
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_HEADERS_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
+/// A non-streaming answer: its upstream sends the headers only with the whole answer.
+pub const DEFAULT_RESPONSE_TIMEOUT_SECS: u64 = 600;
 
 /// Idle upstream connections kept per host for reuse. Under steady load a connection goes back
 /// to the pool and out again at once, so few are idle at any moment; the cap matters after a
@@ -38,8 +40,11 @@ const MAX_BODY_BYTES: usize = 32 << 20;
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
+    /// Until a stream's status line and headers.
     pub headers: Duration,
     pub idle: Duration,
+    /// A whole non-streaming answer, headers and body.
+    pub response: Duration,
 }
 
 impl Default for Timeouts {
@@ -48,6 +53,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS),
             headers: Duration::from_secs(DEFAULT_HEADERS_TIMEOUT_SECS),
             idle: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            response: Duration::from_secs(DEFAULT_RESPONSE_TIMEOUT_SECS),
         }
     }
 }
@@ -184,7 +190,14 @@ impl Provider {
         Ok(up)
     }
 
-    async fn send(&self, up: UpstreamRequest) -> Result<reqwest::Response, AdapterError> {
+    /// Sends `up` and waits up to `wait` for the status line and headers (`phase` names that
+    /// wait when it runs out).
+    async fn send(
+        &self,
+        up: UpstreamRequest,
+        wait: Duration,
+        phase: TimeoutPhase,
+    ) -> Result<reqwest::Response, AdapterError> {
         let mut headers = http::HeaderMap::with_capacity(up.headers.len() + self.headers.len());
         for (k, v) in up.headers {
             let v = http::HeaderValue::try_from(v)
@@ -195,13 +208,12 @@ impl Provider {
             headers.insert(k, v.clone());
         }
         let rb = self.client.post(&up.url).body(up.body).headers(headers);
-        let resp = match tokio::time::timeout(self.timeouts.headers, rb.send()).await {
-            Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Headers)),
+        let resp = match tokio::time::timeout(wait, rb.send()).await {
+            Err(_) => return Err(AdapterError::Timeout(phase)),
             Ok(Err(e)) if e.is_timeout() => {
                 return Err(AdapterError::Timeout(TimeoutPhase::Connect))
             }
-            // reqwest's error text includes the URL but never headers, so the key cannot leak.
-            Ok(Err(e)) => return Err(AdapterError::Connect(error_chain(&e))),
+            Ok(Err(e)) => return Err(self.connect_error(e)),
             Ok(Ok(r)) => r,
         };
         if resp.status().is_success() {
@@ -210,8 +222,23 @@ impl Provider {
         Err(self.error_from_response(resp).await)
     }
 
+    /// A failure to reach the upstream, as clients may see it: the provider's name and the
+    /// cause, not its URL (an internal host and port, an Azure resource and deployment). The
+    /// log gets the URL.
+    fn connect_error(&self, e: reqwest::Error) -> AdapterError {
+        let e = e.without_url();
+        tracing::debug!(provider = %self.name, base_url = %self.base_url, error = %error_chain(&e), "cannot reach the upstream");
+        AdapterError::Connect(format!("provider '{}': {}", self.name, error_chain(&e)))
+    }
+
     async fn error_from_response(&self, resp: reqwest::Response) -> AdapterError {
         let status = resp.status().as_u16();
+        if matches!(status, 401 | 403) {
+            return AdapterError::Auth {
+                provider: self.name.clone(),
+                status,
+            };
+        }
         let retry_after = resp
             .headers()
             .get(http::header::RETRY_AFTER)
@@ -276,7 +303,9 @@ impl Provider {
     /// (so it can become a real HTTP status); everything after is an item of the stream.
     pub async fn stream(&self, req: &ChatRequest) -> Result<EventStream, AdapterError> {
         let up = self.build(req, true)?;
-        let resp = self.send(up).await?;
+        let resp = self
+            .send(up, self.timeouts.headers, TimeoutPhase::Headers)
+            .await?;
         let content_type = resp
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -293,8 +322,10 @@ impl Provider {
             ProviderKind::OpenAi | ProviderKind::Azure => Box::new(openai::ChunkMapper::default()),
             ProviderKind::Anthropic => Box::new(anthropic::StreamState::default()),
         };
+        // Without the URL: a transport error's text reaches clients in the stream's failure.
         Ok(drive(
-            resp.bytes_stream(),
+            resp.bytes_stream()
+                .map(|r| r.map_err(reqwest::Error::without_url)),
             self.timeouts.idle,
             mapper,
             self.clone(),
@@ -335,7 +366,7 @@ impl Provider {
         let rb = rb.headers(self.headers.clone());
         let resp = match tokio::time::timeout(self.timeouts.headers, rb.send()).await {
             Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Headers)),
-            Ok(Err(e)) => return Err(AdapterError::Connect(error_chain(&e))),
+            Ok(Err(e)) => return Err(self.connect_error(e)),
             Ok(Ok(r)) if !r.status().is_success() => return Err(self.error_from_response(r).await),
             Ok(Ok(r)) => r,
         };
@@ -352,11 +383,19 @@ impl Provider {
             .unwrap_or_default())
     }
 
-    /// A non-streaming generation.
+    /// A non-streaming generation. Its upstream sends the headers only once the whole answer is
+    /// ready, so the headers timeout (meant for streams) does not apply: the whole answer has
+    /// the response timeout. Running out of it is `Timeout(Response)`, after the upstream has
+    /// been working on the request.
     pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, AdapterError> {
         let up = self.build(req, false)?;
-        let resp = self.send(up).await?;
-        let body = read_body(resp, self.timeouts.idle).await?;
+        let deadline = tokio::time::Instant::now() + self.timeouts.response;
+        let resp = self
+            .send(up, self.timeouts.response, TimeoutPhase::Response)
+            .await?;
+        let body = tokio::time::timeout_at(deadline, read_body(resp, self.timeouts.idle))
+            .await
+            .map_err(|_| AdapterError::Timeout(TimeoutPhase::Response))??;
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| AdapterError::Protocol(format!("response is not JSON: {e}")))?;
         if let Some(err) = AdapterError::from_error_body(None, &value) {
@@ -385,7 +424,7 @@ async fn read_body(mut resp: reqwest::Response, idle: Duration) -> Result<Vec<u8
     loop {
         match tokio::time::timeout(idle, resp.chunk()).await {
             Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Idle)),
-            Ok(Err(e)) => return Err(AdapterError::Truncated(error_chain(&e))),
+            Ok(Err(e)) => return Err(AdapterError::Truncated(error_chain(&e.without_url()))),
             Ok(Ok(None)) => return Ok(body),
             Ok(Ok(Some(chunk))) => {
                 if body.len() + chunk.len() > MAX_BODY_BYTES {

@@ -87,7 +87,7 @@ impl UsageSnapshot {
             "requests": self.requests,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "total_tokens": self.prompt_tokens.saturating_add(self.completion_tokens),
             "rejected": {
                 "requests": self.rejected[0],
                 "tokens": self.rejected[1],

@@ -89,7 +89,13 @@ async fn answer(
                 {
                     Ok(c) => c,
                     Err(e) => {
-                        admission.refund();
+                        if generation::upstream_worked(&e) {
+                            // Timed out after the upstream took the request: its prompt is
+                            // charged, as when the client goes away.
+                            admission.settle_estimated(0);
+                        } else {
+                            admission.refund();
+                        }
                         return Err(e);
                     }
                 };

@@ -20,10 +20,12 @@ use crate::metrics::{self, RequestLabels, StreamLabels};
 use crate::routing::Plan;
 use crate::state::AppState;
 
-/// The request body, or 413/400 in OpenAI's shape.
+/// The request body, or 413/408/400 in OpenAI's shape.
 pub fn body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, GatewayError> {
     body.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if crate::server::is_body_timeout(&rej) {
+            GatewayError::BodyTimeout(state.settings.body_read_timeout.as_secs())
+        } else if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             GatewayError::PayloadTooLarge(state.settings.max_body_bytes)
         } else {
             GatewayError::bad_request("body", format!("cannot read the request body: {rej}"))

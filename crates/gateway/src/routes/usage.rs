@@ -21,7 +21,7 @@ pub async fn get(
             "requests": t.requests.get(),
             "prompt_tokens": p,
             "completion_tokens": c,
-            "total_tokens": p + c,
+            "total_tokens": p.saturating_add(c),
         })
     }))
 }
