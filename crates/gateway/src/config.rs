@@ -153,13 +153,15 @@ pub struct FileConfig {
     pub stream_max_readers: Option<usize>,
     /// Also `SLUICE_HEADER_READ_TIMEOUT_SECS`.
     pub header_read_timeout_secs: Option<u64>,
-    /// Open client connections at most (default: 7/8 of the open-file limit). Also
+    /// Open client connections at most (default: derived from the open-file limit, see
+    /// `host::default_caps`). Also
     /// `SLUICE_MAX_CONNECTIONS`.
     pub max_connections: Option<usize>,
     /// New connections a second from one client address; 0 = no pace. Also
     /// `SLUICE_CONNECTION_RATE_PER_IP`.
     pub connection_rate_per_ip: Option<u32>,
-    /// Streams running at once at most (0: no cap; default: the connection cap). Also
+    /// Streams running at once at most (0: no cap; default: derived from the open-file limit,
+    /// at most the connection cap). Also
     /// `SLUICE_MAX_STREAMS`.
     pub max_streams: Option<usize>,
     /// Open connections from one client address at most; 0 = no cap. Also
@@ -486,7 +488,7 @@ pub struct Settings {
     /// `None`: derived from the open-file limit when serving starts.
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: usize,
-    /// `None`: the connection cap; `Some(0)`: no cap.
+    /// `None`: derived from the open-file limit; `Some(0)`: no cap.
     pub max_streams: Option<usize>,
     pub connection_rate_per_ip: u32,
     pub providers: Vec<ProviderSettings>,
