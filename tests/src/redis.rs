@@ -1,7 +1,8 @@
 //! A real `redis-server` for the shared-state tests, on a free loopback port, with no
 //! persistence; killed on drop. [`RedisServer::start_or_skip`] skips the test (or fails it under
 //! `CI=true`, where `.ci/run` installs Debian's `redis-server`) when the binary is missing.
-//! [`RedisServer::stop`] and [`RedisServer::restart`] (same port) drive the outage tests.
+//! [`RedisServer::stop`] and [`RedisServer::restart`] (same port), and [`RedisServer::signal`]
+//! (`STOP`/`CONT`: a stall), drive the outage tests.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -91,6 +92,18 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("redis-server did not answer PING on port {}", self.port);
+    }
+
+    /// Sends signal `name` (`STOP`, `CONT`) to the server: `STOP` freezes it as a stalled
+    /// network or a long fork would (connections stay open, nothing answers).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid}");
     }
 
     /// One `PING` over a fresh connection.

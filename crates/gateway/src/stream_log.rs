@@ -10,8 +10,10 @@
 //!   ignores it) and appends its events to the Redis Stream `sluice:stream:{id}:events`, with
 //!   entry IDs `0-<event id>` so that `Last-Event-ID` maps directly. Appends are pipelined in
 //!   batches; while one is in flight the relay log is the buffer, so a slow Redis coalesces
-//!   events into bigger batches and never blocks the generation. If Redis fails, the stream
-//!   stays resumable on this instance only (logged once per stream). A metadata hash
+//!   events into bigger batches and never blocks the generation. A batch Redis does not take is
+//!   retried from the last entry Redis holds; after `owner_timeout` of failures the copy stops,
+//!   marks the metadata `lost` (readers elsewhere get `replication_lost`) and the stream stays
+//!   resumable on this instance only. A metadata hash
 //!   (`sluice:stream:{id}:meta`: owner instance, team, include_usage) goes first. Both keys
 //!   expire `retention` after the end.
 //! - **reader side**: [`StreamLog::lookup`] finds that hash; the caller registers a local
@@ -75,6 +77,17 @@ pub struct RemoteStream {
     /// The team that started it (only it may cancel it).
     pub team: Option<String>,
     pub include_usage: bool,
+}
+
+/// The failure a replica ends with when its owner could not copy the stream to Redis for
+/// `owner_timeout` (it runs on, readable on its owner only).
+pub fn replication_lost() -> Failure {
+    Failure {
+        message: "the stream's shared copy stopped: Redis did not take its events in time; it can still be read on the instance running it".into(),
+        kind: "replication_lost".into(),
+        code: Some("replication_lost".into()),
+        ..Failure::default()
+    }
 }
 
 /// The failure a replica ends with when its owner is gone.
@@ -241,14 +254,17 @@ impl RedisStreamLog {
             .is_err()
         {
             // Retried with the first batch.
-            pending = Some(first);
+            pending = Some(first.clone());
         }
         let mut follower = handle.follow(0);
+        // Since when Redis has not taken a batch (the copy retries until `owner_timeout`).
+        let mut failing: Option<Instant> = None;
         let remote = remote_readers_key(&id);
         // A reader that is never read: it only counts, while readers elsewhere exist.
         let mut remote_guard: Option<relay::Reader> = None;
         let mut batch = Vec::with_capacity(16);
         loop {
+            let from = follower.position();
             let more = follower.next_batch(BATCH, &mut batch).await;
             let mut pipe = pending.take().unwrap_or_else(redis::pipe);
             let ttl = if more && !handle.is_finished() {
@@ -275,6 +291,9 @@ impl RedisStreamLog {
             let mut conn = shared.conn();
             match shared.call(pipe.query_async::<(bool,)>(&mut conn)).await {
                 Ok((elsewhere,)) => {
+                    if failing.take().is_some() {
+                        tracing::info!(stream = %id.log_tag(), "redis takes the stream's events again");
+                    }
                     if elsewhere && remote_guard.is_none() {
                         remote_guard = Some(handle.reader(relay::Format::Browser));
                     } else if !elsewhere {
@@ -282,14 +301,61 @@ impl RedisStreamLog {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(stream = %id.log_tag(), error = %e, "cannot share the stream through redis: it stays resumable on this instance only");
-                    return;
+                    // Not the end of the copy: readers elsewhere would wait for events that
+                    // never come. Retry (from what Redis holds) until `owner_timeout`, then
+                    // tell them, so that every remote reader gets an end.
+                    let since = *failing.get_or_insert_with(|| {
+                        tracing::warn!(stream = %id.log_tag(), error = %e, "redis did not take the stream's events: retrying");
+                        Instant::now()
+                    });
+                    if since.elapsed() >= shared.owner_timeout {
+                        tracing::warn!(stream = %id.log_tag(), "cannot share the stream through redis: it stays resumable on this instance only, readers elsewhere get replication_lost");
+                        mark_lost(&shared, &meta, retention).await;
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // The batch may have been applied before the answer was lost: go on from
+                    // the last entry Redis holds (XADD refuses an ID it has).
+                    let mut conn = shared.conn();
+                    let stored: Result<redis::streams::StreamRangeReply, _> = shared
+                        .call(conn.xrevrange_count(&events, "+", "-", 1))
+                        .await;
+                    let at = match stored {
+                        Ok(r) => r
+                            .ids
+                            .first()
+                            .and_then(|e| e.id.strip_prefix("0-")?.parse::<u64>().ok())
+                            .unwrap_or(0),
+                        Err(_) => from,
+                    };
+                    follower = handle.follow(at);
+                    pending = Some(first.clone());
+                    continue;
                 }
             }
             if !more || follower_done(&handle, &follower) {
                 return;
             }
         }
+    }
+}
+
+/// Marks the stream's shared copy as given up (`lost` in its metadata), so that tails fail
+/// their replicas with [`replication_lost`] instead of waiting. A few tries: Redis has just
+/// been failing; if it stays down, the tails' own timeout ends their readers.
+async fn mark_lost(shared: &SharedState, meta: &str, retention: Duration) {
+    let ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    for _ in 0..5 {
+        let mut conn = shared.conn();
+        let mut pipe = redis::pipe();
+        pipe.hset(meta, "lost", 1)
+            .ignore()
+            .pexpire(meta, ms)
+            .ignore();
+        if shared.call(pipe.query_async::<()>(&mut conn)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -332,6 +398,7 @@ impl StreamLog for RedisStreamLog {
 
     async fn tail(&self, remote: RemoteStream, mut replica: Writer) {
         let key = events_key(&remote.id);
+        let meta = meta_key(&remote.id);
         let owner = instance_key(&remote.instance);
         let owner_timeout = self.shared.owner_timeout;
         let block = (owner_timeout / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
@@ -397,9 +464,18 @@ impl StreamLog for RedisStreamLog {
                 .flat_map(|k| k.ids)
                 .collect();
             if entries.is_empty() {
-                // Quiet: is the owner still there?
-                let alive: Result<bool, _> = c.exists(&owner).await;
-                match alive {
+                // Quiet: is the owner still there, and still copying?
+                let alive: Result<(bool, Option<String>), _> = redis::pipe()
+                    .exists(&owner)
+                    .hget(&meta, "lost")
+                    .query_async(c)
+                    .await;
+                if let Ok((_, Some(_))) = alive {
+                    tracing::warn!(stream = %tag, "the owner stopped copying the stream to redis: failing its replica");
+                    replica.fail(replication_lost());
+                    return;
+                }
+                match alive.map(|(a, _)| a) {
                     Ok(true) => {
                         trouble = None;
                         missing = 0;
