@@ -1132,6 +1132,14 @@ fn resolve_redis(st: StateConfig, vars: &Vars, p: &mut Problems) -> Option<Redis
             url_key,
             "must be a redis://, rediss://, unix:// or redis+unix:// URL",
         ));
+    } else if let Err(e) = redis::Client::open(url.as_str()) {
+        // What redis-rs itself cannot use (a bad port or database number, an unknown fragment)
+        // fails here, at start, naming the key; not at the first shared call. Its message
+        // names the part, never the password.
+        p.push(ConfigError::new(
+            url_key,
+            format!("is not a URL Redis can be reached at: {e}"),
+        ));
     }
     let (mode, mode_key) = match var(vars, "SLUICE_REDIS_ON_FAILURE") {
         Some(m) => (Some(m.to_owned()), "SLUICE_REDIS_ON_FAILURE"),
@@ -1577,5 +1585,39 @@ mod tests {
             owner_timeout: Duration::from_secs(1),
         };
         assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    /// `rediss://` (managed Redis usually requires TLS) is built in: redis-rs with rustls and
+    /// the webpki roots. A URL redis-rs cannot use fails at start, naming the key.
+    #[test]
+    fn rediss_urls_are_accepted_and_unusable_urls_fail_at_start() {
+        for url in [
+            "rediss://default:s3cret@cache.example:6380/0",
+            "rediss://cache.example:6380#insecure",
+        ] {
+            let v = vars(&[("SLUICE_REDIS_URL", url)]);
+            let s = Settings::resolve(FileConfig::default(), &Flags::default(), &v)
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(s.redis.as_ref().map(|r| r.url.as_str()), Some(url));
+            let info = redis::Client::open(url).expect("tls built in");
+            assert!(
+                matches!(
+                    info.get_connection_info().addr(),
+                    redis::ConnectionAddr::TcpTls { .. }
+                ),
+                "{url}"
+            );
+        }
+        for url in [
+            "rediss://u:s3cret@cache.example:6380#verify-none",
+            "redis://u:s3cret@cache.example:6380/notadb",
+        ] {
+            let v = vars(&[("SLUICE_REDIS_URL", url)]);
+            let e = Settings::resolve(FileConfig::default(), &Flags::default(), &v)
+                .expect_err(url)
+                .to_string();
+            assert!(e.contains("SLUICE_REDIS_URL"), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 }
