@@ -301,6 +301,62 @@ async fn metrics_with_teams_are_for_loopback_or_a_metrics_key() {
     assert!(!s.logs().contains(&m.key));
 }
 
+/// Behind a local reverse proxy that adds no forwarding headers (nginx's default `proxy_pass`)
+/// every client looks like loopback: `metrics_require_key = true` asks every client for a key.
+#[tokio::test]
+async fn metrics_require_key_asks_loopback_clients_for_the_key_too() {
+    let (a, b, m) = (new_key(), new_key(), new_key());
+    let extra = format!(
+        "metrics_require_key = true\nmetrics_api_keys_sha256 = [{:?}]",
+        m.hash
+    );
+    let s = start_sluice_with_config(&teams_config(&a, &b, &extra), &[], &[]);
+    let get = |key: Option<&str>| {
+        let mut r = client().get(s.url("/metrics"));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let direct = get(None).await.expect("metrics");
+    assert_eq!(direct.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = direct.json().await.expect("json error");
+    assert_error_shape(&body);
+    assert!(!body.to_string().contains("alpha"), "{body}");
+    assert_eq!(
+        get(Some(&a.key)).await.expect("m").status(),
+        StatusCode::UNAUTHORIZED,
+        "a team key is not a metrics key"
+    );
+    let keyed = get(Some(&m.key)).await.expect("metrics");
+    assert_eq!(keyed.status(), StatusCode::OK);
+    assert!(keyed.text().await.expect("text").contains("alpha"));
+    // In open mode too: "every client".
+    let open = start_sluice_with_config(&extra, &[], &[]);
+    let resp = client().get(open.url("/metrics")).send().await.expect("m");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = client()
+        .get(open.url("/metrics"))
+        .bearer_auth(&m.key)
+        .send()
+        .await
+        .expect("m");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!s.logs().contains(&m.key) && !open.logs().contains(&m.key));
+}
+
+#[tokio::test]
+async fn metrics_require_key_without_a_metrics_key_is_a_config_error() {
+    let cfg = ConfigFile::new("metrics_require_key = true\n");
+    let out = std::process::Command::new(sluice_tests::sluice_bin())
+        .args(["check-config", "--config", cfg.arg()])
+        .output()
+        .expect("check-config");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("metrics_require_key"), "{err}");
+}
+
 #[tokio::test]
 async fn stream_ids_never_appear_whole_in_the_log() {
     // An upstream that breaks mid-answer: the gateway logs a warning about that stream.

@@ -9,8 +9,17 @@ use sluice_tests::{metric, start_sluice, start_sluice_with_open_files};
 
 #[tokio::test]
 async fn out_of_descriptors_backs_off_counts_and_keeps_serving() {
-    // Enough descriptors for the runtime, the demo upstream and a few connections.
-    let s = start_sluice_with_open_files(64, &[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
+    // Enough descriptors for the runtime, the demo upstream and a few connections; a
+    // connection cap set far above them, so that `accept` itself runs out (the default caps
+    // stop short of that: see the next test).
+    let s = start_sluice_with_open_files(
+        64,
+        &[],
+        &[
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
+            ("SLUICE_MAX_CONNECTIONS", "1000"),
+        ],
+    );
     assert!(
         s.logs().contains("open-file limit"),
         "the limits are logged at start:\n{}",
@@ -57,6 +66,69 @@ async fn out_of_descriptors_backs_off_counts_and_keeps_serving() {
         .expect("body")
         .ends_with("data: [DONE]\n\n"));
     assert!(s.logs().contains("accept failed"), "{}", s.logs());
+}
+
+/// With the default caps, a flood of streams against a low descriptor limit meets the stream
+/// cap (503 `too_many_streams`) or the connection cap (closed at once), never "Too many open
+/// files", and a health check still gets through while the streams run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_caps_run_out_before_the_descriptors_do() {
+    // The demo on: three descriptors a stream. Slow enough that every stream is still running
+    // when the last one is asked for.
+    let s = start_sluice_with_open_files(64, &[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "5")]);
+    let body = json!({"model": "sluice-demo", "stream": true, "max_tokens": 400,
+                      "messages": [{"role": "user", "content": "fill the house"}]});
+    // One client per stream (its own connection each), held open while the others start.
+    let mut running = Vec::new();
+    let (mut ok, mut too_many, mut refused) = (0, 0, 0);
+    for _ in 0..40 {
+        let c = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        match c
+            .post(s.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => {
+                ok += 1;
+                running.push((c, r));
+            }
+            Ok(r) => {
+                assert_eq!(r.status(), 503, "{:?}", r.text().await);
+                let v: serde_json::Value = r.json().await.expect("json error");
+                assert_eq!(v["error"]["code"], "too_many_streams", "{v}");
+                too_many += 1;
+            }
+            // The connection cap: closed at once.
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(ok >= 1, "ok={ok} too_many={too_many} refused={refused}");
+    assert!(too_many + refused > 0, "ok={ok}: no cap met");
+    // The house is full, and a health check is still answered.
+    let health = reqwest::Client::new()
+        .get(s.url("/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("healthz while full");
+    assert_eq!(health.status(), 200);
+    // The running streams are whole: the first of them reads on.
+    let (_c, first) = running.swap_remove(0);
+    let mut first = sluice_tests::e2e::StreamReader::new(first);
+    first
+        .read_until(Duration::from_secs(10), |b| {
+            b.matches("data: {").count() >= 3
+        })
+        .await;
+    assert!(!first.body.contains("\"error\""), "{}", first.body);
+    drop(running);
+    let logs = s.logs();
+    assert!(!logs.contains("Too many open files"), "{logs}");
+    assert!(!logs.contains("accept failed"), "{logs}");
 }
 
 #[tokio::test]

@@ -162,14 +162,17 @@ pub struct FileConfig {
     pub header_read_timeout_secs: Option<u64>,
     /// Also `SLUICE_CLIENT_WRITE_TIMEOUT_SECS`.
     pub client_write_timeout_secs: Option<u64>,
+    /// Also `SLUICE_BODY_READ_TIMEOUT_SECS`.
     pub body_read_timeout_secs: Option<u64>,
-    /// Open client connections at most (default: 7/8 of the open-file limit). Also
+    /// Open client connections at most (default: derived from the open-file limit, see
+    /// `host::default_caps`). Also
     /// `SLUICE_MAX_CONNECTIONS`.
     pub max_connections: Option<usize>,
     /// New connections a second from one client address; 0 = no pace. Also
     /// `SLUICE_CONNECTION_RATE_PER_IP`.
     pub connection_rate_per_ip: Option<u32>,
-    /// Streams running at once at most (0: no cap; default: the connection cap). Also
+    /// Streams running at once at most (0: no cap; default: derived from the open-file limit,
+    /// at most the connection cap). Also
     /// `SLUICE_MAX_STREAMS`.
     pub max_streams: Option<usize>,
     /// Open connections from one client address at most; 0 = no cap. Also
@@ -188,6 +191,10 @@ pub struct FileConfig {
     /// SHA-256 hashes of keys that may read `/metrics` from a non-loopback address when teams
     /// are configured.
     pub metrics_api_keys_sha256: Option<Vec<String>>,
+    /// `true`: `/metrics` needs a metrics key from every client, loopback included (a local
+    /// reverse proxy that adds no forwarding headers makes every client look local). Also
+    /// `SLUICE_METRICS_REQUIRE_KEY`.
+    pub metrics_require_key: Option<bool>,
     /// Shared state for several instances (`[state]`).
     pub state: Option<StateConfig>,
     #[serde(default)]
@@ -224,8 +231,8 @@ pub enum OnFailure {
     FailClosed,
 }
 
-/// Shared state in Redis, validated.
-#[derive(Debug, Clone)]
+/// Shared state in Redis, validated. Its `Debug` shows the URL redacted.
+#[derive(Clone)]
 pub struct RedisSettings {
     /// The URL as given (it may hold a password: never logged; see [`RedisSettings::redacted`]).
     pub url: String,
@@ -238,17 +245,77 @@ pub struct RedisSettings {
     pub owner_timeout: Duration,
 }
 
-impl RedisSettings {
-    /// The URL without its password, for logs.
-    pub fn redacted(&self) -> String {
-        match self.url.split_once("://") {
-            Some((scheme, rest)) => match rest.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}"),
-                None => self.url.clone(),
-            },
-            None => "redis://?".into(),
-        }
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.redacted())
+            .field("on_failure", &self.on_failure)
+            .field("timeout", &self.timeout)
+            .field("lease", &self.lease)
+            .field("owner_timeout", &self.owner_timeout)
+            .finish()
     }
+}
+
+impl RedisSettings {
+    /// The URL without its secrets, for logs (see [`redact_redis_url`]).
+    pub fn redacted(&self) -> String {
+        redact_redis_url(&self.url)
+    }
+}
+
+/// Query parameters that carry a password in the URL forms redis-rs reads (`unix:` and
+/// `redis+unix:` take `?pass=`; `password` is what people also write).
+const SECRET_QUERY_KEYS: [&str; 2] = ["pass", "password"];
+
+/// A Redis URL fit for a log: user and password (`redis://user:pass@host`) become `***`, and so
+/// do the values of `pass`/`password` query parameters (`unix:///run/redis.sock?pass=...`),
+/// whatever the scheme. It is parsed the way redis-rs parses it (the `url` crate), so what is
+/// redacted is exactly what redis-rs would send as credentials; a URL that does not parse is
+/// shown as its scheme alone, since where its password ends cannot be known.
+pub fn redact_redis_url(raw: &str) -> String {
+    let scheme = raw
+        .split_once("://")
+        .map(|(s, _)| s)
+        .filter(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+        })
+        .unwrap_or("redis");
+    let Ok(url) = url::Url::parse(raw) else {
+        return format!("{scheme}://<unparseable URL>");
+    };
+    let mut out = format!("{}://", url.scheme());
+    if !url.username().is_empty() || url.password().is_some() {
+        out.push_str("***@");
+    }
+    if let Some(host) = url.host_str() {
+        out.push_str(host);
+    }
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(url.path());
+    if url.query().is_some() {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in url.query_pairs() {
+            if SECRET_QUERY_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s)) {
+                q.append_pair(&k, "***");
+            } else {
+                q.append_pair(&k, &v);
+            }
+        }
+        out.push('?');
+        out.push_str(&q.finish());
+    }
+    // redis-rs reads only `#insecure`; anything else is not ours to print.
+    match url.fragment() {
+        None => {}
+        Some("insecure") => out.push_str("#insecure"),
+        Some(_) => out.push_str("#***"),
+    }
+    out
 }
 
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 250;
@@ -435,7 +502,7 @@ pub struct Settings {
     /// `None`: derived from the open-file limit when serving starts.
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: usize,
-    /// `None`: the connection cap; `Some(0)`: no cap.
+    /// `None`: derived from the open-file limit; `Some(0)`: no cap.
     pub max_streams: Option<usize>,
     pub connection_rate_per_ip: u32,
     pub providers: Vec<ProviderSettings>,
@@ -451,6 +518,8 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     /// Hashes of the keys that may read `/metrics` remotely in team mode, lower-case hex.
     pub metrics_keys_sha256: Vec<String>,
+    /// `/metrics` needs a metrics key from every client, in every mode.
+    pub metrics_require_key: bool,
     /// `None`: state in memory (one instance).
     pub redis: Option<RedisSettings>,
 }
@@ -753,6 +822,12 @@ impl Settings {
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             metrics_keys_sha256: Vec::new(),
+            metrics_require_key: match var(vars, "SLUICE_METRICS_REQUIRE_KEY") {
+                Some(v) => p
+                    .take(truthy("SLUICE_METRICS_REQUIRE_KEY", v))
+                    .unwrap_or(false),
+                None => file.metrics_require_key.unwrap_or(false),
+            },
             redis: None,
         };
         s.redis = resolve_redis(file.state.clone().unwrap_or_default(), vars, &mut p);
@@ -786,6 +861,17 @@ impl Settings {
                 ));
             }
             s.metrics_keys_sha256.push(h.to_ascii_lowercase());
+        }
+        if s.metrics_require_key && s.metrics_keys_sha256.is_empty() {
+            // Otherwise nobody could ever read /metrics: surely not what was meant.
+            p.push(ConfigError::new(
+                if var(vars, "SLUICE_METRICS_REQUIRE_KEY").is_some() {
+                    "SLUICE_METRICS_REQUIRE_KEY"
+                } else {
+                    "metrics_require_key"
+                },
+                "needs at least one key in metrics_api_keys_sha256 (`sluice gen-key` makes one)",
+            ));
         }
         if s.header_read_timeout.is_zero() {
             p.push(ConfigError::new(
@@ -1087,12 +1173,22 @@ fn resolve_redis(st: StateConfig, vars: &Vars, p: &mut Problems) -> Option<Redis
         Some(u) => (u.to_owned(), "SLUICE_REDIS_URL"),
         None => (st.redis_url?, "state.redis_url"),
     };
-    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
+    if !["redis://", "rediss://", "unix://", "redis+unix://"]
+        .iter()
+        .any(|s| url.starts_with(s))
     {
         // Not the URL itself: it may carry a password.
         p.push(ConfigError::new(
             url_key,
-            "must be a redis://, rediss:// or unix:// URL",
+            "must be a redis://, rediss://, unix:// or redis+unix:// URL",
+        ));
+    } else if let Err(e) = redis::Client::open(url.as_str()) {
+        // What redis-rs itself cannot use (a bad port or database number, an unknown fragment)
+        // fails here, at start, naming the key; not at the first shared call. Its message
+        // names the part, never the password.
+        p.push(ConfigError::new(
+            url_key,
+            format!("is not a URL Redis can be reached at: {e}"),
         ));
     }
     let (mode, mode_key) = match var(vars, "SLUICE_REDIS_ON_FAILURE") {
@@ -1535,5 +1631,103 @@ mod tests {
         assert_eq!(s.providers[1].models, vec!["*"]);
         assert_eq!(s.providers[1].base_url, DEFAULT_OPENAI_BASE_URL);
         assert!(!format!("{:?}", s.providers).contains("sk-a"));
+    }
+
+    #[test]
+    fn redis_urls_lose_every_secret_in_every_form() {
+        let cases = [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://127.0.0.1:6379/2", "redis://127.0.0.1:6379/2"),
+            (
+                "redis://user:s3cret@cache:6380/1",
+                "redis://***@cache:6380/1",
+            ),
+            ("redis://:s3cret@cache", "redis://***@cache"),
+            (
+                "rediss://default:s3cret@cache.example:6380",
+                "rediss://***@cache.example:6380",
+            ),
+            (
+                "rediss://u:s3cret@cache#insecure",
+                "rediss://***@cache#insecure",
+            ),
+            ("redis://u:s3%40cret@cache", "redis://***@cache"),
+            (
+                "unix:///run/redis.sock?pass=s3cret",
+                "unix:///run/redis.sock?pass=***",
+            ),
+            (
+                "unix:///run/redis.sock?db=2&pass=s3cret&user=me",
+                "unix:///run/redis.sock?db=2&pass=***&user=me",
+            ),
+            (
+                "redis+unix:///run/redis.sock?pass=s3cret",
+                "redis+unix:///run/redis.sock?pass=***",
+            ),
+            (
+                "redis://cache?password=s3cret",
+                "redis://cache?password=***",
+            ),
+            (
+                "redis://cache/0?PASSWORD=s3cret&protocol=resp3",
+                "redis://cache/0?PASSWORD=***&protocol=resp3",
+            ),
+            (
+                "unix:///run/redis.sock?pass=s3%26cret%3Dx",
+                "unix:///run/redis.sock?pass=***",
+            ),
+        ];
+        for (url, want) in cases {
+            let got = redact_redis_url(url);
+            assert_eq!(got, want, "{url}");
+            assert!(!got.contains("s3"), "{url} -> {got}");
+        }
+        // Unparseable: the scheme alone (where the password ends cannot be known).
+        for url in ["redis://u:s3cret@[bad", "unix://s3cret:x@host:notaport"] {
+            let got = redact_redis_url(url);
+            assert!(!got.contains("s3"), "{url} -> {got}");
+        }
+        let settings = RedisSettings {
+            url: "unix:///run/redis.sock?pass=s3cret".into(),
+            on_failure: OnFailure::FailOpen,
+            timeout: Duration::from_millis(1),
+            lease: Duration::from_secs(1),
+            owner_timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    /// `rediss://` (managed Redis usually requires TLS) is built in: redis-rs with rustls and
+    /// the webpki roots. A URL redis-rs cannot use fails at start, naming the key.
+    #[test]
+    fn rediss_urls_are_accepted_and_unusable_urls_fail_at_start() {
+        for url in [
+            "rediss://default:s3cret@cache.example:6380/0",
+            "rediss://cache.example:6380#insecure",
+        ] {
+            let v = vars(&[("SLUICE_REDIS_URL", url)]);
+            let s = Settings::resolve(FileConfig::default(), &Flags::default(), &v)
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(s.redis.as_ref().map(|r| r.url.as_str()), Some(url));
+            let info = redis::Client::open(url).expect("tls built in");
+            assert!(
+                matches!(
+                    info.get_connection_info().addr(),
+                    redis::ConnectionAddr::TcpTls { .. }
+                ),
+                "{url}"
+            );
+        }
+        for url in [
+            "rediss://u:s3cret@cache.example:6380#verify-none",
+            "redis://u:s3cret@cache.example:6380/notadb",
+        ] {
+            let v = vars(&[("SLUICE_REDIS_URL", url)]);
+            let e = Settings::resolve(FileConfig::default(), &Flags::default(), &v)
+                .expect_err(url)
+                .to_string();
+            assert!(e.contains("SLUICE_REDIS_URL"), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 }

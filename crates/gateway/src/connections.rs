@@ -1,7 +1,9 @@
 //! The open client connections, and what keeps a flood of them from starving real clients.
 //!
 //! - **Caps**: at most `max_total` connections, and `max_per_ip` from one client address (not
-//!   loopback, where a local proxy's connections all come from). A new
+//!   loopback, where a local proxy's connections all come from). An IPv6 client is keyed on its
+//!   /64 (see [`client_key`]): one host is routinely given a whole /64, so keying the full address
+//!   would let it open `max_per_ip` connections from each of 2^64 addresses. A new
 //!   connection over a cap makes room by closing the oldest *idle* connection (one with no
 //!   request in flight: a keep-alive connection waiting, or a client still dribbling its
 //!   headers) of the same address, or of anyone for the total cap. Only when every connection
@@ -161,7 +163,7 @@ impl Connections {
     /// Admits a connection from `ip`, closing an idle one if a cap is reached, or `None` if
     /// every connection that could make room is busy.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
-        let ip = ip.to_canonical();
+        let ip = client_key(ip);
         if !ip.is_loopback() {
             if let Some(pace) = &self.pace {
                 if pace.check_key(&ip).is_err() {
@@ -264,6 +266,20 @@ impl Connections {
 
     pub fn evicted(&self) -> usize {
         self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+/// The address the per-address cap and pace count a connection under: an IPv4 address (an
+/// IPv4-mapped IPv6 address is the IPv4 client it wraps) as is, an IPv6 address as its /64
+/// network. ISPs and clouds hand one customer a /64 (RFC 6177's minimum end-site assignment), so
+/// the address bits past 64 are the client's to choose. Loopback stays loopback (`::1` is not
+/// masked), which keeps its exemption.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) if !v6.is_loopback() => IpAddr::V6(std::net::Ipv6Addr::from(
+            v6.to_bits() & !((1u128 << 64) - 1),
+        )),
+        other => other,
     }
 }
 
@@ -372,5 +388,55 @@ mod tests {
         assert!(_a3.close.is_cancelled());
         assert!(!a2.close.is_cancelled());
         assert_eq!(c.open(), 8);
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_on_their_64() {
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(client_key(ip("2001:db8:1:2::1")), ip("2001:db8:1:2::"));
+        assert_ne!(client_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::1")), ip("::1"));
+
+        let c = Connections::new(Caps {
+            max_total: 0,
+            max_per_ip: 2,
+            max_new_per_sec: 0,
+        });
+        let a1 = c.admit(ip("2001:db8::1")).unwrap();
+        let a2 = c.admit(ip("2001:db8::2")).unwrap();
+        let _b1 = a1.activity.begin();
+        let _b2 = a2.activity.begin();
+        // A third address of the same /64, both others busy: refused, not a fresh quota.
+        assert!(c.admit(ip("2001:db8::3")).is_none());
+        assert_eq!(c.refused(), 1);
+        // Another /64 is another client.
+        assert!(c.admit(ip("2001:db8:0:1::1")).is_some());
+
+        // The pace is per /64 too.
+        let paced = Connections::new(Caps {
+            max_total: 0,
+            max_per_ip: 0,
+            max_new_per_sec: 5,
+        });
+        let admitted = (0..20u16)
+            .filter_map(|n| {
+                paced.admit(IpAddr::V6(std::net::Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    n + 1,
+                )))
+            })
+            .count();
+        assert_eq!(admitted, 10);
     }
 }

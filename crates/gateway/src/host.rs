@@ -108,12 +108,51 @@ pub fn open_files_soft() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// The default cap on open client connections: most of the open-file limit, leaving an eighth
-/// for upstream sockets beyond the pool's and for files, so that a flood of connections meets
-/// the cap (and idle ones are closed to make room) before `accept` runs out of descriptors.
-pub fn default_max_connections(open_files: u64) -> usize {
-    let n = open_files.saturating_sub(open_files / 8).max(64);
-    usize::try_from(n).unwrap_or(usize::MAX)
+/// Descriptors kept out of the caps' reach, at least: stdio, the listeners (Sluice's and the
+/// demo's), the runtime's epoll and wake-up descriptors, Redis connections, files the process
+/// opens. A sixteenth of the limit when that is more.
+pub const RESERVED_DESCRIPTORS_MIN: u64 = 32;
+
+/// Descriptors one running stream holds: the client's socket and the upstream socket, plus,
+/// with the built-in demo model (an upstream served inside this process over loopback), the
+/// demo server's end of that connection.
+pub fn descriptors_per_stream(demo: bool) -> u64 {
+    if demo {
+        3
+    } else {
+        2
+    }
+}
+
+/// The default caps derived from the open-file limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultCaps {
+    pub max_connections: usize,
+    pub max_streams: usize,
+}
+
+/// Caps that meet their limits before the descriptors run out, so that a flood meets a clean
+/// refusal (503 `too_many_streams`, or a connection closed at once) rather than `accept` or an
+/// upstream connect failing with "Too many open files":
+///
+/// - `max_streams` streams of `per_stream` descriptors each, plus
+/// - `max_connections - max_streams` connections that are not streams (1 descriptor each: a
+///   `/healthz`, a refused request, an idle keep-alive), so that a full house of streams still
+///   leaves room to answer a health check,
+///
+/// fit in the limit less [`RESERVED_DESCRIPTORS_MIN`] (or a sixteenth). A stream that lost its
+/// client (the grace period) holds fewer than `per_stream`, so the sum is an upper bound.
+pub fn default_caps(open_files: u64, per_stream: u64) -> DefaultCaps {
+    let per_stream = per_stream.max(1);
+    let reserve = (open_files / 16).max(RESERVED_DESCRIPTORS_MIN);
+    let usable = open_files.saturating_sub(reserve);
+    let spare = (usable / 8).max(4).min(usable);
+    let streams = ((usable - spare) / per_stream).max(1);
+    let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    DefaultCaps {
+        max_connections: to_usize(streams + spare),
+        max_streams: to_usize(streams),
+    }
 }
 
 /// The open-file limit before and after [`raise_open_files`].
@@ -195,6 +234,34 @@ mod tests {
             16 << 20
         );
         assert_eq!(default_relay_bytes(None), 256 << 20);
+    }
+
+    #[test]
+    fn default_caps_fit_in_the_descriptors_with_room_for_a_health_check() {
+        for limit in [64u64, 100, 256, 1024, 20_000, 1 << 20] {
+            for demo in [true, false] {
+                let per = descriptors_per_stream(demo);
+                let c = default_caps(limit, per);
+                let streams = c.max_streams as u64;
+                let others = (c.max_connections - c.max_streams) as u64;
+                assert!(streams >= 1 && others >= 4, "{limit} {demo}: {c:?}");
+                assert!(
+                    streams * per + others + RESERVED_DESCRIPTORS_MIN <= limit,
+                    "{limit} {demo}: {c:?}"
+                );
+            }
+        }
+        assert_eq!(
+            default_caps(64, 3),
+            DefaultCaps {
+                max_connections: 13,
+                max_streams: 9
+            }
+        );
+        // The old default (7/8 of the limit as connections, as many streams) ran out of
+        // descriptors at a third of it with the demo: now most of the limit goes to streams.
+        let c = default_caps(20_000, 3);
+        assert!(c.max_streams > 5_000 && c.max_streams * 3 < 20_000, "{c:?}");
     }
 
     #[test]

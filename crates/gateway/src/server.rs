@@ -217,16 +217,20 @@ pub async fn build_state(
     for r in &settings.routes {
         router.push_route(r);
     }
-    let max_connections = settings
-        .max_connections
-        .unwrap_or_else(|| crate::host::default_max_connections(crate::host::open_files_soft()));
+    // Unset caps are derived from the descriptors a stream needs (see `host::default_caps`); a
+    // connection cap that is set bounds the default stream cap too.
+    let derived = crate::host::default_caps(
+        crate::host::open_files_soft(),
+        crate::host::descriptors_per_stream(settings.demo),
+    );
+    let max_connections = settings.max_connections.unwrap_or(derived.max_connections);
     let registry = Arc::new(Registry::new(relay::Limits {
         retention: settings.stream_retention,
         max_stream_bytes: settings.relay_max_stream_bytes,
         max_total_bytes: settings.relay_max_total_bytes,
         max_readers_per_stream: settings.stream_max_readers,
         max_live_streams: match settings.max_streams {
-            None => max_connections,
+            None => derived.max_streams.min(max_connections),
             Some(0) => usize::MAX,
             Some(n) => n,
         },

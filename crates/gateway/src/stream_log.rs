@@ -8,15 +8,24 @@
 //! - **owner side**: [`StreamLog::publish`] starts a task per generation that reads the stream's
 //!   own log through a relay [`Follower`](relay::Follower) (not a reader: the grace period
 //!   ignores it) and appends its events to the Redis Stream `sluice:stream:{id}:events`, with
-//!   entry IDs `0-<event id>` so that `Last-Event-ID` maps directly. Appends are pipelined in
-//!   batches; while one is in flight the relay log is the buffer, so a slow Redis coalesces
-//!   events into bigger batches and never blocks the generation. If Redis fails, the stream
-//!   stays resumable on this instance only (logged once per stream). A metadata hash
-//!   (`sluice:stream:{id}:meta`: owner instance, team, include_usage) goes first. Both keys
-//!   expire `retention` after the end.
+//!   entry IDs `0-<event id>` so that `Last-Event-ID` maps directly, together with a metadata
+//!   hash (`sluice:stream:{id}:meta`: owner instance, team, include_usage), in one script per
+//!   batch. While one batch is in flight the relay log is the buffer, so a slow Redis coalesces
+//!   events into bigger batches and never blocks the generation. The script runs at least once
+//!   per renewal period (a third of `owner_timeout`) even for a quiet stream: metadata Redis
+//!   lost (a restart, a `FLUSHALL`) is written again, and the events are then copied again
+//!   from the relay, so readers elsewhere neither miss a live owner nor see a gap. A batch
+//!   Redis does not take is retried from the last entry Redis holds; after `owner_timeout` of
+//!   failures the copy stops, marks the metadata `lost` (readers elsewhere get
+//!   `replication_lost`) and the stream stays resumable on this instance only. What one stream
+//!   puts into Redis is bounded like the relay's own stream (`SLUICE_RELAY_MAX_STREAM_BYTES`,
+//!   each entry counted with Redis's own overhead per entry, so events are bounded too); past
+//!   it the copy stops the same way. Both keys expire `retention` after the end.
 //! - **reader side**: [`StreamLog::lookup`] finds that hash; the caller registers a local
-//!   replica and [`StreamLog::tail`] fills it (`XREAD BLOCK` on a connection of its own) through
-//!   the relay's [`Writer::append_replica`], so local readers get the relay's own bytes.
+//!   replica and [`StreamLog::tail`] fills it through the relay's [`Writer::append_replica`], so
+//!   local readers get the relay's own bytes. One poller per instance reads every tailed
+//!   stream with a non-blocking `XREAD` on the shared connection: remote readers cost no Redis
+//!   connection of their own.
 //! - **cancel**: [`StreamLog::cancel`] publishes the ID on `sluice:cancel`; every instance
 //!   subscribes once and cancels the stream if it runs it.
 //! - **readers elsewhere**: a replica with readers keeps `sluice:stream:{id}:remote` alive
@@ -31,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::streams::StreamReadReply;
 use redis::AsyncCommands;
 use relay::{Failure, Handle, Registry, StreamId, Writer};
 use tokio_util::sync::CancellationToken;
@@ -42,8 +51,9 @@ use crate::shared_state::{SharedState, StateError};
 pub const CANCEL_CHANNEL: &str = "sluice:cancel";
 /// Most entries appended (or read) in one round trip.
 const BATCH: usize = 512;
-/// Entries a Redis Stream keeps (approximately): far more than any answer has events.
-const MAX_ENTRIES: usize = 100_000;
+/// What Redis keeps per stream entry besides its value (entry ID, field name, the stream's
+/// node bookkeeping), as counted against the per-stream bound (see `entry_cost`).
+const ENTRY_OVERHEAD_BYTES: usize = 32;
 /// Expiry of a live stream's keys, refreshed with every batch (a stream whose owner died
 /// without ending it goes away by itself).
 const LIVE_TTL: Duration = Duration::from_secs(600);
@@ -75,6 +85,17 @@ pub struct RemoteStream {
     /// The team that started it (only it may cancel it).
     pub team: Option<String>,
     pub include_usage: bool,
+}
+
+/// The failure a replica ends with when its owner could not copy the stream to Redis for
+/// `owner_timeout` (it runs on, readable on its owner only).
+pub fn replication_lost() -> Failure {
+    Failure {
+        message: "the stream's shared copy stopped: Redis did not take its events in time; it can still be read on the instance running it".into(),
+        kind: "replication_lost".into(),
+        code: Some("replication_lost".into()),
+        ..Failure::default()
+    }
 }
 
 /// The failure a replica ends with when its owner is gone.
@@ -129,16 +150,19 @@ impl StreamLog for LocalStreamLog {
 /// Streams shared through Redis; see the module documentation.
 pub struct RedisStreamLog {
     shared: Arc<SharedState>,
-    /// For the connections that block (tails) or subscribe (cancels).
+    /// For the subscription to cancels (a subscribed connection cannot run other commands).
     client: redis::Client,
     registry: Arc<Registry>,
     retention: Duration,
     /// The copy tasks, so that shutdown waits for their last batch.
     copies: tokio_util::task::TaskTracker,
+    /// The replicas this instance fills, read by one poller over the shared connection.
+    tails: Arc<Tails>,
 }
 
 impl RedisStreamLog {
-    /// Sets up the log and starts this instance's heartbeat and cancel listener (until `stop`).
+    /// Sets up the log and starts this instance's heartbeat, cancel listener and tail poller
+    /// (until `stop`).
     pub fn start(
         shared: Arc<SharedState>,
         url: &str,
@@ -152,17 +176,20 @@ impl RedisStreamLog {
             registry,
             retention,
             copies: tokio_util::task::TaskTracker::new(),
+            tails: Arc::new(Tails::default()),
         });
         tokio::spawn(log.clone().heartbeat(stop.clone()));
-        tokio::spawn(log.clone().listen_for_cancels(stop));
+        tokio::spawn(log.clone().listen_for_cancels(stop.clone()));
+        tokio::spawn(log.tails.clone().poll(log.shared.clone(), stop));
         Ok(log)
     }
 
-    /// Keeps `sluice:instance:{id}` alive while this process runs.
+    /// Keeps `sluice:instance:{id}` alive while this process runs (a `SET`, so it is back
+    /// within one period after a Redis restart or `FLUSHALL`).
     async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
         let ttl = self.shared.owner_timeout;
         let key = instance_key(&self.shared.instance);
-        let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+        let mut tick = tokio::time::interval(renewal(ttl));
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -214,77 +241,134 @@ impl RedisStreamLog {
     }
 
     /// The owner's copy loop for one stream.
-    async fn copy_out(shared: Arc<SharedState>, handle: Handle, retention: Duration) {
+    async fn copy_out(
+        shared: Arc<SharedState>,
+        handle: Handle,
+        retention: Duration,
+        max_bytes: usize,
+    ) {
         let id = *handle.id();
-        let (events, meta) = (events_key(&id), meta_key(&id));
+        let keys = [meta_key(&id), events_key(&id), remote_readers_key(&id)];
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let mut first = redis::pipe();
-        first
-            .hset_multiple(
-                &meta,
-                &[
-                    ("instance", shared.instance.as_str()),
-                    ("team", handle.owner().unwrap_or("")),
-                    ("usage", if handle.include_usage() { "1" } else { "0" }),
-                ],
-            )
-            .ignore()
-            .pexpire(&meta, ms(LIVE_TTL) as i64)
-            .ignore();
-        // The metadata goes out at once, while the upstream request is still on its way, so
-        // that another instance finds the stream as soon as its ID is known to a client.
-        let mut pending = None;
-        let mut conn = shared.conn();
-        if shared
-            .call(first.query_async::<()>(&mut conn))
-            .await
-            .is_err()
-        {
-            // Retried with the first batch.
-            pending = Some(first);
-        }
+        let script = redis::Script::new(COPY_SCRIPT);
         let mut follower = handle.follow(0);
-        let remote = remote_readers_key(&id);
+        // Whether Redis took a batch of this copy: from then on a missing metadata hash means
+        // Redis lost the stream (a restart, a FLUSHALL), and the copy starts over.
+        let mut written = false;
+        // Since when Redis has not taken a batch (the copy retries until `owner_timeout`).
+        let mut failing: Option<Instant> = None;
         // A reader that is never read: it only counts, while readers elsewhere exist.
         let mut remote_guard: Option<relay::Reader> = None;
+        // What the copy put into Redis, counted once per event (a batch sent again after a
+        // failure is not counted twice): see `entry_cost`.
+        let (mut cost, mut counted_up_to) = (0usize, 0u64);
+        let mut over = false;
+        let renew = renewal(shared.owner_timeout);
+        let mut first = true;
         let mut batch = Vec::with_capacity(16);
         loop {
-            let more = follower.next_batch(BATCH, &mut batch).await;
-            let mut pipe = pending.take().unwrap_or_else(redis::pipe);
-            let ttl = if more && !handle.is_finished() {
+            let from = follower.position();
+            // At least once per renewal period, even when the stream is quiet, so that
+            // metadata Redis lost is written again while the owner lives. Cancel-safe: the
+            // follower keeps its position in itself, not in the future.
+            // The first round does not wait: the metadata goes out at once, while the upstream
+            // request is still on its way, so that another instance finds the stream as soon
+            // as its ID is known to a client.
+            let more = if std::mem::take(&mut first) {
+                true
+            } else {
+                tokio::time::timeout(renew, follower.next_batch(BATCH, &mut batch))
+                    .await
+                    .unwrap_or(true)
+            };
+            let last = handle.last_event_id(relay::Format::Browser);
+            let finished = handle.is_finished();
+            let ttl = if more && !finished {
                 LIVE_TTL
             } else {
                 retention
             };
+            let mut inv = script.key(&keys[0]);
+            inv.key(&keys[1])
+                .key(&keys[2])
+                .arg(&shared.instance)
+                .arg(handle.owner().unwrap_or(""))
+                .arg(if handle.include_usage() { "1" } else { "0" })
+                .arg(ms(ttl))
+                .arg(if written { "1" } else { "0" });
             for (n, entry) in batch.drain(..) {
-                pipe.cmd("XADD")
-                    .arg(&events)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(MAX_ENTRIES)
-                    .arg(format!("0-{n}"))
-                    .arg("e")
-                    .arg(entry)
-                    .ignore();
+                if n > counted_up_to {
+                    counted_up_to = n;
+                    cost = cost.saturating_add(entry_cost(&entry));
+                }
+                // The terminal event always goes: remote readers then get the real end (a
+                // `stream_too_large` the relay's own bound ended it with included).
+                // Not after a skipped event, though: that would leave a gap in Redis.
+                let terminal = finished && n >= last;
+                if over || (!terminal && cost > max_bytes) {
+                    over = true;
+                    continue;
+                }
+                inv.arg(format!("0-{n}")).arg(entry);
             }
-            pipe.pexpire(&events, ms(ttl) as i64)
-                .ignore()
-                .pexpire(&meta, ms(ttl) as i64)
-                .ignore()
-                .exists(&remote);
             let mut conn = shared.conn();
-            match shared.call(pipe.query_async::<(bool,)>(&mut conn)).await {
-                Ok((elsewhere,)) => {
-                    if elsewhere && remote_guard.is_none() {
+            match shared.call(inv.invoke_async::<i64>(&mut conn)).await {
+                Ok(-1) => {
+                    // Redis lost the stream: its metadata is back (the script wrote it), the
+                    // events key was cleared; copy every event again from the relay. Readers
+                    // elsewhere read on from where they are: no gap, no duplicate.
+                    tracing::warn!(stream = %id.log_tag(), "redis lost the stream's shared copy: copying it again");
+                    follower = handle.follow(0);
+                    (cost, counted_up_to, over) = (0, 0, false);
+                    continue;
+                }
+                Ok(elsewhere) => {
+                    written = true;
+                    if failing.take().is_some() {
+                        tracing::info!(stream = %id.log_tag(), "redis takes the stream's events again");
+                    }
+                    if elsewhere == 1 && remote_guard.is_none() {
                         remote_guard = Some(handle.reader(relay::Format::Browser));
-                    } else if !elsewhere {
+                    } else if elsewhere != 1 {
                         remote_guard = None;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(stream = %id.log_tag(), error = %e, "cannot share the stream through redis: it stays resumable on this instance only");
-                    return;
+                    // Not the end of the copy: readers elsewhere would wait for events that
+                    // never come. Retry (from what Redis holds) until `owner_timeout`, then
+                    // tell them, so that every remote reader gets an end.
+                    let since = *failing.get_or_insert_with(|| {
+                        tracing::warn!(stream = %id.log_tag(), error = %e, "redis did not take the stream's events: retrying");
+                        Instant::now()
+                    });
+                    if since.elapsed() >= shared.owner_timeout {
+                        tracing::warn!(stream = %id.log_tag(), "cannot share the stream through redis: it stays resumable on this instance only, readers elsewhere get replication_lost");
+                        mark_lost(&shared, &keys[0], LOST_TIMEOUT, retention).await;
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // The batch may have been applied before the answer was lost: go on from
+                    // the last entry Redis holds (XADD refuses an ID it has).
+                    let mut conn = shared.conn();
+                    let stored: Result<redis::streams::StreamRangeReply, _> = shared
+                        .call(conn.xrevrange_count(&keys[1], "+", "-", 1))
+                        .await;
+                    let at = match stored {
+                        Ok(r) => r
+                            .ids
+                            .first()
+                            .and_then(|e| e.id.strip_prefix("0-")?.parse::<u64>().ok())
+                            .unwrap_or(0),
+                        Err(_) => from,
+                    };
+                    follower = handle.follow(at);
+                    continue;
                 }
+            }
+            if over {
+                tracing::warn!(stream = %id.log_tag(), max_bytes, "the stream outgrew what one stream may put into redis: readers elsewhere get replication_lost, it stays resumable on this instance");
+                mark_lost(&shared, &keys[0], LOST_TOO_LARGE, retention).await;
+                return;
             }
             if !more || follower_done(&handle, &follower) {
                 return;
@@ -293,16 +377,181 @@ impl RedisStreamLog {
     }
 }
 
+/// The owner's write of one batch, atomic so that a Redis that lost the stream (a restart, a
+/// `FLUSHALL`) between two batches is noticed before a later event lands in an empty key (a
+/// reader from the start would find a gap). KEYS: meta, events, remote readers. ARGV: instance,
+/// team, usage flag, TTL (ms), whether an earlier batch was taken, then (entry ID, entry) pairs.
+/// Returns -1 when the stream was lost (its metadata is written again, its events cleared: the
+/// caller copies them again from the start), else whether readers elsewhere exist (0/1).
+const COPY_SCRIPT: &str = r"
+local lost = ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 0
+redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'team', ARGV[2], 'usage', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if lost then
+  redis.call('DEL', KEYS[2])
+  return -1
+end
+for i = 6, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], ARGV[i], 'e', ARGV[i + 1])
+end
+if #ARGV >= 6 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+return redis.call('EXISTS', KEYS[3])
+";
+
+/// What one event costs against the per-stream bound in Redis: its entry, and what Redis keeps
+/// per entry besides (its ID and field name, and the stream's own bookkeeping), so that the
+/// bound limits the number of events as well as their bytes.
+fn entry_cost(entry: &str) -> usize {
+    entry.len() + ENTRY_OVERHEAD_BYTES
+}
+
+/// How often an owner renews what it keeps in Redis (its heartbeat, its streams' metadata).
+fn renewal(owner_timeout: Duration) -> Duration {
+    (owner_timeout / 3).max(Duration::from_millis(100))
+}
+
+/// Why the owner gave up its stream's shared copy (the `lost` field of its metadata).
+const LOST_TIMEOUT: &str = "timeout";
+const LOST_TOO_LARGE: &str = "too_large";
+
+/// Marks the stream's shared copy as given up (`lost` in its metadata, with why), so that
+/// tails fail their replicas with [`replication_lost`] instead of waiting. A few tries: Redis
+/// may have just been failing; if it stays down, the tails' own timeout ends their readers.
+async fn mark_lost(shared: &SharedState, meta: &str, why: &str, retention: Duration) {
+    let ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    for _ in 0..5 {
+        let mut conn = shared.conn();
+        let mut pipe = redis::pipe();
+        pipe.hset(meta, "lost", why)
+            .ignore()
+            .pexpire(meta, ms)
+            .ignore();
+        if shared.call(pipe.query_async::<()>(&mut conn)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// True once the follower has taken the stream's terminal event.
 fn follower_done(handle: &Handle, follower: &relay::Follower) -> bool {
     handle.is_finished() && follower.position() >= handle.last_event_id(relay::Format::Browser)
 }
 
+/// The replicas this instance fills, and the one task that reads their Redis Streams: a
+/// non-blocking `XREAD` over every tailed stream at once on the shared multiplexed
+/// connection, again at once while entries come, after [`POLL_IDLE`] when none did. So ten
+/// thousand remote readers cost this instance one Redis connection and one command per round
+/// (per [`POLL_KEYS`] streams), not a connection each; and no blocking read holds up the
+/// shared connection's other calls or runs into its response timeout.
+#[derive(Default)]
+struct Tails {
+    subs: std::sync::Mutex<std::collections::HashMap<String, Sub>>,
+    /// A tail was added: read at once rather than after the idle pause.
+    added: tokio::sync::Notify,
+}
+
+struct Sub {
+    /// The last entry handed to the tail.
+    after: u64,
+    /// Bounded: when a tail has not taken its earlier batches, the poller skips its stream
+    /// this round and reads it again from `after` in a later one (nothing is lost; the tail
+    /// is behind, not the poller).
+    tx: tokio::sync::mpsc::Sender<Vec<(u64, String)>>,
+}
+
+/// Pause of the poller when the last round found nothing (the latency a quiet stream's next
+/// event may have on other instances).
+const POLL_IDLE: Duration = Duration::from_millis(25);
+/// Streams one `XREAD` covers.
+const POLL_KEYS: usize = 256;
+
+impl Tails {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Sub>> {
+        self.subs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn poll(self: Arc<Self>, shared: Arc<SharedState>, stop: CancellationToken) {
+        loop {
+            let wanted: Vec<(String, u64)> = {
+                let mut subs = self.lock();
+                subs.retain(|_, s| !s.tx.is_closed());
+                subs.iter().map(|(k, s)| (k.clone(), s.after)).collect()
+            };
+            let mut found = false;
+            for chunk in wanted.chunks(POLL_KEYS) {
+                let mut cmd = redis::cmd("XREAD");
+                cmd.arg("COUNT").arg(BATCH).arg("STREAMS");
+                for (key, _) in chunk {
+                    cmd.arg(key);
+                }
+                for (_, after) in chunk {
+                    cmd.arg(format!("0-{after}"));
+                }
+                let mut conn = shared.conn();
+                // A failure is the tails' business: each checks Redis on its own when it hears
+                // nothing, and gives up after the owner timeout.
+                let Ok(Some(reply)) = shared
+                    .call(cmd.query_async::<Option<StreamReadReply>>(&mut conn))
+                    .await
+                else {
+                    continue;
+                };
+                let mut subs = self.lock();
+                for k in reply.keys {
+                    let entries: Vec<(u64, String)> = k
+                        .ids
+                        .into_iter()
+                        .filter_map(|e| {
+                            let n = e.id.strip_prefix("0-")?.parse::<u64>().ok()?;
+                            Some((n, e.get::<String>("e")?))
+                        })
+                        .collect();
+                    let (Some(sub), Some(&(last, _))) = (subs.get_mut(&k.key), entries.last())
+                    else {
+                        continue;
+                    };
+                    if sub.tx.try_send(entries).is_ok() {
+                        sub.after = last;
+                        found = true;
+                    }
+                }
+            }
+            if found {
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.added.notified() => {}
+                () = tokio::time::sleep(POLL_IDLE), if !wanted.is_empty() => {}
+            }
+        }
+    }
+
+    /// Tails `key` from entry `after` on; the batches arrive on the receiver, until it drops.
+    fn add(&self, key: String, after: u64) -> tokio::sync::mpsc::Receiver<Vec<(u64, String)>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        self.lock().insert(key, Sub { after, tx });
+        self.added.notify_one();
+        rx
+    }
+}
+
 #[async_trait]
 impl StreamLog for RedisStreamLog {
     fn publish(&self, handle: Handle) {
-        self.copies
-            .spawn(Self::copy_out(self.shared.clone(), handle, self.retention));
+        // The same bound as the relay's own per-stream bound (`SLUICE_RELAY_MAX_STREAM_BYTES`).
+        let max_bytes = self.registry.limits().max_stream_bytes;
+        self.copies.spawn(Self::copy_out(
+            self.shared.clone(),
+            handle,
+            self.retention,
+            max_bytes,
+        ));
     }
 
     async fn shutdown(&self, limit: Duration) {
@@ -332,107 +581,100 @@ impl StreamLog for RedisStreamLog {
 
     async fn tail(&self, remote: RemoteStream, mut replica: Writer) {
         let key = events_key(&remote.id);
+        let meta = meta_key(&remote.id);
         let owner = instance_key(&remote.instance);
         let owner_timeout = self.shared.owner_timeout;
-        let block = (owner_timeout / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.shared.timeout()))
-            .set_response_timeout(Some(block + self.shared.timeout()));
-        let mut conn = None;
+        // How long without entries before the tail asks whether the owner is still there.
+        let quiet = (owner_timeout / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        // Dropping it (the tail returns) takes the stream out of the poller's next round.
+        let mut entries = self.tails.add(key, replica.last_id());
         // Since when Redis has not answered.
         let mut trouble: Option<Instant> = None;
-        // Reads in a row that found no heartbeat of the owner.
-        let mut missing = 0u32;
+        // Since when the owner's heartbeat has been missing. A live owner writes it again
+        // within a renewal period (a third of the owner timeout) after Redis lost it (a
+        // restart, a FLUSHALL), so only a longer absence means the owner is gone.
+        let mut missing: Option<Instant> = None;
         let tag = remote.id.log_tag().to_owned();
         let remote_key = remote_readers_key(&remote.id);
         let replica_handle = replica.handle();
         // Long enough to outlive a few tail rounds, short enough that the owner's grace period
         // starts soon after the last reader here left.
-        let remote_ttl = (block * 4).max(Duration::from_secs(3));
+        let remote_ttl = (quiet * 4).max(Duration::from_secs(3));
+        let mut marked: Option<Instant> = None;
         loop {
             if trouble.is_some_and(|t| t.elapsed() >= owner_timeout) {
                 tracing::warn!(stream = %tag, "redis has not answered for the owner timeout: failing the replica");
                 replica.fail(owner_lost());
                 return;
             }
-            if conn.is_none() {
-                conn = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .ok();
-            }
-            let Some(c) = conn.as_mut() else {
-                trouble.get_or_insert_with(Instant::now);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            };
-            if replica_handle.reader_count() > 0 {
-                let set: Result<(), _> = c
-                    .pset_ex(&remote_key, 1, remote_ttl.as_millis() as u64)
+            if replica_handle.reader_count() > 0 && marked.is_none_or(|m| m.elapsed() >= quiet) {
+                let mut conn = self.shared.conn();
+                let set = self
+                    .shared
+                    .call(conn.pset_ex::<_, _, ()>(
+                        &remote_key,
+                        1,
+                        u64::try_from(remote_ttl.as_millis()).unwrap_or(u64::MAX),
+                    ))
                     .await;
-                if set.is_err() {
-                    conn = None;
-                    trouble.get_or_insert_with(Instant::now);
-                    continue;
-                }
-            }
-            let opts = StreamReadOptions::default()
-                .count(BATCH)
-                .block(block.as_millis() as usize);
-            let after = format!("0-{}", replica.last_id());
-            let reply: Result<Option<StreamReadReply>, _> =
-                c.xread_options(&[&key], &[&after], &opts).await;
-            let reply = match reply {
-                Ok(r) => r,
-                Err(_) => {
-                    conn = None;
-                    trouble.get_or_insert_with(Instant::now);
-                    continue;
-                }
-            };
-            let entries: Vec<_> = reply
-                .into_iter()
-                .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
-                .collect();
-            if entries.is_empty() {
-                // Quiet: is the owner still there?
-                let alive: Result<bool, _> = c.exists(&owner).await;
-                match alive {
-                    Ok(true) => {
-                        trouble = None;
-                        missing = 0;
-                    }
-                    // Its heartbeat expired: gone (checked twice, a read apart, so that an
-                    // end written just before is read first).
-                    Ok(false) => {
-                        missing += 1;
-                        if missing >= 2 {
-                            tracing::warn!(stream = %tag, "the instance running the stream is gone: failing its replica");
-                            replica.fail(owner_lost());
-                            return;
-                        }
-                    }
+                match set {
+                    Ok(()) => marked = Some(Instant::now()),
                     Err(_) => {
                         trouble.get_or_insert_with(Instant::now);
                     }
                 }
-                continue;
             }
-            trouble = None;
-            missing = 0;
-            let mut batch = replica.batch();
-            for e in entries {
-                let n =
-                    e.id.strip_prefix("0-")
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .unwrap_or(0);
-                let Some(entry) = e.get::<String>("e") else {
+            let batch = match tokio::time::timeout(quiet, entries.recv()).await {
+                Ok(Some(batch)) => batch,
+                // The poller stopped: the instance is shutting down.
+                Ok(None) => {
+                    replica.fail(owner_lost());
+                    return;
+                }
+                Err(_) => {
+                    // Quiet: is the owner still there, and still copying?
+                    let mut conn = self.shared.conn();
+                    let alive: Result<(bool, Option<String>), _> = self
+                        .shared
+                        .call(
+                            redis::pipe()
+                                .exists(&owner)
+                                .hget(&meta, "lost")
+                                .query_async(&mut conn),
+                        )
+                        .await;
+                    match alive {
+                        Ok((_, Some(why))) => {
+                            tracing::warn!(stream = %tag, why, "the owner stopped copying the stream to redis: failing its replica");
+                            replica.fail(replication_lost());
+                            return;
+                        }
+                        Ok((true, None)) => {
+                            trouble = None;
+                            missing = None;
+                        }
+                        Ok((false, None)) => {
+                            trouble = None;
+                            let since = *missing.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= owner_timeout / 2 {
+                                tracing::warn!(stream = %tag, "the instance running the stream is gone: failing its replica");
+                                replica.fail(owner_lost());
+                                return;
+                            }
+                        }
+                        Err(_) => {
+                            trouble.get_or_insert_with(Instant::now);
+                        }
+                    }
                     continue;
-                };
-                if let Err(err) = batch.append_replica(n, &entry) {
-                    drop(batch);
+                }
+            };
+            trouble = None;
+            missing = None;
+            let mut appending = replica.batch();
+            for (n, entry) in batch {
+                if let Err(err) = appending.append_replica(n, &entry) {
+                    drop(appending);
                     tracing::warn!(stream = %tag, error = %err, "replica cannot follow its stream");
                     replica.fail(Failure {
                         message: "the stream's shared copy is incomplete".into(),
@@ -443,7 +685,7 @@ impl StreamLog for RedisStreamLog {
                     return;
                 }
             }
-            drop(batch);
+            drop(appending);
             if replica.is_ended() {
                 return;
             }
