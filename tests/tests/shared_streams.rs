@@ -321,7 +321,7 @@ mod stream_log_trait {
             .create_owned(meta, true, Some("team-a".into()))
             .expect("admitted");
         let h = w.handle();
-        a.publish(h.clone());
+        a.publish(h.clone()).announced().await;
         for t in ["Hel", "lo", " there"] {
             w.push_delta(Delta::text(0, t));
         }

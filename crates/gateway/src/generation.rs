@@ -284,7 +284,7 @@ pub async fn start(
     let id = chunk_id(writer.id().as_str());
     writer.set_meta(|m| m.id = id);
     // Other instances can resume it (a no-op in memory).
-    state.stream_log.publish(writer.handle());
+    let published = state.stream_log.publish(writer.handle());
     // If the caller goes away during the await, the admission is dropped with this future and
     // charges the prompt estimate: the upstream was working on it.
     let mut admission = admission;
@@ -292,6 +292,9 @@ pub async fn start(
     let sent = Instant::now();
     match try_targets(state, plan, req, |p, r| async move { p.stream(&r).await }).await {
         Ok((upstream, target)) => {
+            // Before the client learns the stream's ID (in practice already done: the upstream
+            // took longer than one Redis write).
+            published.announced().await;
             labels.provider = target.label.clone();
             state.metrics.stream_started(&labels);
             Ok(Started {

@@ -109,10 +109,28 @@ pub fn owner_lost() -> Failure {
     }
 }
 
+/// Resolves once other instances can find a published stream (its metadata reached Redis, or
+/// the first attempt failed): see [`StreamLog::publish`].
+#[derive(Debug, Default)]
+pub struct Published(Option<tokio::sync::oneshot::Receiver<()>>);
+
+impl Published {
+    /// Waits for the first write of the stream's metadata. Bounded by the Redis call timeout
+    /// inside the copy task (the sender goes when the first attempt ends, whatever its result).
+    pub async fn announced(self) {
+        if let Some(rx) = self.0 {
+            let _ = rx.await;
+        }
+    }
+}
+
 #[async_trait]
 pub trait StreamLog: Send + Sync {
-    /// Owner side: copies a local stream's events out as they come (returns at once).
-    fn publish(&self, handle: Handle);
+    /// Owner side: copies a local stream's events out as they come (returns at once). The
+    /// answer resolves when other instances can find the stream: a client given the stream's
+    /// ID before then could ask another instance for it and get a 404, so the response waits
+    /// for it (it runs alongside the upstream request, which takes longer).
+    fn publish(&self, handle: Handle) -> Published;
     /// A stream another instance runs or ran, if the log knows it.
     async fn lookup(&self, id: &StreamId) -> Result<Option<RemoteStream>, StateError>;
     /// Fills `replica` (registered under `remote.id`) with the stream's events until its
@@ -132,7 +150,9 @@ pub struct LocalStreamLog;
 
 #[async_trait]
 impl StreamLog for LocalStreamLog {
-    fn publish(&self, _handle: Handle) {}
+    fn publish(&self, _handle: Handle) -> Published {
+        Published::default()
+    }
 
     async fn lookup(&self, _id: &StreamId) -> Result<Option<RemoteStream>, StateError> {
         Ok(None)
@@ -257,7 +277,9 @@ impl RedisStreamLog {
         handle: Handle,
         retention: Duration,
         max_bytes: usize,
+        announced: tokio::sync::oneshot::Sender<()>,
     ) {
+        let mut announced = Some(announced);
         let id = *handle.id();
         let keys = [meta_key(&id), events_key(&id), remote_readers_key(&id)];
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -323,7 +345,12 @@ impl RedisStreamLog {
                 inv.arg(format!("0-{n}")).arg(entry);
             }
             let mut conn = shared.conn();
-            match shared.call(inv.invoke_async::<i64>(&mut conn)).await {
+            let result = shared.call(inv.invoke_async::<i64>(&mut conn)).await;
+            // The first attempt is over: the stream's ID may go to its client now.
+            if let Some(tx) = announced.take() {
+                let _ = tx.send(());
+            }
+            match result {
                 Ok(-1) => {
                     // Redis lost the stream: its metadata is back (the script wrote it), the
                     // events key was cleared; copy every event again from the relay. Readers
@@ -745,15 +772,18 @@ impl Tails {
 
 #[async_trait]
 impl StreamLog for RedisStreamLog {
-    fn publish(&self, handle: Handle) {
+    fn publish(&self, handle: Handle) -> Published {
         // The same bound as the relay's own per-stream bound (`SLUICE_RELAY_MAX_STREAM_BYTES`).
         let max_bytes = self.registry.limits().max_stream_bytes;
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.copies.spawn(Self::copy_out(
             self.shared.clone(),
             handle,
             self.retention,
             max_bytes,
+            tx,
         ));
+        Published(Some(rx))
     }
 
     async fn shutdown(&self, limit: Duration) {
