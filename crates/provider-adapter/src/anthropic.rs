@@ -618,6 +618,11 @@ struct ErrorBody<'a> {
     message: Option<Cow<'a, str>>,
 }
 
+/// Most `tool_use` blocks one answer may carry. Each is tracked and looked up by its block index
+/// on every delta: an upstream that opened blocks without end would make each event cost more
+/// than the last (and grow the list without a bound). Far above what a model calls in one turn.
+pub const MAX_TOOL_CALLS: usize = 1024;
+
 /// A `tool_use` block of the stream.
 struct ToolBlock {
     /// Anthropic's content-block index (counts text and thinking blocks too).
@@ -716,6 +721,11 @@ impl StreamMapper for StreamState {
                         },
                     ),
                     Some("tool_use") => {
+                        if self.tools.len() >= MAX_TOOL_CALLS {
+                            return Err(AdapterError::Protocol(format!(
+                                "the upstream sent more than {MAX_TOOL_CALLS} tool calls"
+                            )));
+                        }
                         let index = u32::try_from(self.tools.len()).unwrap_or(u32::MAX);
                         self.tools.push(ToolBlock {
                             block: ev.index.unwrap_or(u64::MAX),
@@ -1074,6 +1084,31 @@ mod tests {
         assert_eq!(
             u.prompt_tokens_details,
             Some(PromptTokensDetails { cached_tokens: 3 })
+        );
+    }
+
+    #[test]
+    fn tool_calls_past_the_cap_end_the_stream() {
+        let mut sse = String::from(
+            r#"event: message_start
+data: {"type":"message_start","message":{"id":"msg_03","type":"message","role":"assistant","model":"claude-opus-4-1","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":4,"output_tokens":1}}}
+
+"#,
+        );
+        for i in 0..=MAX_TOOL_CALLS {
+            sse.push_str(&format!(
+                "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{i},\"content_block\":{{\"type\":\"tool_use\",\"id\":\"toolu_{i}\",\"name\":\"f\",\"input\":{{}}}}}}\n\n"
+            ));
+        }
+        let (evs, end) = run(&sse);
+        let calls = evs
+            .iter()
+            .filter(|e| matches!(e, StreamEvent::Delta(d) if !d.tool_calls.is_empty()))
+            .count();
+        assert_eq!(calls, MAX_TOOL_CALLS);
+        assert!(
+            matches!(&end, Err(AdapterError::Protocol(m)) if m.contains("tool calls")),
+            "{end:?}"
         );
     }
 
