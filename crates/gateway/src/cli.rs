@@ -129,7 +129,7 @@ fn log_host_limits(settings: &Settings, vars: &config::Vars) {
             soft_before = f.soft_before,
             soft = f.soft,
             hard = f.hard,
-            "open-file limit (each stream holds two sockets)"
+            "open-file limit (a stream holds two sockets, three with the demo model)"
         ),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }

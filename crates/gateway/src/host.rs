@@ -163,7 +163,7 @@ pub struct FileLimit {
     pub hard: u64,
 }
 
-/// Raises the soft open-file limit to the hard limit: each stream holds two sockets, and the
+/// Raises the soft open-file limit to the hard limit: a stream holds two or three sockets, and the
 /// usual soft default (1024) would refuse connections at about 500 streams.
 pub fn raise_open_files() -> io::Result<FileLimit> {
     use rustix::process::{getrlimit, setrlimit, Resource};
