@@ -245,10 +245,16 @@ async fn refusals_by_design_are_warnings_not_errors() {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .collect()
     };
+    // Both refusals' lines (the 429's and the 503's): a log line may come a moment after its
+    // response.
     let found = sluice_tests::wait::wait_until(LIMIT, || {
-        lines().iter().any(|v| {
-            v["fields"]["message"] == "request refused" || v["message"] == "request refused"
-        })
+        lines()
+            .iter()
+            .filter(|v| {
+                v["fields"]["message"] == "request refused" || v["message"] == "request refused"
+            })
+            .count()
+            >= 2
     })
     .await;
     assert!(found, "no 'request refused' line: {}", sluice.logs());
