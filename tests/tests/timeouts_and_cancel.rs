@@ -37,6 +37,10 @@ async fn an_upstream_that_never_sends_headers_is_504_upstream_timeout() {
         let v = a.json();
         let err = assert_error_shape(&v);
         assert_eq!(err["type"], "upstream_timeout", "{v}");
+        // Which provider, never where it lives.
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.contains("provider 'up'"), "{v}");
+        assert!(!message.contains("127.0.0.1"), "{v}");
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_secs(4),
             "the headers (or response) timeout is 1 s; took {took:?}"
@@ -60,6 +64,12 @@ async fn a_silent_upstream_gets_keep_alives_then_an_in_band_idle_timeout() {
     let events = check_openai_wire(&a.body);
     assert_eq!(content_of(&events, 0), "Hel");
     let err = assert_failed_stream(&events, "upstream_timeout");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("provider 'up'")),
+        "{err}"
+    );
     assert_eq!(events.len(), 2, "{}", a.body);
     let ka = a.body.matches(": keep-alive\n").count();
     assert!(ka >= 1, "keep-alives during the silence: {:?}", a.body);

@@ -127,7 +127,7 @@ pub fn upstream_status(e: &AdapterError) -> StatusCode {
             _ => StatusCode::BAD_GATEWAY,
         },
         AdapterError::Upstream { status: None, .. } => StatusCode::BAD_GATEWAY,
-        AdapterError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        AdapterError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         AdapterError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
         // The provider refused the gateway's own key: a gateway failure, not the client's 401.
         AdapterError::Connect(_)
@@ -307,9 +307,10 @@ mod tests {
         assert_eq!(upstream_status(&up(503)), StatusCode::BAD_GATEWAY);
         assert_eq!(upstream_status(&up(529)), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            upstream_status(&AdapterError::Timeout(
-                provider_adapter::TimeoutPhase::Headers
-            )),
+            upstream_status(&AdapterError::Timeout {
+                provider: "p".into(),
+                phase: provider_adapter::TimeoutPhase::Headers
+            }),
             StatusCode::GATEWAY_TIMEOUT
         );
     }

@@ -98,7 +98,7 @@ struct Context {
 pub fn retryable(e: &AdapterError) -> bool {
     match e {
         AdapterError::Connect(_) | AdapterError::Auth { .. } => true,
-        AdapterError::Timeout(phase) => {
+        AdapterError::Timeout { phase, .. } => {
             matches!(phase, TimeoutPhase::Connect | TimeoutPhase::Headers)
         }
         AdapterError::Upstream {
@@ -111,7 +111,10 @@ pub fn retryable(e: &AdapterError) -> bool {
 /// Whether the upstream was left working on a request that failed: its prompt is charged
 /// rather than refunded.
 pub fn upstream_worked(e: &GatewayError) -> bool {
-    matches!(e, GatewayError::Upstream(a) if matches!(**a, AdapterError::Timeout(TimeoutPhase::Response | TimeoutPhase::Idle)))
+    matches!(e, GatewayError::Upstream(a) if matches!(**a, AdapterError::Timeout {
+        phase: TimeoutPhase::Response | TimeoutPhase::Idle,
+        ..
+    }))
 }
 
 /// Tries `plan`'s targets in turn with `call` (the request carrying each target's model) until

@@ -189,7 +189,7 @@ pub fn error_kind(e: &AdapterError) -> &'static str {
             status: Some(_), ..
         } => "upstream_http",
         AdapterError::Upstream { status: None, .. } => "upstream_stream_error",
-        AdapterError::Timeout(_) => "upstream_timeout",
+        AdapterError::Timeout { .. } => "upstream_timeout",
         AdapterError::Connect(_) => "upstream_connect",
         AdapterError::Auth { .. } => "upstream_auth",
         AdapterError::Truncated(_) => "upstream_truncated",

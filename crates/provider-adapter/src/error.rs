@@ -38,8 +38,12 @@ pub enum AdapterError {
         /// The upstream's `Retry-After`, passed on for 429.
         retry_after: Option<String>,
     },
-    #[error("upstream timed out {0}")]
-    Timeout(TimeoutPhase),
+    /// The provider (its name, never its URL) did not answer in time.
+    #[error("upstream timed out {phase} (provider '{provider}')")]
+    Timeout {
+        provider: String,
+        phase: TimeoutPhase,
+    },
     /// The upstream could not be reached or the connection failed before any response. The
     /// text names the provider and the cause, never its URL (clients see it).
     #[error("upstream connection failed: {0}")]
@@ -65,7 +69,7 @@ impl AdapterError {
     pub fn kind(&self) -> &str {
         match self {
             Self::Upstream { kind, .. } => kind,
-            Self::Timeout(_) => "upstream_timeout",
+            Self::Timeout { .. } => "upstream_timeout",
             Self::Connect(_) | Self::Auth { .. } => "upstream_error",
             Self::Truncated(_) => "upstream_truncated",
             Self::Protocol(_) => "upstream_protocol_error",
@@ -77,7 +81,7 @@ impl AdapterError {
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Upstream { code, .. } => code.as_deref(),
-            Self::Timeout(_) => Some("upstream_timeout"),
+            Self::Timeout { .. } => Some("upstream_timeout"),
             Self::Connect(_) => Some("upstream_unreachable"),
             Self::Auth { .. } => Some("upstream_auth_failed"),
             Self::Truncated(_) => Some("upstream_truncated"),

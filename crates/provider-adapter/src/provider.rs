@@ -209,10 +209,8 @@ impl Provider {
         }
         let rb = self.client.post(&up.url).body(up.body).headers(headers);
         let resp = match tokio::time::timeout(wait, rb.send()).await {
-            Err(_) => return Err(AdapterError::Timeout(phase)),
-            Ok(Err(e)) if e.is_timeout() => {
-                return Err(AdapterError::Timeout(TimeoutPhase::Connect))
-            }
+            Err(_) => return Err(self.timeout(phase)),
+            Ok(Err(e)) if e.is_timeout() => return Err(self.timeout(TimeoutPhase::Connect)),
             Ok(Err(e)) => return Err(self.connect_error(e)),
             Ok(Ok(r)) => r,
         };
@@ -220,6 +218,14 @@ impl Provider {
             return Ok(resp);
         }
         Err(self.error_from_response(resp).await)
+    }
+
+    /// The provider did not answer in time: named, never located (clients see it).
+    fn timeout(&self, phase: TimeoutPhase) -> AdapterError {
+        AdapterError::Timeout {
+            provider: self.name.clone(),
+            phase,
+        }
     }
 
     /// A failure to reach the upstream, as clients may see it: the provider's name and the
@@ -244,7 +250,7 @@ impl Provider {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = read_body(resp, self.timeouts.idle)
+        let body = read_body(resp, self.timeouts.idle, &self.name)
             .await
             .unwrap_or_default();
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
@@ -365,12 +371,12 @@ impl Provider {
         };
         let rb = rb.headers(self.headers.clone());
         let resp = match tokio::time::timeout(self.timeouts.headers, rb.send()).await {
-            Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Headers)),
+            Err(_) => return Err(self.timeout(TimeoutPhase::Headers)),
             Ok(Err(e)) => return Err(self.connect_error(e)),
             Ok(Ok(r)) if !r.status().is_success() => return Err(self.error_from_response(r).await),
             Ok(Ok(r)) => r,
         };
-        let body = read_body(resp, self.timeouts.idle).await?;
+        let body = read_body(resp, self.timeouts.idle, &self.name).await?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| AdapterError::Protocol(format!("model list is not JSON: {e}")))?;
         Ok(v.get("data")
@@ -393,9 +399,10 @@ impl Provider {
         let resp = self
             .send(up, self.timeouts.response, TimeoutPhase::Response)
             .await?;
-        let body = tokio::time::timeout_at(deadline, read_body(resp, self.timeouts.idle))
-            .await
-            .map_err(|_| AdapterError::Timeout(TimeoutPhase::Response))??;
+        let body =
+            tokio::time::timeout_at(deadline, read_body(resp, self.timeouts.idle, &self.name))
+                .await
+                .map_err(|_| self.timeout(TimeoutPhase::Response))??;
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| AdapterError::Protocol(format!("response is not JSON: {e}")))?;
         if let Some(err) = AdapterError::from_error_body(None, &value) {
@@ -419,11 +426,20 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-async fn read_body(mut resp: reqwest::Response, idle: Duration) -> Result<Vec<u8>, AdapterError> {
+async fn read_body(
+    mut resp: reqwest::Response,
+    idle: Duration,
+    provider: &str,
+) -> Result<Vec<u8>, AdapterError> {
     let mut body = Vec::new();
     loop {
         match tokio::time::timeout(idle, resp.chunk()).await {
-            Err(_) => return Err(AdapterError::Timeout(TimeoutPhase::Idle)),
+            Err(_) => {
+                return Err(AdapterError::Timeout {
+                    provider: provider.to_owned(),
+                    phase: TimeoutPhase::Idle,
+                })
+            }
             Ok(Err(e)) => return Err(AdapterError::Truncated(error_chain(&e.without_url()))),
             Ok(Ok(None)) => return Ok(body),
             Ok(Ok(Some(chunk))) => {
@@ -498,7 +514,7 @@ where
                     Err(e) => Some(d.provider.scrub(e)),
                 },
                 Some(Err(EventStreamError::Transport(ReadError::Idle))) => {
-                    Some(AdapterError::Timeout(TimeoutPhase::Idle))
+                    Some(d.provider.timeout(TimeoutPhase::Idle))
                 }
                 Some(Err(EventStreamError::Transport(ReadError::Io(e)))) => {
                     Some(AdapterError::Truncated(format!(
