@@ -596,6 +596,16 @@ fn var<'a>(vars: &'a Vars, name: &str) -> Option<&'a str> {
     vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
 }
 
+/// The name a problem with a setting is reported under: the environment variable when it is
+/// set (it wins over the file), else the TOML key.
+fn key_of(vars: &Vars, env: &'static str, file_key: &'static str) -> &'static str {
+    if var(vars, env).is_some() {
+        env
+    } else {
+        file_key
+    }
+}
+
 fn parse_num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
     v.trim()
         .parse()
@@ -648,10 +658,8 @@ impl Settings {
             .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
         let addr_key = if flags.addr.is_some() {
             "--addr"
-        } else if var(vars, "SLUICE_ADDR").is_some() {
-            "SLUICE_ADDR"
         } else {
-            "addr"
+            key_of(vars, "SLUICE_ADDR", "addr")
         };
         let addr = p
             .take(addr_text.parse::<SocketAddr>().map_err(|_| {
@@ -730,11 +738,11 @@ impl Settings {
         );
         if window == 0 {
             p.push(ConfigError::new(
-                if var(vars, "SLUICE_RATE_LIMIT_WINDOW_SECS").is_some() {
-                    "SLUICE_RATE_LIMIT_WINDOW_SECS"
-                } else {
-                    "rate_limit_window_secs"
-                },
+                key_of(
+                    vars,
+                    "SLUICE_RATE_LIMIT_WINDOW_SECS",
+                    "rate_limit_window_secs",
+                ),
                 "must be at least 1",
             ));
         }
@@ -865,11 +873,7 @@ impl Settings {
         if s.metrics_require_key && s.metrics_keys_sha256.is_empty() {
             // Otherwise nobody could ever read /metrics: surely not what was meant.
             p.push(ConfigError::new(
-                if var(vars, "SLUICE_METRICS_REQUIRE_KEY").is_some() {
-                    "SLUICE_METRICS_REQUIRE_KEY"
-                } else {
-                    "metrics_require_key"
-                },
+                key_of(vars, "SLUICE_METRICS_REQUIRE_KEY", "metrics_require_key"),
                 "needs at least one key in metrics_api_keys_sha256 (`sluice gen-key` makes one)",
             ));
         }
@@ -881,21 +885,21 @@ impl Settings {
         }
         if s.client_write_timeout.is_zero() {
             p.push(ConfigError::new(
-                if var(vars, "SLUICE_CLIENT_WRITE_TIMEOUT_SECS").is_some() {
-                    "SLUICE_CLIENT_WRITE_TIMEOUT_SECS"
-                } else {
-                    "client_write_timeout_secs"
-                },
+                key_of(
+                    vars,
+                    "SLUICE_CLIENT_WRITE_TIMEOUT_SECS",
+                    "client_write_timeout_secs",
+                ),
                 "must be at least 1",
             ));
         }
         if s.body_read_timeout.is_zero() {
             p.push(ConfigError::new(
-                if var(vars, "SLUICE_BODY_READ_TIMEOUT_SECS").is_some() {
-                    "SLUICE_BODY_READ_TIMEOUT_SECS"
-                } else {
-                    "body_read_timeout_secs"
-                },
+                key_of(
+                    vars,
+                    "SLUICE_BODY_READ_TIMEOUT_SECS",
+                    "body_read_timeout_secs",
+                ),
                 "must be at least 1",
             ));
         }
@@ -907,11 +911,7 @@ impl Settings {
         }
         if s.stream_max_readers == 0 {
             p.push(ConfigError::new(
-                if var(vars, "SLUICE_STREAM_MAX_READERS").is_some() {
-                    "SLUICE_STREAM_MAX_READERS"
-                } else {
-                    "stream_max_readers"
-                },
+                key_of(vars, "SLUICE_STREAM_MAX_READERS", "stream_max_readers"),
                 "must be at least 1",
             ));
         }
