@@ -22,3 +22,18 @@ pub fn team(name: &str, keys: &[&Key], extra: &str) -> String {
         hashes.join(", ")
     )
 }
+
+/// `POST /v1/chat/completions` to `sluice` with `key` (30 s deadline).
+pub async fn chat_as(
+    sluice: &crate::Sluice,
+    key: &Key,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    crate::e2e::client_with_timeout(std::time::Duration::from_secs(30))
+        .post(sluice.url("/v1/chat/completions"))
+        .bearer_auth(&key.key)
+        .json(body)
+        .send()
+        .await
+        .expect("request")
+}

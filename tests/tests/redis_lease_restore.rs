@@ -2,13 +2,12 @@
 //! holder's renewal adds its missing leases again, so the team does not get a second
 //! `max_concurrent_streams` on top of the streams still running.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_tests::e2e::{client_with_timeout, wait_for};
+use sluice_tests::e2e::wait_for;
 use sluice_tests::redis::RedisServer;
-use sluice_tests::teams::{new_key, team, Key};
+use sluice_tests::teams::{chat_as as chat, new_key, team};
 use sluice_tests::{start_sluice_with_config, Sluice};
 
 fn start(redis: &RedisServer, toml: &str) -> Sluice {
@@ -23,27 +22,6 @@ fn start(redis: &RedisServer, toml: &str) -> Sluice {
             ("SLUICE_CONCURRENCY_LEASE_SECS", "3"),
         ],
     )
-}
-
-async fn chat(s: &Sluice, key: &Key, body: &Value) -> reqwest::Response {
-    client_with_timeout(Duration::from_secs(30))
-        .post(s.url("/v1/chat/completions"))
-        .bearer_auth(&key.key)
-        .json(body)
-        .send()
-        .await
-        .expect("request")
-}
-
-/// `FLUSHALL` over a fresh connection.
-fn flushall(redis: &RedisServer) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port)).expect("connect redis");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.write_all(b"FLUSHALL\r\n").expect("FLUSHALL");
-    let mut buf = [0u8; 5];
-    s.read_exact(&mut buf).expect("reply");
-    assert_eq!(&buf, b"+OK\r\n");
 }
 
 #[tokio::test]
@@ -71,7 +49,7 @@ async fn a_lease_lost_with_redis_is_added_again_by_its_renewal() {
         "messages": [{"role": "user", "content": "hi"}],
     });
     assert_eq!(chat(&b, &k, &short).await.status(), 429);
-    flushall(&redis);
+    assert_eq!(redis.command(&["FLUSHALL"]).text(), "OK");
     // Within a renewal the lease is back, and the other instance is refused again (before the
     // fix, `ZADD XX` never re-added it: every later request was admitted).
     let (k, b, short) = (&k, &b, &short);

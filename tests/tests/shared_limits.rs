@@ -7,9 +7,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_tests::e2e::client_with_timeout;
 use sluice_tests::redis::RedisServer;
-use sluice_tests::teams::{new_key, team, Key};
+use sluice_tests::teams::{chat_as as chat, new_key, team};
 use sluice_tests::{start_sluice_with_config, Sluice};
 
 const DEMO: &str = "sluice-demo";
@@ -39,16 +38,6 @@ fn body(stream: bool, max_tokens: u64) -> Value {
         "stream": stream,
         "max_tokens": max_tokens,
     })
-}
-
-async fn chat(s: &Sluice, key: &Key, body: &Value) -> reqwest::Response {
-    client_with_timeout(Duration::from_secs(30))
-        .post(s.url("/v1/chat/completions"))
-        .bearer_auth(&key.key)
-        .json(body)
-        .send()
-        .await
-        .expect("request")
 }
 
 fn header(r: &reqwest::Response, name: &str) -> Option<String> {
