@@ -5,10 +5,10 @@ use std::io::Write;
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
+use crate::bootstrap::Gateway;
 use crate::config::{self, Flags, Settings};
-use crate::server;
+use crate::signals;
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "An LLM token streaming gateway")]
@@ -98,11 +98,13 @@ pub async fn run(cli: Cli) -> i32 {
                     return 1;
                 }
             };
-            announce(&listener);
+            if let Ok(a) = listener.local_addr() {
+                announce(a);
+            }
             let cfg = mock_upstream::MockConfig {
                 tokens_per_sec: tps,
             };
-            match mock_upstream::serve(listener, cfg, server::shutdown_signal()).await {
+            match mock_upstream::serve(listener, cfg, signals::shutdown_signal()).await {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("sluice: {e}");
@@ -114,11 +116,9 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-fn announce(listener: &TcpListener) {
-    if let Ok(a) = listener.local_addr() {
-        println!("listening on http://{a}");
-        let _ = std::io::stdout().flush();
-    }
+fn announce(addr: std::net::SocketAddr) {
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
 }
 
 /// Raises the open-file limit and says, once at start, what the machine allows and what the
@@ -160,33 +160,25 @@ async fn serve(flags: Flags, vars: config::Vars) -> i32 {
     };
     crate::init_tracing(&vars);
     log_host_limits(&settings, &vars);
-    let addr = settings.addr;
-    let stop = CancellationToken::new();
-    let state = match server::build_state(settings, stop.clone()).await {
-        Ok(s) => s,
+    let gateway = match Gateway::bind(settings).await {
+        Ok(g) => g,
         Err(e) => {
             eprintln!("sluice: {e}");
             return 1;
         }
     };
-    let listener = match TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("sluice: cannot listen on {addr}: {e}");
-            return 1;
-        }
-    };
     #[cfg(unix)]
-    server::reload_on_hangup(state.clone(), flags.clone(), vars.clone());
-    announce(&listener);
+    signals::reload_on_hangup(gateway.state().clone(), flags.clone(), vars.clone());
+    if let Ok(a) = gateway.local_addr() {
+        announce(a);
+    }
+    let state = gateway.state();
     tracing::info!(
         providers = state.router.listed_models().len(),
         open_mode = state.access.open_mode(),
         "sluice started"
     );
-    let result = server::serve(listener, state, server::shutdown_signal()).await;
-    stop.cancel();
-    match result {
+    match gateway.serve(signals::shutdown_signal()).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("sluice: {e}");

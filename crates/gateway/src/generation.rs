@@ -22,9 +22,9 @@ use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
 use tracing::Instrument;
 
 use crate::access::{estimate, Admission};
-use crate::conn::{FlushHint, BURST_GAP};
 use crate::error::GatewayError;
 use crate::metrics::{Outcome, StreamLabels};
+use crate::net::socket::{FlushHint, BURST_GAP};
 use crate::routing::{Plan, Target};
 use crate::state::AppState;
 
@@ -362,7 +362,7 @@ impl Started {
     /// Runs the pump in a task of its own (streams whose readers come later).
     pub fn spawn(self, state: &AppState) -> Handle {
         let handle = self.handle();
-        state.pumps.spawn(
+        state.lifecycle.spawn_generation(
             pump(
                 state.clone(),
                 self.writer,
@@ -379,7 +379,7 @@ impl Started {
     /// The pump as a [`Driver`] for the first reader's body to poll; handed to a task of its
     /// own if that body is dropped first. `hint` is the reader's connection's (see `conn`).
     pub fn into_driver(self, state: &AppState, hint: Option<FlushHint>) -> Driver {
-        let token = state.pumps.token();
+        let token = state.lifecycle.generation_token();
         let fut = pump(
             state.clone(),
             self.writer,
@@ -393,13 +393,7 @@ impl Started {
             fut.await;
             drop(token);
         });
-        Driver::new(tracked, |rest| {
-            // Outside a runtime (the process is exiting) the pump is dropped, and with it the
-            // writer, which ends the stream as cancelled.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(rest);
-            }
-        })
+        Driver::new(tracked, state.lifecycle.generation_spawner())
     }
 }
 
@@ -437,7 +431,7 @@ async fn pump(
     let prompt_estimate = admission.prompt_estimate();
     let abandoned = writer.abandoned(state.settings.stream_grace);
     let cancelled = writer.cancelled();
-    let shutdown = state.shutdown.clone().cancelled_owned();
+    let shutdown = state.lifecycle.grace_over();
     tokio::pin!(abandoned, cancelled, shutdown);
     let end = loop {
         tokio::select! {
@@ -674,21 +668,6 @@ pub fn failure(e: &AdapterError) -> Failure {
         code: e.code().map(str::to_owned),
         ..Default::default()
     }
-}
-
-/// For shutdown: lets running generations finish for `grace`, then ends the rest with an error
-/// event and waits (briefly) for their pumps to write it.
-pub async fn drain(state: &AppState, grace: Duration) {
-    state.pumps.close();
-    if tokio::time::timeout(grace, state.pumps.wait())
-        .await
-        .is_err()
-    {
-        state.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), state.pumps.wait()).await;
-    }
-    // Readers on other instances get the ends just written.
-    state.stream_log.shutdown(Duration::from_secs(2)).await;
 }
 
 #[cfg(test)]

@@ -5,14 +5,12 @@
 pub mod access;
 /// The router: every endpoint, with body limit, auth, tracing and CORS as layers.
 pub mod app;
+/// Start-up: settings to a bound gateway ready to serve.
+pub mod bootstrap;
 /// The command line: serve, `mock-upstream`, `check-config`, `gen-key`.
 pub mod cli;
 /// Settings from defaults, TOML, `.env`, environment and flags, validated at start.
 pub mod config;
-/// One accepted connection: TCP options, and writes that let a burst of tokens leave at once.
-pub mod conn;
-/// Open client connections: caps, idle eviction, the first request's deadline.
-pub mod connections;
 /// Every request error, and the one place it becomes an OpenAI-shaped HTTP response.
 pub mod error;
 /// One generation's life: start, pump from the upstream into the relay, end.
@@ -23,8 +21,12 @@ pub mod glob;
 pub mod host;
 /// API key generation and SHA-256 hashing.
 pub mod keys;
+/// Every task the gateway starts, and the order of its shutdown.
+pub mod lifecycle;
 /// Counters for `GET /metrics` (Prometheus text).
 pub mod metrics;
+/// The listener, connection caps, sockets and the bodies around requests and responses.
+pub mod net;
 /// Which web origins and host names may reach the gateway (CSRF and DNS rebinding).
 pub mod origin;
 /// `x-request-id`: accepted, generated, propagated.
@@ -33,17 +35,17 @@ pub mod request_id;
 pub mod routes;
 /// Which provider serves which model.
 pub mod routing;
-/// Building the shared state, serving, graceful shutdown.
-pub mod server;
 /// The Redis connection instances share limits and streams through (`SLUICE_REDIS_URL`).
 pub mod shared_state;
+/// SIGHUP reloads the teams; SIGINT and SIGTERM shut down.
+pub mod signals;
 /// What every handler shares.
 pub mod state;
 /// Resumable streams across instances (Redis), or in this process only.
 pub mod stream_log;
 
 pub use app::app;
-pub use server::{build_state, serve};
+pub use bootstrap::Gateway;
 
 /// Logs go to stderr (stdout carries the `listening on` line), filtered by `SLUICE_LOG` or
 /// `RUST_LOG` (default `info`): one JSON object per line with `SLUICE_LOG_FORMAT=json`, else

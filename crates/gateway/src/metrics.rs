@@ -29,7 +29,7 @@ use prometheus_client::registry::Registry;
 use provider_adapter::AdapterError;
 
 use crate::access::Access;
-use crate::connections::Connections;
+use crate::net::connections::Connections;
 
 /// A label value shared between series and requests: cloning it is a reference count.
 pub type Label = Arc<str>;
@@ -624,7 +624,7 @@ mod tests {
     fn metrics() -> Metrics {
         Metrics::new(
             Arc::new(relay::Registry::new(relay::Limits::default())),
-            Connections::new(crate::connections::Caps {
+            Connections::new(crate::net::connections::Caps {
                 max_total: 0,
                 max_per_ip: 0,
                 max_new_per_sec: 0,

@@ -13,10 +13,10 @@ use axum::{Extension, Json};
 use relay::Format;
 
 use crate::access::{estimate, Caller};
-use crate::conn::FlushHint;
 use crate::error::GatewayError;
 use crate::generation;
 use crate::metrics::{Arrival, RequestLabels};
+use crate::net::socket::FlushHint;
 use crate::state::AppState;
 use tower_http::request_id::RequestId;
 

@@ -23,7 +23,7 @@ use crate::state::AppState;
 /// The request body, or 413/408/400 in OpenAI's shape.
 pub fn body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, GatewayError> {
     body.map_err(|rej| {
-        if crate::server::is_body_timeout(&rej) {
+        if crate::net::is_body_timeout(&rej) {
             GatewayError::BodyTimeout(state.settings.body_read_timeout.as_secs())
         } else if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             GatewayError::PayloadTooLarge(state.settings.max_body_bytes)
@@ -77,7 +77,7 @@ pub async fn admit<'a>(
     labels: &mut RequestLabels,
     request_id: Option<String>,
 ) -> Result<Admitted<'a>, GatewayError> {
-    if state.draining.is_cancelled() {
+    if state.lifecycle.draining() {
         return Err(GatewayError::Draining);
     }
     let mut req = ChatRequest::parse(bytes).map_err(GatewayError::from)?;

@@ -19,7 +19,7 @@ pub async fn healthz() -> &'static str {
 /// Ready for new work: the config is loaded and the server listens (or this would not answer),
 /// and shutdown has not started. 503 while draining, so a load balancer stops sending.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.draining.is_cancelled() {
+    if state.lifecycle.draining() {
         (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],

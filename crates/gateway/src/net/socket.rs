@@ -187,6 +187,8 @@ impl AsyncWrite for Conn {
 }
 
 #[cfg(test)]
+// The tests' peers are plain tasks with nothing to shut down.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -69,7 +69,7 @@ pub struct Activity {
     in_flight: AtomicUsize,
     requests: AtomicUsize,
     /// Requests in flight whose body has not arrived yet: they do not make the connection busy,
-    /// so a client trickling bodies cannot hold the connection cap (see `crate::server`).
+    /// so a client trickling bodies cannot hold the connection cap (see `crate::net::body`).
     awaiting_body: AtomicUsize,
 }
 

@@ -1,0 +1,222 @@
+//! Start-up: from validated settings to a bound, ready gateway. The binary (`cli`) and the
+//! in-process test harness both start the gateway here, then call [`Gateway::serve`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use provider_adapter::{Provider, ProviderKind};
+use relay::Registry;
+use tokio::net::TcpListener;
+
+use crate::access::Access;
+use crate::config::Settings;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::routing::ModelRouter;
+use crate::state::{AppState, Inner};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up provider {name}: {message}")]
+    Provider { name: String, message: String },
+    #[error("cannot start the demo model: {0}")]
+    Demo(std::io::Error),
+    #[error("cannot set up the redis connection: {0}")]
+    Redis(String),
+}
+
+/// A gateway ready to serve: its state built, its listener bound.
+pub struct Gateway {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Gateway {
+    /// Builds the state and binds `settings.addr` (port 0 picks a free port). On an error,
+    /// whatever was started is stopped.
+    pub async fn bind(settings: Settings) -> Result<Self, StartupError> {
+        let addr = settings.addr;
+        let state = build_state(settings).await?;
+        match TcpListener::bind(addr).await {
+            Ok(listener) => Ok(Self { listener, state }),
+            Err(source) => {
+                state.lifecycle.stop(Duration::from_secs(1)).await;
+                Err(StartupError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// The address it listens on (the real port when the settings said 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, drains (see [`crate::net::serve`]), then stops every
+    /// task the gateway started.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let lifecycle = self.state.lifecycle.clone();
+        let result = crate::net::serve(self.listener, self.state, shutdown).await;
+        lifecycle.stop(Duration::from_secs(2)).await;
+        result
+    }
+}
+
+/// Builds the shared state. With the demo on, the demo upstream is started on a loopback port
+/// and served through the same provider path a real upstream takes.
+async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
+    let lifecycle = Lifecycle::new();
+    let mut router = ModelRouter::default();
+    if settings.demo {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(StartupError::Demo)?;
+        let addr = listener.local_addr().map_err(StartupError::Demo)?;
+        let cfg = mock_upstream::MockConfig {
+            tokens_per_sec: settings.demo_tokens_per_sec,
+        };
+        let stopped = lifecycle.stopped();
+        lifecycle.spawn(async move {
+            if let Err(e) = mock_upstream::serve(listener, cfg, stopped).await {
+                tracing::error!(error = %e, "demo upstream stopped");
+            }
+        });
+        let p = Provider::new(
+            "sluice-demo",
+            ProviderKind::OpenAi,
+            format!("http://{addr}/v1"),
+            None,
+            settings.timeouts,
+        )
+        .map_err(|e| StartupError::Provider {
+            name: "sluice-demo".into(),
+            message: e.to_string(),
+        })?;
+        router.push(p, vec![mock_upstream::DEMO_MODEL.to_owned()]);
+    }
+    for p in &settings.providers {
+        let provider = Provider::new(
+            p.name.clone(),
+            p.kind,
+            p.base_url.clone(),
+            p.api_key.clone(),
+            settings.timeouts,
+        )
+        .map_err(|e| StartupError::Provider {
+            name: p.name.clone(),
+            message: e.to_string(),
+        })?
+        .with_headers(p.headers.clone());
+        let provider = match &p.api_version {
+            Some(v) => provider.with_api_version(v.clone()),
+            None => provider,
+        };
+        router.push(provider, p.models.clone());
+    }
+    for r in &settings.routes {
+        router.push_route(r);
+    }
+    // Unset caps are derived from the descriptors a stream needs (see `host::default_caps`); a
+    // connection cap that is set bounds the default stream cap too.
+    let derived = crate::host::default_caps(
+        crate::host::open_files_soft(),
+        crate::host::descriptors_per_stream(settings.demo),
+    );
+    let max_connections = settings.max_connections.unwrap_or(derived.max_connections);
+    let registry = Arc::new(Registry::new(relay::Limits {
+        retention: settings.stream_retention,
+        max_stream_bytes: settings.relay_max_stream_bytes,
+        max_total_bytes: settings.relay_max_total_bytes,
+        max_readers_per_stream: settings.stream_max_readers,
+        max_live_streams: match settings.max_streams {
+            None => derived.max_streams.min(max_connections),
+            Some(0) => usize::MAX,
+            Some(n) => n,
+        },
+    }));
+    // Expired streams are dropped in the background; lookups also check expiry themselves.
+    {
+        let registry = registry.clone();
+        lifecycle.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                registry.sweep();
+            }
+        });
+    }
+    let shared = match &settings.redis {
+        None => None,
+        Some(r) => {
+            let s = crate::shared_state::SharedState::new(r)
+                .map_err(|e| StartupError::Redis(e.to_string()))?;
+            tracing::info!(redis = %s.redacted_url, instance = %s.instance, on_failure = ?s.on_failure, "shared state in redis");
+            Some(Arc::new(s))
+        }
+    };
+    // Team limits are shared through Redis when it is configured, else kept in this process.
+    let limit_store: Arc<dyn crate::access::LimitStore> = match &shared {
+        Some(s) => crate::access::RedisStore::new(s.clone()),
+        None => Arc::new(crate::access::MemoryStore::new()),
+    };
+    let access = Access::with_store(
+        settings.teams.clone(),
+        settings.rate_limit_window,
+        limit_store,
+    );
+    let connections = crate::net::connections::Connections::new(crate::net::connections::Caps {
+        max_total: max_connections,
+        max_per_ip: settings.max_connections_per_ip,
+        max_new_per_sec: settings.connection_rate_per_ip,
+    });
+    {
+        // The per-address pace keeps an entry per address seen: forget the quiet ones.
+        let connections = connections.clone();
+        lifecycle.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                connections.forget_idle_addresses();
+            }
+        });
+    }
+    let metrics = Metrics::new(registry.clone(), connections.clone(), &access);
+    let stream_log: Arc<dyn crate::stream_log::StreamLog> = match (&shared, &settings.redis) {
+        (Some(s), Some(r)) => crate::stream_log::RedisStreamLog::start(
+            s.clone(),
+            &r.url,
+            registry.clone(),
+            settings.stream_retention,
+            lifecycle.stop_token(),
+        )
+        .map_err(|e| StartupError::Redis(e.to_string()))?,
+        _ => Arc::new(crate::stream_log::LocalStreamLog),
+    };
+    Ok(AppState(Arc::new(Inner {
+        shared,
+        stream_log,
+        access,
+        settings,
+        router,
+        registry,
+        lifecycle,
+        metrics,
+        connections,
+    })))
+}
