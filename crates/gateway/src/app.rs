@@ -1,4 +1,4 @@
-//! The router: every endpoint of the contract, with the cross-cutting concerns (body limit,
+//! The router: every endpoint the README lists, with the cross-cutting concerns (body limit,
 //! authentication, tracing, CORS) as layers.
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
