@@ -491,9 +491,9 @@ pub struct Settings {
     pub timeouts: provider_adapter::Timeouts,
     pub max_body_bytes: usize,
     pub relay_max_stream_bytes: usize,
-    pub relay_max_total_bytes: usize,
-    /// `relay_max_total_bytes` came from the TOML file (for the start-up log).
-    pub relay_bound_from_file: bool,
+    /// `None`: not configured; a share of the host's memory, worked out at start (see
+    /// `crate::host::relay_bound`) so that reading the settings never probes the machine.
+    pub relay_max_total_bytes: Option<usize>,
     pub stream_max_readers: usize,
     pub header_read_timeout: Duration,
     /// A response write that makes no progress this long closes its connection.
@@ -774,16 +774,10 @@ impl Settings {
                 "SLUICE_RELAY_MAX_STREAM_BYTES",
                 relay::registry::DEFAULT_MAX_STREAM_BYTES
             ),
-            relay_max_total_bytes: num!(
-                file.relay_max_total_bytes,
-                "SLUICE_RELAY_MAX_TOTAL_BYTES",
-                // Not set: a share of the memory this process may use (see `host`).
-                usize::try_from(crate::host::default_relay_bytes(
-                    crate::host::memory_limit().as_ref()
-                ))
-                .unwrap_or(usize::MAX)
-            ),
-            relay_bound_from_file: file.relay_max_total_bytes.is_some(),
+            relay_max_total_bytes: match var(vars, "SLUICE_RELAY_MAX_TOTAL_BYTES") {
+                Some(v) => p.take(parse_num("SLUICE_RELAY_MAX_TOTAL_BYTES", v)),
+                None => file.relay_max_total_bytes,
+            },
             stream_max_readers: num!(
                 file.stream_max_readers,
                 "SLUICE_STREAM_MAX_READERS",
