@@ -524,6 +524,19 @@ pub struct Settings {
     pub redis: Option<RedisSettings>,
 }
 
+impl Settings {
+    /// What `crate::origin::check` applies to a request. `open_mode`: no teams are configured
+    /// (known to the access layer, which may reload them).
+    pub fn web_policy(&self, open_mode: bool) -> crate::origin::Policy<'_> {
+        crate::origin::Policy {
+            listen: self.addr.ip(),
+            open_mode,
+            cors_origins: &self.cors_origins,
+            allowed_hosts: &self.allowed_hosts,
+        }
+    }
+}
+
 /// Reads and parses a TOML config file.
 pub fn read_file(path: &str) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
