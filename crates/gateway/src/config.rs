@@ -703,7 +703,7 @@ impl Settings {
         );
         if keepalive == 0 {
             p.push(ConfigError::new(
-                "SLUICE_KEEPALIVE_SECS",
+                key_of(vars, "SLUICE_KEEPALIVE_SECS", "keepalive_secs"),
                 "must be at least 1",
             ));
         }
@@ -729,14 +729,33 @@ impl Settings {
                 provider_adapter::provider::DEFAULT_RESPONSE_TIMEOUT_SECS
             )),
         };
-        for (k, d) in [
-            ("SLUICE_UPSTREAM_CONNECT_TIMEOUT_SECS", timeouts.connect),
-            ("SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS", timeouts.headers),
-            ("SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS", timeouts.idle),
-            ("SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS", timeouts.response),
+        for (env, toml, d) in [
+            (
+                "SLUICE_UPSTREAM_CONNECT_TIMEOUT_SECS",
+                "upstream_connect_timeout_secs",
+                timeouts.connect,
+            ),
+            (
+                "SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS",
+                "upstream_headers_timeout_secs",
+                timeouts.headers,
+            ),
+            (
+                "SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS",
+                "upstream_idle_timeout_secs",
+                timeouts.idle,
+            ),
+            (
+                "SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS",
+                "upstream_response_timeout_secs",
+                timeouts.response,
+            ),
         ] {
             if d.is_zero() {
-                p.push(ConfigError::new(k, "must be at least 1"));
+                p.push(ConfigError::new(
+                    key_of(vars, env, toml),
+                    "must be at least 1",
+                ));
             }
         }
         let max_body_bytes: usize = num!(
@@ -886,7 +905,11 @@ impl Settings {
         }
         if s.header_read_timeout.is_zero() {
             p.push(ConfigError::new(
-                "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                key_of(
+                    vars,
+                    "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                    "header_read_timeout_secs",
+                ),
                 "must be at least 1",
             ));
         }
@@ -912,7 +935,7 @@ impl Settings {
         }
         if s.max_connections == Some(0) {
             p.push(ConfigError::new(
-                "SLUICE_MAX_CONNECTIONS",
+                key_of(vars, "SLUICE_MAX_CONNECTIONS", "max_connections"),
                 "must be at least 1",
             ));
         }
@@ -1213,28 +1236,34 @@ fn resolve_redis(st: StateConfig, vars: &Vars, p: &mut Problems) -> Option<Redis
             OnFailure::FailOpen
         }
     };
-    let mut num = |name: &'static str, file: Option<u64>, default: u64| -> u64 {
+    let mut num = |name: &'static str, toml: &'static str, file: Option<u64>, default: u64| {
         let v = match var(vars, name) {
             Some(v) => p.take(parse_num(name, v)).unwrap_or(default),
             None => file.unwrap_or(default),
         };
         if v == 0 {
-            p.push(ConfigError::new(name, "must be at least 1"));
+            p.push(ConfigError::new(
+                key_of(vars, name, toml),
+                "must be at least 1",
+            ));
         }
         v
     };
     let timeout = num(
         "SLUICE_REDIS_TIMEOUT_MS",
+        "state.timeout_ms",
         st.timeout_ms,
         DEFAULT_REDIS_TIMEOUT_MS,
     );
     let lease = num(
         "SLUICE_CONCURRENCY_LEASE_SECS",
+        "state.lease_secs",
         st.lease_secs,
         DEFAULT_CONCURRENCY_LEASE_SECS,
     );
     let owner_timeout = num(
         "SLUICE_OWNER_TIMEOUT_SECS",
+        "state.owner_timeout_secs",
         st.owner_timeout_secs,
         DEFAULT_OWNER_TIMEOUT_SECS,
     );
@@ -1410,7 +1439,8 @@ mod tests {
         assert_eq!(
             keys,
             vec![
-                "SLUICE_KEEPALIVE_SECS",
+                // From the file, so named by its TOML key (not SLUICE_KEEPALIVE_SECS).
+                "keepalive_secs",
                 "SLUICE_MAX_BODY_BYTES",
                 "SLUICE_LOG_FORMAT",
                 "providers[0].kind",
@@ -1736,5 +1766,112 @@ mod tests {
             assert!(e.contains("SLUICE_REDIS_URL"), "{e}");
             assert!(!e.contains("s3cret"), "{e}");
         }
+    }
+
+    /// Every bound that may not be 0 is named by where its 0 was written: the variable, or the
+    /// file's key (which a variable set to a good value overrides).
+    #[test]
+    fn zero_bounds_are_named_by_their_source() {
+        for (env, toml) in [
+            ("SLUICE_KEEPALIVE_SECS", "keepalive_secs"),
+            (
+                "SLUICE_UPSTREAM_CONNECT_TIMEOUT_SECS",
+                "upstream_connect_timeout_secs",
+            ),
+            (
+                "SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS",
+                "upstream_headers_timeout_secs",
+            ),
+            (
+                "SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS",
+                "upstream_idle_timeout_secs",
+            ),
+            (
+                "SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS",
+                "upstream_response_timeout_secs",
+            ),
+            ("SLUICE_RATE_LIMIT_WINDOW_SECS", "rate_limit_window_secs"),
+            (
+                "SLUICE_HEADER_READ_TIMEOUT_SECS",
+                "header_read_timeout_secs",
+            ),
+            (
+                "SLUICE_CLIENT_WRITE_TIMEOUT_SECS",
+                "client_write_timeout_secs",
+            ),
+            ("SLUICE_BODY_READ_TIMEOUT_SECS", "body_read_timeout_secs"),
+            ("SLUICE_MAX_CONNECTIONS", "max_connections"),
+            ("SLUICE_STREAM_MAX_READERS", "stream_max_readers"),
+        ] {
+            let file = parse_toml(&format!("{toml} = 0\n")).unwrap();
+            let e = Settings::resolve(file.clone(), &Flags::default(), &Vars::new()).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid configuration: {toml}: must be at least 1")
+            );
+            let e = Settings::resolve(
+                FileConfig::default(),
+                &Flags::default(),
+                &vars(&[(env, "0")]),
+            )
+            .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid configuration: {env}: must be at least 1")
+            );
+            let s = Settings::resolve(file, &Flags::default(), &vars(&[(env, "7")]));
+            assert!(s.is_ok(), "{env}=7 overrides {toml} = 0");
+        }
+    }
+
+    #[test]
+    fn state_settings_are_named_by_their_source() {
+        let file = parse_toml(
+            "[state]\nredis_url = \"redis://127.0.0.1:6379\"\ntimeout_ms = 0\nlease_secs = 0\n\
+             owner_timeout_secs = 0\non_failure = \"panic\"\n",
+        )
+        .unwrap();
+        let e = Settings::resolve(file.clone(), &Flags::default(), &Vars::new()).unwrap_err();
+        let keys: Vec<&str> = e.problems().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "state.on_failure",
+                "state.timeout_ms",
+                "state.lease_secs",
+                "state.owner_timeout_secs"
+            ],
+            "{e}"
+        );
+        let v = vars(&[
+            ("SLUICE_REDIS_ON_FAILURE", "fail_closed"),
+            ("SLUICE_REDIS_TIMEOUT_MS", "0"),
+            ("SLUICE_CONCURRENCY_LEASE_SECS", "5"),
+            ("SLUICE_OWNER_TIMEOUT_SECS", "6"),
+        ]);
+        let e = Settings::resolve(file.clone(), &Flags::default(), &v).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: SLUICE_REDIS_TIMEOUT_MS: must be at least 1"
+        );
+        let v = vars(&[
+            ("SLUICE_REDIS_ON_FAILURE", "fail_closed"),
+            ("SLUICE_REDIS_TIMEOUT_MS", "100"),
+            ("SLUICE_CONCURRENCY_LEASE_SECS", "5"),
+            ("SLUICE_OWNER_TIMEOUT_SECS", "6"),
+        ]);
+        let r = Settings::resolve(file, &Flags::default(), &v)
+            .unwrap()
+            .redis
+            .unwrap();
+        assert_eq!(r.on_failure, OnFailure::FailClosed);
+        assert_eq!(
+            (r.timeout, r.lease, r.owner_timeout),
+            (
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+                Duration::from_secs(6)
+            )
+        );
     }
 }
