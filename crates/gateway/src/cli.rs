@@ -58,7 +58,7 @@ pub async fn run(cli: Cli) -> i32 {
             0
         }
         Some(Command::CheckConfig) => {
-            if flags.config.is_none() && !vars.contains_key("SLUICE_CONFIG") {
+            if flags.config.is_none() && !vars.contains_key(config::ENV_CONFIG) {
                 eprintln!("sluice: check-config needs --config FILE");
                 return 2;
             }
@@ -83,11 +83,11 @@ pub async fn run(cli: Cli) -> i32 {
             let addr = flags
                 .addr
                 .clone()
-                .or_else(|| vars.get("SLUICE_ADDR").cloned())
+                .or_else(|| vars.get(config::ENV_ADDR).cloned())
                 .unwrap_or_else(|| "127.0.0.1:8081".into());
             let tps = tokens_per_sec
                 .or_else(|| {
-                    vars.get("SLUICE_DEMO_TOKENS_PER_SEC")
+                    vars.get(config::ENV_DEMO_TOKENS_PER_SEC)
                         .and_then(|v| v.parse().ok())
                 })
                 .unwrap_or(mock_upstream::DEFAULT_TOKENS_PER_SEC);

@@ -50,7 +50,7 @@ pub use server::{build_state, serve};
 /// human-readable text. Either way a request's lines carry its span (`request_id`, route).
 pub fn init_tracing(vars: &config::Vars) {
     let filter = vars
-        .get("SLUICE_LOG")
+        .get(config::ENV_LOG)
         .or_else(|| vars.get("RUST_LOG"))
         .cloned()
         .unwrap_or_else(|| "info".into());
@@ -59,7 +59,7 @@ pub fn init_tracing(vars: &config::Vars) {
         .with_writer(std::io::stderr)
         .with_target(false);
     let json = vars
-        .get("SLUICE_LOG_FORMAT")
+        .get(config::ENV_LOG_FORMAT)
         .is_some_and(|f| f.trim().eq_ignore_ascii_case("json"));
     let _ = if json {
         builder
