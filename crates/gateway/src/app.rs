@@ -120,8 +120,7 @@ fn cors(origins: &[String]) -> tower::util::Either<CorsLayer, tower::layer::util
 /// Refuses foreign web origins and, in open mode, foreign host names (see `crate::origin`).
 async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match crate::origin::check(
-        &state.settings,
-        state.access.open_mode(),
+        &state.settings.web_policy(state.access.open_mode()),
         req.headers(),
         req.uri(),
     ) {

@@ -142,7 +142,12 @@ async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
     let registry = Arc::new(Registry::new(relay::Limits {
         retention: settings.stream_retention,
         max_stream_bytes: settings.relay_max_stream_bytes,
-        max_total_bytes: settings.relay_max_total_bytes,
+        // Unset: a share of the memory this process may use, read from the host here, at
+        // start (the settings are pure).
+        max_total_bytes: crate::host::relay_bound(
+            settings.relay_max_total_bytes,
+            crate::host::memory_limit().map(|l| l.bytes),
+        ),
         max_readers_per_stream: settings.stream_max_readers,
         max_live_streams: match settings.max_streams {
             None => derived.max_streams.min(max_connections),

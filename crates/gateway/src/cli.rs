@@ -58,7 +58,7 @@ pub async fn run(cli: Cli) -> i32 {
             0
         }
         Some(Command::CheckConfig) => {
-            if flags.config.is_none() && !vars.contains_key("SLUICE_CONFIG") {
+            if flags.config.is_none() && !vars.contains_key(config::ENV_CONFIG) {
                 eprintln!("sluice: check-config needs --config FILE");
                 return 2;
             }
@@ -83,11 +83,11 @@ pub async fn run(cli: Cli) -> i32 {
             let addr = flags
                 .addr
                 .clone()
-                .or_else(|| vars.get("SLUICE_ADDR").cloned())
+                .or_else(|| vars.get(config::ENV_ADDR).cloned())
                 .unwrap_or_else(|| "127.0.0.1:8081".into());
             let tps = tokens_per_sec
                 .or_else(|| {
-                    vars.get("SLUICE_DEMO_TOKENS_PER_SEC")
+                    vars.get(config::ENV_DEMO_TOKENS_PER_SEC)
                         .and_then(|v| v.parse().ok())
                 })
                 .unwrap_or(mock_upstream::DEFAULT_TOKENS_PER_SEC);
@@ -123,7 +123,7 @@ fn announce(addr: std::net::SocketAddr) {
 
 /// Raises the open-file limit and says, once at start, what the machine allows and what the
 /// relay may hold.
-fn log_host_limits(settings: &Settings, vars: &config::Vars) {
+fn log_host_limits(settings: &Settings) {
     match crate::host::raise_open_files() {
         Ok(f) => tracing::info!(
             soft_before = f.soft_before,
@@ -133,15 +133,16 @@ fn log_host_limits(settings: &Settings, vars: &config::Vars) {
         ),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let mib = settings.relay_max_total_bytes >> 20;
-    let explicit =
-        vars.get("SLUICE_RELAY_MAX_TOTAL_BYTES").is_some() || settings.relay_bound_from_file;
-    if explicit {
-        tracing::info!(relay_max_total_mib = mib, "relay memory bound (configured)");
+    if let Some(bytes) = settings.relay_max_total_bytes {
+        tracing::info!(
+            relay_max_total_mib = bytes >> 20,
+            "relay memory bound (configured)"
+        );
     } else {
         let limit = crate::host::memory_limit();
+        let bytes = crate::host::relay_bound(None, limit.as_ref().map(|l| l.bytes));
         tracing::info!(
-            relay_max_total_mib = mib,
+            relay_max_total_mib = bytes >> 20,
             memory_mib = limit.as_ref().map(|l| l.bytes >> 20),
             from = limit.as_ref().map_or("unknown", |l| l.source),
             "relay memory bound: 1/8 of the memory Sluice may use, 16-256 MiB \
@@ -159,7 +160,7 @@ async fn serve(flags: Flags, vars: config::Vars) -> i32 {
         }
     };
     crate::init_tracing(&vars);
-    log_host_limits(&settings, &vars);
+    log_host_limits(&settings);
     let gateway = match Gateway::bind(settings).await {
         Ok(g) => g,
         Err(e) => {

@@ -59,12 +59,20 @@ pub fn memory_limit() -> Option<MemoryLimit> {
         })
 }
 
-/// The relay bound when none is configured: an eighth of `limit`, within
-/// [`RELAY_DEFAULT_MIN_BYTES`]..=[`RELAY_DEFAULT_MAX_BYTES`].
-pub fn default_relay_bytes(limit: Option<&MemoryLimit>) -> u64 {
-    limit.map_or(RELAY_DEFAULT_MAX_BYTES, |l| {
-        (l.bytes / RELAY_SHARE_DIVISOR).clamp(RELAY_DEFAULT_MIN_BYTES, RELAY_DEFAULT_MAX_BYTES)
+/// The relay bound when none is configured: an eighth of `memory_bytes` (what Sluice may use,
+/// see [`memory_limit`]), within [`RELAY_DEFAULT_MIN_BYTES`]..=[`RELAY_DEFAULT_MAX_BYTES`].
+pub fn default_relay_bytes(memory_bytes: Option<u64>) -> u64 {
+    memory_bytes.map_or(RELAY_DEFAULT_MAX_BYTES, |b| {
+        (b / RELAY_SHARE_DIVISOR).clamp(RELAY_DEFAULT_MIN_BYTES, RELAY_DEFAULT_MAX_BYTES)
     })
+}
+
+/// The relay's memory bound: the configured one (`relay_max_total_bytes`), else
+/// [`default_relay_bytes`] of the host's memory. Pure, so that the configuration stays so: the
+/// caller at start probes the host ([`memory_limit`]) and hands its figure in.
+pub fn relay_bound(explicit: Option<usize>, host_memory: Option<u64>) -> usize {
+    explicit
+        .unwrap_or_else(|| usize::try_from(default_relay_bytes(host_memory)).unwrap_or(usize::MAX))
 }
 
 /// The path of the process's group in `/proc/self/cgroup`: the cgroup v2 line (`0::/path`,
@@ -220,20 +228,19 @@ mod tests {
 
     #[test]
     fn default_bound_is_an_eighth_within_limits() {
-        let l = |gib: u64| MemoryLimit {
-            bytes: gib << 30,
-            source: "test",
-        };
-        assert_eq!(default_relay_bytes(Some(&l(1))), 128 << 20);
-        assert_eq!(default_relay_bytes(Some(&l(24))), 256 << 20);
-        assert_eq!(
-            default_relay_bytes(Some(&MemoryLimit {
-                bytes: 64 << 20,
-                source: "test"
-            })),
-            16 << 20
-        );
+        let gib = |n: u64| Some(n << 30);
+        assert_eq!(default_relay_bytes(gib(1)), 128 << 20);
+        assert_eq!(default_relay_bytes(gib(24)), 256 << 20);
+        assert_eq!(default_relay_bytes(Some(64 << 20)), 16 << 20);
         assert_eq!(default_relay_bytes(None), 256 << 20);
+    }
+
+    #[test]
+    fn a_configured_relay_bound_wins_over_the_host() {
+        assert_eq!(relay_bound(Some(1000), Some(1 << 30)), 1000);
+        assert_eq!(relay_bound(Some(1000), None), 1000);
+        assert_eq!(relay_bound(None, Some(1 << 30)), 128 << 20);
+        assert_eq!(relay_bound(None, None), 256 << 20);
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub use bootstrap::Gateway;
 /// human-readable text. Either way a request's lines carry its span (`request_id`, route).
 pub fn init_tracing(vars: &config::Vars) {
     let filter = vars
-        .get("SLUICE_LOG")
+        .get(config::ENV_LOG)
         .or_else(|| vars.get("RUST_LOG"))
         .cloned()
         .unwrap_or_else(|| "info".into());
@@ -61,7 +61,7 @@ pub fn init_tracing(vars: &config::Vars) {
         .with_writer(std::io::stderr)
         .with_target(false);
     let json = vars
-        .get("SLUICE_LOG_FORMAT")
+        .get(config::ENV_LOG_FORMAT)
         .is_some_and(|f| f.trim().eq_ignore_ascii_case("json"));
     let _ = if json {
         builder

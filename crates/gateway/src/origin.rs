@@ -15,13 +15,28 @@
 //!
 //! CORS itself (the `Access-Control-*` answers) is tower-http's, built in `crate::app` from the
 //! same list: off unless origins are configured.
+//!
+//! This module reads no configuration: the configuration uses [`normalize_origin`] to check its
+//! lists and hands the checks a [`Policy`] (`Settings::web_policy`).
 
 use std::net::IpAddr;
 
 use axum::http::{header, HeaderMap, Uri};
 
-use crate::config::Settings;
 use crate::error::GatewayError;
+
+/// What the checks of one request go by.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    /// The address the gateway listens on: a `Host` naming it is the gateway's own.
+    pub listen: IpAddr,
+    /// No keys are configured, so a request from anywhere would spend the upstream keys.
+    pub open_mode: bool,
+    /// Origins allowed to call with CORS, normalised (`*` = any).
+    pub cors_origins: &'a [String],
+    /// Extra `Host` names accepted in open mode, lower case.
+    pub allowed_hosts: &'a [String],
+}
 
 /// An origin as browsers serialise it: `scheme://host[:port]` in lower case, without a default
 /// port or a trailing slash; `*` stays `*`. `None` if it is not one (a path, no scheme, ...).
@@ -125,16 +140,11 @@ fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
 }
 
 /// The checks above for one request, in the order a refusal is given.
-pub fn check(
-    settings: &Settings,
-    open_mode: bool,
-    headers: &HeaderMap,
-    uri: &Uri,
-) -> Result<(), GatewayError> {
-    let listen = settings.addr.ip();
-    if open_mode && (listen.is_loopback() || !settings.allowed_hosts.is_empty()) {
+pub fn check(policy: &Policy, headers: &HeaderMap, uri: &Uri) -> Result<(), GatewayError> {
+    let listen = policy.listen;
+    if policy.open_mode && (listen.is_loopback() || !policy.allowed_hosts.is_empty()) {
         if let Some(host) = request_host(headers, uri) {
-            if !host_allowed(host, listen, &settings.allowed_hosts) {
+            if !host_allowed(host, listen, policy.allowed_hosts) {
                 return Err(GatewayError::MisdirectedHost(format!(
                     "this gateway runs without keys and answers only to loopback host names; \
                      '{}' is not one. To serve it under that name, add it to SLUICE_ALLOWED_HOSTS",
@@ -145,7 +155,7 @@ pub fn check(
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let text = origin.to_str().unwrap_or("");
-        if !origin_allowed(text, headers, uri, &settings.cors_origins) {
+        if !origin_allowed(text, headers, uri, policy.cors_origins) {
             return Err(GatewayError::ForeignOrigin(format!(
                 "requests from the web origin '{}' are not allowed; the gateway's operator can allow it with SLUICE_CORS_ORIGINS",
                 shorten(text)
