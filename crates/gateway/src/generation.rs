@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use provider_adapter::{
-    AdapterError, ChatRequest, EventStream, Provider, StreamEvent, TimeoutPhase,
-};
+use provider_adapter::{AdapterError, ChatRequest, EventStream, Provider, StreamEvent};
 use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
 use tracing::Instrument;
 
@@ -90,31 +88,10 @@ struct Context {
     sent: Instant,
 }
 
-/// Whether a failure before Sluice's response headers moves on to a route's next target:
-/// connect failure, connect or headers timeout, the provider refusing the gateway's own key
-/// (401/403), 408, 429, 5xx (529 included). Any other 4xx is the client's. A non-streaming
-/// answer that timed out is not replayed: the upstream was working on it, and another target
-/// would be paid for the same answer again.
-pub fn retryable(e: &AdapterError) -> bool {
-    match e {
-        AdapterError::Connect(_) | AdapterError::Auth { .. } => true,
-        AdapterError::Timeout { phase, .. } => {
-            matches!(phase, TimeoutPhase::Connect | TimeoutPhase::Headers)
-        }
-        AdapterError::Upstream {
-            status: Some(s), ..
-        } => matches!(*s, 408 | 429 | 500..=599),
-        _ => false,
-    }
-}
-
 /// Whether the upstream was left working on a request that failed: its prompt is charged
 /// rather than refunded.
 pub fn upstream_worked(e: &GatewayError) -> bool {
-    matches!(e, GatewayError::Upstream(a) if matches!(**a, AdapterError::Timeout {
-        phase: TimeoutPhase::Response | TimeoutPhase::Idle,
-        ..
-    }))
+    matches!(e, GatewayError::Upstream(a) if a.upstream_worked())
 }
 
 /// Tries `plan`'s targets in turn with `call` (the request carrying each target's model) until
@@ -154,7 +131,7 @@ where
             Err(e) => {
                 state.metrics.upstream_error(t.label, &e);
                 tracing::warn!(provider = %t.provider.name, target = %t.describe(), error = %e, "upstream request failed");
-                if !retryable(&e) {
+                if !e.is_retryable() {
                     return Err(e.into());
                 }
                 plan.failed(t);
@@ -174,24 +151,11 @@ fn all_failed(route: Option<&str>, mut tried: Vec<(String, AdapterError)>) -> Ga
             None => GatewayError::Unavailable("no upstream to try".into()),
         };
     }
-    let all_429 = tried.iter().all(|(_, e)| {
-        matches!(
-            e,
-            AdapterError::Upstream {
-                status: Some(429),
-                ..
-            }
-        )
-    });
     let last = &tried[tried.len() - 1].1;
-    let (status, retry_after) = if all_429 {
-        let ra = match last {
-            AdapterError::Upstream { retry_after, .. } => retry_after.clone(),
-            _ => None,
-        };
+    let (status, retry_after) = if tried.iter().all(|(_, e)| e.is_rate_limited()) {
         (
             axum::http::StatusCode::TOO_MANY_REQUESTS,
-            Some(ra.unwrap_or_else(|| "1".into())),
+            Some(last.retry_after().unwrap_or("1").to_owned()),
         )
     } else {
         match crate::error::upstream_status(last) {
@@ -202,13 +166,9 @@ fn all_failed(route: Option<&str>, mut tried: Vec<(String, AdapterError)>) -> Ga
     let why: Vec<String> = tried
         .iter()
         .map(|(t, e)| {
-            let reason = match e {
-                AdapterError::Upstream {
-                    status: Some(s),
-                    message,
-                    ..
-                } => format!("HTTP {s}: {message}"),
-                other => other.to_string(),
+            let reason = match e.upstream_status() {
+                Some(s) => format!("HTTP {s}: {}", e.message()),
+                None => e.to_string(),
             };
             format!("{t} ({reason})")
         })
@@ -544,7 +504,7 @@ async fn pump(
             tracing::warn!(stream = %stream, error = %e, "upstream stream failed");
             state.metrics.upstream_error(&context.labels.provider, &e);
             writer.fail(failure(&e));
-            Outcome::Failed(crate::metrics::error_kind(&e))
+            Outcome::Failed(e.metric_kind())
         }
         End::Shutdown => {
             writer.fail(Failure {
