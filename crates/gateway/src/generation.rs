@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use provider_adapter::{AdapterError, ChatRequest, EventStream, Provider, StreamEvent};
+use provider_adapter::{AdapterError, ChatRequest, EventStream, StreamEvent};
 use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
 use tracing::Instrument;
 
@@ -23,7 +23,8 @@ use crate::access::{estimate, Admission};
 use crate::conn::{FlushHint, BURST_GAP};
 use crate::error::GatewayError;
 use crate::metrics::{Outcome, StreamLabels};
-use crate::routing::{Plan, Target};
+use crate::routing::failover::try_targets;
+use crate::routing::Plan;
 use crate::state::AppState;
 
 /// Most events appended before readers are woken (bounds a reader's wait behind a fast upstream).
@@ -92,107 +93,6 @@ struct Context {
 /// rather than refunded.
 pub fn upstream_worked(e: &GatewayError) -> bool {
     matches!(e, GatewayError::Upstream(a) if a.upstream_worked())
-}
-
-/// Tries `plan`'s targets in turn with `call` (the request carrying each target's model) until
-/// one answers, and returns its answer and the target. A retryable failure moves on (and cools
-/// the target down); any other is returned at once. When every target failed: with one
-/// target, its error as is; with more, the last failure's status and a message naming each
-/// target tried and why.
-pub async fn try_targets<'a, T, F, Fut>(
-    state: &AppState,
-    plan: &Plan<'a>,
-    req: &ChatRequest,
-    mut call: F,
-) -> Result<(T, Target<'a>), GatewayError>
-where
-    F: FnMut(&'a Provider, ChatRequest) -> Fut,
-    Fut: Future<Output = Result<T, AdapterError>>,
-{
-    let mut tried: Vec<(String, AdapterError)> = Vec::new();
-    let mut previous: Option<&Target<'a>> = None;
-    for t in &plan.targets {
-        if let Some(from) = previous {
-            state.metrics.failover(from.label, t.label);
-            tracing::info!(from = %from.describe(), to = %t.describe(), "failing over");
-        }
-        let mut r = req.clone();
-        if let Some(m) = t.model {
-            r.model = m.to_owned();
-            r.body
-                .insert("model".into(), serde_json::Value::String(m.to_owned()));
-        }
-        state.metrics.upstream_request(t.label);
-        match call(t.provider, r).await {
-            Ok(v) => {
-                plan.served(t);
-                return Ok((v, t.clone()));
-            }
-            Err(e) => {
-                state.metrics.upstream_error(t.label, &e);
-                tracing::warn!(provider = %t.provider.name, target = %t.describe(), error = %e, "upstream request failed");
-                if !e.is_retryable() {
-                    return Err(e.into());
-                }
-                plan.failed(t);
-                tried.push((t.describe(), e));
-                previous = Some(t);
-            }
-        }
-    }
-    Err(all_failed(plan.route_name(), tried))
-}
-
-/// The answer when every target failed (see [`try_targets`]).
-fn all_failed(route: Option<&str>, mut tried: Vec<(String, AdapterError)>) -> GatewayError {
-    if tried.len() <= 1 {
-        return match tried.pop() {
-            Some((_, e)) => e.into(),
-            None => GatewayError::Unavailable("no upstream to try".into()),
-        };
-    }
-    let last = &tried[tried.len() - 1].1;
-    let (status, retry_after) = if tried.iter().all(|(_, e)| e.is_rate_limited()) {
-        (
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            Some(last.retry_after().unwrap_or("1").to_owned()),
-        )
-    } else {
-        match crate::error::upstream_status(last) {
-            s if s.is_server_error() => (s, None),
-            _ => (axum::http::StatusCode::BAD_GATEWAY, None),
-        }
-    };
-    let why: Vec<String> = tried
-        .iter()
-        .map(|(t, e)| {
-            let reason = match e.upstream_status() {
-                Some(s) => format!("HTTP {s}: {}", e.message()),
-                None => e.to_string(),
-            };
-            format!("{t} ({reason})")
-        })
-        .collect();
-    // Every provider refused the gateway's own keys: say so, so that an operator (and not the
-    // client, whose key is fine) is the one who acts.
-    let code = if tried
-        .iter()
-        .all(|(_, e)| matches!(e, AdapterError::Auth { .. }))
-    {
-        "upstream_auth_failed"
-    } else {
-        "all_targets_failed"
-    };
-    GatewayError::AllTargetsFailed {
-        status,
-        code,
-        message: format!(
-            "every target of '{}' failed: {}",
-            route.unwrap_or("the model"),
-            why.join("; ")
-        ),
-        retry_after,
-    }
 }
 
 /// A generation whose upstream has answered, ready to be pumped.
