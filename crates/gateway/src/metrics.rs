@@ -612,7 +612,7 @@ mod tests {
 
     fn summary(outcome: Outcome) -> crate::generation::Summary {
         crate::generation::Summary {
-            stream: "abcdef".into(),
+            stream: Some("abcdef".into()),
             model: "m".into(),
             labels: labels(),
             outcome,

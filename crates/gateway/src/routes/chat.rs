@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use relay::Format;
 
-use crate::access::{estimate, Caller};
+use crate::access::Caller;
 use crate::conn::FlushHint;
 use crate::error::GatewayError;
 use crate::generation;
@@ -57,7 +57,7 @@ async fn answer(
     let super::Admitted {
         req,
         plan,
-        mut admission,
+        admission,
         labels: stream_labels,
     } = super::admit(state, caller, &bytes, labels, request_id).await?;
     let headers = admission.headers.clone();
@@ -77,44 +77,10 @@ async fn answer(
         super::served_by(&mut resp, &provider);
         resp
     } else {
-        // If the client goes away during the await, the admission is dropped with this future
-        // and charges the prompt estimate: the upstream was working on it.
-        admission.sent_upstream();
-        let (completion, target) =
-            match crate::routing::failover::try_targets(state, &plan, &req, |p, r| async move {
-                p.complete(&r).await
-            })
-            .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    if generation::upstream_worked(&e) {
-                        // Timed out after the upstream took the request: its prompt is
-                        // charged, as when the client goes away.
-                        admission.settle_estimated(0);
-                    } else {
-                        admission.refund();
-                    }
-                    return Err(e);
-                }
-            };
-        let (prompt, completion_tokens) = match completion.usage {
-            Some(u) => (u.prompt_tokens, u.completion_tokens),
-            // The upstream did the work but did not say how much: estimated from the answer.
-            None => (
-                admission.prompt_estimate(),
-                estimate::completion_tokens(&completion.body),
-            ),
-        };
-        admission.settle(prompt, completion_tokens);
-        state.metrics.tokens(
-            &stream_labels.model,
-            &stream_labels.team,
-            prompt,
-            completion_tokens,
-        );
-        let mut resp = Json(completion.body).into_response();
-        super::served_by(&mut resp, &target.provider.name);
+        let answer =
+            generation::complete(state, &req, &plan, admission, stream_labels, arrival).await?;
+        let mut resp = Json(answer.body).into_response();
+        super::served_by(&mut resp, &answer.provider);
         resp
     };
     resp.headers_mut().extend(headers);

@@ -2,7 +2,7 @@
 //! the upstream request and wait for its status), pump (the upstream's normalised events into
 //! the relay's writer until the upstream ends, fails, the stream is cancelled or abandoned, or
 //! the server shuts down), end (settle the team's tokens, and report it once, as a
-//! [`Summary`], in [`finished`]).
+//! [`Summary`], in [`finished`]). A non-streaming generation ([`complete`]) ends the same way.
 //!
 //! Every pump is tracked, so shutdown waits for them. A pump runs either in its own task or,
 //! for `POST /v1/chat/completions`, inside the response body of its first reader, so that each
@@ -27,58 +27,15 @@ use crate::routing::failover::try_targets;
 use crate::routing::Plan;
 use crate::state::AppState;
 
+mod complete;
+mod summary;
+
+pub use complete::{complete, Answer};
+use summary::{finished, settle};
+pub use summary::{Summary, Tokens};
+
 /// Most events appended before readers are woken (bounds a reader's wait behind a fast upstream).
 const MAX_BATCH: usize = 64;
-
-/// What a finished generation was: built once at its end, and reported in one call
-/// ([`finished`]) to the metrics and the summary log.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// The stream's log tag: the first characters of its ID (the whole ID is a credential).
-    pub stream: String,
-    /// The model the client asked for.
-    pub model: Arc<str>,
-    /// Metric labels: the model's (`other` for one the config does not name), the provider,
-    /// the team (`""` in open mode).
-    pub labels: StreamLabels,
-    pub outcome: Outcome,
-    /// Gateway side: from the request's arrival to the first token in the relay, ready for
-    /// readers. `None` if no token came.
-    pub ttft: Option<Duration>,
-    /// Upstream side: from sending the upstream request to receiving the first token.
-    pub upstream_ttft: Option<Duration>,
-    /// From the request's arrival to the end.
-    pub duration: Duration,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// The tokens are the upstream's usage; `false`: the gateway's estimate.
-    pub usage_reported: bool,
-    /// Readers that resumed the stream (reconnects) while it ran.
-    pub resumes: u32,
-}
-
-/// A generation ended: the one place that reports it.
-fn finished(state: &AppState, summary: &Summary) {
-    state.metrics.stream_finished(summary);
-    // One line per stream, in the request's span (its request ID). Never the text.
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(
-        stream = %summary.stream,
-        team = %summary.labels.team,
-        model = %summary.model,
-        provider = %summary.labels.provider,
-        outcome = summary.outcome.as_str(),
-        error_type = summary.outcome.error_type(),
-        ttft_ms = summary.ttft.map(ms),
-        upstream_ttft_ms = summary.upstream_ttft.map(ms),
-        duration_ms = ms(summary.duration),
-        prompt_tokens = summary.prompt_tokens,
-        completion_tokens = summary.completion_tokens,
-        usage_reported = summary.usage_reported,
-        resumes = summary.resumes,
-        "stream finished"
-    );
-}
 
 /// What a generation carries for its [`Summary`] besides its writer.
 struct Context {
@@ -87,12 +44,6 @@ struct Context {
     arrival: Instant,
     /// When the upstream request was sent.
     sent: Instant,
-}
-
-/// Whether the upstream was left working on a request that failed: its prompt is charged
-/// rather than refunded.
-pub fn upstream_worked(e: &GatewayError) -> bool {
-    matches!(e, GatewayError::Upstream(a) if a.upstream_worked())
 }
 
 /// A generation whose upstream has answered, ready to be pumped.
@@ -416,29 +367,25 @@ async fn pump(
             Outcome::Failed("server_shutdown")
         }
     };
-    let (prompt_tokens, completion_tokens) = match usage {
-        Some(u) => (u.prompt_tokens, u.completion_tokens),
-        // No usage from the upstream (it sends none, or the stream was cut short before it):
-        // an estimate of what was generated (the log holds about one event per delta).
-        None => (
-            admission.prompt_estimate(),
-            estimate::streamed_completion_tokens(cut_short, text_bytes),
-        ),
-    };
-    admission.settle(prompt_tokens, completion_tokens);
+    let tokens = settle(
+        admission,
+        usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+        // An estimate of what was generated: the log holds about one event per delta.
+        || estimate::streamed_completion_tokens(cut_short, text_bytes),
+    );
     finished(
         &state,
         &Summary {
-            stream,
+            stream: Some(stream),
             model: context.model,
             labels: context.labels,
             outcome,
             ttft,
             upstream_ttft,
             duration: context.arrival.elapsed(),
-            prompt_tokens,
-            completion_tokens,
-            usage_reported: usage.is_some(),
+            prompt_tokens: tokens.prompt,
+            completion_tokens: tokens.completion,
+            usage_reported: tokens.reported,
             resumes,
         },
     );
