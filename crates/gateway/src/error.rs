@@ -60,7 +60,7 @@ pub enum GatewayError {
     /// the largest variant.
     #[error(transparent)]
     Upstream(Box<AdapterError>),
-    /// Every target of a route failed before answering (see `generation::try_targets`).
+    /// Every target of a route failed before answering (see `routing::failover::try_targets`).
     #[error("{message}")]
     AllTargetsFailed {
         status: StatusCode,
@@ -116,25 +116,11 @@ impl GatewayError {
     }
 }
 
-/// An upstream's 4xx is passed on; 529 (Anthropic overloaded) is 503; other 5xx are 502.
+/// What the gateway answers for an upstream error before its headers (see
+/// [`AdapterError::http_status`]).
 pub fn upstream_status(e: &AdapterError) -> StatusCode {
-    match e {
-        AdapterError::Upstream {
-            status: Some(s), ..
-        } => match *s {
-            529 => StatusCode::SERVICE_UNAVAILABLE,
-            400..=499 => StatusCode::from_u16(*s).unwrap_or(StatusCode::BAD_GATEWAY),
-            _ => StatusCode::BAD_GATEWAY,
-        },
-        AdapterError::Upstream { status: None, .. } => StatusCode::BAD_GATEWAY,
-        AdapterError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        AdapterError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-        // The provider refused the gateway's own key: a gateway failure, not the client's 401.
-        AdapterError::Connect(_)
-        | AdapterError::Auth { .. }
-        | AdapterError::Truncated(_)
-        | AdapterError::Protocol(_) => StatusCode::BAD_GATEWAY,
-    }
+    // Every status the adapter picks is a valid one; 502 would be the honest fallback anyway.
+    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
 /// The error `type`, `code` and `param` a client sees.
@@ -270,15 +256,11 @@ impl IntoResponse for GatewayError {
                     HeaderName::from_static("x-sluice-error-source"),
                     HeaderValue::from_static("upstream"),
                 );
-                if let AdapterError::Upstream {
-                    status: Some(429),
-                    retry_after: Some(ra),
-                    ..
-                } = &**a
+                if let Some(v) = a
+                    .retry_after()
+                    .and_then(|ra| HeaderValue::from_str(ra).ok())
                 {
-                    if let Ok(v) = HeaderValue::from_str(ra) {
-                        headers.insert(axum::http::header::RETRY_AFTER, v);
-                    }
+                    headers.insert(axum::http::header::RETRY_AFTER, v);
                 }
             }
             _ => {}

@@ -1,7 +1,10 @@
 //! Everything that can go wrong between Sluice and an upstream, in one enum.
 //!
 //! The gateway maps these to HTTP statuses (before a stream starts) or to in-band error events
-//! (after); `kind()` gives the OpenAI-style error `type` the contract fixes.
+//! (after); `kind()` gives the OpenAI-style error `type` the contract fixes. What each error
+//! means to the gateway (fail over or not, which status, which metric label, what is charged)
+//! is decided here, once, by the methods below; the gateway never matches on the variants
+//! for it.
 
 use std::fmt;
 
@@ -106,6 +109,103 @@ impl AdapterError {
         }
     }
 
+    /// The upstream's own HTTP error status, when it answered with one (not for errors it
+    /// sent inside a stream, nor for 401/403, which are [`Self::Auth`]).
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Self::Upstream { status, .. } => *status,
+            _ => None,
+        }
+    }
+
+    /// Whether a failure before the gateway's response headers moves on to a route's next
+    /// target: connect failure, connect or headers timeout, the provider refusing the
+    /// gateway's own key (401/403), 408, 429, 5xx (529 included). Any other 4xx is the
+    /// client's. A non-streaming answer that timed out is not replayed: the upstream was
+    /// working on it, and another target would be paid for the same answer again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Auth { .. } => true,
+            Self::Timeout { phase, .. } => {
+                matches!(phase, TimeoutPhase::Connect | TimeoutPhase::Headers)
+            }
+            Self::Upstream {
+                status: Some(s), ..
+            } => matches!(*s, 408 | 429 | 500..=599),
+            _ => false,
+        }
+    }
+
+    /// The HTTP status the gateway answers with for this error before its response headers.
+    /// An upstream's 4xx is passed on; 529 (Anthropic overloaded) is 503, other 5xx 502: the
+    /// gateway is the server that failed, not the upstream. The provider refusing the gateway's
+    /// own key is 502 too: a gateway failure, not the client's 401.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Upstream {
+                status: Some(s), ..
+            } => match *s {
+                529 => 503,
+                400..=499 => *s,
+                _ => 502,
+            },
+            Self::Timeout { .. } => 504,
+            Self::InvalidRequest { .. } => 400,
+            Self::Upstream { status: None, .. }
+            | Self::Connect(_)
+            | Self::Auth { .. }
+            | Self::Truncated(_)
+            | Self::Protocol(_) => 502,
+        }
+    }
+
+    /// The error's kind as a metric label: a fixed list, since the upstream's own `type` is
+    /// free text and would let upstreams mint label values.
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            Self::Upstream {
+                status: Some(_), ..
+            } => "upstream_http",
+            Self::Upstream { status: None, .. } => "upstream_stream_error",
+            Self::Timeout { .. } => "upstream_timeout",
+            Self::Connect(_) => "upstream_connect",
+            Self::Auth { .. } => "upstream_auth",
+            Self::Truncated(_) => "upstream_truncated",
+            Self::Protocol(_) => "upstream_protocol_error",
+            Self::InvalidRequest { .. } => "invalid_request",
+        }
+    }
+
+    /// Whether the upstream was left working on the request when it failed (it timed out
+    /// after taking it): its prompt is charged rather than refunded.
+    pub fn upstream_worked(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout {
+                phase: TimeoutPhase::Response | TimeoutPhase::Idle,
+                ..
+            }
+        )
+    }
+
+    /// The upstream answered HTTP 429.
+    pub fn is_rate_limited(&self) -> bool {
+        self.upstream_status() == Some(429)
+    }
+
+    /// The upstream's `Retry-After`, for a 429 only: on another status it says nothing the
+    /// client can act on.
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            Self::Upstream {
+                status: Some(429),
+                retry_after,
+                ..
+            } => retry_after.as_deref(),
+            _ => None,
+        }
+    }
+
     /// A helper for in-stream errors and 200 answers: `{"error":...}` bodies only.
     pub(crate) fn from_error_body(status: Option<u16>, body: &serde_json::Value) -> Option<Self> {
         let err = body.get("error")?;
@@ -202,6 +302,154 @@ fn text(v: Option<&serde_json::Value>) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn http(status: u16) -> AdapterError {
+        AdapterError::Upstream {
+            status: Some(status),
+            kind: "x".into(),
+            message: "m".into(),
+            code: None,
+            param: None,
+            retry_after: Some("7".into()),
+        }
+    }
+
+    fn in_stream() -> AdapterError {
+        AdapterError::Upstream {
+            status: None,
+            kind: "anything the upstream says".into(),
+            message: String::new(),
+            code: None,
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    fn timeout(phase: TimeoutPhase) -> AdapterError {
+        AdapterError::Timeout {
+            provider: "p".into(),
+            phase,
+        }
+    }
+
+    fn auth() -> AdapterError {
+        AdapterError::Auth {
+            provider: "p".into(),
+            status: 401,
+        }
+    }
+
+    fn invalid() -> AdapterError {
+        AdapterError::InvalidRequest {
+            message: "m".into(),
+            param: "p".into(),
+        }
+    }
+
+    #[test]
+    fn what_fails_over_before_headers() {
+        for e in [
+            AdapterError::Connect("c".into()),
+            auth(),
+            timeout(TimeoutPhase::Connect),
+            timeout(TimeoutPhase::Headers),
+            http(408),
+            http(429),
+            http(500),
+            http(503),
+            http(529),
+            http(599),
+        ] {
+            assert!(e.is_retryable(), "{e:?}");
+        }
+        for e in [
+            timeout(TimeoutPhase::Response),
+            timeout(TimeoutPhase::Idle),
+            http(400),
+            http(404),
+            http(422),
+            in_stream(),
+            AdapterError::Truncated("t".into()),
+            AdapterError::Protocol("p".into()),
+            invalid(),
+        ] {
+            assert!(!e.is_retryable(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_the_gateway_answers_with() {
+        assert_eq!(http(400).http_status(), 400);
+        assert_eq!(http(401).http_status(), 401);
+        assert_eq!(http(404).http_status(), 404);
+        assert_eq!(http(429).http_status(), 429);
+        assert_eq!(http(499).http_status(), 499);
+        assert_eq!(http(500).http_status(), 502);
+        assert_eq!(http(503).http_status(), 502);
+        assert_eq!(http(529).http_status(), 503);
+        assert_eq!(http(302).http_status(), 502);
+        assert_eq!(in_stream().http_status(), 502);
+        for phase in [
+            TimeoutPhase::Connect,
+            TimeoutPhase::Headers,
+            TimeoutPhase::Idle,
+            TimeoutPhase::Response,
+        ] {
+            assert_eq!(timeout(phase).http_status(), 504);
+        }
+        assert_eq!(invalid().http_status(), 400);
+        assert_eq!(auth().http_status(), 502);
+        assert_eq!(AdapterError::Connect("c".into()).http_status(), 502);
+        assert_eq!(AdapterError::Truncated("t".into()).http_status(), 502);
+        assert_eq!(AdapterError::Protocol("p".into()).http_status(), 502);
+    }
+
+    #[test]
+    fn metric_kinds_are_a_fixed_list() {
+        assert_eq!(http(503).metric_kind(), "upstream_http");
+        assert_eq!(in_stream().metric_kind(), "upstream_stream_error");
+        assert_eq!(
+            timeout(TimeoutPhase::Idle).metric_kind(),
+            "upstream_timeout"
+        );
+        assert_eq!(
+            AdapterError::Connect(String::new()).metric_kind(),
+            "upstream_connect"
+        );
+        assert_eq!(auth().metric_kind(), "upstream_auth");
+        assert_eq!(
+            AdapterError::Truncated(String::new()).metric_kind(),
+            "upstream_truncated"
+        );
+        assert_eq!(
+            AdapterError::Protocol(String::new()).metric_kind(),
+            "upstream_protocol_error"
+        );
+        assert_eq!(invalid().metric_kind(), "invalid_request");
+    }
+
+    #[test]
+    fn the_upstream_worked_only_when_it_timed_out_after_taking_the_request() {
+        assert!(timeout(TimeoutPhase::Response).upstream_worked());
+        assert!(timeout(TimeoutPhase::Idle).upstream_worked());
+        assert!(!timeout(TimeoutPhase::Connect).upstream_worked());
+        assert!(!timeout(TimeoutPhase::Headers).upstream_worked());
+        assert!(!http(500).upstream_worked());
+        assert!(!AdapterError::Connect("c".into()).upstream_worked());
+    }
+
+    #[test]
+    fn rate_limits_and_retry_after() {
+        assert!(http(429).is_rate_limited());
+        assert_eq!(http(429).retry_after(), Some("7"));
+        assert_eq!(http(429).upstream_status(), Some(429));
+        // A Retry-After on another status is not passed on.
+        assert!(!http(503).is_rate_limited());
+        assert_eq!(http(503).retry_after(), None);
+        assert!(!in_stream().is_rate_limited());
+        assert_eq!(in_stream().upstream_status(), None);
+        assert_eq!(auth().upstream_status(), None);
+    }
 
     fn read(body: serde_json::Value) -> (String, String, Option<String>) {
         match AdapterError::from_any_error_body(Some(400), &body) {

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use relay::Format;
 
-use crate::access::{estimate, Caller};
+use crate::access::Caller;
 use crate::error::GatewayError;
 use crate::generation;
 use crate::metrics::{Arrival, RequestLabels};
@@ -57,67 +57,32 @@ async fn answer(
     let super::Admitted {
         req,
         plan,
-        mut admission,
+        admission,
         labels: stream_labels,
     } = super::admit(state, caller, &bytes, labels, request_id).await?;
     let headers = admission.headers.clone();
-    let mut resp =
-        if req.stream {
-            let started =
-                generation::start(state, &req, &plan, admission, stream_labels, arrival).await?;
-            let provider = started.provider().to_owned();
-            // The response is the first reader, and drives the pump itself (see `generation`).
-            let handle = started.handle();
-            let reader = handle.reader(Format::OpenAi);
-            let driver = started.into_driver(state, hint.map(|Extension(h)| h));
-            let mut resp =
-                super::sse_response(reader.into_sse_driving(state.settings.keepalive, driver));
-            if let Ok(v) = HeaderValue::from_str(handle.id().as_str()) {
-                resp.headers_mut().insert("x-sluice-stream-id", v);
-            }
-            super::served_by(&mut resp, &provider);
-            resp
-        } else {
-            // If the client goes away during the await, the admission is dropped with this future
-            // and charges the prompt estimate: the upstream was working on it.
-            admission.sent_upstream();
-            let (completion, target) =
-                match generation::try_targets(state, &plan, &req, |p, r| async move {
-                    p.complete(&r).await
-                })
-                .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        if generation::upstream_worked(&e) {
-                            // Timed out after the upstream took the request: its prompt is
-                            // charged, as when the client goes away.
-                            admission.settle_estimated(0);
-                        } else {
-                            admission.refund();
-                        }
-                        return Err(e);
-                    }
-                };
-            let (prompt, completion_tokens) = match completion.usage {
-                Some(u) => (u.prompt_tokens, u.completion_tokens),
-                // The upstream did the work but did not say how much: estimated from the answer.
-                None => (
-                    admission.prompt_estimate(),
-                    estimate::completion_tokens(&completion.body),
-                ),
-            };
-            admission.settle(prompt, completion_tokens);
-            state.metrics.tokens(
-                &stream_labels.model,
-                &stream_labels.team,
-                prompt,
-                completion_tokens,
-            );
-            let mut resp = Json(completion.body).into_response();
-            super::served_by(&mut resp, &target.provider.name);
-            resp
-        };
+    let mut resp = if req.stream {
+        let started =
+            generation::start(state, &req, &plan, admission, stream_labels, arrival).await?;
+        let provider = started.provider().to_owned();
+        // The response is the first reader, and drives the pump itself (see `generation`).
+        let handle = started.handle();
+        let reader = handle.reader(Format::OpenAi);
+        let driver = started.into_driver(state, hint.map(|Extension(h)| h));
+        let mut resp =
+            super::sse_response(reader.into_sse_driving(state.settings.keepalive, driver));
+        if let Ok(v) = HeaderValue::from_str(handle.id().as_str()) {
+            resp.headers_mut().insert("x-sluice-stream-id", v);
+        }
+        super::served_by(&mut resp, &provider);
+        resp
+    } else {
+        let answer =
+            generation::complete(state, &req, &plan, admission, stream_labels, arrival).await?;
+        let mut resp = Json(answer.body).into_response();
+        super::served_by(&mut resp, &answer.provider);
+        resp
+    };
     resp.headers_mut().extend(headers);
     Ok(resp)
 }

@@ -2,7 +2,7 @@
 //! the upstream request and wait for its status), pump (the upstream's normalised events into
 //! the relay's writer until the upstream ends, fails, the stream is cancelled or abandoned, or
 //! the server shuts down), end (settle the team's tokens, and report it once, as a
-//! [`Summary`], in [`finished`]).
+//! [`Summary`], in [`finished`]). A non-streaming generation ([`complete`]) ends the same way.
 //!
 //! Every pump is tracked, so shutdown waits for them. A pump runs either in its own task or,
 //! for `POST /v1/chat/completions`, inside the response body of its first reader, so that each
@@ -12,12 +12,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::{FutureExt, StreamExt};
-use provider_adapter::{
-    AdapterError, ChatRequest, EventStream, Provider, StreamEvent, TimeoutPhase,
-};
+use provider_adapter::{AdapterError, ChatRequest, EventStream, StreamEvent};
 use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
 use tracing::Instrument;
 
@@ -25,61 +23,19 @@ use crate::access::{estimate, Admission};
 use crate::error::GatewayError;
 use crate::metrics::{Outcome, StreamLabels};
 use crate::net::socket::{FlushHint, BURST_GAP};
-use crate::routing::{Plan, Target};
+use crate::routing::failover::try_targets;
+use crate::routing::Plan;
 use crate::state::AppState;
+
+mod complete;
+mod summary;
+
+pub use complete::{complete, Answer};
+use summary::{finished, settle};
+pub use summary::{Summary, Tokens};
 
 /// Most events appended before readers are woken (bounds a reader's wait behind a fast upstream).
 const MAX_BATCH: usize = 64;
-
-/// What a finished generation was: built once at its end, and reported in one call
-/// ([`finished`]) to the metrics and the summary log.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// The stream's log tag: the first characters of its ID (the whole ID is a credential).
-    pub stream: String,
-    /// The model the client asked for.
-    pub model: Arc<str>,
-    /// Metric labels: the model's (`other` for one the config does not name), the provider,
-    /// the team (`""` in open mode).
-    pub labels: StreamLabels,
-    pub outcome: Outcome,
-    /// Gateway side: from the request's arrival to the first token in the relay, ready for
-    /// readers. `None` if no token came.
-    pub ttft: Option<Duration>,
-    /// Upstream side: from sending the upstream request to receiving the first token.
-    pub upstream_ttft: Option<Duration>,
-    /// From the request's arrival to the end.
-    pub duration: Duration,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// The tokens are the upstream's usage; `false`: the gateway's estimate.
-    pub usage_reported: bool,
-    /// Readers that resumed the stream (reconnects) while it ran.
-    pub resumes: u32,
-}
-
-/// A generation ended: the one place that reports it.
-fn finished(state: &AppState, summary: &Summary) {
-    state.metrics.stream_finished(summary);
-    // One line per stream, in the request's span (its request ID). Never the text.
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(
-        stream = %summary.stream,
-        team = %summary.labels.team,
-        model = %summary.model,
-        provider = %summary.labels.provider,
-        outcome = summary.outcome.as_str(),
-        error_type = summary.outcome.error_type(),
-        ttft_ms = summary.ttft.map(ms),
-        upstream_ttft_ms = summary.upstream_ttft.map(ms),
-        duration_ms = ms(summary.duration),
-        prompt_tokens = summary.prompt_tokens,
-        completion_tokens = summary.completion_tokens,
-        usage_reported = summary.usage_reported,
-        resumes = summary.resumes,
-        "stream finished"
-    );
-}
 
 /// What a generation carries for its [`Summary`] besides its writer.
 struct Context {
@@ -88,151 +44,6 @@ struct Context {
     arrival: Instant,
     /// When the upstream request was sent.
     sent: Instant,
-}
-
-/// Whether a failure before Sluice's response headers moves on to a route's next target:
-/// connect failure, connect or headers timeout, the provider refusing the gateway's own key
-/// (401/403), 408, 429, 5xx (529 included). Any other 4xx is the client's. A non-streaming
-/// answer that timed out is not replayed: the upstream was working on it, and another target
-/// would be paid for the same answer again.
-pub fn retryable(e: &AdapterError) -> bool {
-    match e {
-        AdapterError::Connect(_) | AdapterError::Auth { .. } => true,
-        AdapterError::Timeout { phase, .. } => {
-            matches!(phase, TimeoutPhase::Connect | TimeoutPhase::Headers)
-        }
-        AdapterError::Upstream {
-            status: Some(s), ..
-        } => matches!(*s, 408 | 429 | 500..=599),
-        _ => false,
-    }
-}
-
-/// Whether the upstream was left working on a request that failed: its prompt is charged
-/// rather than refunded.
-pub fn upstream_worked(e: &GatewayError) -> bool {
-    matches!(e, GatewayError::Upstream(a) if matches!(**a, AdapterError::Timeout {
-        phase: TimeoutPhase::Response | TimeoutPhase::Idle,
-        ..
-    }))
-}
-
-/// Tries `plan`'s targets in turn with `call` (the request carrying each target's model) until
-/// one answers, and returns its answer and the target. A retryable failure moves on (and cools
-/// the target down); any other is returned at once. When every target failed: with one
-/// target, its error as is; with more, the last failure's status and a message naming each
-/// target tried and why.
-pub async fn try_targets<'a, T, F, Fut>(
-    state: &AppState,
-    plan: &Plan<'a>,
-    req: &ChatRequest,
-    mut call: F,
-) -> Result<(T, Target<'a>), GatewayError>
-where
-    F: FnMut(&'a Provider, ChatRequest) -> Fut,
-    Fut: Future<Output = Result<T, AdapterError>>,
-{
-    let mut tried: Vec<(String, AdapterError)> = Vec::new();
-    let mut previous: Option<&Target<'a>> = None;
-    for t in &plan.targets {
-        if let Some(from) = previous {
-            state.metrics.failover(from.label, t.label);
-            tracing::info!(from = %from.describe(), to = %t.describe(), "failing over");
-        }
-        let mut r = req.clone();
-        if let Some(m) = t.model {
-            r.model = m.to_owned();
-            r.body
-                .insert("model".into(), serde_json::Value::String(m.to_owned()));
-        }
-        state.metrics.upstream_request(t.label);
-        match call(t.provider, r).await {
-            Ok(v) => {
-                plan.served(t);
-                return Ok((v, t.clone()));
-            }
-            Err(e) => {
-                state.metrics.upstream_error(t.label, &e);
-                tracing::warn!(provider = %t.provider.name, target = %t.describe(), error = %e, "upstream request failed");
-                if !retryable(&e) {
-                    return Err(e.into());
-                }
-                plan.failed(t);
-                tried.push((t.describe(), e));
-                previous = Some(t);
-            }
-        }
-    }
-    Err(all_failed(plan.route_name(), tried))
-}
-
-/// The answer when every target failed (see [`try_targets`]).
-fn all_failed(route: Option<&str>, mut tried: Vec<(String, AdapterError)>) -> GatewayError {
-    if tried.len() <= 1 {
-        return match tried.pop() {
-            Some((_, e)) => e.into(),
-            None => GatewayError::Unavailable("no upstream to try".into()),
-        };
-    }
-    let all_429 = tried.iter().all(|(_, e)| {
-        matches!(
-            e,
-            AdapterError::Upstream {
-                status: Some(429),
-                ..
-            }
-        )
-    });
-    let last = &tried[tried.len() - 1].1;
-    let (status, retry_after) = if all_429 {
-        let ra = match last {
-            AdapterError::Upstream { retry_after, .. } => retry_after.clone(),
-            _ => None,
-        };
-        (
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            Some(ra.unwrap_or_else(|| "1".into())),
-        )
-    } else {
-        match crate::error::upstream_status(last) {
-            s if s.is_server_error() => (s, None),
-            _ => (axum::http::StatusCode::BAD_GATEWAY, None),
-        }
-    };
-    let why: Vec<String> = tried
-        .iter()
-        .map(|(t, e)| {
-            let reason = match e {
-                AdapterError::Upstream {
-                    status: Some(s),
-                    message,
-                    ..
-                } => format!("HTTP {s}: {message}"),
-                other => other.to_string(),
-            };
-            format!("{t} ({reason})")
-        })
-        .collect();
-    // Every provider refused the gateway's own keys: say so, so that an operator (and not the
-    // client, whose key is fine) is the one who acts.
-    let code = if tried
-        .iter()
-        .all(|(_, e)| matches!(e, AdapterError::Auth { .. }))
-    {
-        "upstream_auth_failed"
-    } else {
-        "all_targets_failed"
-    };
-    GatewayError::AllTargetsFailed {
-        status,
-        code,
-        message: format!(
-            "every target of '{}' failed: {}",
-            route.unwrap_or("the model"),
-            why.join("; ")
-        ),
-        retry_after,
-    }
 }
 
 /// A generation whose upstream has answered, ready to be pumped.
@@ -538,7 +349,7 @@ async fn pump(
             tracing::warn!(stream = %stream, error = %e, "upstream stream failed");
             state.metrics.upstream_error(&context.labels.provider, &e);
             writer.fail(failure(&e));
-            Outcome::Failed(crate::metrics::error_kind(&e))
+            Outcome::Failed(e.metric_kind())
         }
         End::Shutdown => {
             writer.fail(Failure {
@@ -550,29 +361,25 @@ async fn pump(
             Outcome::Failed("server_shutdown")
         }
     };
-    let (prompt_tokens, completion_tokens) = match usage {
-        Some(u) => (u.prompt_tokens, u.completion_tokens),
-        // No usage from the upstream (it sends none, or the stream was cut short before it):
-        // an estimate of what was generated (the log holds about one event per delta).
-        None => (
-            admission.prompt_estimate(),
-            estimate::streamed_completion_tokens(cut_short, text_bytes),
-        ),
-    };
-    admission.settle(prompt_tokens, completion_tokens);
+    let tokens = settle(
+        admission,
+        usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+        // An estimate of what was generated: the log holds about one event per delta.
+        || estimate::streamed_completion_tokens(cut_short, text_bytes),
+    );
     finished(
         &state,
         &Summary {
-            stream,
+            stream: Some(stream),
             model: context.model,
             labels: context.labels,
             outcome,
             ttft,
             upstream_ttft,
             duration: context.arrival.elapsed(),
-            prompt_tokens,
-            completion_tokens,
-            usage_reported: usage.is_some(),
+            prompt_tokens: tokens.prompt,
+            completion_tokens: tokens.completion,
+            usage_reported: tokens.reported,
             resumes,
         },
     );

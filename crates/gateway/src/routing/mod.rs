@@ -2,16 +2,21 @@
 //! serves it through its targets (`provider:model`, tried in turn until one answers, see
 //! [`Plan`]); otherwise the first provider whose model globs match serves it.
 
+pub mod failover;
+mod plan;
+mod rotation;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use provider_adapter::Provider;
 
-use crate::config::{RouteSettings, Strategy};
+use crate::config::RouteSettings;
 use crate::glob::{self, Patterns};
 use crate::metrics::Label;
+use plan::Route;
+pub use plan::{Plan, Target};
 
 /// How long upstream model lists are reused for `/v1/models`.
 const MODEL_LIST_TTL: Duration = Duration::from_secs(60);
@@ -30,75 +35,6 @@ pub struct ModelRouter {
     cache: Mutex<Option<(Instant, ModelList)>>,
     /// `[[routes]]`, matched before the providers' globs.
     model_routes: Vec<Route>,
-}
-
-/// A `[[routes]]` entry, resolved against the providers.
-#[derive(Debug)]
-struct Route {
-    name: String,
-    pattern: Patterns,
-    /// `(index in ModelRouter::routes, upstream model)`.
-    targets: Vec<(usize, String)>,
-    strategy: Strategy,
-    cooldown: Duration,
-    /// Round robin: where the next request starts.
-    next: AtomicUsize,
-    /// Per target: until when it is skipped after a retryable failure.
-    cooling: Mutex<Vec<Option<Instant>>>,
-}
-
-/// One upstream to try for a request.
-#[derive(Debug, Clone)]
-pub struct Target<'a> {
-    pub provider: &'a Provider,
-    pub label: &'a Label,
-    /// The model to send upstream; `None`: the client's.
-    pub model: Option<&'a str>,
-    /// Index in its route (for cooldowns); `None` for a plain provider match.
-    index: Option<usize>,
-}
-
-impl Target<'_> {
-    /// How the target is named in errors and logs: `provider:model`, or the provider's name.
-    pub fn describe(&self) -> String {
-        match self.model {
-            Some(m) => format!("{}:{m}", self.provider.name),
-            None => self.provider.name.clone(),
-        }
-    }
-}
-
-/// The targets to try for one request, in order, and the route they belong to.
-#[derive(Debug)]
-pub struct Plan<'a> {
-    pub targets: Vec<Target<'a>>,
-    route: Option<&'a Route>,
-}
-
-impl Plan<'_> {
-    /// The route's name, when the request went through `[[routes]]`.
-    pub fn route_name(&self) -> Option<&str> {
-        self.route.map(|r| r.name.as_str())
-    }
-
-    /// A target failed retryably: skip it for the route's cooldown.
-    pub fn failed(&self, t: &Target<'_>) {
-        if let (Some(r), Some(i)) = (self.route, t.index) {
-            if r.cooldown.is_zero() {
-                return;
-            }
-            let mut c = r.cooling.lock().unwrap_or_else(|p| p.into_inner());
-            c[i] = Some(Instant::now() + r.cooldown);
-        }
-    }
-
-    /// A target answered: it is no longer cooling down.
-    pub fn served(&self, t: &Target<'_>) {
-        if let (Some(r), Some(i)) = (self.route, t.index) {
-            let mut c = r.cooling.lock().unwrap_or_else(|p| p.into_inner());
-            c[i] = None;
-        }
-    }
 }
 
 impl ModelRouter {
@@ -131,21 +67,18 @@ impl ModelRouter {
                 .entry(r.model.clone())
                 .or_insert_with(|| r.model.as_str().into());
         }
-        self.model_routes.push(Route {
-            name: r.model.clone(),
-            pattern: Patterns::compiled(std::slice::from_ref(&r.model)),
-            cooling: Mutex::new(vec![None; targets.len()]),
-            targets,
-            strategy: r.strategy,
-            cooldown: r.cooldown,
-            next: AtomicUsize::new(0),
-        });
+        self.model_routes.push(Route::new(r, targets));
     }
 
-    /// What to try for `model`: a route's targets (in its strategy's order, those cooling
-    /// down left out unless all are, then the one whose cooldown ends first leads), or the
-    /// one provider whose globs match.
+    /// What to try for `model` now (see [`Self::plan_at`]).
     pub fn plan(&self, model: &str) -> Option<Plan<'_>> {
+        self.plan_at(model, Instant::now())
+    }
+
+    /// What to try for `model` at `now`: a route's targets (in its strategy's order, those
+    /// cooling down left out unless all are, then the one whose cooldown ends first leads), or
+    /// the one provider whose globs match.
+    pub fn plan_at(&self, model: &str, now: Instant) -> Option<Plan<'_>> {
         let Some(route) = self.model_routes.iter().find(|r| r.pattern.matches(model)) else {
             let (provider, label) = self.route_labelled(model)?;
             return Some(Plan {
@@ -158,29 +91,8 @@ impl ModelRouter {
                 route: None,
             });
         };
-        let n = route.targets.len();
-        let start = match route.strategy {
-            Strategy::Fallback => 0,
-            Strategy::RoundRobin => route.next.fetch_add(1, Ordering::Relaxed) % n,
-        };
-        let order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
-        let now = Instant::now();
-        let cooling = route
-            .cooling
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let until = |i: usize| cooling[i].filter(|t| *t > now);
-        let mut ready: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| until(i).is_none())
-            .collect();
-        if ready.is_empty() {
-            ready = order;
-            ready.sort_by_key(|&i| until(i));
-        }
-        let targets = ready
+        let targets = route
+            .order(now)
             .into_iter()
             .map(|i| {
                 let (p, m) = &route.targets[i];
@@ -294,5 +206,75 @@ impl ModelRouter {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Strategy;
+    use provider_adapter::{ProviderKind, Timeouts};
+
+    fn router(strategy: Strategy) -> ModelRouter {
+        let mut r = ModelRouter::default();
+        for name in ["a", "b", "c"] {
+            let p = Provider::new(
+                name,
+                ProviderKind::OpenAi,
+                "http://127.0.0.1:9",
+                None,
+                Timeouts::default(),
+            )
+            .unwrap();
+            r.push(p, vec![format!("{name}-*")]);
+        }
+        r.push_route(&RouteSettings {
+            model: "smart".into(),
+            targets: ["a", "b", "c"]
+                .iter()
+                .map(|p| (p.to_string(), format!("{p}-1")))
+                .collect(),
+            strategy,
+            cooldown: Duration::from_secs(10),
+        });
+        r
+    }
+
+    fn tried(plan: &Plan<'_>) -> Vec<String> {
+        plan.targets.iter().map(Target::describe).collect()
+    }
+
+    #[test]
+    fn a_failed_target_goes_out_of_the_plans_for_its_cooldown() {
+        let r = router(Strategy::Fallback);
+        let t0 = Instant::now();
+        let plan = r.plan_at("smart", t0).unwrap();
+        assert_eq!(plan.route_name(), Some("smart"));
+        assert_eq!(tried(&plan), ["a:a-1", "b:b-1", "c:c-1"]);
+        plan.failed(&plan.targets[0], t0);
+        let later = r.plan_at("smart", t0 + Duration::from_secs(5)).unwrap();
+        assert_eq!(tried(&later), ["b:b-1", "c:c-1"]);
+        let after = r.plan_at("smart", t0 + Duration::from_secs(10)).unwrap();
+        assert_eq!(tried(&after), ["a:a-1", "b:b-1", "c:c-1"]);
+        // A plain provider match has no route, and nothing to cool down.
+        let plain = r.plan_at("b-7", t0).unwrap();
+        assert_eq!(
+            (plain.route_name(), tried(&plain)),
+            (None, vec!["b".into()])
+        );
+        plain.failed(&plain.targets[0], t0);
+        assert_eq!(tried(&r.plan_at("b-7", t0).unwrap()), ["b"]);
+    }
+
+    #[test]
+    fn round_robin_plans_rotate_past_cooling_targets() {
+        let r = router(Strategy::RoundRobin);
+        let t0 = Instant::now();
+        let first = r.plan_at("smart", t0).unwrap();
+        assert_eq!(tried(&first), ["a:a-1", "b:b-1", "c:c-1"]);
+        first.failed(&first.targets[1], t0);
+        assert_eq!(tried(&r.plan_at("smart", t0).unwrap()), ["c:c-1", "a:a-1"]);
+        assert_eq!(tried(&r.plan_at("smart", t0).unwrap()), ["c:c-1", "a:a-1"]);
+        assert_eq!(tried(&r.plan_at("smart", t0).unwrap()), ["a:a-1", "c:c-1"]);
     }
 }
