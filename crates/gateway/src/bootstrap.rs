@@ -65,14 +65,53 @@ impl Gateway {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, drains (see [`crate::net::serve`]), then stops every
-    /// task the gateway started.
+    /// Serves until `shutdown` resolves; then drains: `/readyz` answers 503 so that load
+    /// balancers stop sending, new generations get 503 with `Retry-After`, running streams get
+    /// the shutdown grace period to finish (and can still be read and resumed, on new
+    /// connections too), the rest are ended with an error event; then it stops accepting,
+    /// closes the connections, and stops every task the gateway started.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let lifecycle = self.state.lifecycle.clone();
-        let result = crate::net::serve(self.listener, self.state, shutdown).await;
+        let state = self.state;
+        let settings = &state.settings;
+        let caps = state.connections.caps();
+        tracing::info!(
+            max_connections = caps.max_total,
+            max_connections_per_ip = caps.max_per_ip,
+            max_streams = state.registry.limits().max_live_streams,
+            connection_rate_per_ip = caps.max_new_per_sec,
+            header_read_timeout_secs = settings.header_read_timeout.as_secs(),
+            client_write_timeout_secs = settings.client_write_timeout.as_secs(),
+            body_read_timeout_secs = settings.body_read_timeout.as_secs(),
+            "connection limits"
+        );
+        let serving = crate::net::Serving {
+            router: crate::app::app(state.clone()),
+            connections: state.connections.clone(),
+            lifecycle: state.lifecycle.clone(),
+            header_read_timeout: settings.header_read_timeout,
+            client_write_timeout: settings.client_write_timeout,
+            body_read_timeout: settings.body_read_timeout,
+            accept_errors: state.metrics.accept_errors(),
+        };
+        let grace = settings.shutdown_grace;
+        let lifecycle = state.lifecycle.clone();
+        let drained = {
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    "shutting down: /readyz answers 503 and new generations are refused; \
+                     waiting up to {grace:?} for running streams"
+                );
+                state.lifecycle.drain(grace).await;
+                // Readers on other instances get the ends just written.
+                state.stream_log.shutdown(Duration::from_secs(2)).await;
+            }
+        };
+        let result = crate::net::serve(self.listener, serving, drained).await;
         lifecycle.stop(Duration::from_secs(2)).await;
         result
     }

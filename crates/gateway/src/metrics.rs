@@ -4,7 +4,7 @@
 //! What the hot path pays: nothing per token. A request costs one label-set lookup (a read lock
 //! and a hash) in the HTTP counter when its response head is ready; a generation costs one
 //! lookup when it starts and one set of updates when it ends ([`Metrics::stream_finished`], fed
-//! from the stream's [`crate::generation::Summary`]). Values that live elsewhere (relay memory,
+//! from the stream's [`Summary`]). Values that live elsewhere (relay memory,
 //! open connections, each team's open streams) are read by collectors at scrape time, so
 //! nobody updates a gauge on the way.
 //!
@@ -13,7 +13,7 @@
 //! `team` a configured team (`""` in open mode), error kinds a fixed list.
 
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::extract::MatchedPath;
 use axum::http::Method;
@@ -45,11 +45,6 @@ pub fn other_label() -> Label {
     static OTHER: LazyLock<Label> = LazyLock::new(|| "other".into());
     OTHER.clone()
 }
-
-/// When a request's head arrived (put into its extensions by the server): time to first token
-/// is measured from here.
-#[derive(Debug, Clone, Copy)]
-pub struct Arrival(pub Instant);
 
 /// The `Content-Type` of what [`Metrics::render`] writes (OpenMetrics text, ending `# EOF`).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -190,6 +185,34 @@ fn ttft_histogram() -> Histogram {
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
+}
+
+/// What a finished generation was: built once at its end, and reported in one call
+/// (`crate::generation::finished`) to the metrics and the summary log.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The stream's log tag: the first characters of its ID (the whole ID is a credential).
+    /// `None`: a non-streaming completion, which has no stream.
+    pub stream: Option<String>,
+    /// The model the client asked for.
+    pub model: Arc<str>,
+    /// Metric labels: the model's (`other` for one the config does not name), the provider,
+    /// the team (`""` in open mode).
+    pub labels: StreamLabels,
+    pub outcome: Outcome,
+    /// Gateway side: from the request's arrival to the first token in the relay, ready for
+    /// readers. `None` if no token came (and for a non-streaming completion).
+    pub ttft: Option<Duration>,
+    /// Upstream side: from sending the upstream request to receiving the first token.
+    pub upstream_ttft: Option<Duration>,
+    /// From the request's arrival to the end.
+    pub duration: Duration,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// The tokens are the upstream's usage; `false`: the gateway's estimate.
+    pub usage_reported: bool,
+    /// Readers that resumed the stream (reconnects) while it ran.
+    pub resumes: u32,
 }
 
 /// How a generation ended, for the counters and the summary log.
@@ -435,12 +458,13 @@ impl Metrics {
         self.resumes.inc();
     }
 
-    pub fn accept_error(&self) {
-        self.accept_errors.inc();
+    /// The counter of failed `accept` calls, for the accept loop.
+    pub fn accept_errors(&self) -> Counter {
+        self.accept_errors.clone()
     }
 
     /// Everything a finished generation adds, in one call.
-    pub fn stream_finished(&self, s: &crate::generation::Summary) {
+    pub fn stream_finished(&self, s: &Summary) {
         let l = &s.labels;
         match s.outcome {
             Outcome::Completed => {
@@ -610,8 +634,8 @@ mod tests {
         )
     }
 
-    fn summary(outcome: Outcome) -> crate::generation::Summary {
-        crate::generation::Summary {
+    fn summary(outcome: Outcome) -> Summary {
+        Summary {
             stream: Some("abcdef".into()),
             model: "m".into(),
             labels: labels(),
@@ -650,7 +674,7 @@ mod tests {
                 retry_after: None,
             },
         );
-        m.accept_error();
+        m.accept_errors().inc();
         let text = m.render();
         assert!(text.ends_with("# EOF\n"), "{text}");
         for line in [

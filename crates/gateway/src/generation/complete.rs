@@ -36,20 +36,23 @@ pub async fn complete(
     // If the client goes away during the await, the admission is dropped with this future and
     // charges the prompt estimate: the upstream was working on it.
     admission.sent_upstream();
-    let (completion, target) =
-        match try_targets(state, plan, req, |p, r| async move { p.complete(&r).await }).await {
-            Ok(c) => c,
-            Err(e) => {
-                if matches!(&e, GatewayError::Upstream(a) if a.upstream_worked()) {
-                    // Timed out after the upstream took the request: its prompt is charged, as
-                    // when the client goes away.
-                    admission.settle_estimated(0);
-                } else {
-                    admission.refund();
-                }
-                return Err(e);
+    let (completion, target) = match try_targets(&state.metrics, plan, req, |p, r| async move {
+        p.complete(&r).await
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            if matches!(&e, GatewayError::Upstream(a) if a.upstream_worked()) {
+                // Timed out after the upstream took the request: its prompt is charged, as
+                // when the client goes away.
+                admission.settle_estimated(0);
+            } else {
+                admission.refund();
             }
-        };
+            return Err(e);
+        }
+    };
     let usage = completion
         .usage
         .as_ref()

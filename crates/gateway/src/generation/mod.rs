@@ -104,7 +104,11 @@ pub async fn start(
     let mut admission = admission;
     admission.sent_upstream();
     let sent = Instant::now();
-    match try_targets(state, plan, req, |p, r| async move { p.stream(&r).await }).await {
+    match try_targets(&state.metrics, plan, req, |p, r| async move {
+        p.stream(&r).await
+    })
+    .await
+    {
         Ok((upstream, target)) => {
             // Before the client learns the stream's ID (in practice already done: the upstream
             // took longer than one Redis write).

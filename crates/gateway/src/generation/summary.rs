@@ -1,40 +1,11 @@
 //! The end of every generation, streamed or not: its tokens settled with the team's budget
 //! ([`settle`]), and one [`Summary`] reported to the metrics and the log ([`finished`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access::Admission;
-use crate::metrics::{Outcome, StreamLabels};
+pub use crate::metrics::Summary;
 use crate::state::AppState;
-
-/// What a finished generation was: built once at its end, and reported in one call
-/// ([`finished`]) to the metrics and the summary log.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// The stream's log tag: the first characters of its ID (the whole ID is a credential).
-    /// `None`: a non-streaming completion, which has no stream.
-    pub stream: Option<String>,
-    /// The model the client asked for.
-    pub model: Arc<str>,
-    /// Metric labels: the model's (`other` for one the config does not name), the provider,
-    /// the team (`""` in open mode).
-    pub labels: StreamLabels,
-    pub outcome: Outcome,
-    /// Gateway side: from the request's arrival to the first token in the relay, ready for
-    /// readers. `None` if no token came (and for a non-streaming completion).
-    pub ttft: Option<Duration>,
-    /// Upstream side: from sending the upstream request to receiving the first token.
-    pub upstream_ttft: Option<Duration>,
-    /// From the request's arrival to the end.
-    pub duration: Duration,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// The tokens are the upstream's usage; `false`: the gateway's estimate.
-    pub usage_reported: bool,
-    /// Readers that resumed the stream (reconnects) while it ran.
-    pub resumes: u32,
-}
 
 /// The tokens a generation was charged (see [`settle`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 
+/// When a request's head arrived (put into its extensions by the server): time to first token
+/// is measured from here.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub std::time::Instant);
+
 /// A response body that marks its request finished when it is done with (sent or dropped), so
 /// the connection counts as idle again (see `super::connections`).
 pub(super) struct Tracked {

@@ -12,48 +12,52 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::body::{TimedBody, Tracked};
+use super::body::{Arrival, TimedBody, Tracked};
+use super::connections::Connections;
 use super::socket::Conn;
-use crate::metrics::Arrival;
-use crate::state::AppState;
+use crate::lifecycle::Lifecycle;
 
 /// Most bytes of a response the server buffers for a client before it stops pulling more from
 /// the response body: a client that stops reading holds about this much, not its stream's
 /// backlog (hyper's default is about 400 KB).
 pub const MAX_CONN_WRITE_BUFFER: usize = 64 * 1024;
 
-/// Serves until `shutdown` resolves; then drains: `/readyz` answers 503 so that load balancers
-/// stop sending, new generations get 503 with `Retry-After`, running streams get the shutdown
-/// grace period to finish (and can still be read and resumed, on new connections too), the rest
-/// are ended with an error event; then it stops accepting, closes the connections and returns.
+/// What the accept loop needs from the rest of the gateway.
+pub struct Serving {
+    /// Every request goes to this service (the gateway's router).
+    pub router: axum::Router,
+    pub connections: Arc<Connections>,
+    /// Spawns each connection's task (and HTTP/2's per-stream tasks).
+    pub lifecycle: Lifecycle,
+    /// The time a client has to send a request head; also the idle keep-alive timeout.
+    pub header_read_timeout: Duration,
+    /// How long a response's write may make no progress (see [`super::socket`]).
+    pub client_write_timeout: Duration,
+    /// The time a client has to send a whole request body.
+    pub body_read_timeout: Duration,
+    /// Counts failed `accept` calls (out of descriptors, say).
+    pub accept_errors: prometheus_client::metrics::counter::Counter,
+}
+
+/// Accepts and serves connections until `drained` resolves (the caller's shutdown sequence:
+/// until it is done, connections, new ones included, are still served, so that running streams
+/// can be read and resumed); then stops accepting, gives open connections a moment to close,
+/// and returns.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    serving: Serving,
+    drained: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.settings.shutdown_grace;
-    let lifecycle = state.lifecycle.clone();
-    let mut drained = {
-        let state = state.clone();
-        lifecycle.spawn(async move {
-            shutdown.await;
-            tracing::info!(
-                "shutting down: /readyz answers 503 and new generations are refused; \
-                 waiting up to {grace:?} for running streams"
-            );
-            state.lifecycle.drain(grace).await;
-            // Readers on other instances get the ends just written.
-            state.stream_log.shutdown(Duration::from_secs(2)).await;
-        })
-    };
-    let metrics = state.clone();
-    let connections = metrics.connections.clone();
-    let header_timeout = metrics.settings.header_read_timeout;
-    let write_timeout = metrics.settings.client_write_timeout;
-    let body_timeout = metrics.settings.body_read_timeout;
-    let registry_limits = metrics.registry.limits();
-    let metrics = &metrics.metrics;
-    let router = crate::app::app(state);
+    let Serving {
+        router,
+        connections,
+        lifecycle,
+        header_read_timeout: header_timeout,
+        client_write_timeout: write_timeout,
+        body_read_timeout: body_timeout,
+        accept_errors,
+    } = serving;
+    let mut drained = lifecycle.spawn(drained);
     let mut builder = Builder::new(Spawner(lifecycle.clone()));
     builder
         .http1()
@@ -65,17 +69,6 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let caps = connections.caps();
-    tracing::info!(
-        max_connections = caps.max_total,
-        max_connections_per_ip = caps.max_per_ip,
-        max_streams = registry_limits.max_live_streams,
-        connection_rate_per_ip = caps.max_new_per_sec,
-        header_read_timeout_secs = header_timeout.as_secs(),
-        client_write_timeout_secs = write_timeout.as_secs(),
-        body_read_timeout_secs = body_timeout.as_secs(),
-        "connection limits"
-    );
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut drained => break,
@@ -84,7 +77,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of descriptors or memory for a moment: keep serving the connections
                     // we have, and try again shortly.
-                    metrics.accept_error();
+                    accept_errors.inc();
                     tracing::warn!(error = %e, "accept failed; retrying in 50 ms");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -156,7 +149,7 @@ pub async fn serve(
 /// hyper's executor (it spawns a task per HTTP/2 stream): through the lifecycle, like every
 /// other task.
 #[derive(Clone)]
-struct Spawner(crate::lifecycle::Lifecycle);
+struct Spawner(Lifecycle);
 
 impl<F> hyper::rt::Executor<F> for Spawner
 where

@@ -10,5 +10,5 @@ mod listener;
 /// One accepted connection's socket: TCP options, write deadline, burst coalescing.
 pub mod socket;
 
-pub use body::is_body_timeout;
-pub use listener::{serve, MAX_CONN_WRITE_BUFFER};
+pub use body::{is_body_timeout, Arrival};
+pub use listener::{serve, Serving, MAX_CONN_WRITE_BUFFER};

@@ -15,8 +15,9 @@ use relay::Format;
 use crate::access::Caller;
 use crate::error::GatewayError;
 use crate::generation;
-use crate::metrics::{Arrival, RequestLabels};
+use crate::metrics::RequestLabels;
 use crate::net::socket::FlushHint;
+use crate::net::Arrival;
 use crate::state::AppState;
 use tower_http::request_id::RequestId;
 

@@ -9,7 +9,7 @@ use provider_adapter::{AdapterError, ChatRequest, Provider};
 
 use super::{Plan, Target};
 use crate::error::GatewayError;
-use crate::state::AppState;
+use crate::metrics::Metrics;
 
 /// Tries `plan`'s targets in turn with `call` (the request carrying each target's model) until
 /// one answers, and returns its answer and the target. A retryable failure moves on (and cools
@@ -17,7 +17,7 @@ use crate::state::AppState;
 /// target, its error as is; with more, the last failure's status and a message naming each
 /// target tried and why.
 pub async fn try_targets<'a, T, F, Fut>(
-    state: &AppState,
+    metrics: &Metrics,
     plan: &Plan<'a>,
     req: &ChatRequest,
     mut call: F,
@@ -30,7 +30,7 @@ where
     let mut previous: Option<&Target<'a>> = None;
     for t in &plan.targets {
         if let Some(from) = previous {
-            state.metrics.failover(from.label, t.label);
+            metrics.failover(from.label, t.label);
             tracing::info!(from = %from.describe(), to = %t.describe(), "failing over");
         }
         let mut r = req.clone();
@@ -39,14 +39,14 @@ where
             r.body
                 .insert("model".into(), serde_json::Value::String(m.to_owned()));
         }
-        state.metrics.upstream_request(t.label);
+        metrics.upstream_request(t.label);
         match call(t.provider, r).await {
             Ok(v) => {
                 plan.served(t);
                 return Ok((v, t.clone()));
             }
             Err(e) => {
-                state.metrics.upstream_error(t.label, &e);
+                metrics.upstream_error(t.label, &e);
                 tracing::warn!(provider = %t.provider.name, target = %t.describe(), error = %e, "upstream request failed");
                 if !e.is_retryable() {
                     return Err(e.into());
