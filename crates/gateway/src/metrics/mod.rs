@@ -12,18 +12,10 @@
 //! whose stream IDs are credentials), `model` is a model the config names exactly or `other`,
 //! `team` a configured team (`""` in open mode), error kinds a fixed list.
 
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::Arc;
 
-use axum::extract::MatchedPath;
-use axum::http::Method;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use provider_adapter::AdapterError;
@@ -31,20 +23,20 @@ use provider_adapter::AdapterError;
 use crate::access::Access;
 use crate::net::connections::Connections;
 
-/// A label value shared between series and requests: cloning it is a reference count.
-pub type Label = Arc<str>;
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
-/// `""`: no model or team (open mode), made once.
-pub fn empty_label() -> Label {
-    static EMPTY: LazyLock<Label> = LazyLock::new(|| "".into());
-    EMPTY.clone()
-}
+mod collectors;
+mod labels;
+mod summary;
 
-/// `other`: a model the config does not name, made once.
-pub fn other_label() -> Label {
-    static OTHER: LazyLock<Label> = LazyLock::new(|| "other".into());
-    OTHER.clone()
-}
+use collectors::{ConnectionsCollector, RelayCollector};
+pub use labels::{
+    empty_label, method_label, other_label, HttpLabels, Label, RequestLabels, Route, StreamLabels,
+};
+use labels::{
+    FailedLabels, FailoverLabels, ModelLabels, ProviderLabels, TokenLabels, UpstreamErrorLabels,
+};
+pub use summary::{Outcome, Summary};
 
 /// The `Content-Type` of what [`Metrics::render`] writes (OpenMetrics text, ending `# EOF`).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -61,186 +53,12 @@ const DURATION_BUCKETS: [f64; 13] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
-/// The route label: the router's matched template, e.g. `/v1/streams/{id}/events`.
-#[derive(Debug, Clone)]
-pub struct Route(Option<MatchedPath>);
-
-impl Route {
-    pub fn new(matched: Option<&MatchedPath>) -> Self {
-        Self(matched.cloned())
-    }
-
-    pub fn as_str(&self) -> &str {
-        // The fallback (404, 405 of unknown paths) has no template: one series for all of it.
-        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
-    }
-}
-
-impl PartialEq for Route {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Route {}
-
-impl std::hash::Hash for Route {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl EncodeLabelValue for Route {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
-    }
-}
-
-/// A request method as a label: the ones the API serves, else `other` (methods are free text).
-pub fn method_label(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::HEAD => "HEAD",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        _ => "other",
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    pub route: Route,
-    pub method: &'static str,
-    pub status: u16,
-    /// Set for chat completions and stream creation, empty otherwise.
-    pub model: Label,
-    pub team: Label,
-}
-
-/// What a chat handler tells the HTTP counter about its request: put into the response's
-/// extensions, read by the counting layer (see `crate::app`).
-#[derive(Debug, Clone)]
-pub struct RequestLabels {
-    pub model: Label,
-    pub team: Label,
-}
-
-/// One generation's labels, made once when it is admitted.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StreamLabels {
-    pub model: Label,
-    pub provider: Label,
-    pub team: Label,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FailedLabels {
-    model: Label,
-    provider: Label,
-    team: Label,
-    error_type: &'static str,
-}
-
-/// Histograms leave the team out: latency is the model's and provider's, and buckets times
-/// teams would multiply series for nothing.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ModelLabels {
-    model: Label,
-    provider: Label,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TokenLabels {
-    model: Label,
-    team: Label,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct UpstreamErrorLabels {
-    provider: Label,
-    kind: &'static str,
-    /// The upstream's HTTP status for `upstream_http`, empty for the other kinds.
-    status: Option<u16>,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProviderLabels {
-    provider: Label,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FailoverLabels {
-    from: Label,
-    to: Label,
-}
-
-type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
-
 fn ttft_histogram() -> Histogram {
     Histogram::new(TTFT_BUCKETS)
 }
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
-}
-
-/// What a finished generation was: built once at its end, and reported in one call
-/// (`crate::generation::finished`) to the metrics and the summary log.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// The stream's log tag: the first characters of its ID (the whole ID is a credential).
-    /// `None`: a non-streaming completion, which has no stream.
-    pub stream: Option<String>,
-    /// The model the client asked for.
-    pub model: Arc<str>,
-    /// Metric labels: the model's (`other` for one the config does not name), the provider,
-    /// the team (`""` in open mode).
-    pub labels: StreamLabels,
-    pub outcome: Outcome,
-    /// Gateway side: from the request's arrival to the first token in the relay, ready for
-    /// readers. `None` if no token came (and for a non-streaming completion).
-    pub ttft: Option<Duration>,
-    /// Upstream side: from sending the upstream request to receiving the first token.
-    pub upstream_ttft: Option<Duration>,
-    /// From the request's arrival to the end.
-    pub duration: Duration,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// The tokens are the upstream's usage; `false`: the gateway's estimate.
-    pub usage_reported: bool,
-    /// Readers that resumed the stream (reconnects) while it ran.
-    pub resumes: u32,
-}
-
-/// How a generation ended, for the counters and the summary log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Completed,
-    /// With the error type a reader saw (an [`AdapterError::metric_kind`], `stream_too_large`
-    /// or `server_shutdown`).
-    Failed(&'static str),
-    Cancelled,
-}
-
-impl Outcome {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Failed(_) => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// The error type of a failed stream.
-    pub fn error_type(&self) -> Option<&'static str> {
-        match self {
-            Self::Failed(t) => Some(t),
-            _ => None,
-        }
-    }
 }
 
 /// The totals `GET /v1/usage` shows in open mode (with teams it shows the team's counters).
@@ -503,115 +321,10 @@ impl Metrics {
     }
 }
 
-/// Encodes one unlabelled value under `name`.
-fn encode_one(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    metric: &impl EncodeMetric,
-) -> Result<(), std::fmt::Error> {
-    let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
-    metric.encode(e)
-}
-
-fn gauge(v: usize) -> ConstGauge<u64> {
-    ConstGauge::new(v as u64)
-}
-
-fn counter(v: usize) -> ConstCounter<u64> {
-    ConstCounter::new(v as u64)
-}
-
-/// The relay's memory and retained streams, read from `relay::Registry::stats` at scrape time.
-/// Names as before the move to prometheus-client: the benchmark and dashboards read them.
-#[derive(Debug)]
-struct RelayCollector(Arc<relay::Registry>);
-
-impl Collector for RelayCollector {
-    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.0.stats();
-        encode_one(
-            &mut e,
-            "sluice_relay_live_streams",
-            "Generations in progress.",
-            &gauge(s.live),
-        )?;
-        encode_one(
-            &mut e,
-            "sluice_relay_finished_streams",
-            "Finished generations kept for resuming.",
-            &gauge(s.finished),
-        )?;
-        encode_one(
-            &mut e,
-            "sluice_relay_bytes",
-            "Bytes held by replay logs (live and finished streams).",
-            &gauge(s.bytes),
-        )?;
-        encode_one(
-            &mut e,
-            "sluice_relay_live_bytes",
-            "Bytes held by the replay logs of generations in progress.",
-            &gauge(s.live_bytes),
-        )?;
-        encode_one(
-            &mut e,
-            "sluice_relay_max_bytes",
-            "The relay memory bound (SLUICE_RELAY_MAX_TOTAL_BYTES, or its default).",
-            &gauge(s.max_bytes),
-        )?;
-        encode_one(
-            &mut e,
-            "sluice_relay_oldest_retained_seconds",
-            "Seconds since the oldest retained finished stream ended: how long answers stay resumable now.",
-            &ConstGauge::new(s.oldest_finished_age.map_or(0, |d| d.as_secs())),
-        )?;
-        encode_one(
-            &mut e,
-            "sluice_relay_evicted_streams",
-            "Finished streams evicted to stay under the relay memory bound.",
-            &counter(s.evicted),
-        )?;
-        encode_one(
-            &mut e,
-            "sluice_relay_refused_streams",
-            "New streams refused because live streams filled the relay memory bound.",
-            &counter(s.refused),
-        )
-    }
-}
-
-/// Open client connections and what the caps did, read at scrape time.
-#[derive(Debug)]
-struct ConnectionsCollector(Arc<Connections>);
-
-impl Collector for ConnectionsCollector {
-    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let c = &self.0;
-        encode_one(
-            &mut e,
-            "sluice_connections_open",
-            "Client connections open now.",
-            &gauge(c.open()),
-        )?;
-        encode_one(
-            &mut e,
-            "sluice_connections_evicted",
-            "Idle connections closed to make room for new ones at a connection cap.",
-            &counter(c.evicted()),
-        )?;
-        encode_one(
-            &mut e,
-            "sluice_connections_refused",
-            "Connections refused at a cap because every open one was busy.",
-            &counter(c.refused()),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
     use std::time::Duration;
 
     fn labels() -> StreamLabels {
