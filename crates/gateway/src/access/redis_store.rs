@@ -42,211 +42,25 @@ use super::limits::{
 use crate::config::OnFailure;
 use crate::shared_state::SharedState;
 
-/// Helpers every script starts with: the clock, and `super::rate` in Lua.
-macro_rules! prelude {
-    () => {
-        r#"
-local function now_us()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local function int(x) return string.format('%.0f', x) end
-local function bounded(cap, x)
-  if x ~= x then return 0 end
-  if x < -cap then return -cap end
-  if x > cap then return cap end
-  return x
-end
-local function refill(cap, win, lvl, at, now)
-  local dt = now - at
-  if dt < 0 then dt = 0 end
-  if at < now then at = now end
-  return bounded(cap, lvl + dt * cap / win), at
-end
-local function time_for(cap, win, tokens)
-  local t = math.ceil(tokens * win / cap)
-  if t ~= t or t <= 0 then return 0 end
-  return t
-end
-local function load_tokens(key, cap, win, now)
-  local s = redis.call('HMGET', key, 'level', 'at', 'cap', 'win')
-  if not s[1] then return cap, now end
-  local lvl, at, ocap, owin = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
-  if ocap ~= cap or owin ~= win then
-    lvl, at = refill(ocap, owin, lvl, at, now)
-    lvl = bounded(cap, cap - (ocap - lvl))
-  end
-  return lvl, at
-end
-local function token_status(cap, win, lvl, at, now)
-  lvl = refill(cap, win, lvl, at, now)
-  return math.floor(math.max(lvl, 0)), time_for(cap, win, cap - lvl)
-end
-local function load_tat(key, interval, burst, now)
-  local s = redis.call('HMGET', key, 'tat', 'interval', 'burst')
-  if not s[1] then return 0 end
-  local tat, oi, ob = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
-  if oi ~= interval or ob ~= burst then
-    local used = math.min(math.max(tat - now, 0), oi * ob)
-    tat = now + math.min(math.floor(used * interval / math.max(oi, 1)), interval * burst)
-  end
-  return tat
-end
-local function request_status(interval, burst, tat, now)
-  local span = interval * burst
-  local used = math.min(math.max(tat - now, 0), span)
-  return math.min(math.floor((span - used) / interval), burst), used
-end
-"#
+/// A limit script: the shared helpers (`lua/prelude.lua`), then the script itself. Each file
+/// opens with a comment on its KEYS, ARGV and reply.
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/prelude.lua"),
+                include_str!($file)
+            ))
+        })
     };
 }
 
-/// KEYS: slots, tokens, requests. ARGV: max streams (-1: none), lease member, lease µs,
-/// capacity (-1: none), window µs, estimate, interval µs (-1: none), burst, state TTL ms.
-/// Returns {outcome (0 admitted, 1 concurrency, 2 tokens, 3 requests), wait µs, tokens taken,
-/// requests remaining, requests reset µs, tokens remaining, tokens reset µs}.
-static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local now = now_us()
-local max = tonumber(ARGV[1])
-if max >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now))
-  if redis.call('ZCARD', KEYS[1]) >= max then return {1, 0, 0, 0, 0, 0, 0} end
-end
-local cap, win, est = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local lvl, at, take, trem, treset = 0, 0, 0, 0, 0
-if cap >= 0 then
-  lvl, at = load_tokens(KEYS[2], cap, win, now)
-  lvl, at = refill(cap, win, lvl, at, now)
-  take = math.min(est, cap)
-  if lvl + math.max(1e-6, cap * 1e-12) < take then
-    return {2, time_for(cap, win, take - lvl), 0, 0, 0, 0, 0}
-  end
-  lvl = bounded(cap, lvl - take)
-  trem, treset = token_status(cap, win, lvl, at, now)
-end
-local interval, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
-local tat, rrem, rreset = 0, 0, 0
-if interval >= 0 then
-  tat = math.max(load_tat(KEYS[3], interval, burst, now), now) + interval
-  local over = tat - now - interval * burst
-  if over > 0 then return {3, over, 0, 0, 0, 0, 0} end
-  rrem, rreset = request_status(interval, burst, tat, now)
-end
-if max >= 0 then
-  local lease = tonumber(ARGV[3])
-  redis.call('ZADD', KEYS[1], int(now + lease), ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], int(2 * lease / 1000 + 1000))
-end
-if cap >= 0 then
-  redis.call('HSET', KEYS[2], 'level', string.format('%.17g', lvl), 'at', int(at),
-    'cap', int(cap), 'win', int(win))
-  redis.call('PEXPIRE', KEYS[2], ARGV[9])
-end
-if interval >= 0 then
-  redis.call('HSET', KEYS[3], 'tat', int(tat), 'interval', int(interval), 'burst', int(burst))
-  redis.call('PEXPIRE', KEYS[3], ARGV[9])
-end
-return {0, 0, take, rrem, rreset, trem, treset}
-"#
-    ))
-});
-
-/// KEYS: tokens. ARGV: reserved, used. Against the budget as it is stored.
-static SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local s = redis.call('HMGET', KEYS[1], 'level', 'at', 'cap', 'win')
-if not s[1] then return 0 end
-local cap, win = tonumber(s[3]), tonumber(s[4])
-local lvl, at = refill(cap, win, tonumber(s[1]), tonumber(s[2]), now_us())
-lvl = bounded(cap, lvl + (tonumber(ARGV[1]) - tonumber(ARGV[2])))
-redis.call('HSET', KEYS[1], 'level', string.format('%.17g', lvl), 'at', int(at))
-redis.call('PEXPIRE', KEYS[1], int(2 * win / 1000 + 1000))
-return 1
-"#
-    ))
-});
-
-/// KEYS: tokens. ARGV: capacity, window µs, wanted, state TTL ms. Takes up to `wanted` for a
-/// running stream, never below zero (`super::rate::TokenBucket::take_up_to`); returns the
-/// tokens granted.
-static TAKE_MORE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local now = now_us()
-local cap, win, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local lvl, at = load_tokens(KEYS[1], cap, win, now)
-lvl, at = refill(cap, win, lvl, at, now)
-local held = math.floor(lvl + math.max(1e-6, cap * 1e-12))
-local granted = 0
-if held > 0 then granted = math.min(want, held) end
-lvl = bounded(cap, lvl - granted)
-redis.call('HSET', KEYS[1], 'level', string.format('%.17g', lvl), 'at', int(at),
-  'cap', int(cap), 'win', int(win))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return granted
-"#
-    ))
-});
-
-/// KEYS: tokens, requests. ARGV: capacity (-1: none), window µs, interval µs (-1: none),
-/// burst. Returns {requests remaining, reset µs, tokens remaining, reset µs}; writes nothing.
-static STATUS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local now = now_us()
-local r = {0, 0, 0, 0}
-local cap, win = tonumber(ARGV[1]), tonumber(ARGV[2])
-if cap >= 0 then
-  local lvl, at = load_tokens(KEYS[1], cap, win, now)
-  r[3], r[4] = token_status(cap, win, lvl, at, now)
-end
-local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
-if interval >= 0 then
-  r[1], r[2] = request_status(interval, burst, load_tat(KEYS[2], interval, burst, now), now)
-end
-return r
-"#
-    ))
-});
-
-/// KEYS: slots. Leases not expired.
-static OPEN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-return redis.call('ZCOUNT', KEYS[1], '(' .. int(now_us()), '+inf')
-"#
-    ))
-});
-
-/// KEYS: slots. ARGV: lease µs, then the members to renew. A member that is missing (Redis
-/// restarted or was flushed since it was taken) is added again: the stream still runs, and
-/// without its lease the team could open `max_concurrent_streams` more. Returns the members
-/// added again, so the caller can remove one whose stream ended meanwhile.
-static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local lease = tonumber(ARGV[1])
-local exp = int(now_us() + lease)
-local restored = {}
-for i = 2, #ARGV do
-  if redis.call('ZADD', KEYS[1], exp, ARGV[i]) == 1 then
-    restored[#restored + 1] = ARGV[i]
-  end
-end
-redis.call('PEXPIRE', KEYS[1], int(2 * lease / 1000 + 1000))
-return restored
-"#
-    ))
-});
+static ADMIT: LazyLock<Script> = script!("lua/admit.lua");
+static SETTLE: LazyLock<Script> = script!("lua/settle.lua");
+static TAKE_MORE: LazyLock<Script> = script!("lua/take_more.lua");
+static STATUS: LazyLock<Script> = script!("lua/status.lua");
+static OPEN: LazyLock<Script> = script!("lua/open.lua");
+static RENEW: LazyLock<Script> = script!("lua/renew.lua");
 
 fn key(team: &str, what: &str) -> String {
     format!("sluice:limits:{{{team}}}:{what}")
