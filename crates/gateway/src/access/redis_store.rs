@@ -36,9 +36,9 @@ use std::time::Duration;
 use redis::Script;
 
 use super::limits::{
-    AdmitOutcome, Admitted, LimitStatus, LimitStore, MemoryStore, Origin, Refusal, TeamLimits,
-    Unavailable,
+    AdmitOutcome, Admitted, LimitStatus, LimitStore, Origin, Refusal, TeamLimits, Unavailable,
 };
+use super::memory_store::MemoryStore;
 use crate::config::OnFailure;
 use crate::shared_state::SharedState;
 
