@@ -171,8 +171,13 @@ async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
         }
     };
     // Team limits are shared through Redis when it is configured, else kept in this process.
+    // When Redis does not answer, `FailOver` goes on with this instance's own limits or refuses
+    // (`on_failure`).
     let limit_store: Arc<dyn crate::access::LimitStore> = match &shared {
-        Some(s) => crate::access::RedisStore::new(s.clone()),
+        Some(s) => Arc::new(crate::access::FailOver::new(
+            crate::access::RedisStore::new(s.clone(), lifecycle.clone()),
+            s.on_failure,
+        )),
         None => Arc::new(crate::access::MemoryStore::new()),
     };
     let access = Access::with_store(

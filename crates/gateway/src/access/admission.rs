@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
-use super::limits::{Admitted, LimitStore, Origin};
+use super::limits::{Admitted, LimitStore, Ticket};
 use super::{headers, rate, Team};
 
 /// Admission of one request: headers to send, and a slot held until dropped.
@@ -64,7 +64,7 @@ impl Admission {
         let want = overrun.saturating_add(rate::stream_chunk(cap));
         let granted = c
             .store
-            .take_more(&c.team.name, c.origin, &c.team.limits, want)
+            .take_more(&c.team.name, c.ticket, &c.team.limits, want)
             .await
             // The shared store did not answer and fails closed: nothing more is granted.
             .unwrap_or(0);
@@ -99,14 +99,14 @@ impl Admission {
 struct Charge {
     store: Arc<dyn LimitStore>,
     team: Arc<Team>,
-    /// Where the slot and the reservation are kept.
-    origin: Origin,
+    /// What the store calls this admission (where it keeps its slot and reservation).
+    ticket: Ticket,
     /// Tokens taken from the budget at admission, plus what a stream took as it went (0
     /// without a token limit): what settling gives back before taking the real usage.
     reserved: u64,
     prompt_estimate: u64,
-    /// The stream slot held (its lease), if the team has a concurrency limit.
-    slot: Option<u64>,
+    /// A stream slot is held (the team has a concurrency limit) and not given back yet.
+    slot: bool,
     /// The request went upstream: dropping the charge unsettled charges the prompt estimate.
     sent: bool,
     settled: bool,
@@ -122,7 +122,7 @@ impl Charge {
         if self.team.limits.tokens.is_some() {
             self.store.clone().settle_later(
                 self.team.name.clone(),
-                self.origin,
+                self.ticket,
                 self.reserved,
                 prompt.saturating_add(completion),
             );
@@ -137,17 +137,17 @@ impl Charge {
         if self.reserved > 0 {
             self.store
                 .clone()
-                .settle_later(self.team.name.clone(), self.origin, self.reserved, 0);
+                .settle_later(self.team.name.clone(), self.ticket, self.reserved, 0);
         }
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
+        if std::mem::take(&mut self.slot) {
             self.store
                 .clone()
-                .release_later(self.team.name.clone(), self.origin, slot);
+                .release_later(self.team.name.clone(), self.ticket);
         }
         if self.sent {
             // The client went away while the upstream was working on the request: the prompt
@@ -174,7 +174,7 @@ impl Admission {
             charge: Some(Charge {
                 store,
                 team,
-                origin: admitted.origin,
+                ticket: admitted.ticket,
                 reserved: admitted.reserved,
                 prompt_estimate,
                 slot: admitted.slot,

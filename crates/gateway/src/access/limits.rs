@@ -100,21 +100,20 @@ pub struct Reservation {
     pub status: LimitStatus,
 }
 
-/// Where an admission's slot and reservation are kept: in the shared store, or (Redis down
-/// with `fail_open`, or no Redis at all) in this process. Settling and releasing go back to the
-/// same place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Local,
-    Shared,
-}
+/// What a store hands out with an admission, and takes back with every later call about it
+/// (settle, take more, release): which of its slots the admission holds, and whatever else the
+/// store needs to find it again. Opaque to everyone but the store that made it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Ticket(pub(super) u64);
 
-/// What an admission took: a stream slot (its lease ID), tokens, one request.
+/// What an admission took: a stream slot, tokens, one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {
-    pub origin: Origin,
-    /// The stream slot taken (only for a team with a concurrency limit).
-    pub slot: Option<u64>,
+    /// Names the admission in the later calls about it.
+    pub ticket: Ticket,
+    /// Whether it took a stream slot (only for a team with a concurrency limit): give it back
+    /// once with [`LimitStore::release`].
+    pub slot: bool,
     /// Tokens reserved (0 without a token limit): settle with exactly this.
     pub reserved: u64,
     pub requests: LimitStatus,
@@ -129,7 +128,7 @@ pub enum Refusal {
     Requests(Duration),
 }
 
-/// The shared store did not answer in time and `on_failure` is `fail_closed`.
+/// The store did not answer (Redis did not, within its timeout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
 
@@ -137,35 +136,36 @@ pub struct Unavailable;
 pub type AdmitOutcome = Result<Result<Admitted, Refusal>, Unavailable>;
 
 /// The state of every team's limits: [`MemoryStore`](super::MemoryStore) in this process, or
-/// `super::redis_store::RedisStore` shared by every instance. A store that cannot answer
-/// falls back to its own memory (`fail_open`) or says [`Unavailable`] (`fail_closed`).
+/// [`RedisStore`](super::RedisStore) shared by every instance, behind
+/// [`FailOver`](super::FailOver), which decides what happens when Redis does not answer.
 #[async_trait::async_trait]
 pub trait LimitStore: Send + Sync + fmt::Debug {
     /// Takes a stream slot (if the team has a concurrency limit), then reserves `estimate`
     /// tokens (see [`TokenBucket::reserve`]), then one request, all or nothing: a refusal
     /// leaves the team as it was.
     async fn admit(&self, team: &str, limits: &TeamLimits, estimate: u64) -> AdmitOutcome;
-    /// Settles a reservation of `reserved` tokens with the `used` tokens, against the team's
-    /// budget as it is now (a reload may have changed its limits since). Nothing for a team
-    /// with no budget kept.
+    /// Settles the reservation of admission `ticket`, `reserved` tokens, with the `used`
+    /// tokens, against the team's budget as it is now (a reload may have changed its limits
+    /// since). Nothing for a team with no budget kept.
     async fn settle(
         &self,
         team: &str,
-        origin: Origin,
+        ticket: Ticket,
         reserved: u64,
         used: u64,
     ) -> Result<(), Unavailable>;
-    /// Takes up to `want` more tokens for a stream that used all it took (see
-    /// [`TokenBucket::take_up_to`]): returns the tokens granted, 0 when the budget is empty.
+    /// Takes up to `want` more tokens for admission `ticket`, a stream that used all it took
+    /// (see [`TokenBucket::take_up_to`]): returns the tokens granted, 0 when the budget is
+    /// empty.
     async fn take_more(
         &self,
         team: &str,
-        origin: Origin,
+        ticket: Ticket,
         limits: &TeamLimits,
         want: u64,
     ) -> Result<u64, Unavailable>;
-    /// Gives a slot back.
-    async fn release(&self, team: &str, origin: Origin, slot: u64) -> Result<(), Unavailable>;
+    /// Gives the slot of admission `ticket` back.
+    async fn release(&self, team: &str, ticket: Ticket) -> Result<(), Unavailable>;
     /// Where the request and token limits stand, without taking from them.
     async fn status(
         &self,
@@ -178,9 +178,9 @@ pub trait LimitStore: Send + Sync + fmt::Debug {
     fn open_streams_here(&self, team: &str) -> u64;
     /// [`settle`](Self::settle) from a place that cannot wait (a drop): done now in memory,
     /// spawned for a shared store.
-    fn settle_later(self: Arc<Self>, team: Arc<str>, origin: Origin, reserved: u64, used: u64);
+    fn settle_later(self: Arc<Self>, team: Arc<str>, ticket: Ticket, reserved: u64, used: u64);
     /// [`release`](Self::release) likewise.
-    fn release_later(self: Arc<Self>, team: Arc<str>, origin: Origin, slot: u64);
+    fn release_later(self: Arc<Self>, team: Arc<str>, ticket: Ticket);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

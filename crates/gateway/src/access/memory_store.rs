@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::limits::{
-    AdmitOutcome, Admitted, LimitStatus, LimitStore, Origin, Refusal, RequestQuota, Reservation,
-    TeamLimits, Unavailable,
+    AdmitOutcome, Admitted, LimitStatus, LimitStore, Refusal, RequestQuota, Reservation,
+    TeamLimits, Ticket, Unavailable,
 };
 use super::rate::{nanos, Level, TokenBucket};
 
@@ -148,8 +148,8 @@ fn token_status(tk: &Tokens, now: u64) -> LimitStatus {
     }
 }
 
-/// The in-process operations, synchronous: the trait's in-memory implementation, and the
-/// fallback of a shared store.
+/// The in-process operations, synchronous: the trait's in-memory implementation, and what
+/// [`FailOver`](super::FailOver) falls back to.
 impl MemoryStore {
     /// Concurrency, tokens, requests, all or nothing (see [`LimitStore::admit`]).
     pub fn admit_now(
@@ -160,11 +160,11 @@ impl MemoryStore {
     ) -> Result<Admitted, Refusal> {
         let slot = match limits.streams {
             Some(max) if !self.open_stream(team, max) => return Err(Refusal::Concurrency),
-            Some(_) => Some(0),
-            None => None,
+            Some(_) => true,
+            None => false,
         };
         let undo_slot = || {
-            if slot.is_some() {
+            if slot {
                 self.close_stream(team);
             }
         };
@@ -176,8 +176,9 @@ impl MemoryStore {
             }
         };
         match self.take_request(team, limits) {
+            // A team's slots are a counter here: no ticket is needed to find one again.
             Ok(requests) => Ok(Admitted {
-                origin: Origin::Local,
+                ticket: Ticket::default(),
                 slot,
                 reserved: tokens.tokens,
                 requests,
@@ -304,7 +305,7 @@ impl LimitStore for MemoryStore {
     async fn settle(
         &self,
         team: &str,
-        _: Origin,
+        _: Ticket,
         reserved: u64,
         used: u64,
     ) -> Result<(), Unavailable> {
@@ -315,14 +316,14 @@ impl LimitStore for MemoryStore {
     async fn take_more(
         &self,
         team: &str,
-        _: Origin,
+        _: Ticket,
         limits: &TeamLimits,
         want: u64,
     ) -> Result<u64, Unavailable> {
         Ok(self.take_more_tokens(team, limits, want))
     }
 
-    async fn release(&self, team: &str, _: Origin, _: u64) -> Result<(), Unavailable> {
+    async fn release(&self, team: &str, _: Ticket) -> Result<(), Unavailable> {
         self.close_stream(team);
         Ok(())
     }
@@ -346,11 +347,11 @@ impl LimitStore for MemoryStore {
         MemoryStore::open_streams(self, team)
     }
 
-    fn settle_later(self: Arc<Self>, team: Arc<str>, _: Origin, reserved: u64, used: u64) {
+    fn settle_later(self: Arc<Self>, team: Arc<str>, _: Ticket, reserved: u64, used: u64) {
         self.settle_tokens(&team, reserved, used);
     }
 
-    fn release_later(self: Arc<Self>, team: Arc<str>, _: Origin, _: u64) {
+    fn release_later(self: Arc<Self>, team: Arc<str>, _: Ticket) {
         self.close_stream(&team);
     }
 }

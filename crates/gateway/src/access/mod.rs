@@ -78,6 +78,7 @@
 mod admission;
 mod auth;
 pub mod estimate;
+pub mod failover;
 pub mod headers;
 pub mod limits;
 pub mod memory_store;
@@ -96,8 +97,9 @@ use crate::config::TeamConfig;
 use crate::error::GatewayError;
 pub use admission::Admission;
 pub use auth::{presented_key, AuthProblem};
+pub use failover::FailOver;
 pub use limits::{
-    Admitted, LimitStatus, LimitStore, Origin, Refusal, Reservation, TeamLimits, Unavailable,
+    Admitted, LimitStatus, LimitStore, Refusal, Reservation, TeamLimits, Ticket, Unavailable,
 };
 pub use memory_store::MemoryStore;
 pub use redis_store::RedisStore;
@@ -280,8 +282,8 @@ impl Access {
             prompt_estimate.saturating_add(estimate::completion_budget(req, l.default_max_tokens));
         let admitted = if l.requests.is_none() && l.tokens.is_none() && l.streams.is_none() {
             Admitted {
-                origin: Origin::Local,
-                slot: None,
+                ticket: Ticket::default(),
+                slot: false,
                 reserved: 0,
                 requests: LimitStatus::UNLIMITED,
                 tokens: LimitStatus::UNLIMITED,
@@ -462,5 +464,7 @@ fn reject(team: &Team, kind: LimitKind, wait: Duration, message: String) -> Gate
     }
 }
 
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod tests;

@@ -24,9 +24,9 @@
 //! lost (a restart without persistence, `FLUSHALL`): its stream still runs, and must keep
 //! counting against the team's `max_concurrent_streams`.
 //!
-//! When Redis does not answer within the timeout: with `fail_open` the call falls back to this
-//! instance's own [`MemoryStore`] (an admission made there settles and releases there too),
-//! with `fail_closed` it is [`Unavailable`]. The connection reconnects by itself.
+//! When Redis does not answer within the timeout, a call is [`Unavailable`]: what happens then
+//! (this instance's own limits, or a 503) is [`FailOver`](super::FailOver)'s decision, not
+//! this store's. The connection reconnects by itself.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,10 +36,9 @@ use std::time::Duration;
 use redis::Script;
 
 use super::limits::{
-    AdmitOutcome, Admitted, LimitStatus, LimitStore, Origin, Refusal, TeamLimits, Unavailable,
+    AdmitOutcome, Admitted, LimitStatus, LimitStore, Refusal, TeamLimits, Ticket, Unavailable,
 };
-use super::memory_store::MemoryStore;
-use crate::config::OnFailure;
+use crate::lifecycle::Lifecycle;
 use crate::shared_state::SharedState;
 
 /// A limit script: the shared helpers (`lua/prelude.lua`), then the script itself. Each file
@@ -96,8 +95,9 @@ type Leases = HashMap<Arc<str>, HashSet<u64>>;
 /// The shared [`LimitStore`]: see the module docs.
 pub struct RedisStore {
     state: Arc<SharedState>,
-    /// Where calls go when Redis does not answer and `on_failure` is `fail_open`.
-    local: MemoryStore,
+    /// Runs the lease renewal, and the settlements and releases made from a drop.
+    lifecycle: Lifecycle,
+    /// The next admission's ticket: its lease ID (a member of the slot set) if it takes a slot.
     next_lease: AtomicU64,
     leases: Mutex<Leases>,
 }
@@ -125,18 +125,20 @@ fn quota_args(limits: &TeamLimits) -> (i64, u64, i64, u32) {
 }
 
 impl RedisStore {
-    /// The store, and its lease renewal task (which ends when the store is dropped). Needs a
-    /// Tokio runtime.
-    pub fn new(state: Arc<SharedState>) -> Arc<Self> {
+    /// The store, and its lease renewal task (which ends when the store is dropped or the
+    /// lifecycle stops). Needs a Tokio runtime.
+    pub fn new(state: Arc<SharedState>, lifecycle: Lifecycle) -> Arc<Self> {
         let store = Arc::new(Self {
             state,
-            local: MemoryStore::new(),
+            lifecycle,
             next_lease: AtomicU64::new(1),
             leases: Mutex::default(),
         });
         let every = (store.state.lease / 3).max(Duration::from_millis(100));
+        // Weak: a store that is gone (an instance that died, in the tests) stops renewing, so
+        // its leases expire.
         let weak: Weak<Self> = Arc::downgrade(&store);
-        tokio::spawn(async move {
+        store.lifecycle.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -208,21 +210,11 @@ impl RedisStore {
             }
         }
     }
+}
 
-    /// Redis did not answer: `Some` to go on in memory (`fail_open`), else `None`.
-    fn fallback(&self) -> Option<&MemoryStore> {
-        match self.state.on_failure {
-            OnFailure::FailOpen => Some(&self.local),
-            OnFailure::FailClosed => None,
-        }
-    }
-
-    async fn admit_shared(
-        &self,
-        team: &str,
-        limits: &TeamLimits,
-        estimate: u64,
-    ) -> Result<Result<Admitted, Refusal>, crate::shared_state::StateError> {
+#[async_trait::async_trait]
+impl LimitStore for RedisStore {
+    async fn admit(&self, team: &str, limits: &TeamLimits, estimate: u64) -> AdmitOutcome {
         let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
         let (cap, window, interval, burst) = quota_args(limits);
         let ttl_ms = (2 * window / 1000).max(1000);
@@ -240,16 +232,20 @@ impl RedisStore {
             .arg(burst)
             .arg(ttl_ms);
         let mut conn = self.state.conn();
-        let r: Vec<i64> = self.state.call(inv.invoke_async(&mut conn)).await?;
+        let r: Vec<i64> = self
+            .state
+            .call(inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| Unavailable)?;
         let at = |i: usize| r.get(i).copied().unwrap_or(0);
         Ok(match at(0) {
             0 => {
-                let slot = limits.streams.map(|_| id);
-                if slot.is_some() {
+                let slot = limits.streams.is_some();
+                if slot {
                     self.leases().entry(team.into()).or_default().insert(id);
                 }
                 Ok(Admitted {
-                    origin: Origin::Shared,
+                    ticket: Ticket(id),
                     slot,
                     reserved: u64::try_from(at(2)).unwrap_or(0),
                     requests: status(limits.requests.map(u64::from), at(3), at(4)),
@@ -261,51 +257,31 @@ impl RedisStore {
             _ => Err(Refusal::Requests(wait(at(1)))),
         })
     }
-}
-
-#[async_trait::async_trait]
-impl LimitStore for RedisStore {
-    async fn admit(&self, team: &str, limits: &TeamLimits, estimate: u64) -> AdmitOutcome {
-        match self.admit_shared(team, limits, estimate).await {
-            Ok(r) => Ok(r),
-            Err(_) => match self.fallback() {
-                Some(local) => Ok(local.admit_now(team, limits, estimate)),
-                None => Err(Unavailable),
-            },
-        }
-    }
 
     async fn settle(
         &self,
         team: &str,
-        origin: Origin,
+        _: Ticket,
         reserved: u64,
         used: u64,
     ) -> Result<(), Unavailable> {
-        if origin == Origin::Local {
-            self.local.settle_tokens(team, reserved, used);
-            return Ok(());
-        }
         let mut inv = SETTLE.prepare_invoke();
         inv.key(key(team, "tokens")).arg(reserved).arg(used);
         let mut conn = self.state.conn();
-        match self.state.call(inv.invoke_async::<i64>(&mut conn)).await {
-            Ok(_) => Ok(()),
-            // The reservation was made in Redis: there is nothing to settle it against here.
-            Err(_) => Err(Unavailable),
-        }
+        self.state
+            .call(inv.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
+            .map_err(|_| Unavailable)
     }
 
     async fn take_more(
         &self,
         team: &str,
-        origin: Origin,
+        _: Ticket,
         limits: &TeamLimits,
         want: u64,
     ) -> Result<u64, Unavailable> {
-        if origin == Origin::Local {
-            return Ok(self.local.take_more_tokens(team, limits, want));
-        }
         let Some(cap) = limits.tokens else {
             return Ok(want);
         };
@@ -317,33 +293,17 @@ impl LimitStore for RedisStore {
             .arg(want)
             .arg((2 * window / 1000).max(1000));
         let mut conn = self.state.conn();
-        match self.state.call(inv.invoke_async::<u64>(&mut conn)).await {
-            Ok(granted) => Ok(granted),
-            // Like an admission: go on in memory, or say so.
-            Err(_) => match self.fallback() {
-                Some(local) => Ok(local.take_more_tokens(team, limits, want)),
-                None => Err(Unavailable),
-            },
-        }
+        self.state
+            .call(inv.invoke_async::<u64>(&mut conn))
+            .await
+            .map_err(|_| Unavailable)
     }
 
-    async fn release(&self, team: &str, origin: Origin, slot: u64) -> Result<(), Unavailable> {
-        if origin == Origin::Local {
-            self.local.close_stream(team);
-            return Ok(());
-        }
-        {
-            let mut leases = self.leases();
-            if let Some(ids) = leases.get_mut(team) {
-                ids.remove(&slot);
-                if ids.is_empty() {
-                    leases.remove(team);
-                }
-            }
-        }
+    async fn release(&self, team: &str, ticket: Ticket) -> Result<(), Unavailable> {
+        self.forget(team, ticket);
         let mut conn = self.state.conn();
         let mut zrem = redis::cmd("ZREM");
-        zrem.arg(key(team, "slots")).arg(self.member(slot));
+        zrem.arg(key(team, "slots")).arg(self.member(ticket.0));
         let zrem = zrem.query_async::<i64>(&mut conn);
         // If Redis does not answer, the lease (no longer renewed) expires by itself.
         self.state
@@ -367,74 +327,67 @@ impl LimitStore for RedisStore {
             .arg(interval)
             .arg(burst);
         let mut conn = self.state.conn();
-        match self
+        let r = self
             .state
             .call(inv.invoke_async::<Vec<i64>>(&mut conn))
             .await
-        {
-            Ok(r) => {
-                let at = |i: usize| r.get(i).copied().unwrap_or(0);
-                Ok((
-                    status(limits.requests.map(u64::from), at(0), at(1)),
-                    status(limits.tokens, at(2), at(3)),
-                ))
-            }
-            Err(_) => match self.fallback() {
-                Some(local) => Ok((
-                    local.request_status(team, limits),
-                    local.token_status(team, limits),
-                )),
-                None => Err(Unavailable),
-            },
-        }
+            .map_err(|_| Unavailable)?;
+        let at = |i: usize| r.get(i).copied().unwrap_or(0);
+        Ok((
+            status(limits.requests.map(u64::from), at(0), at(1)),
+            status(limits.tokens, at(2), at(3)),
+        ))
     }
 
     async fn open_streams(&self, team: &str) -> Result<u64, Unavailable> {
         let mut inv = OPEN.prepare_invoke();
         inv.key(key(team, "slots"));
         let mut conn = self.state.conn();
-        match self.state.call(inv.invoke_async::<u64>(&mut conn)).await {
-            Ok(n) => Ok(n.saturating_add(self.local.open_streams(team))),
-            Err(_) => Err(Unavailable),
-        }
+        self.state
+            .call(inv.invoke_async::<u64>(&mut conn))
+            .await
+            .map_err(|_| Unavailable)
     }
 
     fn open_streams_here(&self, team: &str) -> u64 {
-        let shared = self.leases().get(team).map_or(0, |ids| ids.len() as u64);
-        shared.saturating_add(self.local.open_streams(team))
+        self.leases().get(team).map_or(0, |ids| ids.len() as u64)
     }
 
-    fn settle_later(self: Arc<Self>, team: Arc<str>, origin: Origin, reserved: u64, used: u64) {
-        if origin == Origin::Local {
-            self.local.settle_tokens(&team, reserved, used);
+    fn settle_later(self: Arc<Self>, team: Arc<str>, ticket: Ticket, reserved: u64, used: u64) {
+        // No runtime (a test's drop): nothing can reach Redis.
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            if self.settle(&team, origin, reserved, used).await.is_err() {
+        // As a generation: shutdown gives it its grace period, so that the shared budget is
+        // right for the instances that stay.
+        self.lifecycle.clone().spawn_generation(async move {
+            if self.settle(&team, ticket, reserved, used).await.is_err() {
                 tracing::debug!(team = %team, reserved, used, "token settlement lost: redis did not answer");
             }
         });
     }
 
-    fn release_later(self: Arc<Self>, team: Arc<str>, origin: Origin, slot: u64) {
-        if origin == Origin::Local {
-            self.local.close_stream(&team);
+    fn release_later(self: Arc<Self>, team: Arc<str>, ticket: Ticket) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // No runtime (a test's drop): at least stop renewing it, so that it expires.
+            self.forget(&team, ticket);
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    let _ = self.release(&team, origin, slot).await;
-                });
-            }
-            // No runtime (a test's drop): at least stop renewing it, so that it expires.
-            Err(_) => {
-                if let Some(ids) = self.leases().get_mut(&team) {
-                    ids.remove(&slot);
-                }
+        // Likewise a generation: the other instances get the slot back now, not a lease later.
+        self.lifecycle.clone().spawn_generation(async move {
+            let _ = self.release(&team, ticket).await;
+        });
+    }
+}
+
+impl RedisStore {
+    /// Stops renewing the lease of admission `ticket`.
+    fn forget(&self, team: &str, ticket: Ticket) {
+        let mut leases = self.leases();
+        if let Some(ids) = leases.get_mut(team) {
+            ids.remove(&ticket.0);
+            if ids.is_empty() {
+                leases.remove(team);
             }
         }
     }
