@@ -202,20 +202,19 @@ async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
         });
     }
     let metrics = Metrics::new(registry.clone(), connections.clone(), &access);
-    let stream_log: Arc<dyn crate::stream_log::StreamLog> = match (&shared, &settings.redis) {
-        (Some(s), Some(r)) => crate::stream_log::RedisStreamLog::start(
-            s.clone(),
-            &r.url,
+    let streams = match (shared, &settings.redis) {
+        (Some(s), Some(r)) => crate::streams::Streams::through_redis(
             registry.clone(),
+            s,
+            &r.url,
             settings.stream_retention,
-            lifecycle.stop_token(),
+            lifecycle.clone(),
         )
         .map_err(|e| StartupError::Redis(e.to_string()))?,
-        _ => Arc::new(crate::stream_log::LocalStreamLog),
+        _ => crate::streams::Streams::in_memory(registry.clone(), lifecycle.clone()),
     };
     Ok(AppState(Arc::new(Inner {
-        shared,
-        stream_log,
+        streams,
         access,
         settings,
         router,

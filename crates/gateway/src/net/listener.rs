@@ -43,7 +43,7 @@ pub async fn serve(
             );
             state.lifecycle.drain(grace).await;
             // Readers on other instances get the ends just written.
-            state.stream_log.shutdown(Duration::from_secs(2)).await;
+            state.streams.shutdown(Duration::from_secs(2)).await;
         })
     };
     let metrics = state.clone();
