@@ -11,8 +11,8 @@
 //!
 //! Times are microseconds of the Redis server's clock (`TIME`, read inside the scripts), so
 //! that instances with skewed clocks agree, and a microsecond count since 1970 is exact in a
-//! Lua number. Each operation is one Lua script (EVALSHA, loaded again by redis-rs when Redis
-//! forgot it), so one round trip: an admission (slot, tokens, request, all or nothing), a
+//! Lua number. Each operation is one Lua script (`lua/*.lua`; EVALSHA, loaded again by redis-rs
+//! when Redis forgot it), so one round trip: an admission (slot, tokens, request, all or nothing), a
 //! settlement, a status. The scripts mirror `super::rate` line for line, and carry a team's
 //! state over when the quota they are called with (this instance's config) differs from the
 //! one stored beside it. The rate keys expire after two windows unused (a budget left that long
