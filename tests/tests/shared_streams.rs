@@ -266,11 +266,11 @@ mod stream_log_trait {
     use futures::StreamExt;
     use relay::{Delta, Format, Handle, Limits, Meta, Registry};
     use sluice_gateway::config::{OnFailure, RedisSettings};
+    use sluice_gateway::lifecycle::Lifecycle;
     use sluice_gateway::shared_state::SharedState;
-    use sluice_gateway::stream_log::{LocalStreamLog, RedisStreamLog, StreamLog};
+    use sluice_gateway::streams::{LocalStreamLog, RedisStreamLog, StreamLog};
     use sluice_tests::redis::RedisServer;
     use sluice_tests::wait::wait_until;
-    use tokio_util::sync::CancellationToken;
 
     fn redis_log(server: &RedisServer, registry: Arc<Registry>) -> Arc<dyn StreamLog> {
         let settings = RedisSettings {
@@ -286,7 +286,7 @@ mod stream_log_trait {
             &settings.url,
             registry,
             Duration::from_secs(60),
-            CancellationToken::new(),
+            Lifecycle::new(),
         )
         .expect("log")
     }
@@ -350,7 +350,7 @@ mod stream_log_trait {
     async fn wait_for_lookup(
         b: &dyn StreamLog,
         h: &Handle,
-    ) -> Option<sluice_gateway::stream_log::RemoteStream> {
+    ) -> Option<sluice_gateway::streams::RemoteStream> {
         for _ in 0..50 {
             if let Some(r) = b.lookup(h.id()).await.expect("lookup") {
                 return Some(r);

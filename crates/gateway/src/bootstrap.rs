@@ -108,7 +108,7 @@ impl Gateway {
                 );
                 state.lifecycle.drain(grace).await;
                 // Readers on other instances get the ends just written.
-                state.stream_log.shutdown(Duration::from_secs(2)).await;
+                state.streams.shutdown(Duration::from_secs(2)).await;
             }
         };
         let result = crate::net::serve(self.listener, serving, drained).await;
@@ -215,8 +215,13 @@ async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
         }
     };
     // Team limits are shared through Redis when it is configured, else kept in this process.
+    // When Redis does not answer, `FailOver` goes on with this instance's own limits or refuses
+    // (`on_failure`).
     let limit_store: Arc<dyn crate::access::LimitStore> = match &shared {
-        Some(s) => crate::access::RedisStore::new(s.clone()),
+        Some(s) => Arc::new(crate::access::FailOver::new(
+            crate::access::RedisStore::new(s.clone(), lifecycle.clone()),
+            s.on_failure,
+        )),
         None => Arc::new(crate::access::MemoryStore::new()),
     };
     let access = Access::with_store(
@@ -241,20 +246,19 @@ async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
         });
     }
     let metrics = Metrics::new(registry.clone(), connections.clone(), &access);
-    let stream_log: Arc<dyn crate::stream_log::StreamLog> = match (&shared, &settings.redis) {
-        (Some(s), Some(r)) => crate::stream_log::RedisStreamLog::start(
-            s.clone(),
-            &r.url,
+    let streams = match (shared, &settings.redis) {
+        (Some(s), Some(r)) => crate::streams::Streams::through_redis(
             registry.clone(),
+            s,
+            &r.url,
             settings.stream_retention,
-            lifecycle.stop_token(),
+            lifecycle.clone(),
         )
         .map_err(|e| StartupError::Redis(e.to_string()))?,
-        _ => Arc::new(crate::stream_log::LocalStreamLog),
+        _ => crate::streams::Streams::in_memory(registry.clone(), lifecycle.clone()),
     };
     Ok(AppState(Arc::new(Inner {
-        shared,
-        stream_log,
+        streams,
         access,
         settings,
         router,

@@ -47,8 +47,9 @@ pub enum GatewayError {
     },
     #[error("{0}")]
     Unavailable(String),
-    /// The limits shared through Redis do not answer, and `on_failure` is `fail_closed`.
-    #[error("the shared rate limit state is unavailable; retry shortly")]
+    /// The state shared through Redis (the limits, another instance's streams) does not
+    /// answer, and `on_failure` is `fail_closed` (or, for a cancel, whatever it is).
+    #[error("the shared state is unavailable; retry shortly")]
     SharedStateUnavailable,
     /// As many streams are running as the gateway allows (`SLUICE_MAX_STREAMS`).
     #[error("{0}")]

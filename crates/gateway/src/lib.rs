@@ -41,8 +41,9 @@ pub mod shared_state;
 pub mod signals;
 /// What every handler shares.
 pub mod state;
-/// Resumable streams across instances (Redis), or in this process only.
-pub mod stream_log;
+/// Resumable streams: opened, cancelled and shared across instances (Redis), or in this
+/// process only.
+pub mod streams;
 
 pub use app::app;
 pub use bootstrap::Gateway;

@@ -24,10 +24,8 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Open client connections and their caps.
     pub connections: Arc<crate::net::connections::Connections>,
-    /// Redis, when several instances share state (`SLUICE_REDIS_URL`); `None`: in memory.
-    pub shared: Option<Arc<crate::shared_state::SharedState>>,
-    /// Where streams are shared with other instances ([`crate::stream_log`]).
-    pub stream_log: Arc<dyn crate::stream_log::StreamLog>,
+    /// The streams to read and cancel, here or on another instance ([`crate::streams`]).
+    pub streams: crate::streams::Streams,
 }
 
 impl std::ops::Deref for AppState {

@@ -11,8 +11,8 @@
 //!
 //! Times are microseconds of the Redis server's clock (`TIME`, read inside the scripts), so
 //! that instances with skewed clocks agree, and a microsecond count since 1970 is exact in a
-//! Lua number. Each operation is one Lua script (EVALSHA, loaded again by redis-rs when Redis
-//! forgot it), so one round trip: an admission (slot, tokens, request, all or nothing), a
+//! Lua number. Each operation is one Lua script (`lua/*.lua`; EVALSHA, loaded again by redis-rs
+//! when Redis forgot it), so one round trip: an admission (slot, tokens, request, all or nothing), a
 //! settlement, a status. The scripts mirror `super::rate` line for line, and carry a team's
 //! state over when the quota they are called with (this instance's config) differs from the
 //! one stored beside it. The rate keys expire after two windows unused (a budget left that long
@@ -24,9 +24,9 @@
 //! lost (a restart without persistence, `FLUSHALL`): its stream still runs, and must keep
 //! counting against the team's `max_concurrent_streams`.
 //!
-//! When Redis does not answer within the timeout: with `fail_open` the call falls back to this
-//! instance's own [`MemoryStore`] (an admission made there settles and releases there too),
-//! with `fail_closed` it is [`Unavailable`]. The connection reconnects by itself.
+//! When Redis does not answer within the timeout, a call is [`Unavailable`]: what happens then
+//! (this instance's own limits, or a 503) is [`FailOver`](super::FailOver)'s decision, not
+//! this store's. The connection reconnects by itself.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,217 +36,30 @@ use std::time::Duration;
 use redis::Script;
 
 use super::limits::{
-    AdmitOutcome, Admitted, LimitStatus, LimitStore, MemoryStore, Origin, Refusal, TeamLimits,
-    Unavailable,
+    AdmitOutcome, Admitted, LimitStatus, LimitStore, Refusal, TeamLimits, Ticket, Unavailable,
 };
-use crate::config::OnFailure;
+use crate::lifecycle::Lifecycle;
 use crate::shared_state::SharedState;
 
-/// Helpers every script starts with: the clock, and `super::rate` in Lua.
-macro_rules! prelude {
-    () => {
-        r#"
-local function now_us()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local function int(x) return string.format('%.0f', x) end
-local function bounded(cap, x)
-  if x ~= x then return 0 end
-  if x < -cap then return -cap end
-  if x > cap then return cap end
-  return x
-end
-local function refill(cap, win, lvl, at, now)
-  local dt = now - at
-  if dt < 0 then dt = 0 end
-  if at < now then at = now end
-  return bounded(cap, lvl + dt * cap / win), at
-end
-local function time_for(cap, win, tokens)
-  local t = math.ceil(tokens * win / cap)
-  if t ~= t or t <= 0 then return 0 end
-  return t
-end
-local function load_tokens(key, cap, win, now)
-  local s = redis.call('HMGET', key, 'level', 'at', 'cap', 'win')
-  if not s[1] then return cap, now end
-  local lvl, at, ocap, owin = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]), tonumber(s[4])
-  if ocap ~= cap or owin ~= win then
-    lvl, at = refill(ocap, owin, lvl, at, now)
-    lvl = bounded(cap, cap - (ocap - lvl))
-  end
-  return lvl, at
-end
-local function token_status(cap, win, lvl, at, now)
-  lvl = refill(cap, win, lvl, at, now)
-  return math.floor(math.max(lvl, 0)), time_for(cap, win, cap - lvl)
-end
-local function load_tat(key, interval, burst, now)
-  local s = redis.call('HMGET', key, 'tat', 'interval', 'burst')
-  if not s[1] then return 0 end
-  local tat, oi, ob = tonumber(s[1]), tonumber(s[2]), tonumber(s[3])
-  if oi ~= interval or ob ~= burst then
-    local used = math.min(math.max(tat - now, 0), oi * ob)
-    tat = now + math.min(math.floor(used * interval / math.max(oi, 1)), interval * burst)
-  end
-  return tat
-end
-local function request_status(interval, burst, tat, now)
-  local span = interval * burst
-  local used = math.min(math.max(tat - now, 0), span)
-  return math.min(math.floor((span - used) / interval), burst), used
-end
-"#
+/// A limit script: the shared helpers (`lua/prelude.lua`), then the script itself. Each file
+/// opens with a comment on its KEYS, ARGV and reply.
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/prelude.lua"),
+                include_str!($file)
+            ))
+        })
     };
 }
 
-/// KEYS: slots, tokens, requests. ARGV: max streams (-1: none), lease member, lease µs,
-/// capacity (-1: none), window µs, estimate, interval µs (-1: none), burst, state TTL ms.
-/// Returns {outcome (0 admitted, 1 concurrency, 2 tokens, 3 requests), wait µs, tokens taken,
-/// requests remaining, requests reset µs, tokens remaining, tokens reset µs}.
-static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local now = now_us()
-local max = tonumber(ARGV[1])
-if max >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', int(now))
-  if redis.call('ZCARD', KEYS[1]) >= max then return {1, 0, 0, 0, 0, 0, 0} end
-end
-local cap, win, est = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local lvl, at, take, trem, treset = 0, 0, 0, 0, 0
-if cap >= 0 then
-  lvl, at = load_tokens(KEYS[2], cap, win, now)
-  lvl, at = refill(cap, win, lvl, at, now)
-  take = math.min(est, cap)
-  if lvl + math.max(1e-6, cap * 1e-12) < take then
-    return {2, time_for(cap, win, take - lvl), 0, 0, 0, 0, 0}
-  end
-  lvl = bounded(cap, lvl - take)
-  trem, treset = token_status(cap, win, lvl, at, now)
-end
-local interval, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
-local tat, rrem, rreset = 0, 0, 0
-if interval >= 0 then
-  tat = math.max(load_tat(KEYS[3], interval, burst, now), now) + interval
-  local over = tat - now - interval * burst
-  if over > 0 then return {3, over, 0, 0, 0, 0, 0} end
-  rrem, rreset = request_status(interval, burst, tat, now)
-end
-if max >= 0 then
-  local lease = tonumber(ARGV[3])
-  redis.call('ZADD', KEYS[1], int(now + lease), ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], int(2 * lease / 1000 + 1000))
-end
-if cap >= 0 then
-  redis.call('HSET', KEYS[2], 'level', string.format('%.17g', lvl), 'at', int(at),
-    'cap', int(cap), 'win', int(win))
-  redis.call('PEXPIRE', KEYS[2], ARGV[9])
-end
-if interval >= 0 then
-  redis.call('HSET', KEYS[3], 'tat', int(tat), 'interval', int(interval), 'burst', int(burst))
-  redis.call('PEXPIRE', KEYS[3], ARGV[9])
-end
-return {0, 0, take, rrem, rreset, trem, treset}
-"#
-    ))
-});
-
-/// KEYS: tokens. ARGV: reserved, used. Against the budget as it is stored.
-static SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local s = redis.call('HMGET', KEYS[1], 'level', 'at', 'cap', 'win')
-if not s[1] then return 0 end
-local cap, win = tonumber(s[3]), tonumber(s[4])
-local lvl, at = refill(cap, win, tonumber(s[1]), tonumber(s[2]), now_us())
-lvl = bounded(cap, lvl + (tonumber(ARGV[1]) - tonumber(ARGV[2])))
-redis.call('HSET', KEYS[1], 'level', string.format('%.17g', lvl), 'at', int(at))
-redis.call('PEXPIRE', KEYS[1], int(2 * win / 1000 + 1000))
-return 1
-"#
-    ))
-});
-
-/// KEYS: tokens. ARGV: capacity, window µs, wanted, state TTL ms. Takes up to `wanted` for a
-/// running stream, never below zero (`super::rate::TokenBucket::take_up_to`); returns the
-/// tokens granted.
-static TAKE_MORE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local now = now_us()
-local cap, win, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local lvl, at = load_tokens(KEYS[1], cap, win, now)
-lvl, at = refill(cap, win, lvl, at, now)
-local held = math.floor(lvl + math.max(1e-6, cap * 1e-12))
-local granted = 0
-if held > 0 then granted = math.min(want, held) end
-lvl = bounded(cap, lvl - granted)
-redis.call('HSET', KEYS[1], 'level', string.format('%.17g', lvl), 'at', int(at),
-  'cap', int(cap), 'win', int(win))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return granted
-"#
-    ))
-});
-
-/// KEYS: tokens, requests. ARGV: capacity (-1: none), window µs, interval µs (-1: none),
-/// burst. Returns {requests remaining, reset µs, tokens remaining, reset µs}; writes nothing.
-static STATUS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local now = now_us()
-local r = {0, 0, 0, 0}
-local cap, win = tonumber(ARGV[1]), tonumber(ARGV[2])
-if cap >= 0 then
-  local lvl, at = load_tokens(KEYS[1], cap, win, now)
-  r[3], r[4] = token_status(cap, win, lvl, at, now)
-end
-local interval, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
-if interval >= 0 then
-  r[1], r[2] = request_status(interval, burst, load_tat(KEYS[2], interval, burst, now), now)
-end
-return r
-"#
-    ))
-});
-
-/// KEYS: slots. Leases not expired.
-static OPEN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-return redis.call('ZCOUNT', KEYS[1], '(' .. int(now_us()), '+inf')
-"#
-    ))
-});
-
-/// KEYS: slots. ARGV: lease µs, then the members to renew. A member that is missing (Redis
-/// restarted or was flushed since it was taken) is added again: the stream still runs, and
-/// without its lease the team could open `max_concurrent_streams` more. Returns the members
-/// added again, so the caller can remove one whose stream ended meanwhile.
-static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        prelude!(),
-        r#"
-local lease = tonumber(ARGV[1])
-local exp = int(now_us() + lease)
-local restored = {}
-for i = 2, #ARGV do
-  if redis.call('ZADD', KEYS[1], exp, ARGV[i]) == 1 then
-    restored[#restored + 1] = ARGV[i]
-  end
-end
-redis.call('PEXPIRE', KEYS[1], int(2 * lease / 1000 + 1000))
-return restored
-"#
-    ))
-});
+static ADMIT: LazyLock<Script> = script!("lua/admit.lua");
+static SETTLE: LazyLock<Script> = script!("lua/settle.lua");
+static TAKE_MORE: LazyLock<Script> = script!("lua/take_more.lua");
+static STATUS: LazyLock<Script> = script!("lua/status.lua");
+static OPEN: LazyLock<Script> = script!("lua/open.lua");
+static RENEW: LazyLock<Script> = script!("lua/renew.lua");
 
 fn key(team: &str, what: &str) -> String {
     format!("sluice:limits:{{{team}}}:{what}")
@@ -282,8 +95,9 @@ type Leases = HashMap<Arc<str>, HashSet<u64>>;
 /// The shared [`LimitStore`]: see the module docs.
 pub struct RedisStore {
     state: Arc<SharedState>,
-    /// Where calls go when Redis does not answer and `on_failure` is `fail_open`.
-    local: MemoryStore,
+    /// Runs the lease renewal, and the settlements and releases made from a drop.
+    lifecycle: Lifecycle,
+    /// The next admission's ticket: its lease ID (a member of the slot set) if it takes a slot.
     next_lease: AtomicU64,
     leases: Mutex<Leases>,
 }
@@ -311,18 +125,20 @@ fn quota_args(limits: &TeamLimits) -> (i64, u64, i64, u32) {
 }
 
 impl RedisStore {
-    /// The store, and its lease renewal task (which ends when the store is dropped). Needs a
-    /// Tokio runtime.
-    pub fn new(state: Arc<SharedState>) -> Arc<Self> {
+    /// The store, and its lease renewal task (which ends when the store is dropped or the
+    /// lifecycle stops). Needs a Tokio runtime.
+    pub fn new(state: Arc<SharedState>, lifecycle: Lifecycle) -> Arc<Self> {
         let store = Arc::new(Self {
             state,
-            local: MemoryStore::new(),
+            lifecycle,
             next_lease: AtomicU64::new(1),
             leases: Mutex::default(),
         });
         let every = (store.state.lease / 3).max(Duration::from_millis(100));
+        // Weak: a store that is gone (an instance that died, in the tests) stops renewing, so
+        // its leases expire.
         let weak: Weak<Self> = Arc::downgrade(&store);
-        tokio::spawn(async move {
+        store.lifecycle.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -394,21 +210,11 @@ impl RedisStore {
             }
         }
     }
+}
 
-    /// Redis did not answer: `Some` to go on in memory (`fail_open`), else `None`.
-    fn fallback(&self) -> Option<&MemoryStore> {
-        match self.state.on_failure {
-            OnFailure::FailOpen => Some(&self.local),
-            OnFailure::FailClosed => None,
-        }
-    }
-
-    async fn admit_shared(
-        &self,
-        team: &str,
-        limits: &TeamLimits,
-        estimate: u64,
-    ) -> Result<Result<Admitted, Refusal>, crate::shared_state::StateError> {
+#[async_trait::async_trait]
+impl LimitStore for RedisStore {
+    async fn admit(&self, team: &str, limits: &TeamLimits, estimate: u64) -> AdmitOutcome {
         let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
         let (cap, window, interval, burst) = quota_args(limits);
         let ttl_ms = (2 * window / 1000).max(1000);
@@ -426,16 +232,20 @@ impl RedisStore {
             .arg(burst)
             .arg(ttl_ms);
         let mut conn = self.state.conn();
-        let r: Vec<i64> = self.state.call(inv.invoke_async(&mut conn)).await?;
+        let r: Vec<i64> = self
+            .state
+            .call(inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| Unavailable)?;
         let at = |i: usize| r.get(i).copied().unwrap_or(0);
         Ok(match at(0) {
             0 => {
-                let slot = limits.streams.map(|_| id);
-                if slot.is_some() {
+                let slot = limits.streams.is_some();
+                if slot {
                     self.leases().entry(team.into()).or_default().insert(id);
                 }
                 Ok(Admitted {
-                    origin: Origin::Shared,
+                    ticket: Ticket(id),
                     slot,
                     reserved: u64::try_from(at(2)).unwrap_or(0),
                     requests: status(limits.requests.map(u64::from), at(3), at(4)),
@@ -447,51 +257,31 @@ impl RedisStore {
             _ => Err(Refusal::Requests(wait(at(1)))),
         })
     }
-}
-
-#[async_trait::async_trait]
-impl LimitStore for RedisStore {
-    async fn admit(&self, team: &str, limits: &TeamLimits, estimate: u64) -> AdmitOutcome {
-        match self.admit_shared(team, limits, estimate).await {
-            Ok(r) => Ok(r),
-            Err(_) => match self.fallback() {
-                Some(local) => Ok(local.admit_now(team, limits, estimate)),
-                None => Err(Unavailable),
-            },
-        }
-    }
 
     async fn settle(
         &self,
         team: &str,
-        origin: Origin,
+        _: Ticket,
         reserved: u64,
         used: u64,
     ) -> Result<(), Unavailable> {
-        if origin == Origin::Local {
-            self.local.settle_tokens(team, reserved, used);
-            return Ok(());
-        }
         let mut inv = SETTLE.prepare_invoke();
         inv.key(key(team, "tokens")).arg(reserved).arg(used);
         let mut conn = self.state.conn();
-        match self.state.call(inv.invoke_async::<i64>(&mut conn)).await {
-            Ok(_) => Ok(()),
-            // The reservation was made in Redis: there is nothing to settle it against here.
-            Err(_) => Err(Unavailable),
-        }
+        self.state
+            .call(inv.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
+            .map_err(|_| Unavailable)
     }
 
     async fn take_more(
         &self,
         team: &str,
-        origin: Origin,
+        _: Ticket,
         limits: &TeamLimits,
         want: u64,
     ) -> Result<u64, Unavailable> {
-        if origin == Origin::Local {
-            return Ok(self.local.take_more_tokens(team, limits, want));
-        }
         let Some(cap) = limits.tokens else {
             return Ok(want);
         };
@@ -503,33 +293,17 @@ impl LimitStore for RedisStore {
             .arg(want)
             .arg((2 * window / 1000).max(1000));
         let mut conn = self.state.conn();
-        match self.state.call(inv.invoke_async::<u64>(&mut conn)).await {
-            Ok(granted) => Ok(granted),
-            // Like an admission: go on in memory, or say so.
-            Err(_) => match self.fallback() {
-                Some(local) => Ok(local.take_more_tokens(team, limits, want)),
-                None => Err(Unavailable),
-            },
-        }
+        self.state
+            .call(inv.invoke_async::<u64>(&mut conn))
+            .await
+            .map_err(|_| Unavailable)
     }
 
-    async fn release(&self, team: &str, origin: Origin, slot: u64) -> Result<(), Unavailable> {
-        if origin == Origin::Local {
-            self.local.close_stream(team);
-            return Ok(());
-        }
-        {
-            let mut leases = self.leases();
-            if let Some(ids) = leases.get_mut(team) {
-                ids.remove(&slot);
-                if ids.is_empty() {
-                    leases.remove(team);
-                }
-            }
-        }
+    async fn release(&self, team: &str, ticket: Ticket) -> Result<(), Unavailable> {
+        self.forget(team, ticket);
         let mut conn = self.state.conn();
         let mut zrem = redis::cmd("ZREM");
-        zrem.arg(key(team, "slots")).arg(self.member(slot));
+        zrem.arg(key(team, "slots")).arg(self.member(ticket.0));
         let zrem = zrem.query_async::<i64>(&mut conn);
         // If Redis does not answer, the lease (no longer renewed) expires by itself.
         self.state
@@ -553,74 +327,67 @@ impl LimitStore for RedisStore {
             .arg(interval)
             .arg(burst);
         let mut conn = self.state.conn();
-        match self
+        let r = self
             .state
             .call(inv.invoke_async::<Vec<i64>>(&mut conn))
             .await
-        {
-            Ok(r) => {
-                let at = |i: usize| r.get(i).copied().unwrap_or(0);
-                Ok((
-                    status(limits.requests.map(u64::from), at(0), at(1)),
-                    status(limits.tokens, at(2), at(3)),
-                ))
-            }
-            Err(_) => match self.fallback() {
-                Some(local) => Ok((
-                    local.request_status(team, limits),
-                    local.token_status(team, limits),
-                )),
-                None => Err(Unavailable),
-            },
-        }
+            .map_err(|_| Unavailable)?;
+        let at = |i: usize| r.get(i).copied().unwrap_or(0);
+        Ok((
+            status(limits.requests.map(u64::from), at(0), at(1)),
+            status(limits.tokens, at(2), at(3)),
+        ))
     }
 
     async fn open_streams(&self, team: &str) -> Result<u64, Unavailable> {
         let mut inv = OPEN.prepare_invoke();
         inv.key(key(team, "slots"));
         let mut conn = self.state.conn();
-        match self.state.call(inv.invoke_async::<u64>(&mut conn)).await {
-            Ok(n) => Ok(n.saturating_add(self.local.open_streams(team))),
-            Err(_) => Err(Unavailable),
-        }
+        self.state
+            .call(inv.invoke_async::<u64>(&mut conn))
+            .await
+            .map_err(|_| Unavailable)
     }
 
     fn open_streams_here(&self, team: &str) -> u64 {
-        let shared = self.leases().get(team).map_or(0, |ids| ids.len() as u64);
-        shared.saturating_add(self.local.open_streams(team))
+        self.leases().get(team).map_or(0, |ids| ids.len() as u64)
     }
 
-    fn settle_later(self: Arc<Self>, team: Arc<str>, origin: Origin, reserved: u64, used: u64) {
-        if origin == Origin::Local {
-            self.local.settle_tokens(&team, reserved, used);
+    fn settle_later(self: Arc<Self>, team: Arc<str>, ticket: Ticket, reserved: u64, used: u64) {
+        // No runtime (a test's drop): nothing can reach Redis.
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            if self.settle(&team, origin, reserved, used).await.is_err() {
+        // As a generation: shutdown gives it its grace period, so that the shared budget is
+        // right for the instances that stay.
+        self.lifecycle.clone().spawn_generation(async move {
+            if self.settle(&team, ticket, reserved, used).await.is_err() {
                 tracing::debug!(team = %team, reserved, used, "token settlement lost: redis did not answer");
             }
         });
     }
 
-    fn release_later(self: Arc<Self>, team: Arc<str>, origin: Origin, slot: u64) {
-        if origin == Origin::Local {
-            self.local.close_stream(&team);
+    fn release_later(self: Arc<Self>, team: Arc<str>, ticket: Ticket) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // No runtime (a test's drop): at least stop renewing it, so that it expires.
+            self.forget(&team, ticket);
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    let _ = self.release(&team, origin, slot).await;
-                });
-            }
-            // No runtime (a test's drop): at least stop renewing it, so that it expires.
-            Err(_) => {
-                if let Some(ids) = self.leases().get_mut(&team) {
-                    ids.remove(&slot);
-                }
+        // Likewise a generation: the other instances get the slot back now, not a lease later.
+        self.lifecycle.clone().spawn_generation(async move {
+            let _ = self.release(&team, ticket).await;
+        });
+    }
+}
+
+impl RedisStore {
+    /// Stops renewing the lease of admission `ticket`.
+    fn forget(&self, team: &str, ticket: Ticket) {
+        let mut leases = self.leases();
+        if let Some(ids) = leases.get_mut(team) {
+            ids.remove(&ticket.0);
+            if ids.is_empty() {
+                leases.remove(team);
             }
         }
     }

@@ -98,7 +98,7 @@ pub async fn start(
     let id = chunk_id(writer.id().as_str());
     writer.set_meta(|m| m.id = id);
     // Other instances can resume it (a no-op in memory).
-    let published = state.stream_log.publish(writer.handle());
+    let published = state.streams.publish(writer.handle());
     // If the caller goes away during the await, the admission is dropped with this future and
     // charges the prompt estimate: the upstream was working on it.
     let mut admission = admission;

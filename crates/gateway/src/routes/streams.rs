@@ -1,6 +1,7 @@
 //! The resumable streams: `POST /v1/streams` starts a generation, `GET
 //! /v1/streams/{id}/events` reads it from any position (`Last-Event-ID` or `?last_event_id=`),
-//! `DELETE /v1/streams/{id}` cancels it.
+//! `DELETE /v1/streams/{id}` cancels it. Where a stream runs (here or on another instance) is
+//! `crate::streams`'s business.
 
 use std::time::Instant;
 
@@ -10,20 +11,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use std::time::Duration;
 
-use relay::{Format, Handle, RelayError, StreamId};
+use relay::{Format, RelayError};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::access::Caller;
-use crate::config::OnFailure;
 use crate::error::GatewayError;
 use crate::generation;
 use crate::metrics::RequestLabels;
 use crate::net::Arrival;
 use crate::state::AppState;
-use crate::stream_log::RemoteStream;
 use tower_http::request_id::RequestId;
 
 pub async fn create(
@@ -119,13 +117,7 @@ pub async fn events(
         }
     };
     let after = position(&headers, &query)?;
-    let handle = match state.registry.get(&id) {
-        Ok(h) => h,
-        Err(_) => replica(&state, &id).await?,
-    };
-    if handle.is_replica() {
-        caught_up(&state, &handle, after, format).await;
-    }
+    let handle = state.streams.open(&id, after, format).await?;
     match handle.subscribe(after, format) {
         Ok(reader) => {
             if after > 0 {
@@ -152,95 +144,14 @@ pub async fn events(
     }
 }
 
-fn not_found(id: &str) -> GatewayError {
-    GatewayError::NotFound(format!("stream '{id}' not found or expired"))
-}
-
-/// What another instance published about stream `id`, if anything (404 if nothing; with Redis
-/// down, 404 under `fail_open`, 503 under `fail_closed`).
-async fn remote(state: &AppState, id: &str) -> Result<RemoteStream, GatewayError> {
-    let sid = StreamId::parse(id).ok_or_else(|| not_found(id))?;
-    match state.stream_log.lookup(&sid).await {
-        Ok(Some(r)) => Ok(r),
-        Ok(None) => Err(not_found(id)),
-        Err(e) => {
-            tracing::debug!(error = %e, "stream lookup in redis failed");
-            match state.shared.as_ref().map(|s| s.on_failure) {
-                Some(OnFailure::FailClosed) => Err(GatewayError::Unavailable(
-                    "shared state is unavailable; try again shortly".into(),
-                )),
-                _ => Err(not_found(id)),
-            }
-        }
-    }
-}
-
-/// A local replica of a stream another instance runs, made (and filled by a task of its own)
-/// by the first request for it; later requests share it.
-async fn replica(state: &AppState, id: &str) -> Result<Handle, GatewayError> {
-    let r = remote(state, id).await?;
-    match state
-        .registry
-        .create_replica(r.id, r.include_usage, r.team.as_deref().map(Into::into))
-    {
-        Ok(writer) => {
-            let handle = writer.handle();
-            let log = state.stream_log.clone();
-            tokio::spawn(async move { log.tail(r, writer).await });
-            Ok(handle)
-        }
-        Err(RelayError::Exists) => state.registry.get(id).map_err(|_| not_found(id)),
-        Err(e) => Err(GatewayError::Unavailable(e.to_string())),
-    }
-}
-
-/// Waits (a bounded time) until a replica holds the events up to `after`: a reader may resume
-/// from a position its owner has sent but this copy has not received yet.
-async fn caught_up(state: &AppState, handle: &Handle, after: u64, format: Format) {
-    let limit = state.shared.as_ref().map_or(Duration::from_secs(5), |s| {
-        s.owner_timeout + Duration::from_secs(5)
-    });
-    let wait = async {
-        let mut follower = handle.follow(handle.last_event_id(Format::Browser));
-        let mut scratch = Vec::new();
-        while !handle.is_finished() && handle.last_event_id(format) < after {
-            scratch.clear();
-            if !follower.next_batch(usize::MAX, &mut scratch).await {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(limit, wait).await;
-}
-
-/// Only the team that started a stream may cancel it; to another team it does not exist
-/// (404, the same answer as for an unknown ID, so IDs cannot be probed).
+/// Only the team that started a stream may cancel it (see `crate::streams::Streams::cancel`).
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
-    let local = state.registry.get(&id).ok();
-    if let Some(handle) = local.as_ref().filter(|h| !h.is_replica()) {
-        if handle.owner().is_some() && handle.owner() != caller.team_name() {
-            return Err(not_found(&id));
-        }
-        let was_live = !handle.is_finished();
-        handle.cancel();
-        return Ok(deleted(handle.id().as_str(), was_live));
-    }
-    // Another instance runs it: check the team it recorded, then ask it to stop.
-    let r = remote(&state, &id).await?;
-    if r.team.is_some() && r.team.as_deref() != caller.team_name() {
-        return Err(not_found(&id));
-    }
-    let was_live = local.as_ref().is_none_or(|h| !h.is_finished());
-    if was_live {
-        state.stream_log.cancel(&r.id).await.map_err(|_| {
-            GatewayError::Unavailable("shared state is unavailable; try again shortly".into())
-        })?;
-    }
-    Ok(deleted(r.id.as_str(), was_live))
+    let c = state.streams.cancel(&id, caller.team_name()).await?;
+    Ok(deleted(c.id.as_str(), c.was_live))
 }
 
 fn deleted(id: &str, was_live: bool) -> Response {

@@ -1,16 +1,19 @@
-//! The same tests against both limit stores: `MemoryStore` and `RedisStore` (against a
-//! `RedisServer`; skipped when `redis-server` is missing). Plus the Redis store's behaviour when
-//! Redis goes away (fail_open, fail_closed), lease expiry, and the added latency per admission.
+//! The same tests against both limit stores: `MemoryStore`, and `RedisStore` behind `FailOver`
+//! as the gateway runs it (against a `RedisServer`; skipped when `redis-server` is missing).
+//! Plus the Redis store's behaviour when Redis goes away (fail_open, fail_closed), lease expiry,
+//! and the added latency per admission.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_gateway::access::{
-    LimitStatus, LimitStore, MemoryStore, Origin, RedisStore, Refusal, TeamLimits, Unavailable,
+use super::{
+    Admitted, FailOver, LimitStatus, LimitStore, MemoryStore, RedisStore, Refusal, TeamLimits,
+    Ticket, Unavailable,
 };
-use sluice_gateway::config::{OnFailure, RedisSettings};
-use sluice_gateway::shared_state::SharedState;
-use sluice_tests::redis::RedisServer;
+use crate::config::{OnFailure, RedisSettings};
+use crate::lifecycle::Lifecycle;
+use crate::shared_state::SharedState;
+use redis_server::RedisServer;
 
 fn limits(rpm: Option<u32>, burst: u32, tpm: Option<u64>, streams: Option<u32>) -> TeamLimits {
     TeamLimits {
@@ -33,9 +36,15 @@ fn settings(url: String, on_failure: OnFailure, lease: Duration) -> RedisSetting
     }
 }
 
-fn redis_store(server: &RedisServer, on_failure: OnFailure, lease: Duration) -> Arc<RedisStore> {
+/// A Redis store behind its `FailOver`, as the gateway builds it.
+fn redis_store(server: &RedisServer, on_failure: OnFailure, lease: Duration) -> Arc<FailOver> {
     let state = SharedState::new(&settings(server.url(), on_failure, lease)).expect("redis url");
-    RedisStore::new(Arc::new(state))
+    let state = Arc::new(state);
+    let policy = state.on_failure;
+    Arc::new(FailOver::new(
+        RedisStore::new(state, Lifecycle::new()),
+        policy,
+    ))
 }
 
 /// Runs `check` against a memory store, then a Redis store (unless `redis-server` is
@@ -62,7 +71,7 @@ async fn admit<S: LimitStore + ?Sized>(
     team: &str,
     l: &TeamLimits,
     estimate: u64,
-) -> Result<sluice_gateway::access::Admitted, Refusal> {
+) -> Result<Admitted, Refusal> {
     s.admit(team, l, estimate).await.expect("the store answers")
 }
 
@@ -126,13 +135,13 @@ async fn carry_over<S: LimitStore + ?Sized>(s: Arc<S>) {
     assert!(admit(&s, "a", &l, 1).await.is_err());
     // Tokens: a bigger budget keeps the tokens used.
     let t = limits(None, 1, Some(1000), None);
-    admit(&s, "t", &t, 900).await.expect("admitted");
+    let a = admit(&s, "t", &t, 900).await.expect("admitted");
     let t2 = limits(None, 1, Some(2000), None);
     let (_, st) = status(&s, "t", &t2).await;
     assert_eq!(st.limit, 2000);
     assert!((1100..=1101).contains(&st.remaining), "{st:?}");
     // Settling after the change keeps the new quota.
-    s.settle("t", Origin::Shared, 900, 100)
+    s.settle("t", a.ticket, 900, 100)
         .await
         .expect("the store answers");
     let (_, st) = status(&s, "t", &t2).await;
@@ -152,20 +161,20 @@ async fn token_reserve_settle_refund<S: LimitStore + ?Sized>(s: Arc<S>) {
     };
     assert!(wait <= Duration::from_secs(60), "{wait:?}");
     // Refund: all back.
-    s.settle("a", a.origin, a.reserved, 0)
+    s.settle("a", a.ticket, a.reserved, 0)
         .await
         .expect("the store answers");
     assert_eq!(status(&s, "a", &l).await.1.remaining, 30);
     // Settle: the difference back.
     let a = admit(&s, "a", &l, 20).await.expect("admitted");
     assert_eq!(a.tokens.remaining, 10);
-    s.settle("a", a.origin, a.reserved, 5)
+    s.settle("a", a.ticket, a.reserved, 5)
         .await
         .expect("the store answers");
     assert_eq!(status(&s, "a", &l).await.1.remaining, 25);
     // Far more used than reserved: a debt, floored at one window's tokens.
     let a = admit(&s, "a", &l, 10).await.expect("admitted");
-    s.settle("a", a.origin, a.reserved, u64::MAX)
+    s.settle("a", a.ticket, a.reserved, u64::MAX)
         .await
         .expect("the store answers");
     let (_, st) = status(&s, "a", &l).await;
@@ -183,7 +192,7 @@ async fn token_reserve_settle_refund<S: LimitStore + ?Sized>(s: Arc<S>) {
     ));
     assert_eq!(status(&s, "r", &both).await.1.remaining, 90);
     // Nothing kept for a team: nothing to settle.
-    s.settle("nobody", Origin::Shared, 0, 10)
+    s.settle("nobody", Ticket::default(), 0, 10)
         .await
         .expect("the store answers");
     assert_eq!(status(&s, "nobody", &l).await.1.remaining, 30);
@@ -203,16 +212,15 @@ async fn slots<S: LimitStore + ?Sized>(s: Arc<S>) {
     assert!(status(&s, "a", &l).await.1.remaining >= 979);
     assert_eq!(s.open_streams("a").await.expect("the store answers"), 2);
     assert_eq!(s.open_streams_here("a"), 2);
-    s.release("a", one.origin, one.slot.expect("a slot"))
-        .await
-        .expect("the store answers");
+    assert!(one.slot);
+    s.release("a", one.ticket).await.expect("the store answers");
     assert_eq!(s.open_streams("a").await.expect("the store answers"), 1);
     let three = admit(&s, "a", &l, 10).await.expect("admitted");
     assert_eq!(admit(&s, "a", &l, 10).await, Err(Refusal::Concurrency));
-    s.release("a", two.origin, two.slot.expect("a slot"))
-        .await
-        .expect("the store answers");
-    s.release("a", three.origin, three.slot.expect("a slot"))
+    assert!(two.slot);
+    s.release("a", two.ticket).await.expect("the store answers");
+    assert!(three.slot);
+    s.release("a", three.ticket)
         .await
         .expect("the store answers");
     assert_eq!(s.open_streams("a").await.expect("the store answers"), 0);
@@ -249,7 +257,7 @@ async fn redis_slots_are_shared_and_a_dead_holders_lease_expires() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(slot.origin, Origin::Shared);
+    assert!(!FailOver::is_local(&slot));
     let _ = held;
 }
 
@@ -262,14 +270,14 @@ async fn redis_down_fail_open_counts_here_fail_closed_refuses_and_both_recover()
     let closed = redis_store(&server, OnFailure::FailClosed, Duration::from_secs(30));
     let l = limits(Some(60), 3, Some(1000), Some(5));
     let shared = admit(&open, "t", &l, 10).await.expect("admitted");
-    assert_eq!(shared.origin, Origin::Shared);
+    assert!(!FailOver::is_local(&shared));
     server.stop();
     // fail_open: this instance's own limits, a fresh burst of 3.
     let start = Instant::now();
     let mut local = Vec::new();
     for _ in 0..3 {
         let a = admit(&open, "t", &l, 10).await.expect("admitted");
-        assert_eq!(a.origin, Origin::Local);
+        assert!(FailOver::is_local(&a));
         local.push(a);
     }
     assert!(matches!(
@@ -282,16 +290,16 @@ async fn redis_down_fail_open_counts_here_fail_closed_refuses_and_both_recover()
     assert_eq!(closed.status("t", &l).await, Err(Unavailable));
     // Local admissions settle and release locally.
     for a in local {
-        open.clone()
-            .release_later("t".into(), a.origin, a.slot.expect("a slot"));
+        assert!(a.slot);
+        open.clone().release_later("t".into(), a.ticket);
     }
     assert_eq!(open.open_streams_here("t"), 1);
     server.restart();
-    let back = |s: Arc<RedisStore>| async move {
+    let back = |s: Arc<FailOver>| async move {
         let start = Instant::now();
         loop {
             match s.admit("t", &l, 10).await {
-                Ok(Ok(a)) if a.origin == Origin::Shared => return a,
+                Ok(Ok(a)) if !FailOver::is_local(&a) => return a,
                 _ if start.elapsed() > Duration::from_secs(10) => panic!("did not recover"),
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -324,10 +332,11 @@ async fn admission_latency_memory_vs_redis() {
                 .await
                 .expect("the store answers")
                 .expect("admitted");
-            s.settle("bench", a.origin, a.reserved, 5)
+            s.settle("bench", a.ticket, a.reserved, 5)
                 .await
                 .expect("the store answers");
-            s.release("bench", a.origin, a.slot.expect("a slot"))
+            assert!(a.slot);
+            s.release("bench", a.ticket)
                 .await
                 .expect("the store answers");
         }
@@ -353,4 +362,109 @@ async fn admission_latency_memory_vs_redis() {
     println!(
         "redis: {admit_only:?} per admission (one script), {full:?} per admit + settle + release"
     );
+}
+
+/// A real `redis-server` on a free loopback port, with no persistence, killed on drop: the part
+/// of `tests/src/redis.rs` these tests need (the gateway's own tests cannot depend on the
+/// `sluice-tests` crate, which depends on the gateway).
+mod redis_server {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub struct RedisServer {
+        port: u16,
+        child: Option<Child>,
+    }
+
+    impl RedisServer {
+        /// A fresh server, or `None` when `redis-server` is missing: the test is then skipped
+        /// with a `SKIPPED` line on stderr, or fails under `CI=true` (where `.ci/run` installs
+        /// it), as `sluice_tests::sdk::require` does.
+        pub fn start_or_skip() -> Option<Self> {
+            let installed = Command::new("redis-server")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !installed {
+                let why = "the Redis tests need `redis-server` (Debian package redis-server)";
+                let ci =
+                    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+                assert!(!ci, "{why} (CI=true: a missing prerequisite is a failure)");
+                // libtest shows captured output only for a failing test, and a skip passes: the
+                // line goes to the process's stderr by hand.
+                let test = std::thread::current()
+                    .name()
+                    .map_or(String::new(), |n| format!(" {n}"));
+                let _ = writeln!(std::io::stderr().lock(), "SKIPPED{test}: {why}");
+                return None;
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut server = Self { port, child: None };
+            server.restart();
+            Some(server)
+        }
+
+        /// `redis://127.0.0.1:PORT`.
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        /// Kills the server (as a crash would): clients see their connection reset.
+        pub fn stop(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        /// Starts the server again on the same port (empty: no persistence), and waits until
+        /// it answers `PING`.
+        pub fn restart(&mut self) {
+            self.stop();
+            let child = Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(std::env::temp_dir())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            self.child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if self.ping() {
+                    return;
+                }
+                // Start-up of a test fixture (tens of ms), before the test's own traffic.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("redis-server did not answer PING on port {}", self.port);
+        }
+
+        fn ping(&self) -> bool {
+            let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut buf = [0u8; 7];
+            s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut buf).is_ok()
+                && &buf == b"+PONG\r\n"
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
 }
