@@ -3,6 +3,9 @@
 //! direct, sluice, other, ...) so that the machine's drift hits them alike, and turns the runs
 //! into rows and `ratio` lines. Fresh processes per scenario keep one scenario's retained
 //! streams (Sluice keeps finished streams for 5 minutes) out of the next one's memory figures.
+//!
+//! Longer than most files (~700 lines) on purpose: each scenario is a short function next to
+//! the others, and reading them side by side is how one checks they load every target alike.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

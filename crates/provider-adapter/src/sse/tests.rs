@@ -1,0 +1,254 @@
+use super::*;
+use std::convert::Infallible;
+
+async fn parse(chunks: &[&'static [u8]]) -> (Vec<(String, String)>, bool) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let body = futures::stream::iter(
+        chunks
+            .iter()
+            .map(|c| Ok::<_, Infallible>(Bytes::from_static(c)))
+            .collect::<Vec<_>>(),
+    );
+    let evs: Vec<_> = events(body, Duration::from_secs(5), flag.clone())
+        .map(|e| {
+            let e = e.expect("event");
+            (e.event, e.data)
+        })
+        .collect()
+        .await;
+    (evs, flag.load(Ordering::Relaxed))
+}
+
+#[tokio::test]
+async fn complete_stream_needs_no_help() {
+    let (evs, flag) = parse(&[b"data: a\n\n", b"data: b\r\n\r\n"]).await;
+    assert_eq!(
+        evs,
+        vec![
+            ("message".into(), "a".into()),
+            ("message".into(), "b".into())
+        ]
+    );
+    assert!(!flag);
+}
+
+#[tokio::test]
+async fn last_event_without_blank_line_is_dispatched() {
+    for body in [
+        &b"data: a\n\ndata: b"[..],
+        b"data: a\n\ndata: b\n",
+        b"data: a\r\rdata: b\r",
+        b"data: a\r\n\r\ndata: b\r\n",
+    ] {
+        let (evs, flag) = parse(&[body]).await;
+        assert_eq!(evs.len(), 2, "{body:?}");
+        assert_eq!(evs[1].1, "b", "{body:?}");
+        assert!(flag);
+    }
+}
+
+#[tokio::test]
+async fn crlf_split_between_reads_and_utf8_split() {
+    let (evs, _) = parse(&[b"data: h\xc3", b"\xa9\r", b"\n\r", b"\ndata: x\n\n"]).await;
+    assert_eq!(
+        evs,
+        vec![
+            ("message".into(), "h\u{e9}".into()),
+            ("message".into(), "x".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cr_only_stream_keeps_its_last_event() {
+    // Ends on a complete event whose blank line is a lone CR.
+    let (evs, flag) = parse(&[b"data: a\r\rdata: b\r\r"]).await;
+    assert_eq!(evs.len(), 2);
+    assert_eq!(evs[1].1, "b");
+    assert!(!flag, "the event was complete");
+    let (evs, _) = parse(&[b"data: a\r", b"\r", b"data: b\r", b"\r"]).await;
+    assert_eq!(evs.len(), 2);
+}
+
+/// The data of the events in `whole` delivered in three reads, cut at `cut1` and `cut2`.
+async fn data_of_cut(whole: &[u8], cut1: usize, cut2: usize) -> Vec<String> {
+    let chunks = [&whole[..cut1], &whole[cut1..cut2], &whole[cut2..]];
+    let body = futures::stream::iter(
+        chunks
+            .iter()
+            .map(|c| Ok::<_, Infallible>(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    events(
+        body,
+        Duration::from_secs(5),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map(|e| e.expect("event").data)
+    .collect()
+    .await
+}
+
+#[tokio::test]
+async fn a_leading_bom_is_stripped_however_it_is_split() {
+    let whole: &[u8] = b"\xef\xbb\xbfdata: a\n\ndata: b\n\n";
+    for cut1 in 0..whole.len() {
+        for cut2 in cut1..whole.len() {
+            let evs = data_of_cut(whole, cut1, cut2).await;
+            assert_eq!(evs, vec!["a", "b"], "cuts {cut1} {cut2}");
+        }
+    }
+    // Only the first BOM is a BOM: a second one is part of the first line's field name,
+    // which makes it an unknown field (WHATWG), and must not crash anything.
+    let (evs, _) = parse(&[b"\xef\xbb\xbf\xef\xbb\xbfdata: x\n\ndata: y\n\n"]).await;
+    assert_eq!(evs, vec![("message".into(), "y".into())]);
+    // A body that starts like a BOM but is not one is passed on as it is (here: not UTF-8).
+    let flag = Arc::new(AtomicBool::new(false));
+    let body = futures::stream::iter([
+        Ok::<_, Infallible>(Bytes::from_static(b"\xef")),
+        Ok(Bytes::from_static(b"\xbbdata: x\n\n")),
+    ]);
+    let items: Vec<_> = events(body, Duration::from_secs(5), flag).collect().await;
+    assert!(
+        matches!(items[..], [Err(EventStreamError::Utf8(_))]),
+        "{items:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_endless_line_is_an_error_not_an_endless_buffer() {
+    let flag = Arc::new(AtomicBool::new(false));
+    let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+    let body = futures::stream::iter(
+        std::iter::once(Ok::<_, Infallible>(Bytes::from_static(b"data: ")))
+            .chain(std::iter::repeat_n(chunk, 20).map(Ok)),
+    );
+    let mut s = Box::pin(events(body, Duration::from_secs(5), flag));
+    let first = s.next().await.expect("item");
+    assert!(
+        matches!(
+            first,
+            Err(EventStreamError::Transport(ReadError::LineTooLong))
+        ),
+        "{first:?}"
+    );
+}
+
+/// A body of `chunks`, counting the bytes the parser pulled from it.
+fn counted(
+    chunks: Vec<Bytes>,
+    pulled: Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + Unpin + 'static {
+    futures::stream::iter(chunks).map(move |c| {
+        pulled.fetch_add(c.len(), Ordering::Relaxed);
+        Ok(c)
+    })
+}
+
+#[tokio::test]
+async fn an_event_of_many_capped_lines_is_an_error_before_it_outgrows_the_cap() {
+    // 48 `data:` lines of 1 MiB each, each under the line cap, in one event: the reviewer's
+    // reproduction. The error comes within one read of the cap, not at the end.
+    let line = {
+        let mut l = b"data: ".to_vec();
+        l.extend(std::iter::repeat_n(b'x', 1 << 20));
+        l.push(b'\n');
+        Bytes::from(l)
+    };
+    for eol_line in [line.clone(), {
+        // The same with CRLF line ends, split between the CR and the LF.
+        let mut l = line[..line.len() - 1].to_vec();
+        l.push(b'\r');
+        Bytes::from(l)
+    }] {
+        let crlf = eol_line.ends_with(b"\r");
+        let mut chunks = Vec::new();
+        for _ in 0..48 {
+            chunks.push(eol_line.clone());
+            if crlf {
+                chunks.push(Bytes::from_static(b"\n"));
+            }
+        }
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let flag = Arc::new(AtomicBool::new(false));
+        let body = counted(chunks, pulled.clone());
+        let items: Vec<_> = events(body, Duration::from_secs(5), flag).collect().await;
+        assert!(
+            matches!(
+                items[..],
+                [Err(EventStreamError::Transport(ReadError::EventTooLarge))]
+            ),
+            "{items:?}"
+        );
+        let pulled = pulled.load(Ordering::Relaxed);
+        assert!(
+            pulled <= MAX_EVENT_BYTES + line.len() + 1,
+            "read {pulled} bytes before noticing"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_event_cap_counts_one_event_not_the_stream_and_skips_comments() {
+    // 24 MiB of events of 1 MiB each, with every kind of blank line: no error.
+    let payload = "y".repeat(1 << 20);
+    let mut chunks = Vec::new();
+    for (i, end) in ["\n\n", "\r\n\r\n", "\r\r"]
+        .iter()
+        .cycle()
+        .take(24)
+        .enumerate()
+    {
+        // Split the blank line from its event, and CRLF between its CR and LF.
+        let ev = format!("data: {payload}{end}");
+        let cut = ev.len() - end.len() + usize::from(i % 2 == 0);
+        chunks.push(Bytes::from(ev[..cut].to_owned()));
+        chunks.push(Bytes::from(ev[cut..].to_owned()));
+    }
+    // One event under the cap after 20 MiB of comment lines (dropped by the parser).
+    for _ in 0..20 {
+        chunks.push(Bytes::from(format!(": {payload}\n")));
+    }
+    chunks.push(Bytes::from_static(b"data: last\n\n"));
+    let flag = Arc::new(AtomicBool::new(false));
+    let body = futures::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+    let evs: Vec<_> = events(body, Duration::from_secs(5), flag)
+        .map(|e| e.expect("event").data.len())
+        .collect()
+        .await;
+    assert_eq!(evs.len(), 25);
+    assert!(evs[..24].iter().all(|&n| n == 1 << 20));
+    assert_eq!(evs[24], 4);
+}
+
+#[tokio::test]
+async fn an_error_field_line_is_read_as_data_however_it_is_split() {
+    // llama.cpp's old mid-stream error, then its [DONE].
+    let whole: &[u8] =
+        b"data: a\r\n\r\nerror: {\"message\":\"full\"}\n\ndata: [DONE]\n\n: error: no\n\n";
+    for cut1 in 0..whole.len() {
+        for cut2 in (cut1..whole.len()).step_by(3) {
+            let evs = data_of_cut(whole, cut1, cut2).await;
+            assert_eq!(
+                evs,
+                vec!["a", " {\"message\":\"full\"}", "[DONE]"],
+                "cuts {cut1} {cut2}"
+            );
+        }
+    }
+    // `error` inside a line, and a body that ends in what could have become `error:`.
+    let (evs, _) = parse(&[b"data: error: x\n\nerro"]).await;
+    assert_eq!(evs, vec![("message".into(), "error: x".into())]);
+}
+
+#[tokio::test]
+async fn idle_timeout_is_an_error() {
+    let flag = Arc::new(AtomicBool::new(false));
+    let body = futures::stream::pending::<Result<Bytes, Infallible>>();
+    let mut s = Box::pin(events(body, Duration::from_millis(20), flag));
+    let first = s.next().await.expect("item");
+    assert!(matches!(
+        first,
+        Err(EventStreamError::Transport(ReadError::Idle))
+    ));
+}
