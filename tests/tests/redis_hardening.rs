@@ -133,7 +133,7 @@ async fn a_redis_stall_never_leaves_a_remote_reader_without_an_end() {
 }
 
 /// Every URL form, with its password where that form carries it (`rediss://`, whose redaction
-/// and parsing are unit-tested in `config.rs`, would need a TLS server here). No Redis listens
+/// and parsing are unit-tested in `config/redis.rs`, would need a TLS server here). No Redis listens
 /// there: the start-up line and the "not answering" warning both print the URL.
 #[tokio::test]
 async fn a_redis_password_never_reaches_the_log_in_any_url_form() {

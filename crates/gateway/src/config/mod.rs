@@ -6,7 +6,7 @@
 //!
 //! Variables are read through a plain map ([`Vars`]) so tests never touch the process
 //! environment, and nothing here probes the machine: what depends on it (the relay's memory
-//! bound, the connection caps) is worked out at start, in `crate::server` and `crate::host`.
+//! bound, the connection caps) is worked out at start, in `crate::bootstrap` and `crate::host`.
 //!
 //! - `env`: every variable's name, and every default.
 //! - `file`: the TOML schema, and reading it.
