@@ -65,6 +65,16 @@ impl Gateway {
         &self.state
     }
 
+    /// The "sluice started" line, once it listens (and, for the binary, once `listening on`
+    /// is printed).
+    pub fn log_started(&self) {
+        tracing::info!(
+            providers = self.state.router.listed_models().len(),
+            open_mode = self.state.access.open_mode(),
+            "sluice started"
+        );
+    }
+
     /// Serves until `shutdown` resolves, drains (see [`crate::net::serve`]), then stops every
     /// task the gateway started.
     pub async fn serve(
@@ -75,6 +85,36 @@ impl Gateway {
         let result = crate::net::serve(self.listener, self.state, shutdown).await;
         lifecycle.stop(Duration::from_secs(2)).await;
         result
+    }
+}
+
+/// Raises the open-file limit and says, once at start, what the machine allows and what the
+/// relay may hold. Both the binary and the in-process test harness call it before
+/// [`Gateway::bind`] (whose default caps read the raised limit).
+pub fn log_host_limits(settings: &Settings, vars: &crate::config::Vars) {
+    match crate::host::raise_open_files() {
+        Ok(f) => tracing::info!(
+            soft_before = f.soft_before,
+            soft = f.soft,
+            hard = f.hard,
+            "open-file limit (a stream holds two sockets, three with the demo model)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    let mib = settings.relay_max_total_bytes >> 20;
+    let explicit =
+        vars.get("SLUICE_RELAY_MAX_TOTAL_BYTES").is_some() || settings.relay_bound_from_file;
+    if explicit {
+        tracing::info!(relay_max_total_mib = mib, "relay memory bound (configured)");
+    } else {
+        let limit = crate::host::memory_limit();
+        tracing::info!(
+            relay_max_total_mib = mib,
+            memory_mib = limit.as_ref().map(|l| l.bytes >> 20),
+            from = limit.as_ref().map_or("unknown", |l| l.source),
+            "relay memory bound: 1/8 of the memory Sluice may use, 16-256 MiB \
+             (set SLUICE_RELAY_MAX_TOTAL_BYTES to choose)"
+        );
     }
 }
 

@@ -121,35 +121,6 @@ fn announce(addr: std::net::SocketAddr) {
     let _ = std::io::stdout().flush();
 }
 
-/// Raises the open-file limit and says, once at start, what the machine allows and what the
-/// relay may hold.
-fn log_host_limits(settings: &Settings, vars: &config::Vars) {
-    match crate::host::raise_open_files() {
-        Ok(f) => tracing::info!(
-            soft_before = f.soft_before,
-            soft = f.soft,
-            hard = f.hard,
-            "open-file limit (a stream holds two sockets, three with the demo model)"
-        ),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
-    let mib = settings.relay_max_total_bytes >> 20;
-    let explicit =
-        vars.get("SLUICE_RELAY_MAX_TOTAL_BYTES").is_some() || settings.relay_bound_from_file;
-    if explicit {
-        tracing::info!(relay_max_total_mib = mib, "relay memory bound (configured)");
-    } else {
-        let limit = crate::host::memory_limit();
-        tracing::info!(
-            relay_max_total_mib = mib,
-            memory_mib = limit.as_ref().map(|l| l.bytes >> 20),
-            from = limit.as_ref().map_or("unknown", |l| l.source),
-            "relay memory bound: 1/8 of the memory Sluice may use, 16-256 MiB \
-             (set SLUICE_RELAY_MAX_TOTAL_BYTES to choose)"
-        );
-    }
-}
-
 async fn serve(flags: Flags, vars: config::Vars) -> i32 {
     let settings = match Settings::load(&flags, &vars) {
         Ok(s) => s,
@@ -159,7 +130,7 @@ async fn serve(flags: Flags, vars: config::Vars) -> i32 {
         }
     };
     crate::init_tracing(&vars);
-    log_host_limits(&settings, &vars);
+    crate::bootstrap::log_host_limits(&settings, &vars);
     let gateway = match Gateway::bind(settings).await {
         Ok(g) => g,
         Err(e) => {
@@ -172,12 +143,7 @@ async fn serve(flags: Flags, vars: config::Vars) -> i32 {
     if let Ok(a) = gateway.local_addr() {
         announce(a);
     }
-    let state = gateway.state();
-    tracing::info!(
-        providers = state.router.listed_models().len(),
-        open_mode = state.access.open_mode(),
-        "sluice started"
-    );
+    gateway.log_started();
     match gateway.serve(signals::shutdown_signal()).await {
         Ok(()) => 0,
         Err(e) => {
