@@ -1,4 +1,4 @@
-//! Redis as an operator meets it on a bad day, against the real binary: a password in any form of
+//! Redis as an operator meets it on a bad day, against a gateway: a password in any form of
 //! `SLUICE_REDIS_URL` stays out of the log; a Redis that stalls, restarts or is flushed never
 //! leaves a reader on another instance waiting without an end; remote readers share a bounded
 //! number of Redis connections; and a stream puts no more into Redis than the relay keeps.
@@ -9,7 +9,8 @@ use serde_json::json;
 use sluice_tests::e2e::{client, sse_events, wait_until, StreamReader};
 use sluice_tests::redis::RedisServer;
 use sluice_tests::wait::wait_for;
-use sluice_tests::{start_sluice, Sluice};
+use sluice_tests::Gateway;
+use sluice_tests::Sluice;
 
 const OWNER_TIMEOUT_SECS: u64 = 2;
 
@@ -27,7 +28,7 @@ fn instance_with(redis: &RedisServer, tokens_per_sec: &str, extra: &[(&str, &str
         ("SLUICE_DEMO_TOKENS_PER_SEC", tokens_per_sec),
     ];
     env.extend_from_slice(extra);
-    start_sluice(&[], &env)
+    Gateway::builder().env(&env).start()
 }
 
 /// A `GET` of a stream's events from the start, whatever its status.
@@ -159,14 +160,13 @@ async fn a_redis_password_never_reaches_the_log_in_any_url_form() {
         ),
     ];
     for (url, secret) in &urls {
-        let s = start_sluice(
-            &[],
-            &[
+        let s = Gateway::builder()
+            .env(&[
                 ("SLUICE_REDIS_URL", url.as_str()),
                 ("SLUICE_REDIS_TIMEOUT_MS", "100"),
                 ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
-            ],
-        );
+            ])
+            .start();
         // A stream: its limits and its copy go to Redis, which does not answer (fail_open).
         let resp = client()
             .post(s.url("/v1/chat/completions"))

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sluice_tests::e2e::{client_with_timeout, sse_events, StreamReader};
 use sluice_tests::redis::RedisServer;
 use sluice_tests::wait::wait_for;
-use sluice_tests::{start_sluice, Sluice};
+use sluice_tests::{Gateway, Sluice};
 
 fn client() -> reqwest::Client {
     client_with_timeout(Duration::from_secs(30))
@@ -17,14 +17,13 @@ fn client() -> reqwest::Client {
 
 fn instance(redis: &RedisServer) -> Sluice {
     let url = redis.url();
-    start_sluice(
-        &[],
-        &[
+    Gateway::builder()
+        .env(&[
             ("SLUICE_REDIS_URL", url.as_str()),
             ("SLUICE_OWNER_TIMEOUT_SECS", "3"),
             ("SLUICE_DEMO_TOKENS_PER_SEC", "20"),
-        ],
-    )
+        ])
+        .start()
 }
 
 async fn create(s: &Sluice, mock: Value) -> String {
@@ -215,7 +214,7 @@ async fn a_killed_owner_fails_readers_on_other_instances() {
     let mut on_b = open(&b, &id, 0, false).await;
     on_b.read_until(Duration::from_secs(10), |b| events_with_data(b) >= 3)
         .await;
-    a.signal("KILL");
+    a.kill();
     let killed = Instant::now();
     on_b.read_to_end(Duration::from_secs(12)).await;
     let took = killed.elapsed();
@@ -467,15 +466,14 @@ async fn readers_on_another_instance_keep_the_generation_past_the_grace_period()
     let url = redis.url();
     let with_grace = |s: &RedisServer| {
         let _ = s;
-        start_sluice(
-            &[],
-            &[
+        Gateway::builder()
+            .env(&[
                 ("SLUICE_REDIS_URL", url.as_str()),
                 ("SLUICE_OWNER_TIMEOUT_SECS", "3"),
                 ("SLUICE_STREAM_GRACE_SECS", "1"),
                 ("SLUICE_DEMO_TOKENS_PER_SEC", "10"),
-            ],
-        )
+            ])
+            .start()
     };
     let (a, b) = (with_grace(&redis), with_grace(&redis));
     // Read on A a little, then leave it (the reader is gone from A for good).
@@ -504,15 +502,14 @@ async fn a_clean_shutdown_of_the_owner_ends_remote_readers_with_its_real_end() {
         return;
     };
     let url = redis.url();
-    let a = start_sluice(
-        &[],
-        &[
+    let a = Gateway::builder()
+        .env(&[
             ("SLUICE_REDIS_URL", url.as_str()),
             ("SLUICE_OWNER_TIMEOUT_SECS", "30"),
             ("SLUICE_SHUTDOWN_GRACE_SECS", "1"),
             ("SLUICE_DEMO_TOKENS_PER_SEC", "5"),
-        ],
-    );
+        ])
+        .start();
     let b = instance(&redis);
     let id = create(&a, json!({"tokens": 100})).await;
     let mut on_b = wait_for(Duration::from_secs(10), || async {
@@ -528,7 +525,7 @@ async fn a_clean_shutdown_of_the_owner_ends_remote_readers_with_its_real_end() {
     on_b.read_until(Duration::from_secs(10), |body| events_with_data(body) >= 2)
         .await;
     let signalled = Instant::now();
-    a.signal("TERM");
+    a.terminate();
     on_b.read_to_end(Duration::from_secs(20)).await;
     let (kind, last) = last_event(&on_b.body);
     assert_eq!(kind, "failed", "{}", on_b.body);
