@@ -9,6 +9,7 @@
 //! - [`scripted`]: raw-bytes upstreams that play a fixed script.
 //! - [`sdk`]: running the SDK, EventSource and browser scripts of `tests/sdk/`, or skipping.
 //! - [`sse`]: the one SSE parser.
+//! - [`streams`]: resumable streams: create, open, read, and the events of a body.
 //! - [`teams`]: API keys, `[[teams]]` entries and the requests and checks of team tests.
 //! - [`wait`]: polling with a deadline.
 
@@ -19,6 +20,7 @@ pub mod redis;
 pub mod scripted;
 pub mod sdk;
 pub mod sse;
+pub mod streams;
 pub mod teams;
 pub mod wait;
 

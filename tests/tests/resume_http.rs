@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use sluice_tests::e2e::{client_with_timeout, sse_events, wait_for, SseEvent};
+use sluice_tests::e2e::{client_with_timeout, wait_for};
+use sluice_tests::streams::{self, data_events};
 use sluice_tests::Gateway;
 use sluice_tests::{metric, Sluice};
 
@@ -14,31 +15,17 @@ fn client() -> reqwest::Client {
     client_with_timeout(Duration::from_secs(20))
 }
 
-/// The events of a body that carry data (not the `retry:` block).
-fn data_events(body: &str) -> Vec<SseEvent> {
-    sse_events(body)
-        .into_iter()
-        .filter(|e| e.has("data"))
-        .collect()
-}
-
+/// Creates a stream on `s` shaped by `mock`.
 async fn create(s: &Sluice, mock: Value) -> String {
-    let resp = client()
-        .post(s.url("/v1/streams"))
-        .json(&json!({
+    streams::create(
+        s,
+        &json!({
             "model": "sluice-demo",
             "messages": [{"role": "user", "content": "Resume me"}],
             "mock": mock,
-        }))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 201);
-    let v: Value = resp.json().await.expect("json");
-    let id = v["id"].as_str().expect("id").to_owned();
-    assert_eq!(v["events_url"], format!("/v1/streams/{id}/events"));
-    assert!(id.len() >= 22, "at least 128 random bits");
-    id
+        }),
+    )
+    .await
 }
 
 /// (id, event name, data) of every event in a browser-format body.

@@ -8,11 +8,27 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sluice_tests::e2e::{client_with_timeout, sse_events, StreamReader};
 use sluice_tests::redis::RedisServer;
+use sluice_tests::streams::{self, events_with_data, last_event, open, read_all};
 use sluice_tests::wait::wait_for;
 use sluice_tests::{Gateway, Sluice};
 
 fn client() -> reqwest::Client {
     client_with_timeout(Duration::from_secs(30))
+}
+
+/// Creates a stream on `s`: 40 tokens at most, usage included, shaped by `mock`.
+async fn create(s: &Sluice, mock: Value) -> String {
+    streams::create(
+        s,
+        &json!({
+            "model": "sluice-demo",
+            "messages": [{"role": "user", "content": "Share me"}],
+            "max_tokens": 40,
+            "stream_options": {"include_usage": true},
+            "mock": mock,
+        }),
+    )
+    .await
 }
 
 fn instance(redis: &RedisServer) -> Sluice {
@@ -24,42 +40,6 @@ fn instance(redis: &RedisServer) -> Sluice {
             ("SLUICE_DEMO_TOKENS_PER_SEC", "20"),
         ])
         .start()
-}
-
-async fn create(s: &Sluice, mock: Value) -> String {
-    let resp = client()
-        .post(s.url("/v1/streams"))
-        .json(&json!({
-            "model": "sluice-demo",
-            "messages": [{"role": "user", "content": "Share me"}],
-            "max_tokens": 40,
-            "stream_options": {"include_usage": true},
-            "mock": mock,
-        }))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 201);
-    let v: Value = resp.json().await.expect("json");
-    v["id"].as_str().expect("id").to_owned()
-}
-
-async fn open(s: &Sluice, id: &str, after: u64, openai: bool) -> StreamReader {
-    let q = if openai { "?format=openai" } else { "" };
-    let resp = client()
-        .get(s.url(&format!("/v1/streams/{id}/events{q}")))
-        .header("last-event-id", after.to_string())
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(resp.status(), 200, "GET events after {after} on {}", s.addr);
-    StreamReader::new(resp)
-}
-
-async fn read_all(s: &Sluice, id: &str, after: u64, openai: bool) -> String {
-    let mut r = open(s, id, after, openai).await;
-    r.read_to_end(Duration::from_secs(30)).await;
-    r.body
 }
 
 /// The text of the deltas (browser format) or content (OpenAI format) in a body.
@@ -76,21 +56,6 @@ fn text(body: &str) -> String {
                 .to_owned()
         })
         .collect()
-}
-
-fn last_event(body: &str) -> (String, Value) {
-    let e = sse_events(body)
-        .into_iter()
-        .rfind(|e| e.has("data"))
-        .expect("an event");
-    (e.event.clone().unwrap_or_default(), e.json())
-}
-
-fn events_with_data(body: &str) -> usize {
-    sse_events(sluice_tests::sse::complete_part(body))
-        .iter()
-        .filter(|e| e.has("data"))
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
