@@ -128,8 +128,10 @@ async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
             .await
             .map_err(StartupError::Demo)?;
         let addr = listener.local_addr().map_err(StartupError::Demo)?;
+        // Any client reaches the demo: the `mock` knobs shape its answer in test builds only.
         let cfg = mock_upstream::MockConfig {
             tokens_per_sec: settings.demo_tokens_per_sec,
+            knobs: mock_upstream::TEST_KNOBS,
         };
         let stopped = lifecycle.stopped();
         lifecycle.spawn(async move {

@@ -101,8 +101,10 @@ pub async fn run(cli: Cli) -> i32 {
             if let Ok(a) = listener.local_addr() {
                 announce(a);
             }
+            // A test upstream, run on purpose (sluice-bench drives it): the knobs are its point.
             let cfg = mock_upstream::MockConfig {
                 tokens_per_sec: tps,
+                knobs: true,
             };
             match mock_upstream::serve(listener, cfg, signals::shutdown_signal()).await {
                 Ok(()) => 0,
