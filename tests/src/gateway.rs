@@ -71,8 +71,8 @@ impl<K: AsRef<str>, V: AsRef<str>> EnvPair for &(K, V) {
 
 impl Builder {
     /// `toml` as its config file (`--config`); the handle keeps the file ([`Sluice::config`]).
-    pub fn config(mut self, toml: impl Into<String>) -> Self {
-        self.config = Some(toml.into());
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_owned());
         self
     }
 
@@ -108,7 +108,7 @@ impl Builder {
     /// One OpenAI-kind provider, `up`, serving every model from the scripted upstream, and the
     /// demo off: the usual set-up of a proxy-path test.
     pub fn upstream(self, up: &crate::scripted::ScriptedUpstream) -> Self {
-        self.config(crate::e2e::openai_provider("up", &up.base_url(), &["*"]))
+        self.config(&crate::e2e::openai_provider("up", &up.base_url(), &["*"]))
             .demo(false)
     }
 

@@ -148,7 +148,7 @@ async fn reloads_carry_the_request_limit_over_instead_of_refilling_it() {
     // 6 a minute: one every 10 s, so nothing comes back during the test.
     let limits = |burst: u32| format!("requests_per_minute = 6\nrequest_burst = {burst}");
     let s = crate::binary()
-        .config(team("reloaded", &[&k], &limits(2)))
+        .config(&team("reloaded", &[&k], &limits(2)))
         .env([("SLUICE_DEMO", "1"), ("SLUICE_DEMO_TOKENS_PER_SEC", "0")])
         .start();
     let body = json!({"model": DEMO, "messages": [{"role": "user", "content": "hi"}],
