@@ -51,7 +51,7 @@ impl ConfigFile {
 /// never removed (it lives until the process exits and after).
 ///
 /// Kept for older callers: prefer [`ConfigFile::new`] (removed on drop) or
-/// [`crate::start_sluice_with_config`] (the running `Sluice` keeps its config file).
+/// [`crate::Builder::config`] (the running `Sluice` keeps its config file).
 pub fn config_file(toml: &str) -> PathBuf {
     let file = ConfigFile::new(toml);
     let _ = file.dir.keep();

@@ -34,25 +34,6 @@ pub fn provider(
     )
 }
 
-/// Starts `sluice` (demo off unless `env` sets `SLUICE_DEMO`) with `toml` as its config file
-/// and `env` added; the `Sluice` keeps the file.
-pub fn start_with_config(toml: &str, env: &[(&str, &str)]) -> crate::Sluice {
-    let mut env: Vec<(&str, &str)> = env.to_vec();
-    if !env.iter().any(|(k, _)| *k == "SLUICE_DEMO") {
-        env.push(("SLUICE_DEMO", "off"));
-    }
-    crate::start_sluice_with_config(toml, &[], &env)
-}
-
-/// Starts `sluice` (demo off) with one OpenAI-kind provider, `up`, serving every model from
-/// the scripted upstream `up`, and `env` added.
-pub fn start_with_upstream(
-    up: &crate::scripted::ScriptedUpstream,
-    env: &[(&str, &str)],
-) -> crate::Sluice {
-    start_with_config(&openai_provider("up", &up.base_url(), &["*"]), env)
-}
-
 /// POSTs `body` to `sluice`'s `/v1/chat/completions` and reads the whole answer, giving up
 /// after `limit`.
 pub async fn post_chat(sluice: &crate::Sluice, body: &Value, limit: Duration) -> Collected {

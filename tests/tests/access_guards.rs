@@ -1,4 +1,4 @@
-//! Who may reach the gateway, against the real binary: a web page of another origin gets 403
+//! Who may reach the gateway, against a gateway: a web page of another origin gets 403
 //! (CORS is off unless configured), a foreign `Host` in loopback open mode gets 421 (DNS
 //! rebinding), a stream can only be cancelled by the team that started it, `/metrics` with teams
 //! is for loopback or a metrics key, and stream IDs never appear whole in the log.
@@ -12,14 +12,15 @@ use sluice_tests::e2e::{
 };
 use sluice_tests::scripted::{chunk, serve, sse_head, Step};
 use sluice_tests::teams::{new_key, team, Key};
-use sluice_tests::{start_sluice, start_sluice_with_config, ConfigFile, Sluice};
+use sluice_tests::Gateway;
+use sluice_tests::Sluice;
 
 const DEMO: &str = "sluice-demo";
 
 fn open(env: &[(&str, &str)]) -> Sluice {
     let mut env = env.to_vec();
     env.push(("SLUICE_DEMO_TOKENS_PER_SEC", "0"));
-    start_sluice(&[], &env)
+    Gateway::builder().env(&env).start()
 }
 
 async fn error_code(resp: reqwest::Response) -> String {
@@ -142,24 +143,6 @@ async fn configured_origins_get_cors_and_others_do_not() {
     assert!(resp.text().await.expect("body").contains("data: [DONE]"));
 }
 
-#[tokio::test]
-async fn a_bad_cors_origin_fails_at_start_naming_the_variable() {
-    let check = |toml: &str, env: &[(&str, &str)]| {
-        let config = ConfigFile::new(toml);
-        let out = std::process::Command::new(sluice_tests::sluice_bin())
-            .args(["check-config", "--config", config.arg()])
-            .envs(env.iter().copied())
-            .output()
-            .expect("run");
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let err = check("", &[("SLUICE_CORS_ORIGINS", "app.example")]);
-    assert!(err.contains("SLUICE_CORS_ORIGINS"), "{err}");
-    let err = check("cors_origins = [\"https://a.example/path\"]", &[]);
-    assert!(err.contains("cors_origins"), "{err}");
-}
-
 async fn get_with_host(s: &Sluice, path: &str, host: &str) -> reqwest::Response {
     client()
         .get(s.url(path))
@@ -221,11 +204,10 @@ fn teams_config(a: &Key, b: &Key, extra: &str) -> String {
 #[tokio::test]
 async fn only_the_team_that_started_a_stream_may_cancel_it() {
     let (a, b) = (new_key(), new_key());
-    let s = start_sluice_with_config(
-        &teams_config(&a, &b, ""),
-        &[],
-        &[("SLUICE_DEMO_TOKENS_PER_SEC", "20")],
-    );
+    let s = Gateway::builder()
+        .config(&teams_config(&a, &b, ""))
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "20")])
+        .start();
     let started: Value = client()
         .post(s.url("/v1/streams"))
         .bearer_auth(&a.key)
@@ -268,11 +250,13 @@ async fn only_the_team_that_started_a_stream_may_cancel_it() {
 #[tokio::test]
 async fn metrics_with_teams_are_for_loopback_or_a_metrics_key() {
     let (a, b, m) = (new_key(), new_key(), new_key());
-    let s = start_sluice_with_config(
-        &teams_config(&a, &b, &format!("metrics_api_keys_sha256 = [{:?}]", m.hash)),
-        &[],
-        &[],
-    );
+    let s = Gateway::builder()
+        .config(&teams_config(
+            &a,
+            &b,
+            &format!("metrics_api_keys_sha256 = [{:?}]", m.hash),
+        ))
+        .start();
     let get = |fwd: bool, key: Option<&str>| {
         let mut r = client().get(s.url("/metrics"));
         if fwd {
@@ -310,7 +294,9 @@ async fn metrics_require_key_asks_loopback_clients_for_the_key_too() {
         "metrics_require_key = true\nmetrics_api_keys_sha256 = [{:?}]",
         m.hash
     );
-    let s = start_sluice_with_config(&teams_config(&a, &b, &extra), &[], &[]);
+    let s = Gateway::builder()
+        .config(&teams_config(&a, &b, &extra))
+        .start();
     let get = |key: Option<&str>| {
         let mut r = client().get(s.url("/metrics"));
         if let Some(k) = key {
@@ -332,7 +318,7 @@ async fn metrics_require_key_asks_loopback_clients_for_the_key_too() {
     assert_eq!(keyed.status(), StatusCode::OK);
     assert!(keyed.text().await.expect("text").contains("alpha"));
     // In open mode too: "every client".
-    let open = start_sluice_with_config(&extra, &[], &[]);
+    let open = Gateway::builder().config(&extra).start();
     let resp = client().get(open.url("/metrics")).send().await.expect("m");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let resp = client()
@@ -343,18 +329,6 @@ async fn metrics_require_key_asks_loopback_clients_for_the_key_too() {
         .expect("m");
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(!s.logs().contains(&m.key) && !open.logs().contains(&m.key));
-}
-
-#[tokio::test]
-async fn metrics_require_key_without_a_metrics_key_is_a_config_error() {
-    let cfg = ConfigFile::new("metrics_require_key = true\n");
-    let out = std::process::Command::new(sluice_tests::sluice_bin())
-        .args(["check-config", "--config", cfg.arg()])
-        .output()
-        .expect("check-config");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("metrics_require_key"), "{err}");
 }
 
 #[tokio::test]
@@ -369,7 +343,9 @@ async fn stream_ids_never_appear_whole_in_the_log() {
         Step::Reset,
     ])
     .await;
-    let s = start_sluice_with_config(&openai_provider("up", &up.base_url(), &["gpt-x"]), &[], &[]);
+    let s = Gateway::builder()
+        .config(&openai_provider("up", &up.base_url(), &["gpt-x"]))
+        .start();
     let resp = client()
         .post(s.url("/v1/chat/completions"))
         .json(&chat("gpt-x", true, json!({})))

@@ -1,18 +1,17 @@
 //! `kind = "azure"` and static provider `headers`, end to end: what reaches a scripted upstream
 //! (path, query, key header, static headers) and what Azure's quirks look like to an OpenAI
 //! client (no prompt-filter chunk, `content_filter` finish reason, a filtered prompt's 400).
-//! Also the config errors for both, through `sluice check-config`.
+//! (The config errors for both, through `sluice check-config`: crates/gateway/tests/cli_commands.rs.)
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
     assert_error_shape, chat, check_openai_wire, chunks, content_of, data, finish_reasons,
-    post_chat, provider, sse_steps, start_with_config,
+    post_chat, provider, sse_steps,
 };
 use sluice_tests::scripted::{full_response, serve, ScriptedUpstream};
-use sluice_tests::{sluice_bin, ConfigFile};
+use sluice_tests::Gateway;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const KEY: &str = "az-secret-key-1";
@@ -85,7 +84,11 @@ fn azure_stream() -> String {
 #[tokio::test]
 async fn azure_stream_reaches_the_deployment_and_reads_as_openai() {
     let up = serve(sse_steps([azure_stream()])).await;
-    let sluice = start_with_config(&azure_config(&up, ""), &[("AZ_KEY", KEY)]);
+    let sluice = Gateway::builder()
+        .config(&azure_config(&up, ""))
+        .demo(false)
+        .env(&[("AZ_KEY", KEY)])
+        .start();
     for include_usage in [false, true] {
         let body = chat(
             "gpt-4o-prod",
@@ -136,7 +139,11 @@ async fn azure_non_streaming_keeps_the_filter_results() {
         answer.to_string().as_bytes(),
     )])
     .await;
-    let sluice = start_with_config(&azure_config(&up, ""), &[("AZ_KEY", KEY)]);
+    let sluice = Gateway::builder()
+        .config(&azure_config(&up, ""))
+        .demo(false)
+        .env(&[("AZ_KEY", KEY)])
+        .start();
     let got = post_chat(&sluice, &chat("gpt-4o-prod", false, json!({})), LIMIT).await;
     assert_eq!(got.status, 200, "{}", got.body);
     let v = got.json();
@@ -162,7 +169,11 @@ async fn azure_filtered_prompt_is_the_upstreams_400() {
         err.to_string().as_bytes(),
     )])
     .await;
-    let sluice = start_with_config(&azure_config(&up, ""), &[("AZ_KEY", KEY)]);
+    let sluice = Gateway::builder()
+        .config(&azure_config(&up, ""))
+        .demo(false)
+        .env(&[("AZ_KEY", KEY)])
+        .start();
     for stream in [true, false] {
         let got = post_chat(&sluice, &chat("gpt-4o-prod", stream, json!({})), LIMIT).await;
         assert_eq!(got.status, 400, "{}", got.body);
@@ -216,7 +227,11 @@ async fn static_headers_reach_openai_and_anthropic_upstreams() {
         )
         .trim_end(),
     );
-    let sluice = start_with_config(&config, &[("OR_KEY", "or-key"), ("AN_KEY", "an-key")]);
+    let sluice = Gateway::builder()
+        .config(&config)
+        .demo(false)
+        .env(&[("OR_KEY", "or-key"), ("AN_KEY", "an-key")])
+        .start();
     let got = post_chat(&sluice, &chat("gpt-4o", true, json!({})), LIMIT).await;
     assert_eq!(got.status, 200, "{}", got.body);
     let got = post_chat(&sluice, &chat("claude-x", false, json!({})), LIMIT).await;
@@ -246,67 +261,4 @@ async fn static_headers_reach_openai_and_anthropic_upstreams() {
         "{head}"
     );
     assert!(head.contains("\r\nx-api-key: an-key\r\n"), "{head}");
-}
-
-/// Runs `sluice check-config` on `toml` with a clean environment.
-fn check(toml: &str) -> (bool, String) {
-    let config = ConfigFile::new(toml);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = Command::new(sluice_bin())
-        .args(["check-config", "--config", config.arg()])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AZ_KEY", KEY)
-        .output()
-        .expect("run sluice");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-const AZURE: &str = "[[providers]]\nname = \"az\"\nkind = \"azure\"\nbase_url = \"https://r.openai.azure.com\"\napi_version = \"2024-10-21\"\napi_key_env = \"AZ_KEY\"\nmodels = [\"gpt-4o-prod\"]\n";
-
-#[test]
-fn check_config_azure_and_headers() {
-    let (ok, text) = check(AZURE);
-    assert!(ok, "{text}");
-    // A provider without models is valid: routes reach it.
-    let (ok, text) = check(&AZURE.replace("models = [\"gpt-4o-prod\"]\n", ""));
-    assert!(ok, "{text}");
-    let (ok, text) = check(&format!(
-        "{AZURE}headers = {{ \"X-Title\" = \"Team chat\" }}\n"
-    ));
-    assert!(ok, "{text}");
-
-    let (ok, text) = check(&AZURE.replace("api_version = \"2024-10-21\"\n", ""));
-    assert!(!ok, "{text}");
-    assert!(text.contains("providers[0].api_version"), "{text}");
-
-    let (ok, text) = check(&AZURE.replace("\"azure\"", "\"openai\""));
-    assert!(!ok, "{text}");
-    assert!(text.contains("providers[0].api_version"), "{text}");
-
-    for name in ["Authorization", "api-key", "X-Api-Key", "content-type"] {
-        let (ok, text) = check(&format!(
-            "{AZURE}headers = {{ \"{name}\" = \"sk-inline\" }}\n"
-        ));
-        assert!(!ok, "{text}");
-        assert!(
-            text.contains(&format!("providers[0].headers.{name}")),
-            "{text}"
-        );
-        assert!(!text.contains("sk-inline"), "{text}");
-    }
-    let (ok, text) = check(&format!("{AZURE}headers = {{ \"Bad Name\" = \"x\" }}\n"));
-    assert!(!ok, "{text}");
-    assert!(text.contains("providers[0].headers.Bad Name"), "{text}");
-    let (ok, text) = check(&format!(
-        "{AZURE}headers = {{ \"X-Title\" = \"line\\nbreak\" }}\n"
-    ));
-    assert!(!ok, "{text}");
-    assert!(text.contains("providers[0].headers.X-Title"), "{text}");
 }

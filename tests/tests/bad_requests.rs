@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::e2e::{assert_error_shape, client};
-use sluice_tests::start_sluice;
+use sluice_tests::Gateway;
 
 struct Answer {
     status: u16,
@@ -59,7 +59,7 @@ fn assert_bad_field(a: &Answer, field: &str) {
 
 #[tokio::test]
 async fn malformed_json_is_400_naming_the_body() {
-    let sluice = start_sluice(&[], &[]);
+    let sluice = Gateway::builder().start();
     let url = sluice.url("/v1/chat/completions");
     for bad in [
         "{",
@@ -77,7 +77,7 @@ async fn malformed_json_is_400_naming_the_body() {
 
 #[tokio::test]
 async fn missing_and_mistyped_fields_are_400_naming_the_field() {
-    let sluice = start_sluice(&[], &[]);
+    let sluice = Gateway::builder().start();
     let url = sluice.url("/v1/chat/completions");
     let msgs = json!([{"role": "user", "content": "hi"}]);
     let cases = [
@@ -110,7 +110,9 @@ async fn missing_and_mistyped_fields_are_400_naming_the_field() {
 
 #[tokio::test]
 async fn body_over_a_configured_limit_is_413() {
-    let sluice = start_sluice(&[], &[("SLUICE_MAX_BODY_BYTES", "1000")]);
+    let sluice = Gateway::builder()
+        .env(&[("SLUICE_MAX_BODY_BYTES", "1000")])
+        .start();
     let url = sluice.url("/v1/chat/completions");
     let big = json!({"model": "sluice-demo", "messages": [{"role": "user", "content": "x".repeat(2000)}]});
     let a = post_raw(&url, big.to_string()).await;
@@ -134,7 +136,7 @@ async fn body_over_a_configured_limit_is_413() {
 
 #[tokio::test]
 async fn body_over_the_default_4_mib_is_413() {
-    let sluice = start_sluice(&[], &[]);
+    let sluice = Gateway::builder().start();
     let url = sluice.url("/v1/chat/completions");
     let big = json!({"model": "sluice-demo",
                      "messages": [{"role": "user", "content": "x".repeat(5 << 20)}]});
@@ -150,7 +152,7 @@ async fn body_over_the_default_4_mib_is_413() {
 
 #[tokio::test]
 async fn unknown_model_is_404_model_not_found() {
-    let sluice = start_sluice(&[], &[]);
+    let sluice = Gateway::builder().start();
     for stream in [false, true] {
         let body = json!({"model": "gpt-nonexistent", "stream": stream,
                           "messages": [{"role": "user", "content": "hi"}]});
@@ -171,7 +173,7 @@ async fn unknown_model_is_404_model_not_found() {
 
 #[tokio::test]
 async fn unknown_routes_are_404_json() {
-    let sluice = start_sluice(&[], &[]);
+    let sluice = Gateway::builder().start();
     let c = client();
     for req in [
         c.get(sluice.url("/v1/nope")),
@@ -191,7 +193,7 @@ async fn unknown_routes_are_404_json() {
 /// A wrong method on a known route is answered in OpenAI's error shape too.
 #[tokio::test]
 async fn wrong_method_on_a_known_route_is_a_json_error() {
-    let sluice = start_sluice(&[], &[]);
+    let sluice = Gateway::builder().start();
     let c = client();
     for req in [
         c.get(sluice.url("/v1/chat/completions")),

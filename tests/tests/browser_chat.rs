@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use sluice_tests::sdk::{browser_or_skip, run_checks};
-use sluice_tests::start_sluice;
+use sluice_tests::Gateway;
 
 #[test]
 fn chat_page_in_headless_chromium() {
@@ -20,7 +20,9 @@ fn chat_page_in_headless_chromium() {
     };
 
     // 30 tokens/s: an answer takes about 4 s, slow enough to sample it growing.
-    let sluice = start_sluice(&[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "30")]);
+    let sluice = Gateway::builder()
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "30")])
+        .start();
     let base = format!("http://{}", sluice.addr);
     let browser = browser.to_string_lossy().into_owned();
     run_checks(

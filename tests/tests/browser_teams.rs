@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use sluice_tests::e2e::openai_provider;
 use sluice_tests::sdk::{browser_or_skip, run_checks};
-use sluice_tests::start_sluice_with_config;
 use sluice_tests::teams::{new_key, team};
+use sluice_tests::Gateway;
 
 #[test]
 fn chat_page_with_teams_in_headless_chromium() {
@@ -36,7 +36,10 @@ fn chat_page_with_teams_in_headless_chromium() {
         + &team("narrow", &[&narrow], "models = [\"claude-*\"]");
     // 300 tokens/s: an answer streams for about a third of a second, so three messages sent one
     // after another fit in the burst's first second and the limit is reached.
-    let sluice = start_sluice_with_config(&toml, &[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "300")]);
+    let sluice = Gateway::builder()
+        .config(&toml)
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "300")])
+        .start();
     let base = format!("http://{}", sluice.addr);
     let browser = browser.to_string_lossy().into_owned();
     run_checks(

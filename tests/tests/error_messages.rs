@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
     assert_error_shape, chat, check_openai_wire, chunks, client, content_of, openai_provider,
-    post_chat, sse_steps, start_with_config, up_stream,
+    post_chat, sse_steps, up_stream,
 };
 use sluice_tests::scripted::{chunk, full_response, serve, sse_head, ScriptedUpstream, Step};
+use sluice_tests::Gateway;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -64,7 +65,7 @@ async fn a_connect_failure_names_the_provider_not_its_address() {
         openai_provider("cutter", &cut.base_url(), &["m-cut"]),
         route("both-closed", &["internal-llm:a", "internal-llm:b"]),
     );
-    let sluice = start_with_config(&toml, &[]);
+    let sluice = Gateway::builder().config(&toml).demo(false).start();
     let leaks = |text: &str, port: &str| text.contains("127.0.0.1") || text.contains(port);
     for (model, stream) in [
         ("m-closed", false),
@@ -126,7 +127,7 @@ async fn a_provider_refusing_the_gateways_key_fails_over_then_is_a_502() {
         route("smart", &["bad-key:x", "good:y"]),
         route("all-bad", &["bad-key:x", "no-access:y"]),
     );
-    let sluice = start_with_config(&toml, &[]);
+    let sluice = Gateway::builder().config(&toml).demo(false).start();
     for (model, stream) in [
         ("m-401", true),
         ("m-401", false),
@@ -167,7 +168,10 @@ async fn a_chunk_id_made_by_the_gateway_does_not_reveal_the_stream_id() {
     .chain(std::iter::once("data: [DONE]\n\n".to_owned()))
     .collect();
     let up = serve(sse_steps([no_ids])).await;
-    let sluice = start_with_config(&openai_provider("up", &up.base_url(), &["*"]), &[]);
+    let sluice = Gateway::builder()
+        .config(&openai_provider("up", &up.base_url(), &["*"]))
+        .demo(false)
+        .start();
     let a = post_chat(&sluice, &chat("m", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let stream_id = a
@@ -211,11 +215,10 @@ async fn refusals_by_design_are_warnings_not_errors() {
         sluice_tests::teams::team("t", &[&key], "requests_per_minute = 1\nmodels = [\"*\"]"),
         sluice_tests::teams::team("u", &[&other], "models = [\"*\"]"),
     );
-    let sluice = sluice_tests::start_sluice_with_config(
-        &toml,
-        &[],
-        &[("SLUICE_LOG_FORMAT", "json"), ("SLUICE_MAX_STREAMS", "1")],
-    );
+    let sluice = sluice_tests::Gateway::builder()
+        .config(&toml)
+        .env(&[("SLUICE_LOG_FORMAT", "json"), ("SLUICE_MAX_STREAMS", "1")])
+        .start();
     let post = |body: Value, key: Option<&str>| {
         let mut r = client()
             .post(sluice.url("/v1/chat/completions"))

@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 use sluice_tests::sdk::{node_package, require, run_checks};
-use sluice_tests::start_sluice;
+use sluice_tests::Gateway;
 
 #[test]
 fn eventsource_reconnects_and_resumes_without_gap_or_duplicate() {
     let Some(()) = require(node_package("eventsource")) else {
         return;
     };
-    let sluice = start_sluice(&[], &[]);
+    let sluice = Gateway::builder().start();
     let base = sluice.url("/v1");
     run_checks(
         &sluice,

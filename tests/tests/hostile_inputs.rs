@@ -11,7 +11,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn a_huge_demo_token_count_is_clamped_and_the_process_keeps_serving() {
-    let sluice = sluice_tests::start_sluice(&[], &[]);
+    let sluice = sluice_tests::Gateway::builder().start();
     let huge = json!({"mock": {"tokens": 10_000_000_000_000u64, "delay_ms": 0}});
     // Non-streaming: before the fix the demo allocated 10^13 pieces up front and the process
     // aborted.

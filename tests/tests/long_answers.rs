@@ -42,7 +42,10 @@ async fn a_slow_answer_waits_for_the_response_timeout_and_is_not_replayed() {
         openai_provider("backup", &backup.base_url(), &["m-backup"]),
         sluice_tests::teams::team("t", &[&key], "tokens_per_minute = 100000\nmodels = [\"*\"]"),
     );
-    let sluice = sluice_tests::start_sluice_with_config(&toml, &[], ENV);
+    let sluice = sluice_tests::Gateway::builder()
+        .config(&toml)
+        .env(ENV)
+        .start();
     let post = |model: &str| {
         client()
             .post(sluice.url("/v1/chat/completions"))

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use sluice_tests::e2e::{chat, client, data, openai_provider, up_chunk, up_text};
 use sluice_tests::scripted::{chunk, serve, sse_head, Step};
 use sluice_tests::teams::{new_key, team};
-use sluice_tests::{histogram_count, metric_with, start_sluice, Sluice};
+use sluice_tests::Gateway;
+use sluice_tests::{histogram_count, metric_with, Sluice};
 
 const DEMO: &str = "sluice-demo";
 const LIMIT: Duration = Duration::from_secs(20);
@@ -36,7 +37,9 @@ async fn post(s: &Sluice, key: Option<&str>, path: &str, body: &Value) -> reqwes
 
 #[tokio::test]
 async fn seven_streams_of_four_tokens_are_counted_exactly() {
-    let s = start_sluice(&[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
+    let s = Gateway::builder()
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "0")])
+        .start();
     let chat_route = [
         ("route", "/v1/chat/completions"),
         ("method", "POST"),
@@ -207,8 +210,10 @@ async fn failed_cancelled_and_rate_limited_requests_are_counted_by_team() {
     // Three requests at once, then the next one in 20 s: requests four and five get 429.
     let toml = openai_provider("flaky", &up.base_url(), &["gpt-x"])
         + &team("small", &[&k], "requests_per_minute = 3\nrequest_burst = 3");
-    let s =
-        sluice_tests::start_sluice_with_config(&toml, &[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
+    let s = sluice_tests::Gateway::builder()
+        .config(&toml)
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "0")])
+        .start();
     let bearer = k.key.as_str();
     let key = Some(bearer);
     let team = ("team", "small");

@@ -1,14 +1,14 @@
-//! Running Sluice in front of users, against the real binary: slow-loris clients are dropped
-//! after the header-read timeout while others are served, a flood of idle connections past the
-//! cap does not keep a real request out, `/readyz` turns 503 when draining while running streams
-//! finish, and the chat page carries its security headers.
+//! Running Sluice in front of users: slow-loris clients are dropped after the header-read
+//! timeout while others are served, a flood of idle connections past the cap does not keep a
+//! real request out, and the chat page carries its security headers. (`/readyz` turning 503 on
+//! SIGTERM: crates/gateway/tests/process.rs.)
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_tests::e2e::{chat, check_openai_wire, client, content_of, StreamReader};
-use sluice_tests::start_sluice;
 use sluice_tests::wait::wait_for;
+use sluice_tests::Gateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,7 +29,9 @@ async fn closed_at(mut s: TcpStream, limit: Duration) -> Option<Instant> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_loris_is_dropped_while_others_are_served() {
-    let s = start_sluice(&[], &[("SLUICE_HEADER_READ_TIMEOUT_SECS", "2")]);
+    let s = Gateway::builder()
+        .env(&[("SLUICE_HEADER_READ_TIMEOUT_SECS", "2")])
+        .start();
     let addr = s.addr;
     let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: 1\r\n\r\n");
     // One header byte per second: the whole head would take ~40 s.
@@ -84,13 +86,12 @@ async fn a_slow_loris_is_dropped_while_others_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_connections_past_the_cap_does_not_keep_a_request_out() {
-    let s = start_sluice(
-        &[],
-        &[
+    let s = Gateway::builder()
+        .env(&[
             ("SLUICE_MAX_CONNECTIONS", "20"),
             ("SLUICE_DEMO_TOKENS_PER_SEC", "20"),
-        ],
-    );
+        ])
+        .start();
     // A stream in flight: its connection is busy and must not be the one closed.
     let mut busy = StreamReader::post(
         &s.url("/v1/chat/completions"),
@@ -127,59 +128,9 @@ async fn a_flood_of_idle_connections_past_the_cap_does_not_keep_a_request_out() 
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_turns_503_on_shutdown_while_running_streams_finish() {
-    let mut s = start_sluice(
-        &[],
-        &[
-            ("SLUICE_SHUTDOWN_GRACE_SECS", "10"),
-            ("SLUICE_DEMO_TOKENS_PER_SEC", "10"),
-        ],
-    );
-    let r = client().get(s.url("/readyz")).send().await.expect("readyz");
-    assert_eq!(r.status(), 200);
-    let mut running = StreamReader::post(
-        &s.url("/v1/chat/completions"),
-        &chat("sluice-demo", true, json!({"max_tokens": 20})),
-    )
-    .await;
-    running
-        .read_until(LIMIT, |b| sluice_tests::e2e::content_events(b) >= 1)
-        .await;
-    s.signal("TERM");
-    let draining = wait_for(LIMIT, || async {
-        let r = client().get(s.url("/readyz")).send().await.ok()?;
-        (r.status() == 503).then_some(())
-    })
-    .await;
-    assert!(draining.is_some(), "/readyz never said 503: {}", s.logs());
-    // Alive, but taking no new generations.
-    let r = client()
-        .get(s.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(r.status(), 200);
-    let r = client()
-        .post(s.url("/v1/chat/completions"))
-        .json(&chat("sluice-demo", true, json!({})))
-        .send()
-        .await
-        .expect("refused");
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "1");
-    // The running stream is not cut: it ends normally, then the process exits cleanly.
-    running.read_to_end(LIMIT).await;
-    let events = check_openai_wire(&running.body);
-    assert!(events.last().expect("events").is_done(), "{}", running.body);
-    assert_eq!(content_of(&events, 0).split_whitespace().count(), 20);
-    let code = tokio::task::block_in_place(|| s.wait_exit(Duration::from_secs(10)));
-    assert_eq!(code, Some(0), "{}", s.logs());
-}
-
 #[tokio::test]
 async fn the_page_is_served_with_security_headers() {
-    let s = start_sluice(&[], &[]);
+    let s = Gateway::builder().start();
     let r = client().get(s.url("/")).send().await.expect("page");
     assert_eq!(r.status(), 200);
     let h = r.headers();
@@ -231,11 +182,14 @@ async fn failing_upstream() -> sluice_tests::scripted::ScriptedUpstream {
 #[tokio::test]
 async fn request_ids_go_round_trip_to_the_upstream_and_the_log() {
     let up = failing_upstream().await;
-    let s = sluice_tests::start_sluice_with_config(
-        &sluice_tests::e2e::openai_provider("up", &up.base_url(), &["gpt-x"]),
-        &[],
-        &[("SLUICE_LOG_FORMAT", "json")],
-    );
+    let s = sluice_tests::Gateway::builder()
+        .config(&sluice_tests::e2e::openai_provider(
+            "up",
+            &up.base_url(),
+            &["gpt-x"],
+        ))
+        .env(&[("SLUICE_LOG_FORMAT", "json")])
+        .start();
     let r = client()
         .post(s.url("/v1/chat/completions"))
         .header("x-request-id", "client-req-42")
@@ -259,7 +213,7 @@ async fn request_ids_go_round_trip_to_the_upstream_and_the_log() {
 
 #[tokio::test]
 async fn a_missing_or_unusable_request_id_is_replaced_not_echoed() {
-    let s = start_sluice(&[], &[]);
+    let s = Gateway::builder().start();
     let get = |id: Option<&str>| {
         let mut r = client().get(s.url("/v1/models"));
         if let Some(id) = id {
@@ -298,13 +252,12 @@ async fn a_missing_or_unusable_request_id_is_replaced_not_echoed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_past_the_global_cap_get_503_with_retry_after() {
-    let s = start_sluice(
-        &[],
-        &[
+    let s = Gateway::builder()
+        .env(&[
             ("SLUICE_MAX_STREAMS", "2"),
             ("SLUICE_DEMO_TOKENS_PER_SEC", "10"),
-        ],
-    );
+        ])
+        .start();
     let start = || async {
         let r = client()
             .post(s.url("/v1/streams"))
@@ -348,13 +301,12 @@ async fn streams_past_the_global_cap_get_503_with_retry_after() {
 
 #[tokio::test]
 async fn every_finished_stream_logs_one_summary_line_without_its_text() {
-    let s = start_sluice(
-        &[],
-        &[
+    let s = Gateway::builder()
+        .env(&[
             ("SLUICE_LOG_FORMAT", "json"),
             ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
-        ],
-    );
+        ])
+        .start();
     let prompt = "a secret prompt that must never be logged";
     let body = json!({"model": "sluice-demo", "stream": true, "max_tokens": 4,
                       "messages": [{"role": "user", "content": prompt}]});

@@ -1,4 +1,4 @@
-//! The streaming proxy's happy path, end to end: the real `sluice` binary against the built-in
+//! The streaming proxy's happy path, end to end: a gateway against the built-in
 //! demo upstream and against scripted raw-bytes upstreams, checked on the wire as a client sees it.
 
 use std::time::Duration;
@@ -6,16 +6,18 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
     chat, check_openai_wire, chunks, content_of, data, finish_reasons, post_chat, post_collect,
-    recorded_body, sse_steps, start_with_upstream, up_chunk, up_stream, up_usage,
+    recorded_body, sse_steps, up_chunk, up_stream, up_usage,
 };
 use sluice_tests::scripted::serve;
-use sluice_tests::start_sluice;
+use sluice_tests::Gateway;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn demo_stream_headers_ids_done_and_text_match_non_streaming() {
-    let sluice = start_sluice(&[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
+    let sluice = Gateway::builder()
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "0")])
+        .start();
     let url = sluice.url("/v1/chat/completions");
     let extra = json!({"max_tokens": 12});
     let resp = post_collect(&url, &chat("sluice-demo", true, extra.clone()), LIMIT).await;
@@ -84,7 +86,9 @@ async fn demo_stream_headers_ids_done_and_text_match_non_streaming() {
 
 #[tokio::test]
 async fn include_usage_gives_a_final_usage_chunk_with_empty_choices() {
-    let sluice = start_sluice(&[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
+    let sluice = Gateway::builder()
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "0")])
+        .start();
     let url = sluice.url("/v1/chat/completions");
     let body = chat(
         "sluice-demo",
@@ -115,7 +119,7 @@ async fn include_usage_gives_a_final_usage_chunk_with_empty_choices() {
 
 #[tokio::test]
 async fn first_byte_arrives_long_before_the_upstream_finishes() {
-    let sluice = start_sluice(&[], &[]);
+    let sluice = Gateway::builder().start();
     let url = sluice.url("/v1/chat/completions");
     // Ten tokens, 200 ms apart: the upstream needs about 1.8 s.
     let body = chat(
@@ -150,7 +154,7 @@ async fn first_byte_arrives_long_before_the_upstream_finishes() {
 #[tokio::test]
 async fn unknown_fields_are_forwarded_unchanged_and_usage_is_always_asked_for() {
     let up = serve(sse_steps([up_stream(&["Hel", "lo"])])).await;
-    let sluice = start_with_upstream(&up, &[]);
+    let sluice = Gateway::builder().upstream(&up).start();
     let extra = json!({
         "tools": [{"type": "function", "function": {"name": "get_weather",
             "description": "Weather for a city",
@@ -202,7 +206,7 @@ async fn unknown_fields_are_forwarded_unchanged_and_usage_is_always_asked_for() 
 #[tokio::test]
 async fn client_stream_options_are_kept_and_usage_reaches_a_client_that_asked() {
     let up = serve(sse_steps([up_stream(&["a", "b", "c"])])).await;
-    let sluice = start_with_upstream(&up, &[]);
+    let sluice = Gateway::builder().upstream(&up).start();
     let body = chat(
         "m",
         true,
@@ -241,7 +245,7 @@ async fn non_streaming_request_is_forwarded_unchanged_and_answered_as_is() {
         answer.to_string().as_bytes(),
     )])
     .await;
-    let sluice = start_with_upstream(&up, &[]);
+    let sluice = Gateway::builder().upstream(&up).start();
     let body = chat("m", false, json!({"seed": 3, "x_vendor": {"a": [1]}}));
     let resp = post_chat(&sluice, &body, LIMIT).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
@@ -362,7 +366,7 @@ async fn tool_calls_two_choices_logprobs_and_refusal_reach_the_client_intact() {
     let mut body: String = upstream_chunks.iter().map(data).collect();
     body.push_str("data: [DONE]\n\n");
     let up = serve(sse_steps([body])).await;
-    let sluice = start_with_upstream(&up, &[]);
+    let sluice = Gateway::builder().upstream(&up).start();
     let req = chat(
         "m",
         true,

@@ -1,4 +1,4 @@
-//! Redis as an operator meets it on a bad day, against the real binary: a password in any form of
+//! Redis as an operator meets it on a bad day, against a gateway: a password in any form of
 //! `SLUICE_REDIS_URL` stays out of the log; a Redis that stalls, restarts or is flushed never
 //! leaves a reader on another instance waiting without an end; remote readers share a bounded
 //! number of Redis connections; and a stream puts no more into Redis than the relay keeps.
@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sluice_tests::e2e::{client, sse_events, wait_until, StreamReader};
 use sluice_tests::redis::RedisServer;
+use sluice_tests::streams::events_with_data;
 use sluice_tests::wait::wait_for;
-use sluice_tests::{start_sluice, Sluice};
+use sluice_tests::Gateway;
+use sluice_tests::Sluice;
 
 const OWNER_TIMEOUT_SECS: u64 = 2;
 
@@ -27,7 +29,7 @@ fn instance_with(redis: &RedisServer, tokens_per_sec: &str, extra: &[(&str, &str
         ("SLUICE_DEMO_TOKENS_PER_SEC", tokens_per_sec),
     ];
     env.extend_from_slice(extra);
-    start_sluice(&[], &env)
+    Gateway::builder().env(&env).start()
 }
 
 /// A `GET` of a stream's events from the start, whatever its status.
@@ -72,13 +74,6 @@ async fn open(s: &Sluice, id: &str) -> StreamReader {
     StreamReader::new(resp)
 }
 
-fn data_events(body: &str) -> usize {
-    sse_events(sluice_tests::sse::complete_part(body))
-        .iter()
-        .filter(|e| e.has("data"))
-        .count()
-}
-
 /// The last event's name and data.
 fn last_event(body: &str) -> (String, serde_json::Value) {
     let e = sse_events(sluice_tests::sse::complete_part(body))
@@ -100,9 +95,9 @@ async fn a_redis_stall_never_leaves_a_remote_reader_without_an_end() {
     // About 3 s of events.
     let id = create(&a, 60).await;
     let mut on_b = open(&b, &id).await;
-    on_b.read_until(Duration::from_secs(10), |body| data_events(body) >= 3)
+    on_b.read_until(Duration::from_secs(10), |body| events_with_data(body) >= 3)
         .await;
-    assert!(data_events(&on_b.body) >= 3, "{}", on_b.body);
+    assert!(events_with_data(&on_b.body) >= 3, "{}", on_b.body);
     redis.signal("STOP");
     // Several of the owner's 100 ms calls time out; shorter than the owner timeout.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -159,14 +154,13 @@ async fn a_redis_password_never_reaches_the_log_in_any_url_form() {
         ),
     ];
     for (url, secret) in &urls {
-        let s = start_sluice(
-            &[],
-            &[
+        let s = Gateway::builder()
+            .env(&[
                 ("SLUICE_REDIS_URL", url.as_str()),
                 ("SLUICE_REDIS_TIMEOUT_MS", "100"),
                 ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
-            ],
-        );
+            ])
+            .start();
         // A stream: its limits and its copy go to Redis, which does not answer (fail_open).
         let resp = client()
             .post(s.url("/v1/chat/completions"))
@@ -210,7 +204,7 @@ async fn a_flushed_redis_gets_a_live_stream_back_from_its_owner() {
     let id = create(&a, 80).await;
     let mut tailing = open(&b, &id).await;
     tailing
-        .read_until(Duration::from_secs(10), |body| data_events(body) >= 3)
+        .read_until(Duration::from_secs(10), |body| events_with_data(body) >= 3)
         .await;
     assert_eq!(redis.command(&["FLUSHALL"]).text(), "OK");
     // Until A renews (a third of the owner timeout), C does not know the stream: 404.
@@ -254,7 +248,7 @@ async fn remote_readers_share_a_bounded_number_of_redis_connections() {
         readers.push(open(&b, id).await);
     }
     for r in &mut readers {
-        r.read_until(Duration::from_secs(10), |body| data_events(body) >= 1)
+        r.read_until(Duration::from_secs(10), |body| events_with_data(body) >= 1)
             .await;
     }
     let clients = redis.command(&["CLIENT", "LIST"]).text();

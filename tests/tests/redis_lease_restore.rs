@@ -8,20 +8,19 @@ use serde_json::{json, Value};
 use sluice_tests::e2e::wait_for;
 use sluice_tests::redis::RedisServer;
 use sluice_tests::teams::{chat_as as chat, new_key, team};
-use sluice_tests::{start_sluice_with_config, Sluice};
+use sluice_tests::{Gateway, Sluice};
 
 fn start(redis: &RedisServer, toml: &str) -> Sluice {
     let url = redis.url();
-    start_sluice_with_config(
-        toml,
-        &[],
-        &[
-            ("SLUICE_REDIS_URL", &url),
+    Gateway::builder()
+        .config(toml)
+        .env(&[
+            ("SLUICE_REDIS_URL", url.as_str()),
             ("SLUICE_REDIS_TIMEOUT_MS", "300"),
             // Renewed every second.
             ("SLUICE_CONCURRENCY_LEASE_SECS", "3"),
-        ],
-    )
+        ])
+        .start()
 }
 
 #[tokio::test]

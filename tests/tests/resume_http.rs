@@ -1,43 +1,31 @@
-//! Resumable streams over HTTP, against the real binary and the demo upstream: every resume
+//! Resumable streams over HTTP, against a gateway and the demo upstream: every resume
 //! position, a reconnect while generating, two readers, cancel, and the error statuses.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use sluice_tests::e2e::{client_with_timeout, sse_events, wait_for, SseEvent};
-use sluice_tests::{metric, start_sluice, Sluice};
+use sluice_tests::e2e::{client_with_timeout, wait_for};
+use sluice_tests::streams::{self, data_events};
+use sluice_tests::Gateway;
+use sluice_tests::{metric, Sluice};
 
 /// Every answer here is short: one that takes 20 s has hung.
 fn client() -> reqwest::Client {
     client_with_timeout(Duration::from_secs(20))
 }
 
-/// The events of a body that carry data (not the `retry:` block).
-fn data_events(body: &str) -> Vec<SseEvent> {
-    sse_events(body)
-        .into_iter()
-        .filter(|e| e.has("data"))
-        .collect()
-}
-
+/// Creates a stream on `s` shaped by `mock`.
 async fn create(s: &Sluice, mock: Value) -> String {
-    let resp = client()
-        .post(s.url("/v1/streams"))
-        .json(&json!({
+    streams::create(
+        s,
+        &json!({
             "model": "sluice-demo",
             "messages": [{"role": "user", "content": "Resume me"}],
             "mock": mock,
-        }))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 201);
-    let v: Value = resp.json().await.expect("json");
-    let id = v["id"].as_str().expect("id").to_owned();
-    assert_eq!(v["events_url"], format!("/v1/streams/{id}/events"));
-    assert!(id.len() >= 22, "at least 128 random bits");
-    id
+        }),
+    )
+    .await
 }
 
 /// (id, event name, data) of every event in a browser-format body.
@@ -71,7 +59,9 @@ async fn get(s: &Sluice, id: &str, last: Option<&str>, query: &str) -> reqwest::
 
 #[tokio::test]
 async fn every_resume_position_yields_exactly_the_rest() {
-    let s = start_sluice(&[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
+    let s = Gateway::builder()
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "0")])
+        .start();
     let id = create(&s, json!({"tokens": 25, "delay_ms": 0})).await;
     let resp = get(&s, &id, None, "").await;
     assert_eq!(resp.status(), 200);
@@ -158,7 +148,7 @@ async fn every_resume_position_yields_exactly_the_rest() {
 
 #[tokio::test]
 async fn reconnect_while_generating_continues_live_without_duplicates() {
-    let s = start_sluice(&[], &[]);
+    let s = Gateway::builder().start();
     let id = create(&s, json!({"tokens": 40, "delay_ms": 40})).await;
     // Read a few events, then drop the connection mid-stream.
     let resp = get(&s, &id, None, "").await;
@@ -189,7 +179,7 @@ async fn reconnect_while_generating_continues_live_without_duplicates() {
 
 #[tokio::test]
 async fn two_readers_get_the_whole_answer_and_delete_cancels() {
-    let s = start_sluice(&[], &[]);
+    let s = Gateway::builder().start();
     let id = create(&s, json!({"tokens": 20, "delay_ms": 20})).await;
     let (a, b) = tokio::join!(get(&s, &id, None, ""), get(&s, &id, None, ""));
     let (a, b) = tokio::join!(a.text(), b.text());
@@ -233,13 +223,12 @@ async fn two_readers_get_the_whole_answer_and_delete_cancels() {
 
 #[tokio::test]
 async fn readers_past_the_per_stream_cap_get_429() {
-    let s = start_sluice(
-        &[],
-        &[
+    let s = Gateway::builder()
+        .env(&[
             ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
             ("SLUICE_STREAM_MAX_READERS", "2"),
-        ],
-    );
+        ])
+        .start();
     // A slow answer, so that the readers below are all attached at once.
     let id = create(&s, json!({"tokens": 20, "delay_ms": 200})).await;
     let first = get(&s, &id, None, "").await;
@@ -285,13 +274,12 @@ async fn readers_past_the_per_stream_cap_get_429() {
 /// (and the 40 live ones with room to spare): finished answers make room, so none is refused.
 #[tokio::test]
 async fn churn_under_a_tiny_relay_bound_refuses_nothing() {
-    let s = start_sluice(
-        &[],
-        &[
+    let s = Gateway::builder()
+        .env(&[
             ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
             ("SLUICE_RELAY_MAX_TOTAL_BYTES", "131072"),
-        ],
-    );
+        ])
+        .start();
     let c = client();
     let url = s.url("/v1/chat/completions");
     let statuses: Vec<(u16, String)> = futures::stream::iter(0..1500)

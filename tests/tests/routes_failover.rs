@@ -8,10 +8,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
     assert_error_shape, assert_failed_stream, chat, check_openai_wire, content_of, data,
-    openai_provider, post_chat, sse_steps, start_with_config, up_role, up_stream, up_text,
+    openai_provider, post_chat, sse_steps, up_role, up_stream, up_text,
 };
 use sluice_tests::metric_with;
 use sluice_tests::scripted::{chunk, full_response, serve, sse_head, ScriptedUpstream, Step};
+use sluice_tests::Gateway;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -60,7 +61,7 @@ async fn a_failing_target_is_tried_once_then_skipped_while_cooling_down() {
         prov("good", &good),
         route("smart", &["bad:m-bad", "good:m-good"], "")
     );
-    let sluice = start_with_config(&toml, &[]);
+    let sluice = Gateway::builder().config(&toml).demo(false).start();
     for i in 0..5 {
         let a = post_chat(&sluice, &chat("smart", true, json!({})), LIMIT).await;
         assert_eq!(a.status, 200, "request {i}: {}", a.body);
@@ -148,7 +149,11 @@ async fn connect_failure_headers_timeout_and_429_fail_over_but_400_does_not() {
         route("r-429", &["limited:x", "good:y"], "cooldown_secs = 0"),
         route("r-400", &["refuses:x", "good:y"], "cooldown_secs = 0"),
     );
-    let sluice = start_with_config(&toml, &[("SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS", "1")]);
+    let sluice = Gateway::builder()
+        .config(&toml)
+        .demo(false)
+        .env(&[("SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS", "1")])
+        .start();
     for model in ["r-connect", "r-timeout", "r-429"] {
         let a = post_chat(&sluice, &chat(model, true, json!({})), LIMIT).await;
         assert_eq!(a.status, 200, "{model}: {}", a.body);
@@ -184,7 +189,7 @@ async fn a_stream_cut_after_its_first_bytes_is_not_replayed() {
         prov("good", &good),
         route("smart", &["cut:x", "good:y"], "")
     );
-    let sluice = start_with_config(&toml, &[]);
+    let sluice = Gateway::builder().config(&toml).demo(false).start();
     let a = post_chat(&sluice, &chat("smart", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.header("x-sluice-provider"), Some("cut"));
@@ -209,7 +214,7 @@ async fn every_target_failing_answers_the_last_status_and_names_each_target() {
         route("broken", &["a:m1", "b:m2"], ""),
         route("busy", &["c:m3", "d:m4"], ""),
     );
-    let sluice = start_with_config(&toml, &[]);
+    let sluice = Gateway::builder().config(&toml).demo(false).start();
     for stream in [true, false] {
         let r = post_chat(&sluice, &chat("broken", stream, json!({})), LIMIT).await;
         assert_eq!(r.status, 502, "stream={stream}: {}", r.body);
@@ -237,7 +242,7 @@ async fn round_robin_spreads_requests_evenly() {
         prov("two", &two),
         route("rr", &["one:x", "two:y"], "strategy = \"round_robin\"")
     );
-    let sluice = start_with_config(&toml, &[]);
+    let sluice = Gateway::builder().config(&toml).demo(false).start();
     let mut served = Vec::new();
     for _ in 0..6 {
         let a = post_chat(&sluice, &chat("rr", true, json!({})), LIMIT).await;
@@ -260,7 +265,7 @@ async fn a_request_that_failed_over_twice_counts_once() {
         prov("good", &good),
         route("smart", &["a:x", "b:y", "good:z"], "")
     );
-    let sluice = start_with_config(&toml, &[]);
+    let sluice = Gateway::builder().config(&toml).demo(false).start();
     let r = post_chat(
         &sluice,
         &chat(
@@ -309,7 +314,7 @@ async fn non_streaming_and_v1_streams_name_the_provider() {
         route("smart", &["bad:x", "good:z"], "cooldown_secs = 0"),
         route("streamed", &["bad:x", "sse:z"], "cooldown_secs = 0")
     );
-    let sluice = start_with_config(&toml, &[]);
+    let sluice = Gateway::builder().config(&toml).demo(false).start();
     let r = post_chat(&sluice, &chat("smart", false, json!({})), LIMIT).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-sluice-provider"), Some("good"));

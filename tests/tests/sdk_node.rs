@@ -5,14 +5,16 @@
 use std::time::Duration;
 
 use sluice_tests::sdk::{node_package, require, run_checks};
-use sluice_tests::start_sluice;
+use sluice_tests::Gateway;
 
 #[test]
 fn official_node_sdk_against_sluice() {
     let Some(()) = require(node_package("openai")) else {
         return;
     };
-    let sluice = start_sluice(&[], &[("SLUICE_KEEPALIVE_SECS", "1")]);
+    let sluice = Gateway::builder()
+        .env(&[("SLUICE_KEEPALIVE_SECS", "1")])
+        .start();
     let base = sluice.url("/v1");
     run_checks(
         &sluice,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sluice_tests::sdk::{python_openai, require, run_checks};
-use sluice_tests::start_sluice;
+use sluice_tests::Gateway;
 
 #[test]
 fn official_python_sdk_against_sluice() {
@@ -14,7 +14,9 @@ fn official_python_sdk_against_sluice() {
         return;
     };
     // A 1 s keep-alive interval puts keep-alive comments into the slow stream's 2.5 s silences.
-    let sluice = start_sluice(&[], &[("SLUICE_KEEPALIVE_SECS", "1")]);
+    let sluice = Gateway::builder()
+        .env(&[("SLUICE_KEEPALIVE_SECS", "1")])
+        .start();
     let base = sluice.url("/v1");
     run_checks(
         &sluice,

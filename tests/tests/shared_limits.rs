@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sluice_tests::redis::RedisServer;
 use sluice_tests::teams::{chat_as as chat, new_key, team};
-use sluice_tests::{start_sluice_with_config, Sluice};
+use sluice_tests::Gateway;
+use sluice_tests::Sluice;
 
 const DEMO: &str = "sluice-demo";
 
@@ -28,7 +29,7 @@ fn start(redis: &RedisServer, toml: &str, env: &[(&str, &str)]) -> Sluice {
     if !all.iter().any(|(k, _)| *k == "SLUICE_DEMO_TOKENS_PER_SEC") {
         all.push(("SLUICE_DEMO_TOKENS_PER_SEC", "0"));
     }
-    start_sluice_with_config(toml, &[], &all)
+    Gateway::builder().config(toml).env(&all).start()
 }
 
 fn body(stream: bool, max_tokens: u64) -> Value {
@@ -142,7 +143,7 @@ async fn a_slot_is_shared_and_a_killed_holders_slot_comes_free_within_the_lease(
         (status, kind.as_str(), retry.as_deref()),
         (429, "concurrency", Some("1"))
     );
-    a.signal("KILL");
+    a.kill();
     let killed = Instant::now();
     loop {
         let r = chat(&b, &k, &body(false, 3)).await;

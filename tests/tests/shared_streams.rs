@@ -8,59 +8,38 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sluice_tests::e2e::{client_with_timeout, sse_events, StreamReader};
 use sluice_tests::redis::RedisServer;
+use sluice_tests::streams::{self, events_with_data, last_event, open, read_all};
 use sluice_tests::wait::wait_for;
-use sluice_tests::{start_sluice, Sluice};
+use sluice_tests::{Gateway, Sluice};
 
 fn client() -> reqwest::Client {
     client_with_timeout(Duration::from_secs(30))
 }
 
-fn instance(redis: &RedisServer) -> Sluice {
-    let url = redis.url();
-    start_sluice(
-        &[],
-        &[
-            ("SLUICE_REDIS_URL", url.as_str()),
-            ("SLUICE_OWNER_TIMEOUT_SECS", "3"),
-            ("SLUICE_DEMO_TOKENS_PER_SEC", "20"),
-        ],
-    )
-}
-
+/// Creates a stream on `s`: 40 tokens at most, usage included, shaped by `mock`.
 async fn create(s: &Sluice, mock: Value) -> String {
-    let resp = client()
-        .post(s.url("/v1/streams"))
-        .json(&json!({
+    streams::create(
+        s,
+        &json!({
             "model": "sluice-demo",
             "messages": [{"role": "user", "content": "Share me"}],
             "max_tokens": 40,
             "stream_options": {"include_usage": true},
             "mock": mock,
-        }))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status(), 201);
-    let v: Value = resp.json().await.expect("json");
-    v["id"].as_str().expect("id").to_owned()
+        }),
+    )
+    .await
 }
 
-async fn open(s: &Sluice, id: &str, after: u64, openai: bool) -> StreamReader {
-    let q = if openai { "?format=openai" } else { "" };
-    let resp = client()
-        .get(s.url(&format!("/v1/streams/{id}/events{q}")))
-        .header("last-event-id", after.to_string())
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(resp.status(), 200, "GET events after {after} on {}", s.addr);
-    StreamReader::new(resp)
-}
-
-async fn read_all(s: &Sluice, id: &str, after: u64, openai: bool) -> String {
-    let mut r = open(s, id, after, openai).await;
-    r.read_to_end(Duration::from_secs(30)).await;
-    r.body
+fn instance(redis: &RedisServer) -> Sluice {
+    let url = redis.url();
+    Gateway::builder()
+        .env(&[
+            ("SLUICE_REDIS_URL", url.as_str()),
+            ("SLUICE_OWNER_TIMEOUT_SECS", "3"),
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "20"),
+        ])
+        .start()
 }
 
 /// The text of the deltas (browser format) or content (OpenAI format) in a body.
@@ -77,21 +56,6 @@ fn text(body: &str) -> String {
                 .to_owned()
         })
         .collect()
-}
-
-fn last_event(body: &str) -> (String, Value) {
-    let e = sse_events(body)
-        .into_iter()
-        .rfind(|e| e.has("data"))
-        .expect("an event");
-    (e.event.clone().unwrap_or_default(), e.json())
-}
-
-fn events_with_data(body: &str) -> usize {
-    sse_events(sluice_tests::sse::complete_part(body))
-        .iter()
-        .filter(|e| e.has("data"))
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +179,7 @@ async fn a_killed_owner_fails_readers_on_other_instances() {
     let mut on_b = open(&b, &id, 0, false).await;
     on_b.read_until(Duration::from_secs(10), |b| events_with_data(b) >= 3)
         .await;
-    a.signal("KILL");
+    a.kill();
     let killed = Instant::now();
     on_b.read_to_end(Duration::from_secs(12)).await;
     let took = killed.elapsed();
@@ -467,15 +431,14 @@ async fn readers_on_another_instance_keep_the_generation_past_the_grace_period()
     let url = redis.url();
     let with_grace = |s: &RedisServer| {
         let _ = s;
-        start_sluice(
-            &[],
-            &[
+        Gateway::builder()
+            .env(&[
                 ("SLUICE_REDIS_URL", url.as_str()),
                 ("SLUICE_OWNER_TIMEOUT_SECS", "3"),
                 ("SLUICE_STREAM_GRACE_SECS", "1"),
                 ("SLUICE_DEMO_TOKENS_PER_SEC", "10"),
-            ],
-        )
+            ])
+            .start()
     };
     let (a, b) = (with_grace(&redis), with_grace(&redis));
     // Read on A a little, then leave it (the reader is gone from A for good).
@@ -504,15 +467,14 @@ async fn a_clean_shutdown_of_the_owner_ends_remote_readers_with_its_real_end() {
         return;
     };
     let url = redis.url();
-    let a = start_sluice(
-        &[],
-        &[
+    let a = Gateway::builder()
+        .env(&[
             ("SLUICE_REDIS_URL", url.as_str()),
             ("SLUICE_OWNER_TIMEOUT_SECS", "30"),
             ("SLUICE_SHUTDOWN_GRACE_SECS", "1"),
             ("SLUICE_DEMO_TOKENS_PER_SEC", "5"),
-        ],
-    );
+        ])
+        .start();
     let b = instance(&redis);
     let id = create(&a, json!({"tokens": 100})).await;
     let mut on_b = wait_for(Duration::from_secs(10), || async {
@@ -528,7 +490,7 @@ async fn a_clean_shutdown_of_the_owner_ends_remote_readers_with_its_real_end() {
     on_b.read_until(Duration::from_secs(10), |body| events_with_data(body) >= 2)
         .await;
     let signalled = Instant::now();
-    a.signal("TERM");
+    a.terminate();
     on_b.read_to_end(Duration::from_secs(20)).await;
     let (kind, last) = last_event(&on_b.body);
     assert_eq!(kind, "failed", "{}", on_b.body);

@@ -19,7 +19,9 @@ async fn trickler(addr: std::net::SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn a_trickled_body_gets_408_after_the_body_timeout() {
-    let sluice = sluice_tests::start_sluice(&[], &[("SLUICE_BODY_READ_TIMEOUT_SECS", "1")]);
+    let sluice = sluice_tests::Gateway::builder()
+        .env(&[("SLUICE_BODY_READ_TIMEOUT_SECS", "1")])
+        .start();
     let s = trickler(sluice.addr).await;
     // One byte every 300 ms: the connection is never silent for long, but the body never ends.
     let (mut rd, mut wr) = s.into_split();
@@ -46,14 +48,13 @@ async fn a_trickled_body_gets_408_after_the_body_timeout() {
 
 #[tokio::test]
 async fn trickling_sockets_do_not_lock_out_other_clients() {
-    let sluice = sluice_tests::start_sluice(
-        &[],
-        &[
+    let sluice = sluice_tests::Gateway::builder()
+        .env(&[
             ("SLUICE_MAX_CONNECTIONS", "4"),
             // Long: it is the cap's eviction, not the deadline, that must make room.
             ("SLUICE_BODY_READ_TIMEOUT_SECS", "60"),
-        ],
-    );
+        ])
+        .start();
     let mut held = Vec::new();
     for _ in 0..8 {
         held.push(trickler(sluice.addr).await);

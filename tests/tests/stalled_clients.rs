@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
-    chat, check_openai_wire, client, content_of, data, sse_steps, start_with_upstream, up_chunk,
-    up_role, up_text, wait_for, wait_until,
+    chat, check_openai_wire, client, content_of, data, sse_steps, up_chunk, up_role, up_text,
+    wait_for, wait_until,
 };
 use sluice_tests::scripted::{chunk, serve, sse_head, Step};
+use sluice_tests::Gateway;
 use sluice_tests::{metric, Sluice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -104,14 +105,14 @@ async fn chat_status(sluice: &Sluice, body: &Value) -> u16 {
 #[tokio::test]
 async fn a_client_that_stops_reading_gives_its_stream_slot_back() {
     let up = serve(long_complete_answer()).await;
-    let sluice = start_with_upstream(
-        &up,
-        &[
+    let sluice = Gateway::builder()
+        .upstream(&up)
+        .env(&[
             ("SLUICE_CLIENT_WRITE_TIMEOUT_SECS", "1"),
             ("SLUICE_MAX_STREAMS", "1"),
             ("SLUICE_STREAM_GRACE_SECS", "0"),
-        ],
-    );
+        ])
+        .start();
     let body = chat("m", true, json!({})).to_string();
     let (_stalled, head) = stalled_request(&sluice, "POST", "/v1/chat/completions", &body).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -135,13 +136,13 @@ async fn a_client_that_stops_reading_gives_its_stream_slot_back() {
 #[tokio::test]
 async fn a_stalled_stream_goes_on_for_resumers_after_the_write_timeout() {
     let up = serve(long_complete_answer()).await;
-    let sluice = start_with_upstream(
-        &up,
-        &[
+    let sluice = Gateway::builder()
+        .upstream(&up)
+        .env(&[
             ("SLUICE_CLIENT_WRITE_TIMEOUT_SECS", "1"),
             ("SLUICE_STREAM_GRACE_SECS", "30"),
-        ],
-    );
+        ])
+        .start();
     let body = chat("m", true, json!({})).to_string();
     let (_stalled, head) = stalled_request(&sluice, "POST", "/v1/chat/completions", &body).await;
     let id = header(&head, "x-sluice-stream-id")
@@ -180,14 +181,14 @@ async fn delete_stops_a_stalled_stream_at_once() {
     steps.extend(long_answer().iter().map(|e| chunk(e.as_bytes())));
     steps.push(Step::Sleep(Duration::from_secs(120)));
     let up = serve(steps).await;
-    let sluice = start_with_upstream(
-        &up,
-        &[
+    let sluice = Gateway::builder()
+        .upstream(&up)
+        .env(&[
             ("SLUICE_CLIENT_WRITE_TIMEOUT_SECS", "600"),
             ("SLUICE_MAX_STREAMS", "1"),
             ("SLUICE_STREAM_GRACE_SECS", "600"),
-        ],
-    );
+        ])
+        .start();
     let body = chat("m", true, json!({})).to_string();
     let (_stalled, head) = stalled_request(&sluice, "POST", "/v1/chat/completions", &body).await;
     let id = header(&head, "x-sluice-stream-id")
@@ -230,13 +231,13 @@ async fn delete_stops_a_stalled_stream_at_once() {
 async fn a_stalled_events_reader_does_not_make_the_relay_evict_everything() {
     // Every stream is the long answer (8 MB in the log); the bound holds two and a half.
     let up = serve(long_complete_answer()).await;
-    let sluice = start_with_upstream(
-        &up,
-        &[
+    let sluice = Gateway::builder()
+        .upstream(&up)
+        .env(&[
             ("SLUICE_RELAY_MAX_TOTAL_BYTES", "20000000"),
             ("SLUICE_CLIENT_WRITE_TIMEOUT_SECS", "600"),
-        ],
-    );
+        ])
+        .start();
     let s = &sluice;
     let run = || async move {
         let r = client()

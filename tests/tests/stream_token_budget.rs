@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use sluice_tests::e2e::{assert_failed_stream, check_openai_wire, client, sse_events};
 use sluice_tests::redis::RedisServer;
 use sluice_tests::teams::{new_key, team, Key};
-use sluice_tests::{start_sluice_with_config, Sluice};
+use sluice_tests::Gateway;
+use sluice_tests::Sluice;
 
 const BUDGET: u64 = 10_000;
 /// `rate::stream_chunk(10_000)`, plus the most one pump batch may overrun (64 events).
@@ -126,7 +127,7 @@ async fn run(instances: &[&Sluice], key: &Key) {
 async fn parallel_streams_stay_within_the_token_budget() {
     let k = new_key();
     let toml = team("tok", &[&k], &format!("tokens_per_minute = {BUDGET}"));
-    let s = start_sluice_with_config(&toml, &[], &[]);
+    let s = Gateway::builder().config(&toml).start();
     run(&[&s], &k).await;
 }
 
@@ -142,7 +143,7 @@ async fn parallel_streams_stay_within_a_token_budget_kept_in_redis() {
         ("SLUICE_REDIS_URL", url.as_str()),
         ("SLUICE_REDIS_TIMEOUT_MS", "1000"),
     ];
-    let a = start_sluice_with_config(&toml, &[], &env);
-    let b = start_sluice_with_config(&toml, &[], &env);
+    let a = Gateway::builder().config(&toml).env(&env).start();
+    let b = Gateway::builder().config(&toml).env(&env).start();
     run(&[&a, &b], &k).await;
 }

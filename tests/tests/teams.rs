@@ -1,151 +1,25 @@
-//! Teams, keys and limits against the real `sluice` binary: authentication (401 for every kind
+//! Teams, keys and limits against a gateway: authentication (401 for every kind
 //! of bad key, never 500, the key never logged), model permissions (403, filtered
 //! `/v1/models`), the request limit (burst then 429 with an accurate `Retry-After`), one team's
 //! limit not touching another, concurrency slots given back on every way a stream can end, the
 //! token budget, `x-ratelimit-*` headers on every team response, exact usage counters under
-//! concurrent hammering, config reload on SIGHUP, and open mode's refusal of a public address.
+//! concurrent hammering. (Config reload on SIGHUP and open mode's refusal of a public address
+//! need the process: crates/gateway/tests/process.rs.)
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice_tests::e2e::{
-    chunks, client_with_timeout, data, openai_provider, sse_events, up_role, up_text, wait_for,
-    wait_until,
-};
+use sluice_tests::e2e::{chunks, data, openai_provider, sse_events, up_role, up_text, wait_for};
 use sluice_tests::scripted::{self, Step};
-use sluice_tests::teams::{new_key, team};
-use sluice_tests::{metric, sluice_bin, start_sluice, start_sluice_with_config, Sluice};
-
-const DEMO: &str = "sluice-demo";
-
-/// Starts sluice with `toml` as its config file (the demo model on, at full speed).
-fn start(toml: &str, env: &[(&str, &str)]) -> Sluice {
-    let mut env = env.to_vec();
-    if !env.iter().any(|(k, _)| *k == "SLUICE_DEMO_TOKENS_PER_SEC") {
-        env.push(("SLUICE_DEMO_TOKENS_PER_SEC", "0"));
-    }
-    start_sluice_with_config(toml, &[], &env)
-}
-
-/// Every request here is short: one that takes a minute has hung.
-fn client() -> reqwest::Client {
-    client_with_timeout(Duration::from_secs(60))
-}
-
-fn chat_body(stream: bool, extra: Value) -> Value {
-    let mut body = json!({
-        "model": DEMO,
-        "messages": [{"role": "user", "content": "hi"}],
-        "stream": stream,
-        "max_tokens": 3,
-    });
-    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
-        b.extend(e);
-    }
-    body
-}
-
-async fn post(s: &Sluice, key: &str, path: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(s.url(path))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .expect("request")
-}
-
-async fn chat(s: &Sluice, key: &str, body: &Value) -> reqwest::Response {
-    post(s, key, "/v1/chat/completions", body).await
-}
-
-async fn get_json(s: &Sluice, key: &str, path: &str) -> Value {
-    let r = client()
-        .get(s.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200, "GET {path}");
-    r.json().await.expect("json")
-}
-
-async fn usage(s: &Sluice, key: &str) -> Value {
-    get_json(s, key, "/v1/usage").await
-}
-
-fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-    r.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Asserts the six `x-ratelimit-*` headers, counts and Go-style durations; returns them.
-fn rate_headers(h: &reqwest::header::HeaderMap, what: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for kind in ["requests", "tokens"] {
-        for part in ["limit", "remaining", "reset"] {
-            let name = format!("x-ratelimit-{part}-{kind}");
-            let v = h
-                .get(&name)
-                .unwrap_or_else(|| panic!("{what}: no {name} in {h:?}"))
-                .to_str()
-                .expect("ascii")
-                .to_owned();
-            if part == "reset" {
-                assert!(
-                    v.ends_with('s') && v.chars().all(|c| c.is_ascii_digit() || "hms.".contains(c)),
-                    "{what}: {name} = {v} is not a duration like 1s or 6m0s"
-                );
-            } else {
-                assert!(
-                    v.parse::<u64>().is_ok(),
-                    "{what}: {name} = {v} is not a count"
-                );
-            }
-            out.insert(name, v);
-        }
-    }
-    out
-}
-
-fn retry_after(r: &reqwest::Response) -> u64 {
-    let v = header(r, "retry-after").expect("Retry-After on a 429");
-    let n: u64 = v.parse().expect("Retry-After in whole seconds");
-    assert!(n >= 1, "Retry-After {n} < 1");
-    n
-}
-
-/// Asserts a 429 of `kind` in OpenAI's error shape; returns its Retry-After.
-async fn expect_429(r: reqwest::Response, kind: &str) -> (u64, HashMap<String, String>) {
-    assert_eq!(r.status(), 429);
-    let ra = retry_after(&r);
-    let headers = rate_headers(r.headers(), "429");
-    let body: Value = r.json().await.expect("json error");
-    assert_eq!(body["error"]["type"], kind, "{body}");
-    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
-    assert!(body["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
-    assert!(body["error"].get("param").is_some());
-    (ra, headers)
-}
+use sluice_tests::teams::{
+    chat, chat_body, client, expect_429, get_json, header, new_key, post, rate_headers, start,
+    team, usage, wait_open_streams, DEMO,
+};
+use sluice_tests::{metric, Sluice};
 
 async fn sleep_secs(n: u64) {
     tokio::time::sleep(Duration::from_secs(n)).await;
-}
-
-async fn wait_open_streams(s: &Sluice, key: &str, n: u64, why: &str) {
-    let settled = wait_for(Duration::from_secs(10), || async move {
-        (usage(s, key).await["open_streams"] == n).then_some(())
-    })
-    .await;
-    assert!(
-        settled.is_some(),
-        "{why}: open_streams stayed {} (want {n}); logs:\n{}",
-        usage(s, key).await["open_streams"],
-        s.logs()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -817,124 +691,6 @@ async fn hammering_leaves_every_counter_exact() {
         );
     }
     assert_eq!(metric(&m, &format!("sluice_team_open_streams{{{t}}}")), 0);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sighup_reloads_teams_and_keeps_unchanged_limiters() {
-    let (a, b, b2, c) = (new_key(), new_key(), new_key(), new_key());
-    let limited = "requests_per_minute = 60\nrequest_burst = 2";
-    let s = start(
-        &(team("alpha", &[&a], limited) + &team("beta", &[&b], limited)),
-        &[],
-    );
-    let body = chat_body(false, json!({}));
-    for key in [&a.key, &b.key] {
-        for _ in 0..2 {
-            assert_eq!(chat(&s, key, &body).await.status(), 200);
-        }
-        expect_429(chat(&s, key, &body).await, "requests").await;
-    }
-    // Beta gets a bigger burst and a second key; alpha is unchanged; gamma is new.
-    let new = team("alpha", &[&a], limited)
-        + &team(
-            "beta",
-            &[&b, &b2],
-            "requests_per_minute = 60\nrequest_burst = 5",
-        )
-        + &team("gamma", &[&c], "models = [\"sluice-*\"]");
-    s.config().write(&new);
-    s.signal("HUP");
-    let (sr, gamma_key, body_ref) = (&s, &c.key, &body);
-    let applied = wait_for(Duration::from_secs(10), || async move {
-        (chat(sr, gamma_key, body_ref).await.status() == 200).then_some(())
-    })
-    .await;
-    assert!(applied.is_some(), "reload not applied:\n{}", s.logs());
-    expect_429(chat(&s, &a.key, &body).await, "requests").await;
-    assert_eq!(
-        chat(&s, &b2.key, &body).await.status(),
-        200,
-        "beta's new burst and key"
-    );
-    let r = chat(&s, &b.key, &body).await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "x-ratelimit-limit-requests"), Some("60"));
-    let u = usage(&s, &a.key).await;
-    assert_eq!(u["requests"], 2, "counters survive a reload: {u}");
-    assert_eq!(u["rejected"]["requests"], 2);
-
-    // A broken file is logged and ignored.
-    s.config()
-        .write("[[teams]]\nname = \"alpha\"\napi_keys_sha256 = [\"not-a-hash\"]\n");
-    s.signal("HUP");
-    assert!(
-        wait_until(Duration::from_secs(10), || s
-            .logs()
-            .contains("not reloaded"))
-        .await,
-        "no log line:\n{}",
-        s.logs()
-    );
-    assert!(
-        s.logs().contains("teams[0].api_keys_sha256[0]"),
-        "{}",
-        s.logs()
-    );
-    assert_eq!(
-        chat(&s, &c.key, &body).await.status(),
-        200,
-        "old teams still in force"
-    );
-    // So is a file that would switch to open mode.
-    s.config().write("");
-    s.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = client().get(s.url("/v1/models")).send().await.unwrap();
-    assert_eq!(r.status(), 401, "still needs a key");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn open_mode_refuses_a_public_address_unless_allowed() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(sluice_bin())
-        .args(["--addr", "0.0.0.0:0"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let exited = wait_for(Duration::from_secs(10), || {
-        std::future::ready(child.try_wait().unwrap())
-    })
-    .await;
-    let Some(status) = exited else {
-        let _ = child.kill();
-        panic!("open mode on 0.0.0.0 did not exit");
-    };
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!status.success());
-    assert!(stderr.contains("SLUICE_ALLOW_OPEN"), "{stderr}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
-
-    let s = start_sluice(&["--addr", "0.0.0.0:0"], &[("SLUICE_ALLOW_OPEN", "1")]);
-    let url = format!("http://127.0.0.1:{}/v1/models", s.addr.port());
-    let r = client().get(url).send().await.unwrap();
-    assert_eq!(r.status(), 200, "open mode needs no key");
-    assert!(r.headers().get("x-ratelimit-limit-requests").is_none());
-    // Open mode's usage: the gateway's totals.
-    let u: Value = client()
-        .get(format!("http://127.0.0.1:{}/v1/usage", s.addr.port()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(u["team"], Value::Null);
-    assert_eq!(u["requests"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,82 +1,27 @@
-//! Team limits under hostile or unlucky inputs, against the real `sluice` binary: absurd
+//! Team limits under hostile or unlucky inputs, against a gateway: absurd
 //! `max_tokens` / `n` (400 naming the field, never a locked-out team or a panic), big but allowed
 //! requests against small budgets (the reservation is bounded by the budget, headers stay sane),
 //! work charged when the upstream reports no usage or the client leaves mid-request, the prompt
-//! estimate covering the whole body (`tools` too), and config reloads that do not refill the
-//! request limit.
+//! estimate covering the whole body (`tools` too). (Config reloads that do not refill the request
+//! limit need SIGHUP: crates/gateway/tests/process.rs.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
-    assert_error_shape, client, data, openai_provider, sse_steps, start_with_config, up_chunk,
-    up_text,
+    assert_error_shape, client, data, openai_provider, sse_steps, up_chunk, up_text,
 };
 use sluice_tests::scripted::{self, full_response, Step};
-use sluice_tests::teams::{new_key, team};
-use sluice_tests::Sluice;
-
-const DEMO: &str = "sluice-demo";
+use sluice_tests::teams::{
+    chat, expect_429_shape, header_value, new_key, start, team, usage_when, DEMO,
+};
+use sluice_tests::Gateway;
 
 /// The ceiling Sluice puts on `max_tokens` / `max_completion_tokens` (see the README).
 const MAX_TOKENS_CEILING: u64 = 1 << 24;
 
-/// Starts sluice with the demo model on (at full speed) and `toml` as its config.
-fn start_demo(toml: &str) -> Sluice {
-    start_with_config(
-        toml,
-        &[("SLUICE_DEMO", "1"), ("SLUICE_DEMO_TOKENS_PER_SEC", "0")],
-    )
-}
-
-async fn chat(s: &Sluice, key: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(s.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .expect("a response (not a dropped connection)")
-}
-
-async fn usage(s: &Sluice, key: &str) -> Value {
-    let r = client()
-        .get(s.url("/v1/usage"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("usage");
-    assert_eq!(r.status(), 200);
-    r.json().await.expect("usage json")
-}
-
-/// Waits until the team's usage satisfies `f` (settlement happens just after a response ends).
-async fn usage_when(s: &Sluice, key: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let u = usage(s, key).await;
-        if f(&u) {
-            return u;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{what}: usage stayed {u}; logs:\n{}",
-            s.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} in {:?}", r.headers()))
-        .to_str()
-        .expect("ascii header")
-}
-
 fn count(r: &reqwest::Response, name: &str) -> u64 {
-    header(r, name)
+    header_value(r, name)
         .parse()
         .unwrap_or_else(|_| panic!("{name} is not a count"))
 }
@@ -105,23 +50,6 @@ fn duration_secs(v: &str) -> f64 {
     total
 }
 
-fn retry_after(r: &reqwest::Response) -> u64 {
-    header(r, "retry-after")
-        .parse()
-        .expect("Retry-After in whole seconds")
-}
-
-/// Asserts a 429 of `kind` in OpenAI's shape and returns its Retry-After.
-async fn expect_429(r: reqwest::Response, kind: &str) -> u64 {
-    assert_eq!(r.status(), 429);
-    let ra = retry_after(&r);
-    let body: Value = r.json().await.expect("json");
-    let err = assert_error_shape(&body);
-    assert_eq!(err["type"], kind, "{body}");
-    assert_eq!(err["code"], "rate_limit_exceeded", "{body}");
-    ra
-}
-
 /// The prompt estimate Sluice documents: a token per four bytes of the JSON body, rounded up.
 fn body_estimate(body: &Value) -> u64 {
     (serde_json::to_vec(body).expect("json").len() as u64).div_ceil(4)
@@ -132,10 +60,13 @@ async fn absurd_max_tokens_and_n_are_400s_naming_the_field_and_never_break_the_t
     let k = new_key();
     // A tiny budget: a u64::MAX reservation against it used to panic in the limiter, and the
     // team's every later request got an empty reply.
-    let s = start_demo(&format!(
-        "rate_limit_window_secs = 2\n{}",
-        team("tiny", &[&k], "tokens_per_minute = 30")
-    ));
+    let s = start(
+        &format!(
+            "rate_limit_window_secs = 2\n{}",
+            team("tiny", &[&k], "tokens_per_minute = 30")
+        ),
+        &[],
+    );
     let cases = [
         ("max_tokens", json!(u64::MAX)),
         ("max_completion_tokens", json!(u64::MAX)),
@@ -152,7 +83,7 @@ async fn absurd_max_tokens_and_n_are_400s_naming_the_field_and_never_break_the_t
             let r = chat(&s, &k.key, &body).await;
             assert_eq!(r.status(), 400, "{field} = {value}");
             // Still a team response: it carries the limit headers, with a sane reset.
-            let reset = duration_secs(header(&r, "x-ratelimit-reset-tokens"));
+            let reset = duration_secs(header_value(&r, "x-ratelimit-reset-tokens"));
             assert!(reset <= 2.0, "{field}: reset {reset}s");
             let body: Value = r.json().await.expect("json");
             let err = assert_error_shape(&body);
@@ -170,8 +101,8 @@ async fn absurd_max_tokens_and_n_are_400s_naming_the_field_and_never_break_the_t
     )
     .await;
     assert_eq!(r.status(), 200, "the full budget admits a big request");
-    assert_eq!(header(&r, "x-ratelimit-remaining-tokens"), "0");
-    let reset = duration_secs(header(&r, "x-ratelimit-reset-tokens"));
+    assert_eq!(header_value(&r, "x-ratelimit-remaining-tokens"), "0");
+    let reset = duration_secs(header_value(&r, "x-ratelimit-reset-tokens"));
     assert!(
         reset <= 2.0,
         "the reservation is bounded by the budget: reset {reset}s"
@@ -182,7 +113,7 @@ async fn absurd_max_tokens_and_n_are_400s_naming_the_field_and_never_break_the_t
                        "max_tokens": 2, "mock": {"tokens": 2}});
     let r = chat(&s, &k.key, &small).await;
     if r.status() == 429 {
-        let ra = expect_429(r, "tokens").await;
+        let ra = expect_429_shape(r, "tokens").await;
         assert!(ra <= 2, "Retry-After {ra}");
         tokio::time::sleep(Duration::from_secs(ra)).await;
         let r = chat(&s, &k.key, &small).await;
@@ -200,14 +131,14 @@ async fn absurd_max_tokens_and_n_are_400s_naming_the_field_and_never_break_the_t
 #[tokio::test(flavor = "multi_thread")]
 async fn a_big_allowed_request_reserves_at_most_the_budget_and_the_team_is_served_after_it() {
     let k = new_key();
-    let s = start_demo(&team("big", &[&k], "tokens_per_minute = 1000"));
+    let s = start(&team("big", &[&k], "tokens_per_minute = 1000"), &[]);
     let big = json!({"model": DEMO, "stream": true,
                      "messages": [{"role": "user", "content": "hi"}],
                      "max_tokens": 10_000_000, "mock": {"tokens": 3, "delay_ms": 300}});
     let mut r = chat(&s, &k.key, &big).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "x-ratelimit-remaining-tokens"), "0");
-    let reset = duration_secs(header(&r, "x-ratelimit-reset-tokens"));
+    assert_eq!(header_value(&r, "x-ratelimit-remaining-tokens"), "0");
+    let reset = duration_secs(header_value(&r, "x-ratelimit-reset-tokens"));
     assert!(
         reset <= 60.0,
         "an empty budget refills within its window, not in {reset}s"
@@ -215,7 +146,7 @@ async fn a_big_allowed_request_reserves_at_most_the_budget_and_the_team_is_serve
     // While it runs, the budget is empty, for at most a window.
     let small = json!({"model": DEMO, "messages": [{"role": "user", "content": "hi"}],
                        "max_tokens": 3, "mock": {"tokens": 3}});
-    let ra = expect_429(chat(&s, &k.key, &small).await, "tokens").await;
+    let ra = expect_429_shape(chat(&s, &k.key, &small).await, "tokens").await;
     assert!(ra <= 60, "Retry-After {ra}");
     while r.chunk().await.expect("chunk").is_some() {}
     // Settled with its real (small) usage: the team is served at once, headers sane.
@@ -228,7 +159,7 @@ async fn a_big_allowed_request_reserves_at_most_the_budget_and_the_team_is_serve
         left + used + body_estimate(&small) + 3 >= 995,
         "{left} left after {used} used"
     );
-    let reset = duration_secs(header(&r, "x-ratelimit-reset-tokens"));
+    let reset = duration_secs(header_value(&r, "x-ratelimit-reset-tokens"));
     assert!(reset < 10.0, "reset {reset}s");
 }
 
@@ -266,14 +197,16 @@ async fn answers_without_usage_are_charged_an_estimate_from_their_text() {
     sse.push_str("data: [DONE]\n\n");
     let streamed = scripted::serve(sse_steps([sse])).await;
     let k = new_key();
-    let s = start_with_config(
-        // An hour's window: the budget refills too slowly to hide the charges.
-        &("rate_limit_window_secs = 3600\n".to_owned()
-            + &openai_provider("plain", &plain.base_url(), &["plain"])
-            + &openai_provider("streamed", &streamed.base_url(), &["streamed"])
-            + &team("nousage", &[&k], "tokens_per_minute = 100000")),
-        &[],
-    );
+    let s = Gateway::builder()
+        .config(
+            // An hour's window: the budget refills too slowly to hide the charges.
+            &("rate_limit_window_secs = 3600\n".to_owned()
+                + &openai_provider("plain", &plain.base_url(), &["plain"])
+                + &openai_provider("streamed", &streamed.base_url(), &["streamed"])
+                + &team("nousage", &[&k], "tokens_per_minute = 100000")),
+        )
+        .demo(false)
+        .start();
     let close = |got: u64, want: u64| got * 10 >= want * 9 && got * 10 <= want * 11;
 
     let body = json!({"model": "plain", "messages": [{"role": "user", "content": "hello there"}]});
@@ -329,13 +262,16 @@ async fn a_client_that_leaves_while_the_upstream_works_is_charged_the_prompt_est
     ])
     .await;
     let k = new_key();
-    let s = start_with_config(
-        // An hour's window: the budget refills too slowly to hide the charges.
-        &("rate_limit_window_secs = 3600\n".to_owned()
-            + &openai_provider("up", &up.base_url(), &["m"])
-            + &team("leavers", &[&k], "tokens_per_minute = 100000")),
-        &[("SLUICE_STREAM_GRACE_SECS", "0")],
-    );
+    let s = Gateway::builder()
+        .config(
+            // An hour's window: the budget refills too slowly to hide the charges.
+            &("rate_limit_window_secs = 3600\n".to_owned()
+                + &openai_provider("up", &up.base_url(), &["m"])
+                + &team("leavers", &[&k], "tokens_per_minute = 100000")),
+        )
+        .demo(false)
+        .env(&[("SLUICE_STREAM_GRACE_SECS", "0")])
+        .start();
     let mut charged = 0;
     for stream in [false, true] {
         // About 1000 tokens of prompt.
@@ -382,7 +318,7 @@ async fn a_client_that_leaves_while_the_upstream_works_is_charged_the_prompt_est
 #[tokio::test(flavor = "multi_thread")]
 async fn the_prompt_estimate_covers_tools_and_every_other_field() {
     let k = new_key();
-    let s = start_demo(&team("tools", &[&k], "tokens_per_minute = 150000"));
+    let s = start(&team("tools", &[&k], "tokens_per_minute = 150000"), &[]);
     // 100 tools with 4000-byte descriptions: about 400 KB, 100 000 tokens.
     let tools: Vec<Value> = (0..100)
         .map(|i| {
@@ -408,51 +344,7 @@ async fn the_prompt_estimate_covers_tools_and_every_other_field() {
         "the tools are reserved: {left} left of 150000"
     );
     // While it runs, a second such request does not fit.
-    let ra = expect_429(chat(&s, &k.key, &body(false)).await, "tokens").await;
+    let ra = expect_429_shape(chat(&s, &k.key, &body(false)).await, "tokens").await;
     assert!((1..=60).contains(&ra), "Retry-After {ra}");
     while first.chunk().await.expect("chunk").is_some() {}
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reloads_carry_the_request_limit_over_instead_of_refilling_it() {
-    let k = new_key();
-    // 6 a minute: one every 10 s, so nothing comes back during the test.
-    let limits = |burst: u32| format!("requests_per_minute = 6\nrequest_burst = {burst}");
-    let s = sluice_tests::start_sluice_with_config(
-        &team("reloaded", &[&k], &limits(2)),
-        &[],
-        &[("SLUICE_DEMO", "1"), ("SLUICE_DEMO_TOKENS_PER_SEC", "0")],
-    );
-    let body = json!({"model": DEMO, "messages": [{"role": "user", "content": "hi"}],
-                      "max_tokens": 2});
-    let t0 = Instant::now();
-    let mut served = Vec::new();
-    for (i, burst) in [2, 3, 2].into_iter().enumerate() {
-        if i > 0 {
-            s.config().write(&team("reloaded", &[&k], &limits(burst)));
-            s.signal("HUP");
-            usage_when(&s, &k.key, "reload applied", |u| {
-                u["limits"]["request_burst"] == burst
-            })
-            .await;
-        }
-        let mut n = 0;
-        loop {
-            let r = chat(&s, &k.key, &body).await;
-            if r.status() == 429 {
-                expect_429(r, "requests").await;
-                break;
-            }
-            assert_eq!(r.status(), 200);
-            n += 1;
-            assert!(n <= 10, "no request limit at all");
-        }
-        served.push(n);
-    }
-    assert!(
-        t0.elapsed() < Duration::from_secs(9),
-        "the test ran too long to be exact"
-    );
-    // 2 of the first burst; the bigger burst adds one; shrinking it back adds none.
-    assert_eq!(served, vec![2, 1, 0], "requests served per config");
 }

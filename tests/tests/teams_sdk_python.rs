@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sluice_tests::e2e::client;
 use sluice_tests::sdk::{python_openai, require, run_checks};
-use sluice_tests::start_sluice_with_config;
 use sluice_tests::teams::{new_key, team};
+use sluice_tests::Gateway;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sdk_backs_off_and_completes_every_request() {
@@ -20,7 +20,10 @@ async fn python_sdk_backs_off_and_completes_every_request() {
     // each 429 says `Retry-After: 1`.
     let toml = "rate_limit_window_secs = 6\n\n".to_owned()
         + &team("sdk", &[&k], "requests_per_minute = 6\nrequest_burst = 2");
-    let sluice = start_sluice_with_config(&toml, &[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "0")]);
+    let sluice = Gateway::builder()
+        .config(&toml)
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "0")])
+        .start();
     let base = sluice.url("/v1");
     let requests = 8;
     // The script runs on this worker thread; the runtime's other worker serves the rest.

@@ -1,4 +1,4 @@
-//! Timeouts, client disconnects, resuming a dropped stream and graceful shutdown, end to end,
+//! Timeouts, client disconnects, resuming a dropped stream, end to end,
 //! with small timeouts set through the environment.
 
 use std::time::{Duration, Instant};
@@ -7,11 +7,11 @@ use serde_json::json;
 use sluice_tests::e2e::{
     assert_error_shape, assert_failed_stream, chat, check_openai_wire, check_openai_wire_from,
     client, collect, content_events, content_of, data, error_events, openai_provider, post_chat,
-    start_with_config, start_with_upstream, up_chunk, up_role, up_text, wait_for, wait_until,
-    StreamReader,
+    up_chunk, up_role, up_text, wait_for, wait_until, StreamReader,
 };
+use sluice_tests::metric;
 use sluice_tests::scripted::{chunk, end_chunks, serve, sse_head, Step};
-use sluice_tests::{metric, start_sluice};
+use sluice_tests::Gateway;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -28,7 +28,7 @@ async fn an_upstream_that_never_sends_headers_is_504_upstream_timeout() {
     // headers with the whole answer): see long_answers.rs.
     let mut env = FAST_TIMEOUTS.to_vec();
     env.push(("SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS", "1"));
-    let sluice = start_with_upstream(&up, &env);
+    let sluice = Gateway::builder().upstream(&up).env(&env).start();
     for stream in [true, false] {
         let start = Instant::now();
         let a = post_chat(&sluice, &chat("m", stream, json!({})), LIMIT).await;
@@ -57,7 +57,7 @@ async fn a_silent_upstream_gets_keep_alives_then_an_in_band_idle_timeout() {
         Step::Sleep(Duration::from_secs(30)),
     ])
     .await;
-    let sluice = start_with_upstream(&up, &FAST_TIMEOUTS);
+    let sluice = Gateway::builder().upstream(&up).env(&FAST_TIMEOUTS).start();
     let a = post_chat(&sluice, &chat("m", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     // The wire rules: keep-alives are lone `: keep-alive` lines, no blank line stands alone.
@@ -112,7 +112,7 @@ async fn a_keep_alive_before_the_first_event_is_a_lone_comment_line() {
     ));
     steps.push(end_chunks());
     let up = serve(steps).await;
-    let sluice = start_with_upstream(&up, &FAST_TIMEOUTS);
+    let sluice = Gateway::builder().upstream(&up).env(&FAST_TIMEOUTS).start();
     let a = post_chat(&sluice, &chat("m", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(
@@ -131,10 +131,15 @@ async fn a_refused_connection_is_502() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let sluice = start_with_config(
-        &openai_provider("up", &format!("http://127.0.0.1:{port}/v1"), &["*"]),
-        &FAST_TIMEOUTS,
-    );
+    let sluice = Gateway::builder()
+        .config(&openai_provider(
+            "up",
+            &format!("http://127.0.0.1:{port}/v1"),
+            &["*"],
+        ))
+        .demo(false)
+        .env(&FAST_TIMEOUTS)
+        .start();
     for stream in [true, false] {
         let a = post_chat(&sluice, &chat("m", stream, json!({})), LIMIT).await;
         assert_eq!(a.status, 502, "stream={stream}: {}", a.body);
@@ -182,13 +187,13 @@ async fn drop_mid_stream(
     Instant,
 ) {
     let up = serve(slow_upstream(100, Duration::from_millis(100))).await;
-    let sluice = start_with_upstream(
-        &up,
-        &[
+    let sluice = Gateway::builder()
+        .upstream(&up)
+        .env(&[
             ("SLUICE_STREAM_GRACE_SECS", grace),
             ("SLUICE_KEEPALIVE_SECS", "1"),
-        ],
-    );
+        ])
+        .start();
     let mut r = StreamReader::post(
         &sluice.url("/v1/chat/completions"),
         &chat("m", true, json!({})),
@@ -244,7 +249,10 @@ async fn with_a_grace_period_the_upstream_is_kept_for_it_then_closed() {
 async fn a_dropped_stream_resumes_by_its_stream_id_within_the_grace_period() {
     let n = 15;
     let up = serve(slow_upstream(n, Duration::from_millis(100))).await;
-    let sluice = start_with_upstream(&up, &[("SLUICE_STREAM_GRACE_SECS", "2")]);
+    let sluice = Gateway::builder()
+        .upstream(&up)
+        .env(&[("SLUICE_STREAM_GRACE_SECS", "2")])
+        .start();
     let mut r = StreamReader::post(
         &sluice.url("/v1/chat/completions"),
         &chat("m", true, json!({})),
@@ -284,60 +292,14 @@ async fn a_dropped_stream_resumes_by_its_stream_id_within_the_grace_period() {
     assert_eq!(up.requests().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_ends_a_long_stream_with_an_error_event_and_exits_zero() {
-    let mut sluice = start_sluice(&[], &[("SLUICE_SHUTDOWN_GRACE_SECS", "1")]);
-    let url = sluice.url("/v1/chat/completions");
-    // 100 tokens 100 ms apart: far longer than the grace period.
-    let mut long = StreamReader::post(
-        &url,
-        &chat(
-            "sluice-demo",
-            true,
-            json!({"mock": {"delay_ms": 100, "tokens": 100}}),
-        ),
-    )
-    .await;
-    long.read_until(LIMIT, |b| content_events(b) >= 1).await;
-    // A short stream, started just before the signal, finishes within the grace period.
-    let mut short = StreamReader::post(
-        &url,
-        &chat(
-            "sluice-demo",
-            true,
-            json!({"mock": {"delay_ms": 50, "tokens": 6}}),
-        ),
-    )
-    .await;
-    short.read_until(LIMIT, |b| content_events(b) >= 1).await;
-    let signalled = Instant::now();
-    sluice.signal("TERM");
-
-    short.read_to_end(LIMIT).await;
-    let events = check_openai_wire(&short.body);
-    assert!(events.last().expect("events").is_done(), "{:?}", short.body);
-    assert_eq!(content_of(&events, 0).split_whitespace().count(), 6);
-
-    long.read_to_end(LIMIT).await;
-    let ended = signalled.elapsed();
-    let events = check_openai_wire(&long.body);
-    assert!(!content_of(&events, 0).is_empty());
-    let err = assert_failed_stream(&events, "server_shutdown");
-    assert!(!err["message"].as_str().expect("message").is_empty());
-    assert!(
-        ended >= Duration::from_millis(800) && ended < Duration::from_secs(5),
-        "the long stream ends after the 1 s grace: {ended:?}"
-    );
-
-    let code = tokio::task::block_in_place(|| sluice.wait_exit(Duration::from_secs(8)));
-    assert_eq!(code, Some(0), "logs:\n{}", sluice.logs());
-}
-
 #[tokio::test]
 async fn a_client_that_leaves_before_the_upstream_answers_cancels_it_and_leaves_no_live_stream() {
     // The upstream never answers; the headers timeout is the default 30 s.
     let up = serve(vec![Step::Sleep(Duration::from_secs(30))]).await;
-    let sluice = start_with_upstream(&up, &[("SLUICE_STREAM_GRACE_SECS", "0")]);
+    let sluice = Gateway::builder()
+        .upstream(&up)
+        .env(&[("SLUICE_STREAM_GRACE_SECS", "0")])
+        .start();
     for path in ["/v1/chat/completions", "/v1/streams"] {
         let before = up.client_closed();
         let gave_up = client()

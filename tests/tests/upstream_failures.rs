@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 use sluice_tests::e2e::{
     assert_error_shape, assert_failed_stream, assert_failed_stream_after, chat, check_openai_wire,
     content_of, data, finish_reasons, openai_provider, post_chat, post_collect, provider,
-    sse_steps, start_with_config, start_with_upstream, up_chunk, up_role, up_text, up_usage,
-    Collected,
+    sse_steps, up_chunk, up_role, up_text, up_usage, Collected,
 };
 use sluice_tests::scripted::{chunk, full_response, serve, sse_head, ScriptedUpstream, Step};
+use sluice_tests::Gateway;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -71,7 +71,7 @@ async fn upstream_http_errors_keep_4xx_status_and_turn_5xx_into_502() {
         upstreams.push(json_up);
         upstreams.push(text_up);
     }
-    let sluice = start_with_config(&toml, &[]);
+    let sluice = Gateway::builder().config(&toml).demo(false).start();
     let url = sluice.url("/v1/chat/completions");
     for s in statuses {
         let want = if s >= 500 { 502 } else { s };
@@ -136,10 +136,10 @@ async fn anthropic_529_overloaded_becomes_503_with_the_upstream_error() {
     )])
     .await;
     let base = format!("http://{}", up.addr);
-    let sluice = start_with_config(
-        &provider("claude", "anthropic", &base, &["claude-*"], None),
-        &[],
-    );
+    let sluice = Gateway::builder()
+        .config(&provider("claude", "anthropic", &base, &["claude-*"], None))
+        .demo(false)
+        .start();
     for stream in [true, false] {
         let a = post_chat(
             &sluice,
@@ -240,7 +240,11 @@ async fn the_upstream_key_never_reaches_a_response_or_a_log_line() {
         ),
     ]
     .concat();
-    let sluice = start_with_config(&toml, &[("UP_KEY", KEY), ("SLUICE_LOG", "debug")]);
+    let sluice = Gateway::builder()
+        .config(&toml)
+        .demo(false)
+        .env(&[("UP_KEY", KEY), ("SLUICE_LOG", "debug")])
+        .start();
     let url = sluice.url("/v1/chat/completions");
     for model in ["json-m", "text-m", "mid-m", "claude-3-5-haiku"] {
         for stream in [true, false] {
@@ -297,7 +301,7 @@ async fn stream_through(
     extra: Value,
 ) -> (Vec<sluice_tests::e2e::SseEvent>, Collected) {
     let up = serve(steps).await;
-    let sluice = start_with_upstream(&up, &[]);
+    let sluice = Gateway::builder().upstream(&up).start();
     let a = post_chat(&sluice, &chat("m", true, extra), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.header("content-type"), Some("text/event-stream"));
@@ -470,16 +474,16 @@ async fn anthropic_error_event_mid_stream_keeps_its_type() {
         "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
     );
     let up = serve(sse_steps([sse])).await;
-    let sluice = start_with_config(
-        &provider(
+    let sluice = Gateway::builder()
+        .config(&provider(
             "claude",
             "anthropic",
             &format!("http://{}", up.addr),
             &["claude-*"],
             None,
-        ),
-        &[],
-    );
+        ))
+        .demo(false)
+        .start();
     let a = post_chat(&sluice, &chat("claude-x", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let events = check_openai_wire(&a.body);
@@ -496,10 +500,17 @@ async fn a_key_at_the_cut_of_a_long_plain_text_error_does_not_leak_in_part() {
     text.push_str(KEY);
     text.push_str(" and more");
     let up = serve(vec![full_response(500, "text/plain", "", text.as_bytes())]).await;
-    let sluice = start_with_config(
-        &provider("up", "openai", &up.base_url(), &["*"], Some("UP_KEY")),
-        &[("UP_KEY", KEY)],
-    );
+    let sluice = Gateway::builder()
+        .config(&provider(
+            "up",
+            "openai",
+            &up.base_url(),
+            &["*"],
+            Some("UP_KEY"),
+        ))
+        .demo(false)
+        .env(&[("UP_KEY", KEY)])
+        .start();
     for stream in [true, false] {
         let a = post_chat(&sluice, &chat("m", stream, json!({})), LIMIT).await;
         assert_eq!(a.status, 502, "{}", a.body);
@@ -545,7 +556,11 @@ async fn non_streaming_failures_become_502_or_504_with_the_contract_types() {
         openai_provider("silent", &silent.base_url(), &["silent"]),
     ]
     .concat();
-    let sluice = start_with_config(&toml, &[("SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS", "1")]);
+    let sluice = Gateway::builder()
+        .config(&toml)
+        .demo(false)
+        .env(&[("SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS", "1")])
+        .start();
     let url = sluice.url("/v1/chat/completions");
     for (model, status, kind) in [
         ("garbage", 502, "upstream_protocol_error"),

@@ -10,9 +10,10 @@ use proptest::prelude::*;
 use serde_json::json;
 use sluice_tests::e2e::{
     chat, check_openai_wire, content_of, data, error_events, finish_reasons, post_chat, sse_steps,
-    start_with_upstream, up_chunk, up_role, up_text, up_usage,
+    up_chunk, up_role, up_text, up_usage,
 };
 use sluice_tests::scripted::serve;
+use sluice_tests::Gateway;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -55,7 +56,7 @@ where
     B: AsRef<[u8]>,
 {
     let up = serve(sse_steps(pieces)).await;
-    let sluice = start_with_upstream(&up, &[]);
+    let sluice = Gateway::builder().upstream(&up).start();
     let a = post_chat(
         &sluice,
         &chat(
@@ -220,7 +221,7 @@ async fn upstream_event_id_retry_and_unknown_fields_are_not_passed_through() {
         })
         .collect();
     let up = serve(sse_steps(&evs)).await;
-    let sluice = start_with_upstream(&up, &[]);
+    let sluice = Gateway::builder().upstream(&up).start();
     let a = post_chat(&sluice, &chat("m", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
     // Sluice's own ids 1, 2, 3, ..., and only `id:` and `data:` fields.
@@ -328,7 +329,7 @@ async fn usage_chunks_from_other_servers_are_accepted() {
                                   "created": 1, "model": "m", "choices": [], "usage": usage}),
         );
         let up = serve(sse_steps(&evs)).await;
-        let sluice = start_with_upstream(&up, &[]);
+        let sluice = Gateway::builder().upstream(&up).start();
         let a = post_chat(
             &sluice,
             &chat(
@@ -363,7 +364,7 @@ async fn a_one_mebibyte_event_split_across_many_writes_arrives_whole() {
     body.insert_str(at, &extra);
     let pieces: Vec<Vec<u8>> = body.as_bytes().chunks(65_531).map(<[u8]>::to_vec).collect();
     let up = serve(sse_steps(pieces)).await;
-    let sluice = start_with_upstream(&up, &[]);
+    let sluice = Gateway::builder().upstream(&up).start();
     let a = post_chat(&sluice, &chat("m", true, json!({"n": 2})), LIMIT).await;
     let events = check_openai_wire(&a.body);
     assert!(error_events(&events).is_empty());

@@ -18,8 +18,12 @@ pub async fn serve(addr: &str) -> anyhow::Result<()> {
     let local = listener.local_addr().context("local address")?;
     println!("listening on http://{local}");
     std::io::stdout().flush().context("stdout")?;
-    let app = mock_upstream::app(mock_upstream::MockConfig::default())
-        .route("/health", get(|| async { "ok" }));
+    // The loads shape every answer through the `mock` knobs.
+    let app = mock_upstream::app(mock_upstream::MockConfig {
+        knobs: true,
+        ..mock_upstream::MockConfig::default()
+    })
+    .route("/health", get(|| async { "ok" }));
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });

@@ -65,6 +65,16 @@ impl Gateway {
         &self.state
     }
 
+    /// The "sluice started" line, once it listens (and, for the binary, once `listening on`
+    /// is printed).
+    pub fn log_started(&self) {
+        tracing::info!(
+            providers = self.state.router.listed_models().len(),
+            open_mode = self.state.access.open_mode(),
+            "sluice started"
+        );
+    }
+
     /// Serves until `shutdown` resolves; then drains: `/readyz` answers 503 so that load
     /// balancers stop sending, new generations get 503 with `Retry-After`, running streams get
     /// the shutdown grace period to finish (and can still be read and resumed, on new
@@ -117,6 +127,37 @@ impl Gateway {
     }
 }
 
+/// Raises the open-file limit and says, once at start, what the machine allows and what the
+/// relay may hold. Both the binary and the in-process test harness call it before
+/// [`Gateway::bind`] (whose default caps read the raised limit).
+pub fn log_host_limits(settings: &Settings) {
+    match crate::host::raise_open_files() {
+        Ok(f) => tracing::info!(
+            soft_before = f.soft_before,
+            soft = f.soft,
+            hard = f.hard,
+            "open-file limit (a stream holds two sockets, three with the demo model)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    if let Some(bytes) = settings.relay_max_total_bytes {
+        tracing::info!(
+            relay_max_total_mib = bytes >> 20,
+            "relay memory bound (configured)"
+        );
+    } else {
+        let limit = crate::host::memory_limit();
+        let bytes = crate::host::relay_bound(None, limit.as_ref().map(|l| l.bytes));
+        tracing::info!(
+            relay_max_total_mib = bytes >> 20,
+            memory_mib = limit.as_ref().map(|l| l.bytes >> 20),
+            from = limit.as_ref().map_or("unknown", |l| l.source),
+            "relay memory bound: 1/8 of the memory Sluice may use, 16-256 MiB \
+             (set SLUICE_RELAY_MAX_TOTAL_BYTES to choose)"
+        );
+    }
+}
+
 /// Builds the shared state. With the demo on, the demo upstream is started on a loopback port
 /// and served through the same provider path a real upstream takes.
 async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
@@ -127,8 +168,10 @@ async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
             .await
             .map_err(StartupError::Demo)?;
         let addr = listener.local_addr().map_err(StartupError::Demo)?;
+        // Any client reaches the demo: the `mock` knobs shape its answer in test builds only.
         let cfg = mock_upstream::MockConfig {
             tokens_per_sec: settings.demo_tokens_per_sec,
+            knobs: mock_upstream::TEST_KNOBS,
         };
         let stopped = lifecycle.stopped();
         lifecycle.spawn(async move {

@@ -101,8 +101,10 @@ pub async fn run(cli: Cli) -> i32 {
             if let Ok(a) = listener.local_addr() {
                 announce(a);
             }
+            // A test upstream, run on purpose (sluice-bench drives it): the knobs are its point.
             let cfg = mock_upstream::MockConfig {
                 tokens_per_sec: tps,
+                knobs: true,
             };
             match mock_upstream::serve(listener, cfg, signals::shutdown_signal()).await {
                 Ok(()) => 0,
@@ -121,36 +123,6 @@ fn announce(addr: std::net::SocketAddr) {
     let _ = std::io::stdout().flush();
 }
 
-/// Raises the open-file limit and says, once at start, what the machine allows and what the
-/// relay may hold.
-fn log_host_limits(settings: &Settings) {
-    match crate::host::raise_open_files() {
-        Ok(f) => tracing::info!(
-            soft_before = f.soft_before,
-            soft = f.soft,
-            hard = f.hard,
-            "open-file limit (a stream holds two sockets, three with the demo model)"
-        ),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
-    if let Some(bytes) = settings.relay_max_total_bytes {
-        tracing::info!(
-            relay_max_total_mib = bytes >> 20,
-            "relay memory bound (configured)"
-        );
-    } else {
-        let limit = crate::host::memory_limit();
-        let bytes = crate::host::relay_bound(None, limit.as_ref().map(|l| l.bytes));
-        tracing::info!(
-            relay_max_total_mib = bytes >> 20,
-            memory_mib = limit.as_ref().map(|l| l.bytes >> 20),
-            from = limit.as_ref().map_or("unknown", |l| l.source),
-            "relay memory bound: 1/8 of the memory Sluice may use, 16-256 MiB \
-             (set SLUICE_RELAY_MAX_TOTAL_BYTES to choose)"
-        );
-    }
-}
-
 async fn serve(flags: Flags, vars: config::Vars) -> i32 {
     let settings = match Settings::load(&flags, &vars) {
         Ok(s) => s,
@@ -160,7 +132,7 @@ async fn serve(flags: Flags, vars: config::Vars) -> i32 {
         }
     };
     crate::init_tracing(&vars);
-    log_host_limits(&settings);
+    crate::bootstrap::log_host_limits(&settings);
     let gateway = match Gateway::bind(settings).await {
         Ok(g) => g,
         Err(e) => {
@@ -173,12 +145,7 @@ async fn serve(flags: Flags, vars: config::Vars) -> i32 {
     if let Ok(a) = gateway.local_addr() {
         announce(a);
     }
-    let state = gateway.state();
-    tracing::info!(
-        providers = state.router.listed_models().len(),
-        open_mode = state.access.open_mode(),
-        "sluice started"
-    );
+    gateway.log_started();
     match gateway.serve(signals::shutdown_signal()).await {
         Ok(()) => 0,
         Err(e) => {

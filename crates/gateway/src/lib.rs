@@ -52,26 +52,44 @@ pub use bootstrap::Gateway;
 /// `RUST_LOG` (default `info`): one JSON object per line with `SLUICE_LOG_FORMAT=json`, else
 /// human-readable text. Either way a request's lines carry its span (`request_id`, route).
 pub fn init_tracing(vars: &config::Vars) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    // `try_init` also routes the `log` crate's records into tracing.
+    let _ = tracing_dispatch(vars, std::io::stderr).try_init();
+}
+
+/// The subscriber [`init_tracing`] installs, writing to `writer` instead of stderr: the
+/// in-process test harness gives every gateway its own, so that gateways sharing a process
+/// keep their logs apart and each logs exactly as the binary would.
+pub fn tracing_dispatch<W>(vars: &config::Vars, writer: W) -> tracing::Dispatch
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = vars
         .get(config::ENV_LOG)
         .or_else(|| vars.get("RUST_LOG"))
         .cloned()
         .unwrap_or_else(|| "info".into());
+    // Colours follow NO_COLOR from the variables (the environment, for the binary) rather than
+    // from the process environment, so that a gateway started from a map of variables decides
+    // the same way the binary would with that environment.
+    let ansi = vars.get("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
+        .with_ansi(ansi)
         .with_target(false);
     let json = vars
         .get(config::ENV_LOG_FORMAT)
         .is_some_and(|f| f.trim().eq_ignore_ascii_case("json"));
-    let _ = if json {
+    if json {
         builder
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .flatten_event(true)
-            .try_init()
+            .finish()
+            .into()
     } else {
-        builder.try_init()
-    };
+        builder.finish().into()
+    }
 }

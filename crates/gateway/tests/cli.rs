@@ -1,6 +1,4 @@
-//! `sluice gen-key`. Being an integration test of this package, it also makes `cargo test`
-//! build the `sluice` binary that the end-to-end tests in `tests/` start (those cover the other
-//! subcommands, in tests/tests/cli_commands.rs).
+//! `sluice gen-key`.
 
 use std::process::Command;
 

@@ -6,10 +6,12 @@
 //!
 //! Requests may carry a `mock` object (forwarded by the gateway like any unknown field) to
 //! shape the answer for tests: `{"mock":{"delay_ms":50,"tokens":200,"first_token_delay_ms":0}}`.
+//! A server honours it only when its [`MockConfig::knobs`] says so: the test upstreams
+//! (`sluice mock-upstream`, `sluice-bench mock-upstream`) always, the gateway's built-in demo
+//! only in a build with the `test-knobs` feature ([`TEST_KNOBS`]), which the test suites turn on
+//! through dev-dependencies, so that the released demo serves every client the same answer.
 //!
-//! The knobs stay in the shipped demo (the end-to-end tests, the SDK tests and `sluice-bench`
-//! drive the built-in demo through them), but the demo runs inside the gateway and any client
-//! may send them, so each is clamped ([`MAX_TOKENS`], [`MAX_DELAY_MS`],
+//! Wherever they are honoured, any client of that server may send them, so each is clamped ([`MAX_TOKENS`], [`MAX_DELAY_MS`],
 //! [`MAX_FIRST_TOKEN_DELAY_MS`]) and the answer is produced lazily, one frame at a time: a
 //! request costs at most about what a real model's 10,000-token answer costs, and no client
 //! number sizes an allocation.
@@ -38,16 +40,25 @@ pub const MAX_DELAY_MS: u64 = 10_000;
 /// Longest `mock.first_token_delay_ms`.
 pub const MAX_FIRST_TOKEN_DELAY_MS: u64 = 60_000;
 
+/// Whether this build was made for tests (the `test-knobs` feature): the built-in demo honours
+/// the `mock` knobs only then. `cargo test` turns the feature on through dev-dependencies;
+/// `cargo build` and `cargo run` (resolver 2 leaves dev-dependencies out) do not.
+pub const TEST_KNOBS: bool = cfg!(feature = "test-knobs");
+
 #[derive(Debug, Clone)]
 pub struct MockConfig {
     /// Tokens per second; 0 or less streams as fast as possible.
     pub tokens_per_sec: f64,
+    /// Honour a request's `mock` object; when false it is ignored like any unknown field.
+    pub knobs: bool,
 }
 
 impl Default for MockConfig {
+    /// The default pace, and the knobs off.
     fn default() -> Self {
         Self {
             tokens_per_sec: DEFAULT_TOKENS_PER_SEC,
+            knobs: false,
         }
     }
 }
@@ -194,7 +205,7 @@ impl Plan {
 }
 
 fn plan(cfg: &MockConfig, body: &Value) -> Plan {
-    let mock = body.get("mock");
+    let mock = body.get("mock").filter(|_| cfg.knobs);
     let knob = |k: &str, max: u64| {
         mock.and_then(|m| m.get(k))
             .and_then(Value::as_u64)
@@ -369,7 +380,10 @@ mod tests {
 
     #[test]
     fn the_knobs_are_clamped_to_their_maxima() {
-        let cfg = MockConfig::default();
+        let cfg = MockConfig {
+            knobs: true,
+            ..MockConfig::default()
+        };
         let body = json!({"messages": [], "mock": {"tokens": 10_000_000_000_000u64,
             "delay_ms": u64::MAX, "first_token_delay_ms": u64::MAX}});
         let p = plan(&cfg, &body);
@@ -393,9 +407,22 @@ mod tests {
         // Knobs that are not whole numbers are ignored; a pace too slow to express is capped.
         let slow = MockConfig {
             tokens_per_sec: 1e-300,
+            knobs: true,
         };
         let p = plan(&slow, &json!({"mock": {"tokens": -1, "delay_ms": 1.5}}));
         assert_eq!(p.count, p.base.len());
         assert_eq!(p.delay, Duration::from_millis(MAX_DELAY_MS));
+    }
+
+    #[test]
+    fn without_knobs_the_mock_object_changes_nothing() {
+        let cfg = MockConfig::default();
+        let body = json!({"messages": [], "mock": {"tokens": 3, "delay_ms": 5000,
+            "first_token_delay_ms": 5000}});
+        let (with, without) = (plan(&cfg, &body), plan(&cfg, &json!({"messages": []})));
+        assert_eq!(with.count, without.count);
+        assert_eq!(with.count, with.base.len());
+        assert_eq!(with.delay, without.delay);
+        assert_eq!(with.first_delay, Duration::ZERO);
     }
 }

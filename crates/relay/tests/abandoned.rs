@@ -1,11 +1,9 @@
 //! `Writer::abandoned(grace)`: when the upstream request may be cancelled because nobody is
 //! reading any more. Time is paused, so the durations are exact.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use relay::writer::FIRST_READER_WAIT;
 use relay::{Format, Handle, Writer};
 use tokio::task::JoinHandle;

@@ -1,15 +1,13 @@
 //! Readers on a live stream: the seam between the replayed log and live events, under a real
 //! race with a producer on another worker thread.
 
-mod common;
-
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rand::Rng;
 use relay::{Delta, Event, Format, RelayError};
 

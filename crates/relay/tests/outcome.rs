@@ -1,11 +1,9 @@
 //! How a stream ends other than `done`/`stop`: failure, cancellation, and a writer dropped
 //! without an end.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use relay::encode::{encode, Format};
 use relay::{Delta, Event, Failure};
 

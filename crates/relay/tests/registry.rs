@@ -1,11 +1,9 @@
 //! The registry: lookup, expiry, memory accounting, the reader cap, and the `Stats` figures for
 //! `/metrics`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use relay::{Delta, Format, Limits, Registry, RelayError, Stats, Writer};
 
 fn fill(w: &mut Writer, n: usize) {

@@ -1,9 +1,7 @@
 //! Resuming a finished stream from every position: exactly the events after N, no gap, no
 //! duplicate, and the text a client pieces together is the whole answer.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use relay::{Delta, Event, Format, RelayError, ToolCall};
 use serde_json::value::RawValue;

@@ -1,14 +1,12 @@
 //! `Reader::into_sse`: the exact bytes of a response body in both formats, and keep-alives on a
 //! silent stream (time paused).
 
-mod common;
-
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use futures::{Stream, StreamExt};
 use relay::reader::MAX_WRITE;
 use relay::{Delta, Format, Handle};

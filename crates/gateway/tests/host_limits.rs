@@ -1,25 +1,26 @@
-//! What the machine allows: the open-file limit raised and logged at start, `accept` failing
+//! What the machine allows (the open-file limit is the process's own, so those tests run the
+//! binary under `prlimit`): the open-file limit raised and logged at start, `accept` failing
 //! for want of descriptors without taking the server down, and the relay bound's default.
 
 use std::time::Duration;
 
 use serde_json::json;
 use sluice_tests::e2e::{client, wait_for};
-use sluice_tests::{metric, start_sluice, start_sluice_with_open_files};
+use sluice_tests::metric;
+use sluice_tests::Gateway;
 
 #[tokio::test]
 async fn out_of_descriptors_backs_off_counts_and_keeps_serving() {
     // Enough descriptors for the runtime, the demo upstream and a few connections; a
     // connection cap set far above them, so that `accept` itself runs out (the default caps
     // stop short of that: see the next test).
-    let s = start_sluice_with_open_files(
-        64,
-        &[],
-        &[
+    let s = crate::binary()
+        .open_files(64)
+        .env([
             ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
             ("SLUICE_MAX_CONNECTIONS", "1000"),
-        ],
-    );
+        ])
+        .start();
     assert!(
         s.logs().contains("open-file limit"),
         "the limits are logged at start:\n{}",
@@ -75,7 +76,10 @@ async fn out_of_descriptors_backs_off_counts_and_keeps_serving() {
 async fn default_caps_run_out_before_the_descriptors_do() {
     // The demo on: three descriptors a stream. Slow enough that every stream is still running
     // when the last one is asked for.
-    let s = start_sluice_with_open_files(64, &[], &[("SLUICE_DEMO_TOKENS_PER_SEC", "5")]);
+    let s = crate::binary()
+        .open_files(64)
+        .env([("SLUICE_DEMO_TOKENS_PER_SEC", "5")])
+        .start();
     let body = json!({"model": "sluice-demo", "stream": true, "max_tokens": 400,
                       "messages": [{"role": "user", "content": "fill the house"}]});
     // One client per stream (its own connection each), held open while the others start.
@@ -133,12 +137,14 @@ async fn default_caps_run_out_before_the_descriptors_do() {
 
 #[tokio::test]
 async fn the_relay_bound_defaults_to_a_share_of_memory_and_is_shown() {
-    let s = start_sluice(&[], &[]);
+    let s = Gateway::builder().start();
     let metrics = s.metrics().await;
     let bound = metric(&metrics, "sluice_relay_max_bytes");
     assert!((16 << 20..=256 << 20).contains(&bound), "{bound}");
     assert!(s.logs().contains("relay memory bound"), "{}", s.logs());
-    let set = start_sluice(&[], &[("SLUICE_RELAY_MAX_TOTAL_BYTES", "1048576")]);
+    let set = Gateway::builder()
+        .env(&[("SLUICE_RELAY_MAX_TOTAL_BYTES", "1048576")])
+        .start();
     let metrics = set.metrics().await;
     assert_eq!(metric(&metrics, "sluice_relay_max_bytes"), 1 << 20);
 }
