@@ -5,6 +5,9 @@
 //! token budget, `x-ratelimit-*` headers on every team response, exact usage counters under
 //! concurrent hammering. (Config reload on SIGHUP and open mode's refusal of a public address
 //! need the process: crates/gateway/tests/process.rs.)
+//!
+//! Longer than most test files (~800 lines) on purpose: every limit's behaviour sits beside the
+//! others it must not disturb, over the same team fixtures.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -524,7 +524,7 @@ async fn a_key_at_the_cut_of_a_long_plain_text_error_does_not_leak_in_part() {
 }
 
 #[tokio::test]
-async fn non_streaming_failures_become_502_or_504_with_the_contract_types() {
+async fn non_streaming_failures_become_502_or_504_with_openai_error_types() {
     let garbage = serve(vec![full_response(
         200,
         "application/json",

@@ -3,6 +3,9 @@
 //! send, quirks included, and the client must get a well-formed OpenAI stream with the same
 //! answer, or the upstream's own error. Also the upstream-side limits: one SSE event is capped
 //! (many capped lines must not grow memory), and the end of an answer is judged by what arrived.
+//!
+//! Longer than most test files (~650 lines) on purpose: each server's recorded quirks are one
+//! fixture and one test, and they are read together.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -35,7 +35,7 @@ fn s(b: &[u8]) -> &str {
     std::str::from_utf8(b).expect("UTF-8")
 }
 
-/// The contract's example: "Hel", "lo", done with usage.
+/// A short answer: "Hel", "lo", done with usage.
 fn example(include_usage: bool) -> Handle {
     let (mut w, h) = stream(include_usage);
     w.push_delta(Delta::text(0, "Hel"));

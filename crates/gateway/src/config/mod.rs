@@ -1,4 +1,4 @@
-//! Configuration: one serde tree, filled in the contract's order (built-in defaults, the TOML
+//! Configuration: one serde tree, filled in the documented order (built-in defaults, the TOML
 //! file named by `--config`/`SLUICE_CONFIG`, a `.env` file in the working directory, the process
 //! environment, command-line flags) and validated at start with messages that name the key the
 //! value came from. Every problem is reported at once, in the order `Settings::resolve` finds
