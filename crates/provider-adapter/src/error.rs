@@ -3,8 +3,8 @@
 //! The gateway maps these to HTTP statuses (before a stream starts) or to in-band error events
 //! (after); `kind()` gives the OpenAI-style error `type` clients see (the README lists them).
 //! What each error means to the gateway (fail over or not, which status, which metric label,
-//! what is charged) is decided here, once, by the methods below; the gateway never matches on the variants
-//! for it.
+//! what is charged) is decided here, once, by the methods below; the gateway never matches on
+//! the variants for it.
 
 use std::fmt;
 
