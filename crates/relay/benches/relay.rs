@@ -1,7 +1,7 @@
 //! Relay benchmarks: fan-out of one stream to 1 and 100 readers, append and append+encode cost
 //! per event, and the memory retained per token of a finished answer.
 //!
-//! `cargo bench -p sluice-relay` (about a minute). Figures to read: `fanout/readers/N` throughput
+//! `cargo bench -p sluice-relay --features bench` (about a minute). Figures to read: `fanout/readers/N` throughput
 //! (events x readers per second; its inverse is ns per event per reader), the printed
 //! `fanout summary` lines, `append_encode/*` time per event, and the printed `memory` lines.
 
