@@ -13,7 +13,8 @@ use super::{
 use crate::config::{OnFailure, RedisSettings};
 use crate::lifecycle::Lifecycle;
 use crate::shared_state::SharedState;
-use redis_server::RedisServer;
+// The harness's server: it skips visibly without `redis-server`, and fails under `CI=true`.
+use sluice_tests::redis::RedisServer;
 
 fn limits(rpm: Option<u32>, burst: u32, tpm: Option<u64>, streams: Option<u32>) -> TeamLimits {
     TeamLimits {
@@ -362,109 +363,4 @@ async fn admission_latency_memory_vs_redis() {
     println!(
         "redis: {admit_only:?} per admission (one script), {full:?} per admit + settle + release"
     );
-}
-
-/// A real `redis-server` on a free loopback port, with no persistence, killed on drop: the part
-/// of `tests/src/redis.rs` these tests need (the gateway's own tests cannot depend on the
-/// `sluice-tests` crate, which depends on the gateway).
-mod redis_server {
-    use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpStream};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    pub struct RedisServer {
-        port: u16,
-        child: Option<Child>,
-    }
-
-    impl RedisServer {
-        /// A fresh server, or `None` when `redis-server` is missing: the test is then skipped
-        /// with a `SKIPPED` line on stderr, or fails under `CI=true` (where `.ci/run` installs
-        /// it), as `sluice_tests::sdk::require` does.
-        pub fn start_or_skip() -> Option<Self> {
-            let installed = Command::new("redis-server")
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !installed {
-                let why = "the Redis tests need `redis-server` (Debian package redis-server)";
-                let ci =
-                    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-                assert!(!ci, "{why} (CI=true: a missing prerequisite is a failure)");
-                // libtest shows captured output only for a failing test, and a skip passes: the
-                // line goes to the process's stderr by hand.
-                let test = std::thread::current()
-                    .name()
-                    .map_or(String::new(), |n| format!(" {n}"));
-                let _ = writeln!(std::io::stderr().lock(), "SKIPPED{test}: {why}");
-                return None;
-            }
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let mut server = Self { port, child: None };
-            server.restart();
-            Some(server)
-        }
-
-        /// `redis://127.0.0.1:PORT`.
-        pub fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}", self.port)
-        }
-
-        /// Kills the server (as a crash would): clients see their connection reset.
-        pub fn stop(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-
-        /// Starts the server again on the same port (empty: no persistence), and waits until
-        /// it answers `PING`.
-        pub fn restart(&mut self) {
-            self.stop();
-            let child = Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--dir"])
-                .arg(std::env::temp_dir())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            self.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if self.ping() {
-                    return;
-                }
-                // Start-up of a test fixture (tens of ms), before the test's own traffic.
-                #[allow(clippy::disallowed_methods)]
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            panic!("redis-server did not answer PING on port {}", self.port);
-        }
-
-        fn ping(&self) -> bool {
-            let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-                return false;
-            };
-            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-            let mut buf = [0u8; 7];
-            s.write_all(b"PING\r\n").is_ok()
-                && s.read_exact(&mut buf).is_ok()
-                && &buf == b"+PONG\r\n"
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            self.stop();
-        }
-    }
 }
