@@ -360,16 +360,7 @@ impl LimitStore for MemoryStore {
 mod tests {
     use super::*;
 
-    fn limits(rpm: Option<u32>, burst: u32, tpm: Option<u64>, streams: Option<u32>) -> TeamLimits {
-        TeamLimits {
-            requests: rpm,
-            burst,
-            tokens: tpm,
-            streams,
-            default_max_tokens: 100,
-            window: Duration::from_secs(60),
-        }
-    }
+    use crate::access::store_tests::limits;
 
     #[test]
     fn request_burst_then_refusal_with_the_wait() {

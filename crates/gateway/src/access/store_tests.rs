@@ -16,7 +16,13 @@ use crate::shared_state::SharedState;
 // The harness's server: it skips visibly without `redis-server`, and fails under `CI=true`.
 use sluice_tests::redis::RedisServer;
 
-fn limits(rpm: Option<u32>, burst: u32, tpm: Option<u64>, streams: Option<u32>) -> TeamLimits {
+/// Limits for a store test (the memory store's own tests use them too).
+pub(super) fn limits(
+    rpm: Option<u32>,
+    burst: u32,
+    tpm: Option<u64>,
+    streams: Option<u32>,
+) -> TeamLimits {
     TeamLimits {
         requests: rpm,
         burst,
