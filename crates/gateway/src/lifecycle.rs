@@ -45,7 +45,7 @@ impl Lifecycle {
         F: Future<Output = ()> + Send + 'static,
     {
         let stopped = self.stopped.clone();
-        self.spawn_tracked(&self.background.clone(), async move {
+        spawn_on(&self.background, async move {
             tokio::select! {
                 _ = stopped.cancelled() => {}
                 _ = task => {}
@@ -58,7 +58,7 @@ impl Lifecycle {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.spawn_tracked(&self.generations.clone(), pump)
+        spawn_on(&self.generations, pump)
     }
 
     /// Counts a generation polled somewhere else (in its first reader's response body) as
@@ -79,20 +79,6 @@ impl Lifecycle {
                 this.spawn_generation(rest);
             }
         }
-    }
-
-    // The one place that spawns.
-    #[allow(clippy::disallowed_methods)]
-    fn spawn_tracked<F>(&self, tracker: &TaskTracker, task: F) -> JoinHandle<()>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        tokio::spawn(tracker.track_future(task))
-    }
-
-    /// A token cancelled when the server has stopped, for code that takes a token.
-    pub fn stop_token(&self) -> CancellationToken {
-        self.stopped.child_token()
     }
 
     /// Shutdown has started: `/readyz` answers 503 and new generations are refused.
@@ -133,6 +119,15 @@ impl Lifecycle {
         self.background.close();
         let _ = tokio::time::timeout(patience, self.background.wait()).await;
     }
+}
+
+// The one place that spawns.
+#[allow(clippy::disallowed_methods)]
+fn spawn_on<F>(tracker: &TaskTracker, task: F) -> JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(tracker.track_future(task))
 }
 
 #[cfg(test)]
