@@ -233,3 +233,47 @@ pub fn browser() -> Result<PathBuf, String> {
 pub fn browser_or_skip() -> Option<PathBuf> {
     require(browser())
 }
+
+/// `Err(why)` unless `python3` can import `module` (an SDK that `.ci/run` installs from PyPI).
+pub fn python_package(module: &str) -> Result<(), String> {
+    let out = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(_) => Err(format!(
+            "the {module} Python package is not installed (pip install {module}); .ci/run installs it"
+        )),
+        Err(e) => Err(format!(
+            "python3 is not available ({e}); the test needs python3 with the {module} package"
+        )),
+    }
+}
+
+/// A platform binary an npm package in `tests/sdk` ships (Claude Code, Codex: npm may not run
+/// their postinstall, so they are called directly), or why it is missing.
+pub fn npm_binary(package: &str, rel: &str) -> Result<PathBuf, String> {
+    let path = sdk_dir().join("node_modules").join(package).join(rel);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is not installed (cd tests/sdk && npm ci); .ci/run installs it",
+            path.display()
+        ))
+    }
+}
+
+/// Claude Code's binary (`@anthropic-ai/claude-code`'s linux-x64 package).
+pub fn claude_code() -> Result<PathBuf, String> {
+    npm_binary("@anthropic-ai/claude-code-linux-x64", "claude")
+}
+
+/// Codex's binary (`@openai/codex`'s linux-x64 package).
+pub fn codex() -> Result<PathBuf, String> {
+    npm_binary(
+        "@openai/codex-linux-x64",
+        "vendor/x86_64-unknown-linux-musl/bin/codex",
+    )
+}

@@ -32,5 +32,5 @@ pub mod sse;
 pub use error::{AdapterError, TimeoutPhase};
 pub use event::{ChoiceDelta, FinishReason, ResponseMeta, StreamEvent, ToolCallDelta, Usage};
 pub use provider::{Completion, EventStream, Provider, ProviderKind, Timeouts};
-pub use request::ChatRequest;
+pub use request::{AnthropicNative, ChatRequest};
 pub use secret::Secret;

@@ -19,6 +19,20 @@ pub struct ChatRequest {
     pub body: Map<String, Value>,
     /// The gateway's request ID, sent upstream as `x-request-id` so both sides' logs meet.
     pub request_id: Option<String>,
+    /// The client's own Anthropic Messages request (`POST /v1/messages`), which an Anthropic
+    /// upstream receives as sent instead of a translation of `body` (which every other kind
+    /// of upstream receives).
+    pub anthropic: Option<AnthropicNative>,
+}
+
+/// An Anthropic Messages request as its client sent it, with the headers that shape it.
+#[derive(Debug, Clone, Default)]
+pub struct AnthropicNative {
+    pub body: Map<String, Value>,
+    /// `anthropic-version`, as the client sent it.
+    pub version: Option<String>,
+    /// `anthropic-beta`, as the client sent it.
+    pub beta: Option<String>,
 }
 
 fn invalid(param: &str, message: impl Into<String>) -> AdapterError {
@@ -136,6 +150,7 @@ impl ChatRequest {
             include_usage,
             body,
             request_id: None,
+            anthropic: None,
         })
     }
 

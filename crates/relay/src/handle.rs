@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::encode::dialect::{self, Ctx};
 use crate::encode::{self, Format};
 use crate::event::{Event, Usage};
 use crate::shared::Shared;
@@ -88,8 +89,14 @@ impl Handle {
     }
 
     /// The log's last id, the last event id in `format`, and whether the stream has ended, read
-    /// together so that they agree.
+    /// together so that they agree. For a dialect the "last id" is the next wire event's number
+    /// minus one (wrapping below the first), found by folding the log.
     fn ends(&self, format: Format) -> (u64, u64, bool) {
+        if format.is_dialect() {
+            let (state, finished) = self.fold(format);
+            let next = state.map_or(format.first_id(), |s| s.next_seq());
+            return (0, next.wrapping_sub(1), finished);
+        }
         let log = self.shared.read();
         let len = log.len();
         match log.terminal() {
@@ -101,15 +108,73 @@ impl Handle {
         }
     }
 
+    /// A dialect's state folded over the whole log so far (`None` for a non-dialect format),
+    /// and whether the stream has ended, read together.
+    fn fold(&self, format: Format) -> (Option<dialect::State>, bool) {
+        let log = self.shared.read();
+        let ctx = Ctx {
+            stream_id: self.shared.id.as_str().to_owned(),
+            meta: log.meta(),
+        };
+        let Some(mut state) = dialect::State::new(format, ctx, u64::MAX) else {
+            return (None, log.terminal().is_some());
+        };
+        let mut sink = bytes::BytesMut::new();
+        let mut at = log.cursor(0);
+        while let Some(e) = log.next(&mut at) {
+            state.encode(&mut sink, e);
+        }
+        (Some(state), log.terminal().is_some())
+    }
+
+    /// The answer so far as a dialect's non-streaming object (the Responses API's response,
+    /// Anthropic's message); the whole answer once the stream has ended. `None` for a format
+    /// without one.
+    pub fn body(&self, format: Format) -> Option<serde_json::Value> {
+        self.fold(format).0.and_then(|s| s.body())
+    }
+
     /// A reader from the first event, which the first reader of a stream always gets (the
     /// reader limit applies to those that come later).
     pub fn reader(&self, format: Format) -> Reader {
         self.shared.add_reader(None);
+        if format.is_dialect() {
+            return Reader::new_dialect(self.shared.clone(), 0, format);
+        }
         Reader::new(self.shared.clone(), 0, 0, format)
+    }
+
+    /// A reader of a dialect's wire events numbered `first` and after (`first` at or below the
+    /// format's [`first_id`](Format::first_id): from the start). The OpenAI Responses API's
+    /// `starting_after=N` is `first = N + 1`. Errors as [`subscribe`](Self::subscribe).
+    pub fn subscribe_from(&self, first: u64, format: Format) -> Result<Reader, RelayError> {
+        if !format.is_dialect() {
+            return self.subscribe(first.saturating_sub(1), format);
+        }
+        let (_, last, finished) = self.ends(format);
+        let next = last.wrapping_add(1);
+        if first > next {
+            return Err(RelayError::BadPosition(first - 1));
+        }
+        if finished && first == next {
+            return Err(RelayError::AtEnd(first - 1));
+        }
+        if !self.shared.add_reader(Some(self.shared.max_readers)) {
+            return Err(RelayError::TooManyReaders(self.shared.max_readers));
+        }
+        if first > format.first_id() {
+            self.shared
+                .resumes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(Reader::new_dialect(self.shared.clone(), first, format))
     }
 
     /// A reader of the events after `after`, as numbered in `format`.
     pub fn subscribe(&self, after: u64, format: Format) -> Result<Reader, RelayError> {
+        if format.is_dialect() {
+            return self.subscribe_from(after + 1, format);
+        }
         // One look at the log: a terminal event appended between separate looks would make a
         // caught-up reader resume "inside the end" and get its last delta twice.
         let (len, last, finished) = self.ends(format);

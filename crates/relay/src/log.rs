@@ -136,6 +136,14 @@ impl Log {
         }
     }
 
+    /// The response metadata: as it stands before the first event, as fixed after it.
+    pub(crate) fn meta(&self) -> Meta {
+        match &self.meta {
+            Some(m) => (**m).clone(),
+            None => encode::meta_from_chunk_head(&self.chunk_head),
+        }
+    }
+
     pub(crate) fn chunk_head(&self) -> &str {
         &self.chunk_head
     }

@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
+use crate::encode::dialect::{self, Ctx};
 use crate::encode::{self, Format};
 use crate::event::Event;
 use crate::log::Cursor;
@@ -38,6 +39,10 @@ pub struct Reader {
     /// The rest of an encoded event larger than one write.
     pending: Bytes,
     ended: bool,
+    /// A dialect's state, made when the first event is read (it fixes the metadata).
+    dialect: Option<Box<dialect::State>>,
+    /// A dialect reader's first wire event to write.
+    dialect_from: u64,
 }
 
 enum Fill {
@@ -56,7 +61,17 @@ impl Reader {
             skip,
             pending: Bytes::new(),
             ended: false,
+            dialect: None,
+            dialect_from: 0,
         }
+    }
+
+    /// A reader of a dialect (see [`dialect`]): folds the log from its start, writing from
+    /// wire event `from` on.
+    pub(crate) fn new_dialect(shared: Arc<Shared>, from: u64, format: Format) -> Self {
+        let mut r = Self::new(shared, 0, 0, format);
+        r.dialect_from = from;
+        r
     }
 
     pub fn format(&self) -> Format {
@@ -93,7 +108,15 @@ impl Reader {
             + match self.format {
                 Format::OpenAi => head.len(),
                 Format::Browser => 0,
+                Format::Responses | Format::Anthropic | Format::UiMessage => 2 * EVENT_OVERHEAD,
             };
+        if self.format.is_dialect() && self.dialect.is_none() {
+            let ctx = Ctx {
+                stream_id: self.shared.id.as_str().to_owned(),
+                meta: log.meta(),
+            };
+            self.dialect = dialect::State::new(self.format, ctx, self.dialect_from).map(Box::new);
+        }
         // Size the buffer for the events that fit in one write, so it is never regrown.
         let mut last = self.at.id;
         let mut size = 0;
@@ -113,15 +136,18 @@ impl Reader {
             } else {
                 0
             };
-            encode::encode_into(
-                &mut buf,
-                self.format,
-                self.at.id,
-                event,
-                head,
-                self.shared.include_usage,
-                skip,
-            );
+            match &mut self.dialect {
+                Some(d) => d.encode(&mut buf, event),
+                None => encode::encode_into(
+                    &mut buf,
+                    self.format,
+                    self.at.id,
+                    event,
+                    head,
+                    self.shared.include_usage,
+                    skip,
+                ),
+            }
         }
         drop(log);
         if buf.len() > MAX_WRITE {

@@ -1,9 +1,13 @@
 //! HTTP handlers, one module per group of endpoints.
 
 pub mod chat;
+pub mod dialect;
+pub mod messages;
 pub mod models;
 pub mod ops;
+pub mod responses;
 pub mod streams;
+pub mod ui;
 pub mod usage;
 pub mod web;
 
@@ -83,6 +87,20 @@ pub async fn admit<'a>(
     let mut req = ChatRequest::parse(bytes).map_err(GatewayError::from)?;
     // Sent upstream, so that the upstream's logs and ours meet on one ID.
     req.request_id = request_id;
+    admit_request(state, caller, req, labels).await
+}
+
+/// Admits a chat request already parsed (or translated from a dialect): model routing, team
+/// permission and limits, as [`admit`].
+pub async fn admit_request<'a>(
+    state: &'a AppState,
+    caller: &Caller,
+    req: ChatRequest,
+    labels: &mut RequestLabels,
+) -> Result<Admitted<'a>, GatewayError> {
+    if state.lifecycle.draining() {
+        return Err(GatewayError::Draining);
+    }
     let plan = state
         .router
         .plan(&req.model)

@@ -12,23 +12,57 @@ use serde_json::value::RawValue;
 
 use crate::event::{DeltaRef, Done, Event, EventRef, Failure, Meta, ToolCall, Usage};
 
-/// The two output formats of one log.
+/// The Anthropic Messages dialect.
+mod anthropic;
+/// Dialect encoders: state folded over the log, their own numbering.
+pub mod dialect;
+/// The OpenAI Responses API dialect.
+mod responses;
+/// The AI SDK's UI message stream dialect.
+mod ui;
+
+/// The output formats of one log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// `event: delta|reasoning|tool_call|done|failed` with small JSON payloads, for EventSource.
     Browser,
     /// OpenAI `chat.completion.chunk` events ending with `data: [DONE]`.
     OpenAi,
+    /// The OpenAI Responses API's events (`response.created` ... `response.completed`), each
+    /// with its `sequence_number` (from 0) as its id. A dialect: see [`dialect`].
+    Responses,
+    /// Anthropic Messages events (`message_start` ... `message_stop`), numbered from 1.
+    Anthropic,
+    /// The AI SDK's UI message stream (`data:` parts, then `data: [DONE]`); not numbered.
+    UiMessage,
 }
 
 impl Format {
+    /// True for the formats whose events are not one per log event (see [`dialect`]).
+    pub fn is_dialect(self) -> bool {
+        matches!(self, Self::Responses | Self::Anthropic | Self::UiMessage)
+    }
+
+    /// The number of a stream's first event in this format.
+    pub fn first_id(self) -> u64 {
+        match self {
+            Self::Responses | Self::UiMessage => 0,
+            Self::Browser | Self::OpenAi | Self::Anthropic => 1,
+        }
+    }
+
+    /// Whether events carry their number as an `id:` line (a resumer's `Last-Event-ID`).
+    pub fn numbered(self) -> bool {
+        !matches!(self, Self::UiMessage)
+    }
+
     /// What starts a response body in this format. The browser format sets EventSource's
     /// reconnect delay. The OpenAI format sends nothing: a `retry:` line followed by a blank line
     /// would be an empty event to the official Python SDK.
     pub fn preamble(self) -> &'static [u8] {
         match self {
             Self::Browser => b"retry: 1000\n\n",
-            Self::OpenAi => b"",
+            Self::OpenAi | Self::Responses | Self::Anthropic | Self::UiMessage => b"",
         }
     }
 
@@ -37,8 +71,12 @@ impl Format {
     /// event with empty data and fails on it.
     pub fn keep_alive(self) -> &'static [u8] {
         match self {
-            Self::Browser => b": keep-alive\n\n",
-            Self::OpenAi => b": keep-alive\n",
+            Self::Browser | Self::UiMessage => b": keep-alive\n\n",
+            // The Responses API's clients share the Python SDK's decoder.
+            Self::OpenAi | Self::Responses => b": keep-alive\n",
+            // What Anthropic itself sends; its SDKs' decoder is the same as OpenAI's, and a
+            // `ping` event is one they know and skip. No id: it is not part of the sequence.
+            Self::Anthropic => b"event: ping\ndata: {\"type\":\"ping\"}\n\n",
         }
     }
 }
@@ -70,6 +108,10 @@ pub fn encode_into(
             EventRef::Done(done) => openai_done(buf, id, done, head, include_usage, skip),
             EventRef::Failed(f) => openai_failed(buf, id, f, head, skip),
         },
+        // Stateful: see `dialect::State`, which the reader keeps.
+        Format::Responses | Format::Anthropic | Format::UiMessage => {
+            debug_assert!(false, "a dialect is encoded through dialect::State");
+        }
     }
 }
 
@@ -103,6 +145,25 @@ pub fn chunk_head(meta: &Meta) -> String {
     s
 }
 
+/// The metadata a chunk head was made from (a replica has only its original's head).
+pub fn meta_from_chunk_head(head: &str) -> Meta {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Head {
+        id: String,
+        model: String,
+        created: u64,
+        system_fingerprint: Option<String>,
+    }
+    let h: Head = serde_json::from_str(&format!("{head}null}}")).unwrap_or_default();
+    Meta {
+        id: h.id,
+        model: h.model,
+        created: h.created,
+        system_fingerprint: h.system_fingerprint,
+    }
+}
+
 fn push_json_str(s: &mut String, v: &str) {
     let mut b = BytesMut::with_capacity(v.len() + 2);
     put_json_str(&mut b, v);
@@ -130,7 +191,7 @@ const ESCAPE: [u8; 256] = {
 };
 
 /// Writes `v` as a JSON string: the hot path of every token, so no serializer in between.
-fn put_json_str(buf: &mut BytesMut, v: &str) {
+pub(crate) fn put_json_str(buf: &mut BytesMut, v: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = v.as_bytes();
     buf.reserve(bytes.len() + 2);
@@ -173,19 +234,19 @@ fn start_event(buf: &mut BytesMut, id: u64, name: Option<&str>) {
 }
 
 /// A small stack buffer with the decimal digits of `n`.
-struct Digits {
+pub(crate) struct Digits {
     buf: [u8; 20],
     start: usize,
 }
 
 impl Digits {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only ASCII digits are written.
         std::str::from_utf8(&self.buf[self.start..]).unwrap_or_default()
     }
 }
 
-fn itoa_buf(mut n: u64) -> Digits {
+pub(crate) fn itoa_buf(mut n: u64) -> Digits {
     let mut buf = [0u8; 20];
     let mut i = 20;
     loop {

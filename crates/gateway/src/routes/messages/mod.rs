@@ -1,0 +1,1 @@
+//! STUB: Anthropic Messages (`POST /v1/messages`, `POST /v1/messages/count_tokens`).
