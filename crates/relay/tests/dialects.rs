@@ -200,6 +200,9 @@ fn finish(mut w: Writer, end: &End) -> Option<Writer> {
     None
 }
 
+/// A body's events: each one's `id:` (in a numbered format) and its bytes.
+type Events = Vec<(Option<u64>, Vec<u8>)>;
+
 /// What `r` yields without waiting: its bytes, and whether it has ended.
 fn take_now(r: &mut Reader) -> (Vec<u8>, bool) {
     let waker = futures::task::noop_waker();
@@ -216,7 +219,7 @@ fn take_now(r: &mut Reader) -> (Vec<u8>, bool) {
 
 /// A body's events (each with its blank line), checking the framing on the way: lines of
 /// `id: N` (first, in a numbered format, and only there), `event: NAME`, then one `data:` line.
-fn events(format: Format, body: &[u8]) -> Result<Vec<(Option<u64>, Vec<u8>)>, TestCaseError> {
+fn events(format: Format, body: &[u8]) -> Result<Events, TestCaseError> {
     let text = std::str::from_utf8(body).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert!(
         text.is_empty() || text.ends_with("\n\n"),
@@ -254,7 +257,7 @@ fn events(format: Format, body: &[u8]) -> Result<Vec<(Option<u64>, Vec<u8>)>, Te
 }
 
 /// The bytes of the events numbered `p` and after.
-fn suffix(events: &[(Option<u64>, Vec<u8>)], p: u64) -> Vec<u8> {
+fn suffix(events: &Events, p: u64) -> Vec<u8> {
     events
         .iter()
         .filter(|(id, _)| id.is_some_and(|id| id >= p))
