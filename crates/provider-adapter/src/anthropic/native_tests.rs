@@ -218,3 +218,22 @@ fn the_count_is_input_tokens() {
         Err(crate::AdapterError::Protocol(_))
     ));
 }
+
+#[test]
+fn other_kinds_send_the_translation_and_none_of_the_clients_own_headers() {
+    let req = native(claude_code_body(), Some("2023-06-01"), Some("beta-1"));
+    let openai = crate::openai::build_request("http://h/v1", Some("k"), &req, true);
+    let azure = crate::azure::build_request("http://h", "2024-10-21", Some("k"), &req, true);
+    for up in [openai, azure] {
+        let body = body_of(&up);
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": "translated"}])
+        );
+        assert!(
+            body.get("thinking").is_none() && body.get("system").is_none(),
+            "{body}"
+        );
+        assert!(up.headers.iter().all(|(k, _)| !k.starts_with("anthropic")));
+    }
+}
