@@ -28,6 +28,7 @@ mod stream_token_budget;
 mod teams;
 mod teams_hardening;
 mod teams_sdk_python;
+mod thinking_signatures;
 mod timeouts_and_cancel;
 mod upstream_failures;
 mod upstream_quirks;
