@@ -29,6 +29,7 @@ mod teams;
 mod teams_hardening;
 mod teams_sdk_python;
 mod timeouts_and_cancel;
+mod ui_stream;
 mod upstream_failures;
 mod upstream_quirks;
 mod upstream_sse_edges;

@@ -297,6 +297,47 @@ mod tests {
         assert_eq!(chats.find(None, "c0").await.unwrap(), None);
     }
 
+    /// Chats through a Redis that never answers (nothing listens on port 1).
+    fn unreachable(on_failure: OnFailure) -> (Arc<Registry>, Chats) {
+        let settings = crate::config::RedisSettings {
+            url: "redis://127.0.0.1:1".into(),
+            on_failure,
+            timeout: Duration::from_millis(300),
+            lease: Duration::from_secs(30),
+            owner_timeout: Duration::from_secs(3),
+        };
+        let shared = Arc::new(SharedState::new(&settings).expect("redis url"));
+        let registry = Arc::new(Registry::new(relay::Limits::default()));
+        let chats = Chats::new(registry.clone(), Some(shared), Lifecycle::new());
+        (registry, chats)
+    }
+
+    #[tokio::test]
+    async fn with_redis_down_the_streams_policy_applies() {
+        let (registry, closed) = unreachable(OnFailure::FailClosed);
+        let w = registry
+            .create_owned(relay::Meta::default(), true, None)
+            .expect("stream");
+        // Recording needs Redis when failing closed (the caller then drops the stream).
+        let e = closed.record(None, "c", &w.handle()).await.unwrap_err();
+        assert!(matches!(e, GatewayError::SharedStateUnavailable), "{e:?}");
+        // This instance's own chat is found without Redis; another one is the limits' 503.
+        assert_eq!(
+            closed.find(None, "c").await.unwrap(),
+            Some(*w.handle().id())
+        );
+        let e = closed.find(None, "elsewhere").await.unwrap_err();
+        assert!(matches!(e, GatewayError::SharedStateUnavailable), "{e:?}");
+
+        let (registry, open) = unreachable(OnFailure::FailOpen);
+        let w = registry
+            .create_owned(relay::Meta::default(), true, None)
+            .expect("stream");
+        open.record(None, "c", &w.handle()).await.unwrap();
+        assert_eq!(open.find(None, "c").await.unwrap(), Some(*w.handle().id()));
+        assert_eq!(open.find(None, "elsewhere").await.unwrap(), None);
+    }
+
     #[test]
     fn redis_keys_keep_team_and_chat_apart() {
         assert_ne!(redis_key(Some("a:b"), "c"), redis_key(Some("a"), "b:c"));
