@@ -480,3 +480,65 @@ async fn another_instance_resumes_and_stops_the_chat_through_redis() {
     let t = types(&parts(&on_a.body));
     assert_eq!(t[t.len() - 2..], ["abort", "[DONE]"], "{}", on_a.body);
 }
+
+/// The AI SDK's `DefaultChatTransport` and `readUIMessageStream` (npm `ai`) against Sluice: the
+/// checks live in `tests/sdk/ai_ui_chat.mjs`.
+#[test]
+fn the_ai_sdks_chat_transport_sends_reconnects_and_stops() {
+    use sluice_tests::sdk::{node_package, require, run_checks};
+    let Some(()) = require(node_package("ai")) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let tools: String = [
+        up_role(),
+        up_chunk(0, json!({"reasoning_content": "Thinking it over."}), None),
+        up_text("Let me check."),
+        up_chunk(
+            0,
+            json!({"tool_calls": [{"index": 0, "id": "call_w", "type": "function",
+                                   "function": {"name": "get_weather", "arguments": "{\"city\""}}]}),
+            None,
+        ),
+        up_chunk(
+            0,
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": ":\"Paris\"}"}}]}),
+            None,
+        ),
+        up_chunk(0, json!({}), Some("tool_calls")),
+        up_usage(10, 5),
+    ]
+    .iter()
+    .map(data)
+    .collect::<String>()
+        + "data: [DONE]\n\n";
+    let tools_up = rt.block_on(serve(sse_steps([tools])));
+    let half: String = [up_role(), up_text("Half an"), up_text(" answer")]
+        .iter()
+        .map(data)
+        .collect();
+    let fail_up = rt.block_on(serve(vec![
+        sse_head(),
+        chunk(half.as_bytes()),
+        Step::Sleep(Duration::from_millis(50)),
+        Step::Reset,
+    ]));
+    let toml = format!(
+        "{}{}",
+        sluice_tests::e2e::openai_provider("tools", &tools_up.base_url(), &["scripted-tools"]),
+        sluice_tests::e2e::openai_provider("fail", &fail_up.base_url(), &["scripted-fail"]),
+    );
+    let sluice = Gateway::builder()
+        .config(&toml)
+        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "0")])
+        .start();
+    let base = sluice.url("");
+    run_checks(
+        &sluice,
+        "node",
+        &["ai_ui_chat.mjs", base.trim_end_matches('/')],
+        Duration::from_secs(180),
+        "PASS ai-ui-chat: every check passed",
+    );
+    drop(rt);
+}
