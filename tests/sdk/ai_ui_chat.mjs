@@ -9,8 +9,13 @@
 //
 // Usage: node ai_ui_chat.mjs SLUICE_URL
 
-import { DefaultChatTransport, readUIMessageStream } from 'ai';
-import { result, runChecks } from './lib.mjs';
+import {
+  AbstractChat,
+  DefaultChatTransport,
+  lastAssistantMessageIsCompleteWithToolCalls,
+  readUIMessageStream,
+} from 'ai';
+import { result, runChecks, sleep } from './lib.mjs';
 
 const [base] = process.argv.slice(2);
 if (!base) {
@@ -141,6 +146,63 @@ async function toolsAndReasoning() {
   result('tools: finish reason tool-calls', chunks.at(-1).finishReason === 'tool-calls', chunks.at(-1).finishReason);
 }
 
+/** What `useChat` keeps its messages in, without React. */
+class MemoryState {
+  constructor() {
+    this.status = 'ready';
+    this.error = undefined;
+    this.messages = [];
+  }
+  pushMessage(m) { this.messages = this.messages.concat(m); }
+  popMessage() { this.messages = this.messages.slice(0, -1); }
+  replaceMessage(i, m) { this.messages = [...this.messages.slice(0, i), m, ...this.messages.slice(i + 1)]; }
+  snapshot(x) { return structuredClone(x); }
+}
+
+class Chat extends AbstractChat {
+  constructor(init) { super({ ...init, state: new MemoryState() }); }
+}
+
+// useChat's client-side tools: the page runs the tool, adds its output, and the chat sends the
+// conversation again by itself; the answer continues the same assistant message.
+async function clientSideTools() {
+  const chat = new Chat({
+    id: 'sdk-client-tools',
+    transport: new DefaultChatTransport({
+      api,
+      // The scripted model calls the tool; the demo model answers once the output is there.
+      prepareSendMessagesRequest: ({ id, messages, trigger, messageId }) => ({
+        body: {
+          id, messages, trigger, messageId,
+          model: messages.at(-1).role === 'assistant' ? 'sluice-demo' : 'scripted-tools',
+          mock: { tokens: 5 },
+        },
+      }),
+    }),
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+    onToolCall: ({ toolCall }) => {
+      // Not awaited: the chat runs it after the tool call's own update.
+      chat.addToolOutput({ tool: toolCall.toolName, toolCallId: toolCall.toolCallId, output: 'sunny' });
+    },
+  });
+  await chat.sendMessage({ text: 'Weather in Paris?' });
+  for (let i = 0; i < 200; i++) {
+    const last = chat.messages.at(-1);
+    if (chat.status === 'ready' && last?.parts.at(-1)?.type === 'text' && last.parts.some((p) => p.type === 'tool-get_weather')) break;
+    await sleep(50);
+  }
+  const roles = chat.messages.map((m) => m.role).join();
+  result('client-side tools: one user and one assistant message', roles === 'user,assistant', roles);
+  const a = chat.messages.at(-1);
+  const kinds = a.parts.map((p) => p.type);
+  const tool = a.parts.find((p) => p.type === 'tool-get_weather');
+  result('client-side tools: the tool output, then the continued answer in the same message',
+    tool?.state === 'output-available' && tool.output === 'sunny' && kinds.at(-1) === 'text' && kinds.indexOf('tool-get_weather') < kinds.lastIndexOf('text'),
+    kinds.join());
+  result('client-side tools: the message keeps the id of its first answer', a.id.startsWith('msg-'), a.id);
+  result('client-side tools: no error', chat.status === 'ready' && !chat.error, `${chat.status} ${chat.error}`);
+}
+
 async function failure() {
   const t = transport({ model: 'scripted-fail' });
   const chunks = await chunksOf(await send(t, 'sdk-fail', 'Hi'));
@@ -156,5 +218,6 @@ await runChecks('ai-ui-chat', async () => {
   await reloadAndResume();
   await stop();
   await toolsAndReasoning();
+  await clientSideTools();
   await failure();
 }, { deadlineMs: 120_000 });

@@ -18,9 +18,10 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use futures::StreamExt;
 use provider_adapter::ChatRequest;
 use relay::{Format, RelayError};
 use serde_json::{json, Value};
@@ -122,9 +123,68 @@ async fn start(
         .chats
         .record(caller.team_name(), &t.chat_id, &handle)
         .await?;
-    let mut resp = begun.stream(state, Format::UiMessage, hint);
+    let mut resp = match t.continues {
+        None => begun.stream(state, Format::UiMessage, hint),
+        Some(message_id) => continuing(begun, state, hint, message_id),
+    };
     ui_headers(&mut resp, handle.id().as_str());
     Ok(resp)
+}
+
+/// The answer to a continuation ([`request::Translated::continues`]): the stream, its `start`
+/// part naming the message it continues, so that the SDK appends to that message instead of
+/// showing a second one with the same parts. Only this response says so: a resume (a replay,
+/// which the SDK starts afresh) names the stream's own message, appended after the one it
+/// continued, with no part shown twice.
+fn continuing(
+    begun: super::dialect::Begun,
+    state: &AppState,
+    hint: Option<FlushHint>,
+    message_id: String,
+) -> Response {
+    let provider = begun.started.provider().to_owned();
+    let handle = begun.handle();
+    let reader = handle.reader(Format::UiMessage);
+    let driver = begun.started.into_driver(state, hint);
+    let mut pending = true;
+    let body = reader
+        .into_sse_driving(state.settings.keepalive, driver)
+        .map(move |chunk| {
+            let Ok(bytes) = chunk;
+            // The first event is `start` (a keep-alive comment may come before it).
+            if !pending || !bytes.starts_with(b"data: ") {
+                return Ok::<_, std::convert::Infallible>(bytes);
+            }
+            pending = false;
+            Ok(rename_start(&bytes, &message_id).unwrap_or(bytes))
+        });
+    let mut resp = Response::new(axum::body::Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    super::dialect::finish_headers(&mut resp, &handle, &provider, begun.headers);
+    resp
+}
+
+/// `bytes` with its leading `start` part naming `message_id` instead; `None` if it does not
+/// begin with one.
+fn rename_start(bytes: &[u8], message_id: &str) -> Option<Bytes> {
+    const START: &[u8] = b"data: {\"type\":\"start\",\"messageId\":";
+    if !bytes.starts_with(START) {
+        return None;
+    }
+    let end = bytes.windows(2).position(|w| w == b"\n\n")?;
+    let id = serde_json::to_string(message_id).ok()?;
+    let mut out = Vec::with_capacity(bytes.len() + id.len());
+    out.extend_from_slice(START);
+    out.extend_from_slice(id.as_bytes());
+    out.push(b'}');
+    out.extend_from_slice(&bytes[end..]);
+    Some(Bytes::from(out))
 }
 
 /// `GET /v1/ui/chat/{chatId}/stream`.
@@ -185,4 +245,19 @@ pub async fn stop(
         "cancelled": c.was_live,
     }))
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_continuation_names_the_message_it_continues() {
+        let first = b"data: {\"type\":\"start\",\"messageId\":\"msg-AbC\"}\n\ndata: {\"type\":\"start-step\"}\n\n";
+        assert_eq!(
+            rename_start(first, "a\"1").as_deref(),
+            Some(&b"data: {\"type\":\"start\",\"messageId\":\"a\\\"1\"}\n\ndata: {\"type\":\"start-step\"}\n\n"[..])
+        );
+        assert_eq!(rename_start(b": keep-alive\n\n", "a1"), None);
+    }
 }

@@ -59,6 +59,10 @@ pub struct Translated {
     /// The chat-completions body (always a stream with usage: every answer runs as a relay
     /// stream). Its `model` is absent when the request named none.
     pub body: Map<String, Value>,
+    /// The id of the assistant message this answer continues, when the last message is the
+    /// assistant's (the transport sends the tool outputs a page added to the last answer,
+    /// `sendAutomaticallyWhen`): the SDK appends the answer to that message.
+    pub continues: Option<String>,
 }
 
 /// Translates the transport's request body. `default_model` is used when it names none.
@@ -104,7 +108,17 @@ pub fn translate(body: &Value, default_model: Option<&str>) -> Result<Translated
     }
     out.insert("stream".into(), Value::Bool(true));
     out.insert("stream_options".into(), json!({ "include_usage": true }));
-    Ok(Translated { chat_id, body: out })
+    let continues = ui
+        .last()
+        .filter(|m| str_of(m, "role") == Some("assistant"))
+        .and_then(|m| str_of(m, "id"))
+        .filter(|id| !id.is_empty() && id.len() <= MAX_CHAT_ID_BYTES)
+        .map(str::to_owned);
+    Ok(Translated {
+        chat_id,
+        body: out,
+        continues,
+    })
 }
 
 /// A chat id: a non-empty string of at most [`MAX_CHAT_ID_BYTES`] bytes.
@@ -333,6 +347,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.chat_id, "chat-1");
+        assert_eq!(t.continues, None);
         assert_eq!(
             Value::Object(t.body),
             json!({
@@ -400,6 +415,29 @@ mod tests {
                 { "role": "tool", "tool_call_id": "call_2", "content": "Error: no clock" },
                 { "role": "assistant", "content": "It is 21 degrees." }
             ])
+        );
+        // The last message is the user's: a new answer, not a continuation.
+        assert_eq!(t.continues, None);
+    }
+
+    #[test]
+    fn tool_outputs_sent_back_continue_the_last_assistant_message() {
+        let t = translate(
+            &body(json!([
+                { "id": "u1", "role": "user", "parts": [{ "type": "text", "text": "Weather?" }] },
+                { "id": "a1", "role": "assistant", "parts": [
+                    { "type": "step-start" },
+                    { "type": "tool-weather", "toolCallId": "c1", "state": "output-available",
+                      "input": {}, "output": "sunny" }
+                ] }
+            ])),
+            Some("m"),
+        )
+        .unwrap();
+        assert_eq!(t.continues.as_deref(), Some("a1"));
+        assert_eq!(
+            messages(&t)[2],
+            json!({ "role": "tool", "tool_call_id": "c1", "content": "sunny" })
         );
     }
 
