@@ -522,4 +522,72 @@ mod tests {
         // Text after a tool call is a new text part.
         assert!(whole.contains("\"id\":\"text-1\""), "{whole}");
     }
+
+    /// One log event of a random answer: text, reasoning or a tool-call fragment.
+    fn arb_delta() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-z \"\\\n]{0,6}".prop_map(|t| text(&t)),
+            "[a-z ]{1,4}".prop_map(|t| reasoning(&t)),
+            (0u32..2, proptest::bool::ANY, "[{}a-z:\"0-9]{0,5}").prop_map(|(i, first, a)| {
+                if first {
+                    call(i, Some(&format!("c{i}")), Some("f"), &a)
+                } else {
+                    call(i, None, None, &a)
+                }
+            }),
+        ]
+    }
+
+    fn arb_end() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(done("stop")),
+            Just(done("tool_calls")),
+            Just(done("cancelled")),
+            Just(Event::Failed(Failure {
+                message: "gone".into(),
+                kind: "upstream_error".into(),
+                ..Failure::default()
+            })),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any answer: every part is one `data:` line of JSON with a type (or the final
+        /// `[DONE]`), text and reasoning deltas fall inside their part's start and end, and a
+        /// reader from any position gets exactly the rest of the bytes.
+        #[test]
+        fn any_answer_is_well_formed_and_replays_from_any_position(
+            deltas in proptest::collection::vec(arb_delta(), 0..12),
+            end in arb_end(),
+        ) {
+            let mut events = deltas;
+            events.push(end);
+            let whole = wire(&events);
+            let parts: Vec<&str> = whole.split_inclusive("\n\n").collect();
+            proptest::prop_assert_eq!(parts.last().copied(), Some("data: [DONE]\n\n"));
+            let mut open: Option<String> = None;
+            for p in &parts[..parts.len() - 1] {
+                let data = p.strip_prefix("data: ").and_then(|d| d.strip_suffix("\n\n"));
+                let v: serde_json::Value = serde_json::from_str(data.expect("a data line")).expect("JSON");
+                let kind = v["type"].as_str().expect("a type").to_owned();
+                let id = v["id"].as_str().map(str::to_owned);
+                if kind.ends_with("-start") && id.is_some() {
+                    proptest::prop_assert!(open.is_none(), "{whole}");
+                    open = id;
+                } else if kind.ends_with("-delta") && !kind.starts_with("tool") {
+                    proptest::prop_assert_eq!(&open, &id, "{}", whole);
+                } else if kind.ends_with("-end") {
+                    proptest::prop_assert_eq!(open.take(), id, "{}", whole);
+                } else {
+                    proptest::prop_assert!(open.is_none(), "{kind} inside a part: {whole}");
+                }
+            }
+            for from in 0..=parts.len() as u64 {
+                let expect: String = parts[from as usize..].concat();
+                proptest::prop_assert_eq!(wire_from(&events, from), expect);
+            }
+        }
+    }
 }
