@@ -30,6 +30,7 @@ mod teams_hardening;
 mod teams_sdk_python;
 mod thinking_signatures;
 mod timeouts_and_cancel;
+mod ui_stream;
 mod upstream_failures;
 mod upstream_quirks;
 mod upstream_sse_edges;
