@@ -12,7 +12,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::metrics::{empty_label, HttpLabels, RequestLabels, Route};
 use crate::request_id;
-use crate::routes::{chat, models, ops, streams, usage, web};
+use crate::routes::{chat, messages, models, ops, streams, usage, web};
 use crate::state::AppState;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -25,6 +25,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/streams", post(streams::create))
         .route("/v1/streams/{id}", delete(streams::cancel))
         .route("/v1/usage", get(usage::get))
+        .route("/v1/messages", post(messages::create))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let open = Router::new()
         .route("/v1/streams/{id}/events", get(streams::events))
@@ -160,7 +162,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             state.access.fill_headers(&caller, resp.headers_mut()).await;
             resp
         }
-        Err(e) => e.into_response(),
+        Err(e) => crate::error::response_for(req.uri().path(), e),
     }
 }
 
@@ -174,7 +176,7 @@ fn unauthenticated(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Option<R
         .access
         .authenticate(headers)
         .err()
-        .map(IntoResponse::into_response)
+        .map(|e| crate::error::response_for(uri.path(), e))
 }
 
 async fn method_not_allowed(

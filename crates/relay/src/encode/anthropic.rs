@@ -14,7 +14,7 @@
 //! a client resumes with `Last-Event-ID`. The message id is `msg_` and 24 hex digits of the
 //! SHA-256 of the stream ID: the same on every replay, and no help in finding the stream.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BufMut;
 use serde_json::{json, Map, Value};
 
 use super::dialect::{Ctx, Out};
