@@ -11,6 +11,7 @@ mod error_messages;
 mod eventsource_client;
 mod hostile_inputs;
 mod long_answers;
+mod messages_api;
 mod metrics;
 mod operations;
 mod proxy_stream;
