@@ -19,6 +19,7 @@ mod redis_hardening;
 mod redis_lease_restore;
 mod resume_http;
 mod routes_failover;
+mod sdk_anthropic;
 mod sdk_node;
 mod sdk_python;
 mod shared_limits;

@@ -141,7 +141,8 @@ async fn a_non_streaming_message() {
     assert_eq!(m["usage"], json!({"input_tokens": 5, "output_tokens": 2}));
 }
 
-fn tool_stream() -> String {
+/// An upstream stream: "Let me check." then a `get_weather` call with `{"city":"Paris"}`, in pieces.
+pub fn tool_stream() -> String {
     let call = |delta: Value| data(&up_chunk(0, json!({ "tool_calls": [delta] }), None));
     let mut s = data(&up_role());
     s += &data(&up_text("Let me check."));
@@ -203,16 +204,20 @@ async fn tool_calls_stream_their_input_and_stop_for_tool_use() {
     );
 }
 
-#[tokio::test]
-async fn an_upstream_failure_after_the_start_is_an_error_event_never_a_message_stop() {
+/// An upstream that says "Hel" and then breaks the connection.
+pub fn broken_steps() -> Vec<Step> {
     let head = data(&up_role()) + &data(&up_text("Hel"));
-    let up = serve(vec![
+    vec![
         sse_head(),
         chunk(head.as_bytes()),
         Step::Sleep(Duration::from_millis(50)),
         Step::Reset,
-    ])
-    .await;
+    ]
+}
+
+#[tokio::test]
+async fn an_upstream_failure_after_the_start_is_an_error_event_never_a_message_stop() {
+    let up = serve(broken_steps()).await;
     let s = gateway(&up, "");
     let a = post(&s, "/v1/messages", &message(true), None).await;
     assert_eq!(a.status, 200, "{}", a.body);
