@@ -378,3 +378,94 @@ async fn claude_codes_request_with_every_quirk_is_served() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["content"][0]["text"], "Hi from Sluice");
 }
+
+#[tokio::test]
+async fn reasoning_is_a_thinking_block_before_the_text() {
+    let mut body = data(&up_chunk(
+        0,
+        json!({"role": "assistant", "reasoning_content": "Let me "}),
+        None,
+    ));
+    body += &data(&up_chunk(0, json!({"reasoning_content": "think."}), None));
+    body += &data(&up_text("Done."));
+    body += &data(&up_chunk(0, json!({}), Some("length")));
+    body += &data(&up_usage(4, 6));
+    body += "data: [DONE]\n\n";
+    let up = serve(sse_steps([body])).await;
+    let s = gateway(&up, "");
+    let mut req = message(true);
+    req["thinking"] = json!({"type": "enabled", "budget_tokens": 2048});
+    let a = post(&s, "/v1/messages", &req, None).await;
+    let events = checked(&a.body);
+    let starts: Vec<Value> = events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("content_block_start"))
+        .map(|e| e.json()["content_block"]["type"].clone())
+        .collect();
+    assert_eq!(starts, [json!("thinking"), json!("text")]);
+    let thinking: String = events
+        .iter()
+        .map(|e| e.json())
+        .filter(|d| d["delta"]["type"] == "thinking_delta")
+        .map(|d| d["delta"]["thinking"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(thinking, "Let me think.");
+    assert_eq!(
+        events[events.len() - 2].json()["delta"]["stop_reason"],
+        "max_tokens"
+    );
+    // `thinking` has no chat-completions form: it did not go upstream.
+    let sent: Value = serde_json::from_slice(&up.requests()[0].1).unwrap();
+    assert!(sent.get("thinking").is_none());
+}
+
+#[tokio::test]
+async fn a_reader_resuming_a_live_stream_gets_the_rest_as_it_comes() {
+    let mut steps = vec![sse_head(), chunk(data(&up_role()).as_bytes())];
+    for w in ["a ", "b ", "c ", "d"] {
+        steps.push(chunk(data(&up_text(w)).as_bytes()));
+        steps.push(Step::Sleep(Duration::from_millis(150)));
+    }
+    let tail =
+        data(&up_chunk(0, json!({}), Some("stop"))) + &data(&up_usage(3, 4)) + "data: [DONE]\n\n";
+    steps.push(chunk(tail.as_bytes()));
+    steps.push(sluice_tests::scripted::end_chunks());
+    let up = serve(steps).await;
+    let s = gateway(&up, "");
+    let resp = client()
+        .post(s.url("/v1/messages"))
+        .json(&message(true))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-sluice-stream-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The first reader goes away after the first text delta (event 4); another resumes.
+    let mut first = sluice_tests::e2e::StreamReader::new(resp);
+    first
+        .read_until(LIMIT, |b| b.contains("id: 4\n") && b.ends_with("\n\n"))
+        .await;
+    drop(first);
+    let r = client()
+        .get(s.url(&format!("/v1/streams/{id}/events?format=anthropic")))
+        .header("Last-Event-ID", "4")
+        .send()
+        .await
+        .unwrap();
+    let r = collect(r, std::time::Instant::now(), LIMIT).await;
+    let events = sse_events(&r.body);
+    assert_eq!(events[0].id, Some(5), "{}", r.body);
+    let text: String = events
+        .iter()
+        .map(|e| e.json())
+        .filter(|d| d["delta"]["type"] == "text_delta")
+        .map(|d| d["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text, "b c d");
+    assert_eq!(
+        events.last().unwrap().event.as_deref(),
+        Some("message_stop")
+    );
+}
