@@ -204,7 +204,14 @@ impl Encoder {
             self.delta(out, "thinking_delta", "thinking", t);
         } else if let Some(c) = d.tool_calls.first() {
             let kind = Kind::Tool(c.index);
-            if c.id.is_some() || self.open.as_ref() != Some(&kind) {
+            // A new call: another index, or another id (some servers repeat a call's id on
+            // every fragment: the same id is the same call).
+            let same_id = match (self.blocks.last(), c.id.as_deref()) {
+                (_, None) => true,
+                (Some(Block::ToolUse { id, .. }), Some(new)) => id == new,
+                _ => false,
+            };
+            if self.open.as_ref() != Some(&kind) || !same_id {
                 let id = c.id.clone().unwrap_or_else(|| {
                     // A fragment of a call whose start the upstream never sent: an id of our
                     // own, stable for the stream.

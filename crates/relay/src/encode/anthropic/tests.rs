@@ -106,7 +106,8 @@ fn thinking_then_text_then_tools_golden() {
         Event::Delta(Delta::text(0, "ok")),
         call(0, Some("call_1"), Some("get"), ""),
         call(0, None, None, "{\"a\":"),
-        call(0, None, None, "1}"),
+        // A server that repeats the id on every fragment: still the same call.
+        call(0, Some("call_1"), None, "1}"),
         call(1, Some("call_2"), Some("put"), "{}"),
         done(
             "tool_calls",
@@ -220,5 +221,53 @@ fn every_resume_position_gives_the_tail_of_the_whole() {
         let (tail, _) = wire(&events, from);
         let cut = whole.find(&format!("id: {from}\n")).unwrap_or(whole.len());
         assert_eq!(tail, whole[cut..], "from {from}");
+    }
+}
+
+/// One arbitrary log event of choice 0 (or, rarely, another choice).
+fn arb_event() -> impl proptest::strategy::Strategy<Value = Event> {
+    use proptest::prelude::*;
+    prop_oneof![
+        "[a-z \"\\n日]{0,4}".prop_map(|t| Event::Delta(Delta::text(0, t))),
+        "[a-z]{1,3}".prop_map(|t| reasoning(&t)),
+        (
+            0u32..3,
+            proptest::option::of("call_[a-z]"),
+            "[{}a-z:\"]{0,4}"
+        )
+            .prop_map(|(i, id, args)| call(i, id.as_deref(), Some("f"), &args)),
+        "[a-z]{1,3}".prop_map(|t| Event::Delta(Delta::text(1, t))),
+    ]
+}
+
+proptest::proptest! {
+    /// Any log, any resume position: the resumed bytes are the tail of the whole, and the
+    /// numbering has no gap.
+    #[test]
+    fn resuming_anywhere_is_the_tail_of_the_whole(
+        events in proptest::collection::vec(arb_event(), 0..12),
+        end in 0u8..3,
+        from in 1u64..40,
+    ) {
+        let mut events = events;
+        match end {
+            0 => events.push(done("stop", Some(usage(1, 1)))),
+            1 => events.push(Event::Failed(Failure {
+                message: "x".into(),
+                kind: "upstream_error".into(),
+                ..Default::default()
+            })),
+            _ => {}
+        }
+        let (whole, st) = wire(&events, 1);
+        let ids: Vec<u64> = whole
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        proptest::prop_assert_eq!(&ids, &(1..st.next_seq()).collect::<Vec<_>>());
+        let (tail, _) = wire(&events, from);
+        let cut = whole.find(&format!("id: {from}\n")).unwrap_or(whole.len());
+        proptest::prop_assert_eq!(tail, &whole[cut..]);
     }
 }
