@@ -327,6 +327,35 @@ async fn claude_codes_request_with_every_quirk_is_served() {
     let toml = openai_provider("up", &up.base_url(), &[])
         + "[[routes]]\nmodel = \"claude-*\"\ntargets = [\"up:up-model\"]\n";
     let s = Gateway::builder().config(&toml).demo(false).start();
+    // Claude Code 2.1's own request for an older model (thinking with a budget) and for a newer
+    // one (adaptive thinking, `output_config`, system turns among the messages).
+    let second: Value = serde_json::from_str(include_str!(
+        "../fixtures/claude_code_messages_system_turns.json"
+    ))
+    .unwrap();
+    let resp = client()
+        .post(s.url("/v1/messages?beta=true"))
+        .header("x-api-key", "sk-anything")
+        .json(&second)
+        .send()
+        .await
+        .unwrap();
+    let a = collect(resp, std::time::Instant::now(), LIMIT).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(names(&checked(&a.body)).last(), Some(&"message_stop"));
+    let sent: Value = serde_json::from_slice(&up.requests()[0].1).unwrap();
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user"]);
+    assert!(sent["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("# Environment"));
+
     let fixture = include_str!("../fixtures/claude_code_messages.json");
     let body: Value = serde_json::from_str(fixture).unwrap();
     assert!(fixture.len() > 80_000);
@@ -348,7 +377,7 @@ async fn claude_codes_request_with_every_quirk_is_served() {
     let events = checked(&a.body);
     assert_eq!(names(&events).last(), Some(&"message_stop"));
 
-    let sent: Value = serde_json::from_slice(&up.requests()[0].1).unwrap();
+    let sent: Value = serde_json::from_slice(&up.requests()[1].1).unwrap();
     assert_eq!(sent["model"], "up-model");
     for dropped in ["thinking", "context_management", "metadata"] {
         assert!(sent.get(dropped).is_none(), "{dropped} went upstream");

@@ -86,7 +86,9 @@ async fn claude_code_prints_an_answer_served_by_an_openai_compatible_upstream() 
     let root = root.trim_end_matches('/').to_owned();
     let home = tempfile::tempdir().expect("temp HOME");
     let home_path = home.path().display().to_string();
-    let out = blocking(move || {
+    // An older model name and a newer one: Claude Code shapes its request by the model
+    // (thinking with a budget, or adaptive thinking with system turns among the messages).
+    let (outs, s) = blocking(move || {
         let claude = claude.display().to_string();
         let env = [
             format!("HOME={home_path}"),
@@ -96,26 +98,24 @@ async fn claude_code_prints_an_answer_served_by_an_openai_compatible_upstream() 
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1".to_owned(),
             "DISABLE_AUTOUPDATER=1".to_owned(),
         ];
-        let mut args: Vec<&str> = vec!["-u", "ANTHROPIC_AUTH_TOKEN", "-u", "ANTHROPIC_MODEL"];
-        args.extend(env.iter().map(String::as_str));
-        args.extend([
-            claude.as_str(),
-            "-p",
-            "Say hello",
-            "--model",
-            "claude-sonnet-4-5",
-        ]);
-        let out = run_script("env", &args, Duration::from_secs(120));
-        (out, s)
+        let mut outs = Vec::new();
+        for model in ["claude-sonnet-4-5", "claude-sonnet-5-5"] {
+            let mut args: Vec<&str> = vec!["-u", "ANTHROPIC_AUTH_TOKEN", "-u", "ANTHROPIC_MODEL"];
+            args.extend(env.iter().map(String::as_str));
+            args.extend([claude.as_str(), "-p", "Say hello", "--model", model]);
+            outs.push(run_script("env", &args, Duration::from_secs(120)));
+        }
+        (outs, s)
     })
     .await;
-    let (out, s) = out;
-    let answer = out.split("--- stderr ---").next().unwrap_or_default();
-    assert!(
-        answer.contains("Hello from Sluice"),
-        "Claude Code printed:\n{out}\nsluice logs:\n{}",
-        s.logs()
-    );
+    for out in &outs {
+        let answer = out.split("--- stderr ---").next().unwrap_or_default();
+        assert!(
+            answer.contains("Hello from Sluice"),
+            "Claude Code printed:\n{out}\nsluice logs:\n{}",
+            s.logs()
+        );
+    }
     let reqs = up.requests();
     assert!(!reqs.is_empty(), "nothing reached the upstream");
     assert!(

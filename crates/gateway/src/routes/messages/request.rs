@@ -40,13 +40,23 @@ pub fn translate(body: &Map<String, Value>) -> Result<Map<String, Value>, Gatewa
         ));
     };
     let mut messages = Vec::with_capacity(msgs.len() + 1);
-    if let Some(system) = system_text(body.get("system")) {
-        messages.push(json!({ "role": "system", "content": system }));
-    }
+    let mut system: Vec<String> = system_text(body.get("system")).into_iter().collect();
     for (i, m) in msgs.iter().enumerate() {
+        // Claude Code's per-turn instructions (`role: "system"` among the messages) join the
+        // system prompt: many chat templates refuse a system message anywhere but first.
+        if m.get("role").and_then(Value::as_str) == Some("system") {
+            system.extend(system_text(m.get("content")));
+            continue;
+        }
         message(&mut messages, m).map_err(|msg| {
             GatewayError::bad_request(format!("messages[{i}]"), format!("messages[{i}]: {msg}"))
         })?;
+    }
+    if !system.is_empty() {
+        messages.insert(
+            0,
+            json!({ "role": "system", "content": system.join("\n\n") }),
+        );
     }
     out.insert("messages".into(), Value::Array(messages));
     out.insert("stream".into(), true.into());
@@ -116,7 +126,7 @@ fn system_text(system: Option<&Value>) -> Option<String> {
 fn message(out: &mut Vec<Value>, m: &Value) -> Result<(), &'static str> {
     let role = match m.get("role").and_then(Value::as_str) {
         Some(r @ ("user" | "assistant")) => r,
-        Some(_) => return Err("'role' must be 'user' or 'assistant'"),
+        Some(_) => return Err("'role' must be 'user', 'assistant' or 'system'"),
         None => return Err("'role' is required"),
     };
     let blocks = match m.get("content") {

@@ -71,6 +71,37 @@ fn system_blocks_drop_the_billing_line() {
 }
 
 #[test]
+fn system_turns_join_the_system_prompt() {
+    // Claude Code (with its per-turn-control beta) puts `role: "system"` among the messages.
+    let got = tr(json!({
+        "model": "m",
+        "system": [{"type": "text", "text": "Top."}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "system", "content": [{"type": "text", "text": "Env.", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "system", "content": "More."}
+        ],
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "output_config": {"effort": "medium"}
+    }));
+    assert_eq!(
+        got["messages"],
+        json!([
+            {"role": "system", "content": "Top.\n\nEnv.\n\nMore."},
+            {"role": "user", "content": "hi"}
+        ])
+    );
+    assert!(got.get("response_format").is_none());
+    let got = tr(json!({"model": "m", "messages": [
+        {"role": "system", "content": "Only."}, {"role": "user", "content": "q"}
+    ]}));
+    assert_eq!(
+        got["messages"][0],
+        json!({"role": "system", "content": "Only."})
+    );
+}
+
+#[test]
 fn images_base64_and_url() {
     let got = tr(json!({
         "model": "m",
@@ -193,7 +224,7 @@ fn what_is_refused() {
     assert_eq!(param(json!({"model": "m"})), "messages");
     assert_eq!(param(json!({"model": "m", "messages": "hi"})), "messages");
     assert_eq!(
-        param(json!({"model": "m", "messages": [{"role": "system", "content": "x"}]})),
+        param(json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]})),
         "messages[0]"
     );
     assert_eq!(
