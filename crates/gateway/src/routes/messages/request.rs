@@ -14,9 +14,9 @@ use crate::error::GatewayError;
 
 /// OpenAI's limit on `stop` sequences.
 const MAX_STOP: usize = 4;
-/// The longest `metadata.user_id` passed on as `user` (Claude Code's, a JSON document, is
-/// longer and dropped).
-const MAX_USER_LEN: usize = 256;
+/// The longest `metadata.user_id` passed on as `user`: OpenAI's limit on its end-user ids
+/// (`safety_identifier`) is 64 characters. Claude Code's, a JSON document, is longer: dropped.
+const MAX_USER_LEN: usize = 64;
 
 /// The chat-completions body for `body`, always streaming with usage (every dialect answer runs
 /// as a relay stream).
