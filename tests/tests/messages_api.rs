@@ -294,6 +294,13 @@ async fn count_tokens_and_errors_in_anthropics_shape() {
     let a = post(&s, "/v1/messages", &other, None).await;
     assert_eq!(a.status, 404);
     assert_eq!(anthropic_error(&a.json())["type"], "not_found_error");
+    let a = post(&s, "/v1/messages/batches", &message(false), None).await;
+    assert_eq!(a.status, 404);
+    assert_eq!(anthropic_error(&a.json())["type"], "not_found_error");
+    let r = client().get(s.url("/v1/messages")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(anthropic_error(&body)["type"], "invalid_request_error");
 }
 
 #[tokio::test]

@@ -186,12 +186,14 @@ async fn method_not_allowed(
     headers: HeaderMap,
 ) -> Response {
     unauthenticated(&state, &uri, &headers).unwrap_or_else(|| {
-        crate::error::GatewayError::MethodNotAllowed(method.to_string()).into_response()
+        let e = crate::error::GatewayError::MethodNotAllowed(method.to_string());
+        crate::error::response_for(uri.path(), e)
     })
 }
 
 async fn not_found(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     unauthenticated(&state, &uri, &headers).unwrap_or_else(|| {
-        crate::error::GatewayError::NotFound("no such endpoint".into()).into_response()
+        let e = crate::error::GatewayError::NotFound("no such endpoint".into());
+        crate::error::response_for(uri.path(), e)
     })
 }
