@@ -45,34 +45,23 @@ pub async fn create(
     let mut labels = super::request_labels(&caller);
     let request_id = super::request_id_text(request_id);
     let hint = hint.map(|Extension(h)| h);
-    let resp = answer(
-        &state,
-        &caller,
-        arrival,
-        hint,
-        &headers,
-        body,
-        &mut labels,
-        request_id,
-    )
-    .await
-    .unwrap_or_else(GatewayError::into_anthropic_response);
+    let resp = match parse(&state, &headers, body, request_id) {
+        Ok(req) => answer(&state, &caller, arrival, hint, req, &mut labels).await,
+        Err(e) => Err(e),
+    };
+    let resp = resp.unwrap_or_else(GatewayError::into_anthropic_response);
     super::labelled(Ok(resp), labels)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn answer(
+/// The chat request a Messages request becomes, carrying the client's own body and headers
+/// for an Anthropic upstream.
+fn parse(
     state: &AppState,
-    caller: &Caller,
-    arrival: Instant,
-    hint: Option<FlushHint>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    labels: &mut RequestLabels,
     request_id: Option<String>,
-) -> Result<Response, GatewayError> {
+) -> Result<ChatRequest, GatewayError> {
     let client = client_body(state, body)?;
-    let streaming = client.get("stream").and_then(Value::as_bool) == Some(true);
     let mut req = chat_request(&client)?;
     req.request_id = request_id;
     req.anthropic = Some(AnthropicNative {
@@ -80,6 +69,25 @@ async fn answer(
         version: header(headers, "anthropic-version"),
         beta: header(headers, "anthropic-beta"),
     });
+    Ok(req)
+}
+
+async fn answer(
+    state: &AppState,
+    caller: &Caller,
+    arrival: Instant,
+    hint: Option<FlushHint>,
+    req: ChatRequest,
+    labels: &mut RequestLabels,
+) -> Result<Response, GatewayError> {
+    // The client's own choice: the translation always streams (every answer is a relay
+    // stream).
+    let streaming = req
+        .anthropic
+        .as_ref()
+        .and_then(|a| a.body.get("stream"))
+        .and_then(Value::as_bool)
+        == Some(true);
     let begun = dialect::begin(state, caller, arrival, req, labels).await?;
     if streaming {
         return Ok(begun.stream(state, Format::Anthropic, hint));
