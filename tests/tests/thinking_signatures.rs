@@ -155,3 +155,140 @@ async fn a_thinking_signature_keeps_every_format_numbered_and_never_shows() {
         assert_eq!(got, tail);
     }
 }
+
+/// `POST /v1/messages` to an Anthropic upstream: the client's own request goes up as it was sent
+/// (the target's model, its `anthropic-beta` flags, `cache_control`, `metadata`), and the answer
+/// comes back with its thinking signature, which the client must be able to send back.
+#[tokio::test]
+async fn a_messages_request_reaches_an_anthropic_upstream_as_sent_and_keeps_its_signature() {
+    let up = serve(sse_steps(upstream_events())).await;
+    let sluice = Gateway::builder()
+        .config(&format!(
+            "{}[[routes]]\nmodel = \"claude-alias\"\ntargets = [\"claude:claude-think\"]\n",
+            provider(
+                "claude",
+                "anthropic",
+                &format!("http://{}", up.addr),
+                &["claude-think"],
+                None,
+            )
+        ))
+        .demo(false)
+        .start();
+    let client_body = json!({
+        "model": "claude-alias",
+        "max_tokens": 1024,
+        "stream": true,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "thinking": {"type": "enabled", "budget_tokens": 512},
+        "metadata": {"user_id": "{\"device\":\"abc\",\"session\":\"0123456789abcdef0123456789abcdef\"}"},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"}]}],
+    });
+    let resp = client_with_timeout(LIMIT)
+        .post(sluice.url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&client_body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let id = resp
+        .headers()
+        .get("x-sluice-stream-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("stream id")
+        .to_owned();
+    let body = resp.text().await.expect("body");
+    assert!(
+        body.contains(&format!(
+            "\"delta\":{{\"type\":\"signature_delta\",\"signature\":\"{SIGNATURE}\"}}"
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains("\"partial_json\":\"{\\\"city\\\":\\\"Oslo\\\"}\""),
+        "{body}"
+    );
+    assert!(
+        body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{body}"
+    );
+
+    let requests = up.requests();
+    let (head, sent) = &requests[0];
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("post /v1/messages "), "{head}");
+    assert!(
+        head.contains("anthropic-beta: interleaved-thinking-2025-05-14"),
+        "{head}"
+    );
+    assert!(head.contains("anthropic-version: 2023-06-01"), "{head}");
+    let sent: Value = serde_json::from_slice(sent).expect("json");
+    let mut expected = client_body.clone();
+    expected["model"] = json!("claude-think");
+    assert_eq!(
+        sent, expected,
+        "the client's own request, with the target's model"
+    );
+
+    // The resumed Anthropic format carries the signature too.
+    let (status, replay) = get(&sluice, &id, Some(4), "?format=anthropic").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.ends_with(&replay),
+        "a resume is the rest of the stream: {replay}"
+    );
+    assert!(replay.contains(SIGNATURE));
+}
+
+/// `count_tokens` for a model an Anthropic provider serves is that provider's own count.
+#[tokio::test]
+async fn count_tokens_asks_an_anthropic_upstream() {
+    let up = serve(vec![sluice_tests::scripted::full_response(
+        200,
+        "application/json",
+        "",
+        br#"{"input_tokens":4321}"#,
+    )])
+    .await;
+    let sluice = Gateway::builder()
+        .config(&provider(
+            "claude",
+            "anthropic",
+            &format!("http://{}", up.addr),
+            &["claude-think"],
+            None,
+        ))
+        .demo(false)
+        .start();
+    let resp = client_with_timeout(LIMIT)
+        .post(sluice.url("/v1/messages/count_tokens"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-think", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v, json!({"input_tokens": 4321}));
+    let requests = up.requests();
+    assert!(
+        requests[0]
+            .0
+            .to_ascii_lowercase()
+            .starts_with("post /v1/messages/count_tokens "),
+        "{}",
+        requests[0].0
+    );
+    // An unknown model is Anthropic's not_found_error, not a guess.
+    let resp = client_with_timeout(LIMIT)
+        .post(sluice.url("/v1/messages/count_tokens"))
+        .json(&json!({"model": "nope", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["type"], "error");
+}

@@ -88,12 +88,19 @@ enum Kind {
 #[derive(Debug)]
 enum Block {
     Text(String),
-    Thinking(String),
+    /// The thinking text and its signature (empty until the upstream signs it).
+    Thinking(String, String),
     ToolUse {
         id: String,
         name: String,
         input: String,
     },
+}
+
+impl Block {
+    fn thinking() -> Self {
+        Self::Thinking(String::new(), String::new())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -132,16 +139,10 @@ impl Encoder {
 
     /// Closes the open block, if any.
     fn close(&mut self, out: &mut Out<'_>) {
-        let Some(kind) = self.open.take() else {
+        if self.open.take().is_none() {
             return;
-        };
-        let index = self.blocks.len() as u64 - 1;
-        match kind {
-            // Where a thinking block's `signature_delta` goes (before its stop), once the log
-            // carries one.
-            Kind::Thinking => {}
-            Kind::Text | Kind::Tool(_) => {}
         }
+        let index = self.blocks.len() as u64 - 1;
         out.emit(Some("content_block_stop"), |buf, _| {
             buf.put_slice(b"{\"type\":\"content_block_stop\",\"index\":");
             buf.put_slice(itoa_buf(index).as_str().as_bytes());
@@ -159,7 +160,7 @@ impl Encoder {
             buf.put_slice(b",\"content_block\":");
             match &block {
                 Block::Text(_) => buf.put_slice(b"{\"type\":\"text\",\"text\":\"\"}}"),
-                Block::Thinking(_) => {
+                Block::Thinking(..) => {
                     buf.put_slice(b"{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}")
                 }
                 Block::ToolUse { id, name, .. } => {
@@ -179,7 +180,7 @@ impl Encoder {
     fn delta(&mut self, out: &mut Out<'_>, delta: &str, field: &str, text: &str) {
         let index = self.blocks.len() as u64 - 1;
         match self.blocks.last_mut() {
-            Some(Block::Text(t) | Block::Thinking(t)) => t.push_str(text),
+            Some(Block::Text(t) | Block::Thinking(t, _)) => t.push_str(text),
             Some(Block::ToolUse { input, .. }) => input.push_str(text),
             None => {}
         }
@@ -199,7 +200,7 @@ impl Encoder {
     fn on_delta(&mut self, out: &mut Out<'_>, d: &DeltaRef<'_>) {
         if let Some(t) = d.reasoning.filter(|t| !t.is_empty()) {
             if self.open != Some(Kind::Thinking) {
-                self.open(out, Kind::Thinking, Block::Thinking(String::new()));
+                self.open(out, Kind::Thinking, Block::thinking());
             }
             self.delta(out, "thinking_delta", "thinking", t);
         } else if let Some(c) = d.tool_calls.first() {
@@ -237,6 +238,30 @@ impl Encoder {
             }
             self.delta(out, "text_delta", "text", t);
         }
+        if let Some(sig) = d.signature.filter(|s| !s.is_empty()) {
+            self.sign(out, sig);
+        }
+    }
+
+    /// A thinking block's signature, as Anthropic sends it: a `signature_delta` just before the
+    /// block's stop. It ends the block (thinking after it is a new block); a signature with no
+    /// thinking before it (thinking not shown) signs an empty block of its own.
+    fn sign(&mut self, out: &mut Out<'_>, sig: &str) {
+        if self.open != Some(Kind::Thinking) {
+            self.open(out, Kind::Thinking, Block::thinking());
+        }
+        let index = self.blocks.len() as u64 - 1;
+        if let Some(Block::Thinking(_, s)) = self.blocks.last_mut() {
+            s.push_str(sig);
+        }
+        out.emit(Some("content_block_delta"), |buf, _| {
+            buf.put_slice(b"{\"type\":\"content_block_delta\",\"index\":");
+            buf.put_slice(itoa_buf(index).as_str().as_bytes());
+            buf.put_slice(b",\"delta\":{\"type\":\"signature_delta\",\"signature\":");
+            put_json_str(buf, sig);
+            buf.put_slice(b"}}");
+        });
+        self.close(out);
     }
 
     fn on_done(&mut self, out: &mut Out<'_>, done: &Done) {
@@ -315,7 +340,9 @@ impl super::dialect::Encoder for Encoder {
             .iter()
             .map(|b| match b {
                 Block::Text(t) => json!({ "type": "text", "text": t }),
-                Block::Thinking(t) => json!({ "type": "thinking", "thinking": t, "signature": "" }),
+                Block::Thinking(t, sig) => {
+                    json!({ "type": "thinking", "thinking": t, "signature": sig })
+                }
                 Block::ToolUse { id, name, input } => {
                     let input = if input.trim().is_empty() {
                         json!({})

@@ -105,18 +105,57 @@ async fn answer(
     Ok(resp)
 }
 
-/// `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, Sluice's estimate of the prompt
-/// as it would go upstream (see `access::estimate`).
+/// `POST /v1/messages/count_tokens`: `{"input_tokens": N}`. The model's first target answers
+/// when it is an Anthropic provider (its own count of the client's own request); otherwise, or
+/// when that fails, Sluice's estimate of the prompt as it would go upstream (see
+/// `access::estimate`). The model must exist and the team may have to be allowed it, as for a
+/// message.
 pub async fn count_tokens(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request_id: Option<Extension<RequestId>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let count = client_body(&state, body)
-        .and_then(|client| chat_request(&client))
-        .map(|req| estimate::prompt_tokens(&req));
-    match count {
+    let request_id = super::request_id_text(request_id);
+    match count(&state, &caller, &headers, body, request_id).await {
         Ok(n) => Json(json!({ "input_tokens": n })).into_response(),
         Err(e) => e.into_anthropic_response(),
+    }
+}
+
+async fn count(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    request_id: Option<String>,
+) -> Result<u64, GatewayError> {
+    let req = parse(state, headers, body, request_id)?;
+    let plan = state
+        .router
+        .plan(&req.model)
+        .filter(|p| !p.targets.is_empty())
+        .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
+    if !state.access.may_use(caller, &req.model) {
+        return Err(GatewayError::Forbidden(format!(
+            "your team may not use the model '{}'",
+            req.model
+        )));
+    }
+    let target = &plan.targets[0];
+    let mut upstream = req.clone();
+    if let Some(m) = target.model {
+        upstream.model = m.to_owned();
+    }
+    match target.provider.count_tokens(&upstream).await {
+        Ok(Some(n)) => Ok(n),
+        Ok(None) => Ok(estimate::prompt_tokens(&req)),
+        Err(e) => {
+            // A count is advice: the estimate serves when the provider cannot.
+            tracing::warn!(provider = %target.provider.name, error = %e, "count_tokens upstream failed; answering the estimate");
+            Ok(estimate::prompt_tokens(&req))
+        }
     }
 }
 

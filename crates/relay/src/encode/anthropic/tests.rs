@@ -271,3 +271,49 @@ proptest::proptest! {
         proptest::prop_assert_eq!(tail, &whole[cut..]);
     }
 }
+
+fn signature(reasoning: Option<&str>, sig: &str) -> Event {
+    Event::Delta(Delta {
+        reasoning: reasoning.map(Into::into),
+        signature: Some(sig.into()),
+        ..Delta::default()
+    })
+}
+
+#[test]
+fn a_signature_ends_its_thinking_block_as_anthropic_sends_it() {
+    let events = [
+        first(Delta {
+            reasoning: Some("hm".into()),
+            ..Delta::default()
+        }),
+        signature(None, "sig1"),
+        // Thinking after a signature is a block of its own; a signature with thinking
+        // text in the same delta signs that text's block.
+        signature(Some("more"), "sig2"),
+        done("stop", None),
+    ];
+    let (w, st) = wire(&events, 0);
+    let expected = format!(
+        "{START}\
+id: 3\nevent: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}}}\n\n\
+id: 4\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":\"hm\"}}}}\n\n\
+id: 5\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"signature_delta\",\"signature\":\"sig1\"}}}}\n\n\
+id: 6\nevent: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\n\
+id: 7\nevent: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":1,\"content_block\":{{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}}}\n\n\
+id: 8\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{{\"type\":\"thinking_delta\",\"thinking\":\"more\"}}}}\n\n\
+id: 9\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{{\"type\":\"signature_delta\",\"signature\":\"sig2\"}}}}\n\n\
+id: 10\nevent: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":1}}\n\n"
+    );
+    assert!(w.starts_with(&expected), "{w}");
+    let body = st.body().unwrap();
+    assert_eq!(body["content"][0]["signature"], "sig1");
+    assert_eq!(body["content"][1]["thinking"], "more");
+    assert_eq!(body["content"][1]["signature"], "sig2");
+    // A signature alone (thinking not shown) signs an empty block.
+    let (w, _) = wire(&[signature(None, "s"), done("stop", None)], 0);
+    assert!(
+        w.contains("\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"s\"}"),
+        "{w}"
+    );
+}
