@@ -16,6 +16,7 @@ mod operations;
 mod proxy_stream;
 mod redis_hardening;
 mod redis_lease_restore;
+mod responses_api;
 mod resume_http;
 mod routes_failover;
 mod sdk_node;
