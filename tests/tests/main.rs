@@ -21,6 +21,7 @@ mod resume_http;
 mod routes_failover;
 mod sdk_node;
 mod sdk_python;
+mod sdk_responses;
 mod shared_limits;
 mod shared_streams;
 mod slow_bodies;

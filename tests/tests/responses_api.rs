@@ -49,7 +49,7 @@ fn names(evs: &[(u64, String, Value)]) -> Vec<&str> {
     evs.iter().map(|(_, n, _)| n.as_str()).collect()
 }
 
-fn text_steps(pieces: &[&str]) -> Vec<Step> {
+pub fn text_steps(pieces: &[&str]) -> Vec<Step> {
     sse_steps([up_stream(pieces)])
 }
 
@@ -158,7 +158,9 @@ async fn non_streaming_answer_is_the_response_object() {
     assert_eq!(sent["max_tokens"], 20);
 }
 
-fn tool_steps() -> Vec<Step> {
+/// An upstream that calls `get_weather` {"city":"Paris"} and, with `spawn`, the flattened
+/// namespace tool `agents__spawn` too.
+pub fn tool_steps_with(spawn: bool) -> Vec<Step> {
     let call = |delta: Value| data(&up_chunk(0, json!({ "tool_calls": [delta] }), None));
     let mut body = data(&up_role());
     body.push_str(&call(
@@ -171,10 +173,12 @@ fn tool_steps() -> Vec<Step> {
     body.push_str(&call(
         json!({"index": 0, "function": {"arguments": "\"Paris\"}"}}),
     ));
-    body.push_str(&call(
-        json!({"index": 1, "id": "call_s", "type": "function",
-        "function": {"name": "agents__spawn", "arguments": "{}"}}),
-    ));
+    if spawn {
+        body.push_str(&call(
+            json!({"index": 1, "id": "call_s", "type": "function",
+            "function": {"name": "agents__spawn", "arguments": "{}"}}),
+        ));
+    }
     body.push_str(&data(&up_chunk(0, json!({}), Some("tool_calls"))));
     body.push_str(&data(&up_usage(30, 12)));
     body.push_str("data: [DONE]\n\n");
@@ -183,7 +187,7 @@ fn tool_steps() -> Vec<Step> {
 
 #[tokio::test]
 async fn tool_calls_are_function_call_items_with_client_names() {
-    let up = serve(tool_steps()).await;
+    let up = serve(tool_steps_with(true)).await;
     let s = start(&up);
     let resp = post(
         &s,
@@ -292,7 +296,7 @@ async fn a_failure_mid_stream_is_response_failed_and_nothing_after() {
 }
 
 /// An upstream that answers `n` tokens, `gap` apart.
-fn slow_steps(n: usize, gap: Duration) -> Vec<Step> {
+pub fn slow_steps(n: usize, gap: Duration) -> Vec<Step> {
     let mut steps = vec![sse_head(), chunk(data(&up_role()).as_bytes())];
     for i in 0..n {
         steps.push(Step::Sleep(gap));
