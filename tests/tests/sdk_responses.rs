@@ -107,33 +107,37 @@ fn run_with_limit(mut cmd: Command, limit: Duration) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("codex starts");
+    // Each pipe is read to its end on its own thread; both end when the process exits.
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
+    let tx_err = tx.clone();
+    std::thread::spawn(move || {
         let mut s = String::new();
         let _ = out.read_to_string(&mut s);
-        s
+        let _ = tx.send((false, s));
     });
-    let err_reader = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut s = String::new();
         let _ = err.read_to_string(&mut s);
-        s
+        let _ = tx_err.send((true, s));
     });
     let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let mut timed_out = false;
+    for _ in 0..2 {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((true, s)) => stderr = s,
+            Ok((false, s)) => stdout = s,
+            Err(_) => {
+                timed_out = true;
+                let _ = child.kill();
+                break;
+            }
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    (status.is_some_and(|s| s.success()), stdout, stderr)
+    }
+    let status = child.wait().expect("wait");
+    (!timed_out && status.success(), stdout, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
