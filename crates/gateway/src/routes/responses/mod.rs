@@ -103,8 +103,7 @@ async fn answer(
         dialect::finish_headers(&mut resp, &handle, &provider, headers);
         resp
     };
-    if !t.omitted.is_empty() {
-        let list = t.omitted.into_iter().collect::<Vec<_>>().join(", ");
+    if let Some(list) = request::omitted_header(&t.omitted) {
         if let Ok(v) = HeaderValue::from_str(&list) {
             resp.headers_mut().insert(OMITTED_HEADER, v);
         }

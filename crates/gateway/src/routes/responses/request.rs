@@ -75,6 +75,32 @@ pub fn references(req: &Map<String, Value>) -> Result<Vec<String>, GatewayError>
     Ok(ids)
 }
 
+/// Most names [`omitted_header`] lists; the rest are counted.
+const MAX_OMITTED_NAMED: usize = 32;
+/// Longest name [`omitted_header`] shows (names of unknown fields are the client's).
+const MAX_OMITTED_NAME_BYTES: usize = 64;
+
+/// `x-sluice-omitted`: what was left out, comma-separated, bounded (unknown field names come
+/// from the client): at most 32 names of printable ASCII up to 64 bytes, then `+N more`.
+pub fn omitted_header(omitted: &BTreeSet<String>) -> Option<String> {
+    if omitted.is_empty() {
+        return None;
+    }
+    let (shown, hidden): (Vec<&String>, Vec<&String>) = omitted.iter().partition(|n| {
+        n.len() <= MAX_OMITTED_NAME_BYTES && n.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+    });
+    let mut names: Vec<String> = shown
+        .iter()
+        .take(MAX_OMITTED_NAMED)
+        .map(|n| (*n).clone())
+        .collect();
+    let more = hidden.len() + shown.len().saturating_sub(MAX_OMITTED_NAMED);
+    if more > 0 {
+        names.push(format!("+{more} more"));
+    }
+    Some(names.join(", "))
+}
+
 /// Fields accepted and not sent upstream, without a note (Sluice keeps or ignores them).
 const KEPT: &[&str] = &[
     "store",
@@ -212,8 +238,7 @@ pub fn translate(
             "instructions" | "tools" | "previous_response_id" | "conversation" | "background" => {}
             k if KEPT.contains(&k) => {}
             _ if value_null => {}
-            "temperature" | "top_p" | "user" | "top_logprobs" | "service_tier"
-            | "safety_identifier" => {
+            "temperature" | "top_p" | "user" | "service_tier" | "safety_identifier" => {
                 b.insert(key.clone(), value.clone());
             }
             "parallel_tool_calls" => {

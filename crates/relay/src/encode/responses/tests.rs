@@ -315,3 +315,84 @@ fn other_choices_and_empty_text_are_skipped() {
         "{got}"
     );
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn delta() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            "[a-z \"\\\\\n]{0,4}".prop_map(|t| Event::Delta(Delta::text(0, t))),
+            "[a-z ]{1,4}".prop_map(|t| reasoning(&t)),
+            "[a-z ]{1,4}".prop_map(|t| Event::Delta(Delta {
+                refusal: Some(t),
+                ..Delta::default()
+            })),
+            (0u32..3, any::<bool>(), "[{}a-z:\"]{0,4}").prop_map(|(i, first, a)| {
+                if first {
+                    call(i, Some("c"), Some("ns.f"), &a)
+                } else {
+                    call(i, None, None, &a)
+                }
+            }),
+            "[a-z]{1,3}".prop_map(|t| Event::Delta(Delta::text(1, t))),
+        ]
+    }
+
+    fn end() -> impl Strategy<Value = Option<Event>> {
+        prop_oneof![
+            Just(None),
+            prop_oneof![
+                "stop",
+                "length",
+                "tool_calls",
+                "content_filter",
+                "cancelled"
+            ]
+            .prop_map(|r| Some(done(&r, Some(usage())))),
+            Just(Some(Event::Failed(Failure {
+                message: "m".into(),
+                kind: "k".into(),
+                code: None,
+                ..Failure::default()
+            }))),
+        ]
+    }
+
+    proptest! {
+        /// From any position, the bytes are the tail of a reader's from the start; the
+        /// numbering has no gap; the object agrees with the terminal event's response.
+        #[test]
+        fn every_position_is_the_tail(deltas in proptest::collection::vec(delta(), 0..12), end in end()) {
+            let mut events = deltas;
+            events.extend(end.clone());
+            let all = wire(&events, 0);
+            let parts: Vec<&str> = all.split_inclusive("\n\n").collect();
+            for (i, p) in parts.iter().enumerate() {
+                let head = format!("id: {i}\nevent: ");
+                prop_assert!(p.starts_with(&head));
+                let seq = format!("\"sequence_number\":{i},");
+                prop_assert!(p.contains(&seq));
+            }
+            for from in 0..=parts.len() {
+                prop_assert_eq!(wire(&events, from as u64), parts[from..].concat());
+            }
+            let terminal = parts.iter().filter(|p| {
+                p.contains("event: response.completed\n")
+                    || p.contains("event: response.incomplete\n")
+                    || p.contains("event: response.failed\n")
+            }).count();
+            prop_assert_eq!(terminal, usize::from(end.is_some()));
+            if end.is_some() {
+                let last = parts.last().unwrap();
+                let data = last.split_once("data: ").unwrap().1.trim_end();
+                let v: serde_json::Value = serde_json::from_str(data).unwrap();
+                prop_assert_eq!(&v["response"], &body(&events));
+                // Every added item was closed.
+                let added = all.matches("event: response.output_item.added\n").count();
+                let closed = all.matches("event: response.output_item.done\n").count();
+                prop_assert_eq!(added, closed);
+            }
+        }
+    }
+}

@@ -221,3 +221,17 @@ fn references_resolve_or_fail() {
         ])
     );
 }
+
+#[test]
+fn the_omitted_header_is_bounded() {
+    assert_eq!(omitted_header(&BTreeSet::new()), None);
+    let t = tr(json!({"model": "m", "input": "x", "top_logprobs": 3, "include": ["a"]}));
+    assert_eq!(omitted_header(&t.omitted).unwrap(), "include, top_logprobs");
+    let mut many: BTreeSet<String> = (0..40).map(|i| format!("f{i:02}")).collect();
+    many.insert("x".repeat(65));
+    many.insert("bad\nname".into());
+    let h = omitted_header(&many).unwrap();
+    assert!(h.starts_with("f00, f01, "), "{h}");
+    assert!(h.ends_with(", +10 more"), "{h}");
+    assert!(!h.contains("xxx") && !h.contains('\n'));
+}
