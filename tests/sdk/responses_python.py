@@ -4,7 +4,9 @@
 Usage: python3 responses_python.py http://127.0.0.1:PORT/v1
 
 Models: `sluice-demo` (the demo), `tools-model` (an upstream that calls `get_weather`
-with {"city": "Paris"}), `slow-model` (an upstream that answers "t0 t1 ... t11 " slowly).
+with {"city": "Paris"}), `slow-model` (an upstream that answers "t0 t1 ... t11 " slowly),
+`sleepy-model` ("t0 t1 " with 2.5 s silences: Sluice runs with SLUICE_KEEPALIVE_SECS=1, so
+keep-alive comments arrive between events, and the SDK must not see a stray blank line).
 
 Prints one PASS/FAIL line per check and exits non-zero if any check failed.
 """
@@ -147,6 +149,13 @@ def main():
         expect(final.output_text == text, f"final {final.output_text!r}")
         return f"resumed after {last}"
 
+    def keep_alives():
+        events = list(client.responses.create(model="sleepy-model", input="slowly", stream=True))
+        check_sequence(events)
+        done = events[-1].response
+        expect(done.output_text == "t0 t1 ", f"output_text {done.output_text!r}")
+        return f"{len(events)} events"
+
     def refusals():
         try:
             client.responses.create(model=MODEL, input="x", previous_response_id="resp_123")
@@ -160,6 +169,7 @@ def main():
     check("responses.stream: events and get_final_response", stream_helper)
     check("responses.stream with function calls, then their output as the next input", function_calls)
     check("responses.stream(response_id=..., starting_after=N) resumes a dropped stream", resume)
+    check("a slow stream with keep-alives between events completes", keep_alives)
     check("previous_response_id is a BadRequestError naming it", refusals)
 
     if failures:

@@ -17,7 +17,7 @@ use sluice_tests::{Gateway, Sluice};
 use crate::responses_api::{slow_steps, text_steps, tool_steps_with};
 
 /// The upstreams the client scripts name: `tools-model`, `slow-model`, `broken-model`,
-/// `thinking-model`, with
+/// `thinking-model`, `sleepy-model` (silences longer than the keep-alive interval), with
 /// the demo model on too.
 struct Upstreams {
     _ups: Vec<ScriptedUpstream>,
@@ -41,7 +41,9 @@ async fn upstreams() -> Upstreams {
     }
     thinking_body.push_str(&up_stream(&["4", "2"]).replacen(&data(&up_role()), "", 1));
     let thinking = serve(sse_steps([thinking_body])).await;
+    let sleepy = serve(slow_steps(2, Duration::from_millis(2500))).await;
     let toml = [
+        openai_provider("sleepy", &sleepy.base_url(), &["sleepy-model"]),
         openai_provider("tools", &tools.base_url(), &["tools-model"]),
         openai_provider("thinking", &thinking.base_url(), &["thinking-model"]),
         openai_provider("slow", &slow.base_url(), &["slow-model"]),
@@ -49,7 +51,7 @@ async fn upstreams() -> Upstreams {
     ]
     .concat();
     Upstreams {
-        _ups: vec![tools, slow, broken, thinking],
+        _ups: vec![tools, slow, broken, thinking, sleepy],
         toml,
     }
 }
@@ -57,7 +59,10 @@ async fn upstreams() -> Upstreams {
 fn gateway(toml: &str) -> Sluice {
     Gateway::builder()
         .config(toml)
-        .env(&[("SLUICE_DEMO_TOKENS_PER_SEC", "0")])
+        .env(&[
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
+            ("SLUICE_KEEPALIVE_SECS", "1"),
+        ])
         .start()
 }
 
