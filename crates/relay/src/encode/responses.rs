@@ -19,6 +19,9 @@
 //! `fc_<stream>_<n>` for output item `n`; a function call's `call_id` is the upstream's tool
 //! call id (else `call_<stream>_<n>`). A tool name written `namespace.name` in the log (the
 //! gateway maps a flattened namespace tool back to that) is sent as `name` with `namespace`.
+//!
+//! The response object carries no `output_text`: the SDKs compute it from `output` (the Python
+//! SDK's is a property of its `Response` model, and a field of that name would shadow it).
 
 use bytes::{BufMut, BytesMut};
 use serde_json::{json, Map, Value};
