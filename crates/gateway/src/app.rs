@@ -12,7 +12,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::metrics::{empty_label, HttpLabels, RequestLabels, Route};
 use crate::request_id;
-use crate::routes::{chat, models, ops, streams, usage, web};
+use crate::routes::{chat, models, ops, streams, ui, usage, web};
 use crate::state::AppState;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -30,6 +30,11 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/responses/{id}/cancel",
             post(crate::routes::responses::cancel),
+        )
+        .route("/v1/ui/chat", post(ui::chat))
+        .route(
+            "/v1/ui/chat/{chat_id}/stream",
+            get(ui::resume).delete(ui::stop),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let open = Router::new()

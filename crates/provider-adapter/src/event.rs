@@ -41,6 +41,10 @@ pub struct ChoiceDelta {
     pub tool_calls: Vec<ToolCallDelta>,
     /// The upstream's `logprobs` object for this delta, byte for byte.
     pub logprobs: Option<Box<RawValue>>,
+    /// The signature that closes a thinking block (Anthropic's `signature_delta`): opaque, and
+    /// required back, with the block's text, when a client returns the thinking block in a tool
+    /// loop. It comes after the block's thinking text, usually as a delta of its own.
+    pub reasoning_signature: Option<String>,
 }
 
 impl PartialEq for ChoiceDelta {
@@ -51,6 +55,7 @@ impl PartialEq for ChoiceDelta {
             && self.refusal == other.refusal
             && self.tool_calls == other.tool_calls
             && self.logprobs.as_ref().map(|r| r.get()) == other.logprobs.as_ref().map(|r| r.get())
+            && self.reasoning_signature == other.reasoning_signature
     }
 }
 
@@ -71,6 +76,10 @@ impl ChoiceDelta {
             && self.refusal.as_deref().is_none_or(str::is_empty)
             && self.tool_calls.is_empty()
             && self.logprobs.is_none()
+            && self
+                .reasoning_signature
+                .as_deref()
+                .is_none_or(str::is_empty)
     }
 
     /// Bytes of text this delta holds, for memory accounting.
@@ -79,6 +88,7 @@ impl ChoiceDelta {
         t(&self.content)
             + t(&self.reasoning)
             + t(&self.refusal)
+            + t(&self.reasoning_signature)
             + self.logprobs.as_ref().map_or(0, |r| r.get().len())
             + self
                 .tool_calls
@@ -199,5 +209,20 @@ mod tests {
         };
         assert!(d.is_empty());
         assert!(!ChoiceDelta::text(0, "a").is_empty());
+    }
+
+    #[test]
+    fn a_signature_alone_is_not_empty() {
+        let d = ChoiceDelta {
+            reasoning_signature: Some("EqQBCkgI".into()),
+            ..ChoiceDelta::default()
+        };
+        assert!(!d.is_empty());
+        assert_eq!(d.text_len(), 8);
+        let blank = ChoiceDelta {
+            reasoning_signature: Some(String::new()),
+            ..ChoiceDelta::default()
+        };
+        assert!(blank.is_empty());
     }
 }

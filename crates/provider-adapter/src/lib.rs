@@ -22,6 +22,9 @@ pub mod openai;
 mod proptests;
 /// The I/O shell: one configured upstream, its client and timeouts.
 pub mod provider;
+/// The provider against a local HTTP server.
+#[cfg(test)]
+mod provider_tests;
 /// The client request, parsed once and validated.
 pub mod request;
 /// API keys that never print.

@@ -205,6 +205,13 @@ impl Provider {
             headers.append(k, v);
         }
         for (k, v) in &self.headers {
+            // Beta flags add up: the client's (its own Messages request) and the provider's.
+            if k == "anthropic-beta" {
+                if let Some(joined) = headers.get(k).and_then(|c| join_flags(c, v)) {
+                    headers.insert(k, joined);
+                    continue;
+                }
+            }
             headers.insert(k, v.clone());
         }
         let rb = self.client.post(&up.url).body(up.body).headers(headers);
@@ -338,6 +345,32 @@ impl Provider {
         ))
     }
 
+    /// The upstream's own count of a request's input tokens, where it has one: an Anthropic
+    /// provider, asked with the client's own Messages request (`POST /v1/messages/count_tokens`
+    /// with the keys that endpoint takes). `Ok(None)` for anything else: the gateway estimates.
+    pub async fn count_tokens(&self, req: &ChatRequest) -> Result<Option<u64>, AdapterError> {
+        if self.kind != ProviderKind::Anthropic {
+            return Ok(None);
+        }
+        let key = self.api_key.as_ref().map(Secret::expose);
+        let Some(mut up) = anthropic::build_count_tokens(&self.base_url, key, req) else {
+            return Ok(None);
+        };
+        if let Some(id) = &req.request_id {
+            up.headers.push(("x-request-id", id.clone()));
+        }
+        let resp = self
+            .send(up, self.timeouts.headers, TimeoutPhase::Headers)
+            .await?;
+        let body = read_body(resp, self.timeouts.idle, &self.name).await?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| AdapterError::Protocol(format!("token count is not JSON: {e}")))?;
+        if let Some(err) = AdapterError::from_error_body(None, &value) {
+            return Err(self.scrub(err));
+        }
+        anthropic::counted_tokens(&value).map(Some)
+    }
+
     /// The upstream's own model list (`GET /models`), for `/v1/models` where a provider's globs
     /// claim more models than the config names.
     pub async fn list_models(&self) -> Result<Vec<String>, AdapterError> {
@@ -413,6 +446,22 @@ impl Provider {
             ProviderKind::Anthropic => anthropic::completion(&value),
         }
     }
+}
+
+/// `a,b` of two comma-separated flag lists, leaving out flags of `b` that `a` has; `None` when
+/// either is not text.
+fn join_flags(a: &http::HeaderValue, b: &http::HeaderValue) -> Option<http::HeaderValue> {
+    let (a, b) = (a.to_str().ok()?, b.to_str().ok()?);
+    let mut joined = a.trim().to_owned();
+    for flag in b.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        if !a.split(',').any(|f| f.trim() == flag) {
+            if !joined.is_empty() {
+                joined.push(',');
+            }
+            joined.push_str(flag);
+        }
+    }
+    http::HeaderValue::try_from(joined).ok()
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

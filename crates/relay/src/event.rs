@@ -64,6 +64,8 @@ pub struct DeltaRef<'a> {
     pub refusal: Option<&'a str>,
     pub tool_calls: &'a [ToolCall],
     pub logprobs: Option<&'a RawValue>,
+    /// See [`Delta::signature`].
+    pub signature: Option<&'a str>,
 }
 
 impl DeltaRef<'_> {
@@ -75,6 +77,7 @@ impl DeltaRef<'_> {
             refusal: self.refusal.map(str::to_owned),
             tool_calls: self.tool_calls.to_vec(),
             logprobs: self.logprobs.map(ToOwned::to_owned),
+            signature: self.signature.map(str::to_owned),
             first: self.first,
         }
     }
@@ -97,6 +100,11 @@ pub struct Delta {
     pub refusal: Option<String>,
     pub tool_calls: Vec<ToolCall>,
     pub logprobs: Option<Box<RawValue>>,
+    /// The signature that closes a thinking block (Anthropic's `signature_delta`), which a
+    /// client must send back with the block. It goes with thinking text or alone (it comes
+    /// after the block's text); the browser and OpenAI formats do not show it (see
+    /// [`crate::encode`]), the Anthropic dialect sends it as its `signature_delta`.
+    pub signature: Option<String>,
     /// First delta of its choice: the OpenAI chunk carries `"role":"assistant"`. Set by the
     /// generation on append.
     pub first: bool,
@@ -121,6 +129,7 @@ impl Delta {
             refusal: self.refusal.as_deref(),
             tool_calls: &self.tool_calls,
             logprobs: self.logprobs.as_deref(),
+            signature: self.signature.as_deref(),
         }
     }
 
@@ -130,6 +139,7 @@ impl Delta {
         t(&self.content)
             + t(&self.reasoning)
             + t(&self.refusal)
+            + t(&self.signature)
             + self.logprobs.as_ref().map_or(0, |r| r.get().len())
             + self
                 .tool_calls

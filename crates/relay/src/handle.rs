@@ -157,7 +157,7 @@ impl Handle {
             return Err(RelayError::BadPosition(first - 1));
         }
         if finished && first == next {
-            return Err(RelayError::AtEnd(first - 1));
+            return Err(RelayError::AtEnd(first.saturating_sub(1)));
         }
         if !self.shared.add_reader(Some(self.shared.max_readers)) {
             return Err(RelayError::TooManyReaders(self.shared.max_readers));

@@ -3,7 +3,8 @@
 //!
 //! A text delta (the overwhelming majority of events: one token of content, thinking or refusal)
 //! is a 4-byte [`Slot`] plus its text, appended to one contiguous `String` shared by the whole
-//! answer. Rarer deltas (tool calls, logprobs, choice indexes past `u16`) are kept whole beside
+//! answer. Rarer deltas (tool calls, logprobs, thinking signatures, choice indexes past `u8`)
+//! are kept whole beside
 //! the slots. The terminal event (`done` or `failed`) is kept once. Readers encode events on the
 //! fly from borrowed views ([`EventRef`]), so a 100-token answer is held in about 1.5 KB instead
 //! of its events plus two encodings of each (about 45 KB before).
@@ -350,7 +351,11 @@ impl Log {
 /// The kind and text of a delta that fits a slot: exactly one of content, thinking or refusal,
 /// nothing else, and a choice index that fits in 16 bits.
 fn compact(d: &Delta) -> Option<(Kind, &str)> {
-    if !d.tool_calls.is_empty() || d.logprobs.is_some() || d.choice > u32::from(u8::MAX) {
+    if !d.tool_calls.is_empty()
+        || d.logprobs.is_some()
+        || d.signature.is_some()
+        || d.choice > u32::from(u8::MAX)
+    {
         return None;
     }
     let (kind, text) = match (&d.content, &d.reasoning, &d.refusal) {

@@ -85,6 +85,17 @@ impl Reader {
 
     /// Encodes what the log holds past our position, up to [`MAX_WRITE`] bytes.
     fn try_chunk(&mut self) -> Fill {
+        loop {
+            match self.try_fill() {
+                // A dialect reader resuming folds events it does not write, and a dialect may
+                // write nothing for an event: take more rather than hand out nothing.
+                Fill::Chunk(b) if b.is_empty() => {}
+                fill => return fill,
+            }
+        }
+    }
+
+    fn try_fill(&mut self) -> Fill {
         if !self.pending.is_empty() {
             let n = self.pending.len().min(MAX_WRITE);
             return Fill::Chunk(self.pending.split_to(n));

@@ -45,6 +45,9 @@ enum Wire<'a> {
         tc: Vec<WireCall>,
         #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
         lp: Option<&'a RawValue>,
+        /// A thinking signature.
+        #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+        s: Option<std::borrow::Cow<'a, str>>,
     },
     #[serde(rename = "done")]
     Done {
@@ -108,6 +111,7 @@ fn encode(id: u64, event: EventRef<'_>, head: &str) -> String {
                 })
                 .collect(),
             lp: d.logprobs,
+            s: d.signature.map(Into::into),
         },
         EventRef::Done(d) => Wire::Done {
             f: d.finish_reasons.clone(),
@@ -218,7 +222,15 @@ impl Writer {
             self.set_chunk_head(&h);
         }
         match entry.e {
-            Wire::Delta { c, t, r, x, tc, lp } => {
+            Wire::Delta {
+                c,
+                t,
+                r,
+                x,
+                tc,
+                lp,
+                s,
+            } => {
                 self.push_delta(Delta {
                     choice: c,
                     content: t.map(Into::into),
@@ -234,6 +246,7 @@ impl Writer {
                         })
                         .collect(),
                     logprobs: lp.map(ToOwned::to_owned),
+                    signature: s.map(Into::into),
                     first: false,
                 });
             }
@@ -288,6 +301,10 @@ mod tests {
             ..Delta::default()
         });
         w.push_delta(Delta {
+            signature: Some("EqQB\"sig".into()),
+            ..Delta::default()
+        });
+        w.push_delta(Delta {
             choice: 1,
             tool_calls: vec![ToolCall {
                 index: 0,
@@ -313,7 +330,8 @@ mod tests {
         let mut f = h.follow(0);
         let mut out = Vec::new();
         while f.next_batch(2, &mut out).await {}
-        assert_eq!(out.len(), 4);
+        assert_eq!(out.len(), 5);
+        assert!(out[2].1.contains("\"s\":\"EqQB\\\"sig\""), "{}", out[2].1);
         // Replayed entries are skipped; a gap is refused.
         assert_eq!(rw.append_replica(1, &out[0].1), Ok(true));
         assert_eq!(rw.append_replica(1, &out[0].1), Ok(false));
@@ -327,6 +345,12 @@ mod tests {
         let rh = other.get(id.as_str()).unwrap();
         assert_eq!(rh.owner(), Some("t"));
         assert!(rh.is_replica() && !h.is_replica());
+        let mut a = h.reader(Format::Browser);
+        let mut b = rh.reader(Format::Browser);
+        for _ in 0..out.len() {
+            let (a, b) = (a.next_event().await.unwrap(), b.next_event().await.unwrap());
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
         for format in [Format::Browser, Format::OpenAi] {
             for after in 0..h.last_event_id(format) {
                 let a = drain(&mut h.subscribe(after, format).unwrap());

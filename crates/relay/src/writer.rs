@@ -101,10 +101,18 @@ impl Writer {
 
     /// Appends a delta. Returns false when the stream went past its memory bound (it is failed
     /// here and the writer should stop).
-    pub fn push_delta(&mut self, d: Delta) -> bool {
+    pub fn push_delta(&mut self, mut d: Delta) -> bool {
+        if d.signature.as_deref() == Some("") {
+            d.signature = None;
+        }
         let present = |t: &Option<String>| usize::from(t.as_deref().is_some_and(|t| !t.is_empty()));
-        let kinds =
-            present(&d.reasoning) + present(&d.content) + present(&d.refusal) + d.tool_calls.len();
+        // A thinking signature goes with the thinking text; without any, it is a kind of its own.
+        let signature = usize::from(present(&d.signature) == 1 && present(&d.reasoning) == 0);
+        let kinds = present(&d.reasoning)
+            + signature
+            + present(&d.content)
+            + present(&d.refusal)
+            + d.tool_calls.len();
         if kinds <= 1 {
             return self.push_one(d);
         }
@@ -242,18 +250,26 @@ impl Drop for Writer {
 }
 
 /// Splits a delta that carries several kinds of output into one delta per kind, in the order a
-/// reader would see them: thinking, text (with the logprobs), refusal, then each tool call.
+/// reader would see them: thinking (with its signature, or the signature alone), text (with the
+/// logprobs), refusal, then each tool call.
 fn split(d: Delta) -> Vec<Delta> {
     let base = |choice| Delta {
         choice,
         ..Delta::default()
     };
     let mut parts = Vec::with_capacity(4);
-    if let Some(t) = d.reasoning.filter(|t| !t.is_empty()) {
-        parts.push(Delta {
+    let signature = d.signature.filter(|s| !s.is_empty());
+    match d.reasoning.filter(|t| !t.is_empty()) {
+        Some(t) => parts.push(Delta {
             reasoning: Some(t),
+            signature,
             ..base(d.choice)
-        });
+        }),
+        None if signature.is_some() => parts.push(Delta {
+            signature,
+            ..base(d.choice)
+        }),
+        None => {}
     }
     if let Some(t) = d.content.filter(|t| !t.is_empty()) {
         parts.push(Delta {
@@ -280,4 +296,120 @@ fn split(d: Delta) -> Vec<Delta> {
         }
     }
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ToolCall;
+
+    fn kinds(d: &Delta) -> (Option<&str>, Option<&str>, Option<&str>, usize) {
+        (
+            d.reasoning.as_deref(),
+            d.signature.as_deref(),
+            d.content.as_deref(),
+            d.tool_calls.len(),
+        )
+    }
+
+    #[test]
+    fn a_signature_goes_with_its_thinking_or_alone_before_the_rest() {
+        let call = ToolCall {
+            index: 0,
+            id: Some("c".into()),
+            ..ToolCall::default()
+        };
+        let with_thinking = split(Delta {
+            reasoning: Some("hm".into()),
+            signature: Some("sig".into()),
+            content: Some("a".into()),
+            tool_calls: vec![call.clone()],
+            ..Delta::default()
+        });
+        assert_eq!(
+            with_thinking.iter().map(kinds).collect::<Vec<_>>(),
+            vec![
+                (Some("hm"), Some("sig"), None, 0),
+                (None, None, Some("a"), 0),
+                (None, None, None, 1)
+            ]
+        );
+        let alone = split(Delta {
+            reasoning: Some(String::new()),
+            signature: Some("sig".into()),
+            content: Some("a".into()),
+            ..Delta::default()
+        });
+        assert_eq!(
+            alone.iter().map(kinds).collect::<Vec<_>>(),
+            vec![(None, Some("sig"), None, 0), (None, None, Some("a"), 0)]
+        );
+    }
+
+    #[test]
+    fn signatures_are_events_of_the_log_kept_whole() {
+        let mut w = crate::standalone(crate::Meta::default(), false);
+        let h = w.handle();
+        // Thinking with its signature: one event. A signature alone: one event. An empty
+        // signature is none.
+        assert!(w.push_delta(Delta {
+            reasoning: Some("hm".into()),
+            signature: Some("s1".into()),
+            ..Delta::default()
+        }));
+        assert!(w.push_delta(Delta {
+            signature: Some("s2".into()),
+            content: Some("a".into()),
+            ..Delta::default()
+        }));
+        assert!(w.push_delta(Delta {
+            signature: Some(String::new()),
+            content: Some("b".into()),
+            ..Delta::default()
+        }));
+        assert_eq!(w.last_id(), 4);
+        let before = h.bytes();
+        assert!(w.push_delta(Delta {
+            signature: Some("x".repeat(4000)),
+            ..Delta::default()
+        }));
+        assert!(h.bytes() >= before + 4000, "the signature is counted");
+        w.finish();
+        let log = h.body(crate::Format::Browser);
+        assert!(log.is_none());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let events = rt.block_on(async {
+            let mut r = h.reader(crate::Format::Browser);
+            let mut out = Vec::new();
+            while let Some((_, e)) = r.next_event().await {
+                out.push(e);
+            }
+            out
+        });
+        let got: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Delta(d) => Some((
+                    d.reasoning.clone(),
+                    d.signature.clone(),
+                    d.content.clone(),
+                    d.first,
+                )),
+                _ => None,
+            })
+            .collect();
+        let o = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            got,
+            vec![
+                (o("hm"), o("s1"), None, true),
+                (None, o("s2"), None, false),
+                (None, None, o("a"), false),
+                (None, None, o("b"), false),
+                (None, Some("x".repeat(4000)), None, false),
+            ]
+        );
+    }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 mod abandoned;
+mod dialects;
 mod live;
 mod outcome;
 mod registry;

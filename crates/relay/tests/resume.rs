@@ -213,6 +213,7 @@ struct Spec {
     refusal: Option<String>,
     tool_calls: Vec<ToolCall>,
     logprobs: bool,
+    signature: Option<String>,
 }
 
 impl Spec {
@@ -227,6 +228,7 @@ impl Spec {
                 RawValue::from_string(r#"{"content":[{"token":"a","logprob":-0.25}]}"#.into())
                     .expect("valid JSON")
             }),
+            signature: self.signature.clone(),
             first: false,
         }
     }
@@ -286,15 +288,17 @@ fn spec() -> impl Strategy<Value = Spec> {
         proptest::option::weighted(0.1, text()),
         proptest::collection::vec(tool, 0..3),
         proptest::bool::weighted(0.2),
+        proptest::option::weighted(0.1, "[A-Za-z0-9+/=]{0,12}"),
     )
         .prop_map(
-            |(choice, content, reasoning, refusal, tool_calls, logprobs)| Spec {
+            |(choice, content, reasoning, refusal, tool_calls, logprobs, signature)| Spec {
                 choice,
                 content,
                 reasoning,
                 refusal,
                 tool_calls,
                 logprobs,
+                signature,
             },
         )
 }
@@ -417,6 +421,7 @@ proptest! {
             prop_assert_eq!(kind_text(&events, c, |d| d.content.as_deref()), of(|s| s.content.as_deref()));
             prop_assert_eq!(kind_text(&events, c, |d| d.reasoning.as_deref()), of(|s| s.reasoning.as_deref()));
             prop_assert_eq!(kind_text(&events, c, |d| d.refusal.as_deref()), of(|s| s.refusal.as_deref()));
+            prop_assert_eq!(kind_text(&events, c, |d| d.signature.as_deref()), of(|s| s.signature.as_deref()));
             let calls: Vec<ToolCall> = events
                 .iter()
                 .filter_map(|(_, e)| match e {

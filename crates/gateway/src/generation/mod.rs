@@ -463,6 +463,7 @@ fn apply(writer: &mut Writer, ev: StreamEvent) -> bool {
                 })
                 .collect(),
             logprobs: d.logprobs,
+            signature: d.reasoning_signature,
             first: false,
         }),
         StreamEvent::Finish { choice, reason } => {

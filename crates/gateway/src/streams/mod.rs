@@ -10,6 +10,7 @@
 //! cannot reach the other instances is that 503 either way. This instance's own streams are
 //! served without Redis.
 
+mod chats;
 mod copy;
 mod log;
 mod redis_log;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use relay::{Format, Handle, Registry, RelayError, StreamId};
 
+pub use chats::Chats;
 pub use log::{owner_lost, replication_lost, LocalStreamLog, Published, RemoteStream, StreamLog};
 pub use redis_log::{RedisStreamLog, CANCEL_CHANNEL};
 
@@ -37,6 +39,8 @@ pub struct Streams {
     shared: Option<Arc<SharedState>>,
     /// Runs the tasks that fill replicas.
     lifecycle: Lifecycle,
+    /// Which stream each chat of the AI SDK's UI stream runs now (`/v1/ui/chat`).
+    pub chats: Chats,
 }
 
 /// What [`Streams::cancel`] did.
@@ -55,6 +59,7 @@ impl Streams {
     /// Streams in this process only.
     pub fn in_memory(registry: Arc<Registry>, lifecycle: Lifecycle) -> Self {
         Self {
+            chats: Chats::new(registry.clone(), None, lifecycle.clone()),
             registry,
             log: Arc::new(LocalStreamLog),
             shared: None,
@@ -79,6 +84,7 @@ impl Streams {
             lifecycle.clone(),
         )?;
         Ok(Self {
+            chats: Chats::new(registry.clone(), Some(shared.clone()), lifecycle.clone()),
             registry,
             log,
             shared: Some(shared),

@@ -120,6 +120,8 @@ pub(super) struct Block<'a> {
     text: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    signature: Option<Cow<'a, str>>,
 }
 
 /// A `content_block_delta`'s or a `message_delta`'s `delta`.
@@ -133,6 +135,8 @@ pub(super) struct Delta<'a> {
     partial_json: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    signature: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     stop_reason: Option<Cow<'a, str>>,
 }
@@ -240,10 +244,12 @@ impl StreamMapper for StreamState {
                     Some("text") => {
                         push_delta(out, ChoiceDelta::text(0, block.text.unwrap_or_default()))
                     }
+                    // The block opens empty; a complete one (thinking and signature) is kept whole.
                     Some("thinking") => push_delta(
                         out,
                         ChoiceDelta {
                             reasoning: owned(block.thinking),
+                            reasoning_signature: owned(block.signature),
                             ..ChoiceDelta::default()
                         },
                     ),
@@ -289,6 +295,15 @@ impl StreamMapper for StreamState {
                             ..ChoiceDelta::default()
                         },
                     ),
+                    // Closes the thinking block: a client that sends the block back (a tool
+                    // loop with thinking on) must send this with it.
+                    Some("signature_delta") => push_delta(
+                        out,
+                        ChoiceDelta {
+                            reasoning_signature: owned(delta.signature),
+                            ..ChoiceDelta::default()
+                        },
+                    ),
                     Some("input_json_delta") => {
                         let fragment = delta.partial_json.unwrap_or_default();
                         // Fragments of blocks that are not client tool calls are dropped.
@@ -303,7 +318,7 @@ impl StreamMapper for StreamState {
                             }
                         }
                     }
-                    // signature_delta, citations_delta, and types added later.
+                    // citations_delta, and types added later.
                     _ => {}
                 }
             }

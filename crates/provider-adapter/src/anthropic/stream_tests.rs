@@ -247,6 +247,27 @@ fn thinking_text_and_two_tools() {
     end.unwrap();
     assert_eq!(reasoning(&evs), "The user wants two lookups.");
     assert_eq!(content(&evs), "Checking.");
+    // The signature closes the thinking: a delta of its own, after the thinking text and
+    // before the first tool call.
+    let deltas: Vec<&ChoiceDelta> = evs
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Delta(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    let signed: Vec<usize> = (0..deltas.len())
+        .filter(|&i| deltas[i].reasoning_signature.is_some())
+        .collect();
+    assert_eq!(signed, vec![2], "{deltas:?}");
+    assert_eq!(
+        deltas[2],
+        &ChoiceDelta {
+            reasoning_signature: Some("EqQBCgIYAhIM".into()),
+            ..ChoiceDelta::default()
+        }
+    );
+    assert!(deltas[3].tool_calls.first().is_some_and(|c| c.id.is_some()));
     for e in &evs {
         if let StreamEvent::Delta(d) = e {
             assert!(d.reasoning.is_none() || d.content.is_none(), "{d:?}");
@@ -463,4 +484,42 @@ fn invalid_json_is_a_protocol_error_and_unknown_events_are_ignored() {
     assert!(st
         .on_event("message", r#"{"type":"message_stop"}"#, &mut out)
         .unwrap());
+}
+
+#[test]
+fn a_thinking_block_that_opens_complete_keeps_its_signature_and_an_empty_one_none() {
+    let (evs, end) = run(r#"
+        data: {"type":"message_start","message":{"id":"m","model":"c","usage":{"input_tokens":1,"output_tokens":1}}}
+
+        data: {"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"Whole.","signature":"sig-1"}}
+
+        data: {"type":"content_block_stop","index":0}
+
+        data: {"type":"content_block_start","index":1,"content_block":{"type":"thinking","thinking":"","signature":""}}
+
+        data: {"type":"content_block_delta","index":1,"delta":{"type":"signature_delta","signature":""}}
+
+        data: {"type":"content_block_stop","index":1}
+
+        data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}
+
+        data: {"type":"message_stop"}
+    "#);
+    end.unwrap();
+    let deltas: Vec<&ChoiceDelta> = evs
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Delta(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    // Empty thinking with an empty signature carries nothing: no delta at all.
+    assert_eq!(
+        deltas,
+        vec![&ChoiceDelta {
+            reasoning: Some("Whole.".into()),
+            reasoning_signature: Some("sig-1".into()),
+            ..ChoiceDelta::default()
+        }]
+    );
 }

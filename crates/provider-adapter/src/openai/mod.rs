@@ -412,6 +412,7 @@ impl StreamMapper for ChunkMapper {
                 refusal: d.refusal.into_owned(),
                 tool_calls,
                 logprobs: non_null(c.logprobs),
+                reasoning_signature: None,
             };
             if !delta.is_empty() {
                 out.push_back(StreamEvent::Delta(delta));

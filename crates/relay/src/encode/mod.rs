@@ -311,6 +311,11 @@ fn browser(buf: &mut BytesMut, id: u64, event: EventRef<'_>) {
                     arguments: c.arguments.as_deref().unwrap_or(""),
                 };
                 event_bytes(buf, id, Some("tool_call"), &data);
+            } else if d.signature.is_some() && d.content.is_none() && d.refusal.is_none() {
+                // A thinking signature alone: it closes the thinking, which a browser shows as
+                // text only, so an empty piece of thinking (the id sequence stays whole, and
+                // the chat page's token count is not touched).
+                browser_text(buf, id, "reasoning", d.choice, "");
             } else {
                 // Content, or a refusal (shown as text), or a logprobs-only delta (empty text,
                 // so the id sequence stays whole for browsers too).
@@ -416,6 +421,9 @@ fn tool_calls(calls: &[ToolCall]) -> Vec<ChunkToolCall<'_>> {
         .collect()
 }
 
+/// A delta as one chunk. A thinking signature is not part of the chunk format: a delta that
+/// carries only one is a chunk with an empty `delta` (as OpenAI's own finish chunks have), so
+/// the ids stay 1, 2, 3, ... in every format.
 fn openai_delta(buf: &mut BytesMut, id: u64, d: &DeltaRef<'_>, head: &str) {
     // The hot path: one kind of text, no tool calls or logprobs, written without a serializer.
     let text = match (d.content, d.reasoning, d.refusal) {

@@ -243,3 +243,51 @@ fn digits() {
         assert_eq!(itoa_buf(n).as_str(), n.to_string());
     }
 }
+
+#[test]
+fn a_thinking_signature_is_not_shown_and_keeps_its_id() {
+    let signed = Event::Delta(Delta {
+        reasoning: Some("hmm".into()),
+        signature: Some("EqQBsig".into()),
+        ..Delta::default()
+    });
+    let alone = Event::Delta(Delta {
+        signature: Some("EqQBsig".into()),
+        ..Delta::default()
+    });
+    let mut first = Delta {
+        signature: Some("EqQBsig".into()),
+        ..Delta::default()
+    };
+    first.first = true;
+    let first = Event::Delta(first);
+    assert_eq!(
+        s(browser(5, &signed)),
+        "id: 5\nevent: reasoning\ndata: {\"index\":0,\"text\":\"hmm\"}\n\n"
+    );
+    assert_eq!(
+        s(browser(6, &alone)),
+        "id: 6\nevent: reasoning\ndata: {\"index\":0,\"text\":\"\"}\n\n"
+    );
+    let head = "id: 6\ndata: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,";
+    assert_eq!(
+        s(openai(6, &signed, &meta(), false, 0)),
+        format!("{head}\"delta\":{{\"reasoning_content\":\"hmm\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n")
+    );
+    assert_eq!(
+        s(openai(6, &alone, &meta(), false, 0)),
+        format!("{head}\"delta\":{{}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n")
+    );
+    assert_eq!(
+        s(openai(6, &first, &meta(), false, 0)),
+        format!("{head}\"delta\":{{\"role\":\"assistant\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n")
+    );
+    for e in [&signed, &alone] {
+        for f in [Format::Browser, Format::OpenAi] {
+            assert!(
+                !s(encode(f, 6, e, &meta(), false)).contains("EqQBsig"),
+                "{f:?}"
+            );
+        }
+    }
+}
