@@ -12,7 +12,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::metrics::{empty_label, HttpLabels, RequestLabels, Route};
 use crate::request_id;
-use crate::routes::{chat, models, ops, streams, ui, usage, web};
+use crate::routes::{chat, messages, models, ops, streams, ui, usage, web};
 use crate::state::AppState;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -31,6 +31,8 @@ pub fn app(state: AppState) -> Router {
             "/v1/responses/{id}/cancel",
             post(crate::routes::responses::cancel),
         )
+        .route("/v1/messages", post(messages::create))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/ui/chat", post(ui::chat))
         .route(
             "/v1/ui/chat/{chat_id}/stream",
@@ -171,7 +173,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             state.access.fill_headers(&caller, resp.headers_mut()).await;
             resp
         }
-        Err(e) => e.into_response(),
+        Err(e) => crate::error::response_for(req.uri().path(), e),
     }
 }
 
@@ -185,7 +187,7 @@ fn unauthenticated(state: &AppState, uri: &Uri, headers: &HeaderMap) -> Option<R
         .access
         .authenticate(headers)
         .err()
-        .map(IntoResponse::into_response)
+        .map(|e| crate::error::response_for(uri.path(), e))
 }
 
 async fn method_not_allowed(
@@ -195,12 +197,14 @@ async fn method_not_allowed(
     headers: HeaderMap,
 ) -> Response {
     unauthenticated(&state, &uri, &headers).unwrap_or_else(|| {
-        crate::error::GatewayError::MethodNotAllowed(method.to_string()).into_response()
+        let e = crate::error::GatewayError::MethodNotAllowed(method.to_string());
+        crate::error::response_for(uri.path(), e)
     })
 }
 
 async fn not_found(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     unauthenticated(&state, &uri, &headers).unwrap_or_else(|| {
-        crate::error::GatewayError::NotFound("no such endpoint".into()).into_response()
+        let e = crate::error::GatewayError::NotFound("no such endpoint".into());
+        crate::error::response_for(uri.path(), e)
     })
 }

@@ -1,5 +1,6 @@
 //! Every error a request can end in, and the one place they become HTTP responses in OpenAI's
-//! error shape: `{"error":{"message","type","param","code"}}`.
+//! error shape: `{"error":{"message","type","param","code"}}`, or, on the Anthropic Messages
+//! endpoints, Anthropic's: `{"type":"error","error":{"type","message"}}`.
 
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -203,14 +204,60 @@ pub fn error_body(
     json!({ "error": { "message": message, "type": kind, "param": param, "code": code } })
 }
 
+/// The paths whose errors take Anthropic's shape: the Messages API's.
+pub const ANTHROPIC_PATHS: &str = "/v1/messages";
+
+/// Anthropic's error `type` for a status.
+pub fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// `e` as the endpoint at `path` answers it: Anthropic's shape under [`ANTHROPIC_PATHS`],
+/// OpenAI's elsewhere.
+pub fn response_for(path: &str, e: GatewayError) -> Response {
+    if path.starts_with(ANTHROPIC_PATHS) {
+        e.into_anthropic_response()
+    } else {
+        e.into_response()
+    }
+}
+
+impl GatewayError {
+    /// The message a client sees: an upstream's own words for its errors.
+    fn client_message(&self) -> String {
+        match self {
+            GatewayError::Upstream(a) => a.message(),
+            other => other.to_string(),
+        }
+    }
+
+    /// This error as Anthropic's API answers one: the same status and headers as in OpenAI's
+    /// shape, the body `{"type":"error","error":{"type":...,"message":...}}`.
+    pub fn into_anthropic_response(self) -> Response {
+        let body = json!({
+            "type": "error",
+            "error": { "type": anthropic_type(self.status()), "message": self.client_message() },
+        });
+        let (parts, _) = self.into_response().into_parts();
+        Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+    }
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (kind, code, param) = parts(&self);
-        let message = match &self {
-            GatewayError::Upstream(a) => a.message(),
-            other => other.to_string(),
-        };
+        let message = self.client_message();
         let body = error_body(&message, &kind, param.as_deref(), code.as_deref());
         let mut resp = (status, Json(body)).into_response();
         let refusal = match &self {
@@ -273,6 +320,43 @@ impl IntoResponse for GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn anthropic_shape_keeps_status_and_headers() {
+        let e = GatewayError::RateLimited {
+            kind: "requests",
+            retry_after_secs: 3,
+            message: "slow down".into(),
+        };
+        let resp = response_for("/v1/messages", e);
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "3");
+        assert!(resp.extensions().get::<Refusal>().is_some());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(
+            &body[..],
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#
+        );
+        let resp = response_for(
+            "/v1/chat/completions",
+            GatewayError::Unauthorized("no".into()),
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(body.starts_with(br#"{"error":"#));
+        assert_eq!(
+            anthropic_type(StatusCode::UNAUTHORIZED),
+            "authentication_error"
+        );
+        assert_eq!(anthropic_type(StatusCode::BAD_GATEWAY), "api_error");
+        assert_eq!(
+            anthropic_type(StatusCode::SERVICE_UNAVAILABLE),
+            "overloaded_error"
+        );
+    }
 
     #[test]
     fn upstream_statuses() {

@@ -107,11 +107,12 @@ pub async fn events(
     let format = match query.format.as_deref() {
         None | Some("") | Some("browser") | Some("sluice") => Format::Browser,
         Some("openai") => Format::OpenAi,
+        Some("anthropic") => Format::Anthropic,
         Some(other) => {
             return Err(GatewayError::bad_request(
                 "format",
                 format!(
-                    "unknown format '{other}' (use 'openai', or leave it out for browser events)"
+                    "unknown format '{other}' (use 'openai' or 'anthropic', or leave it out for browser events)"
                 ),
             ))
         }

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use crate::event::{DeltaRef, Done, Event, EventRef, Failure, Meta, ToolCall, Usage};
 
 /// The Anthropic Messages dialect.
-mod anthropic;
+pub mod anthropic;
 /// Dialect encoders: state folded over the log, their own numbering.
 pub mod dialect;
 /// The OpenAI Responses API dialect.
