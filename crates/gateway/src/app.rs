@@ -25,6 +25,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/streams", post(streams::create))
         .route("/v1/streams/{id}", delete(streams::cancel))
         .route("/v1/usage", get(usage::get))
+        .route("/v1/responses", post(crate::routes::responses::create))
+        .route("/v1/responses/{id}", get(crate::routes::responses::get))
+        .route(
+            "/v1/responses/{id}/cancel",
+            post(crate::routes::responses::cancel),
+        )
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/ui/chat", post(ui::chat))

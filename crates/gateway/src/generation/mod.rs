@@ -174,6 +174,29 @@ impl Started {
         &self.provider
     }
 
+    /// Renames tool calls from the upstream's names to the client's (`renames`: upstream →
+    /// client), before they reach the log: a dialect that flattened the client's tools for
+    /// the upstream (the Responses API's namespace tools) maps them back here, so every
+    /// reader and every replay shows the client's own names.
+    // The closure returns the upstream stream's own item type, error and all.
+    #[allow(clippy::result_large_err)]
+    pub fn rename_tools(mut self, renames: std::collections::HashMap<String, String>) -> Self {
+        if renames.is_empty() {
+            return self;
+        }
+        self.upstream = Box::pin(self.upstream.map(move |mut ev| {
+            if let Ok(StreamEvent::Delta(d)) = &mut ev {
+                for call in &mut d.tool_calls {
+                    if let Some(client) = call.name.as_ref().and_then(|n| renames.get(n)) {
+                        call.name = Some(client.clone());
+                    }
+                }
+            }
+            ev
+        }));
+        self
+    }
+
     /// Runs the pump in a task of its own (streams whose readers come later).
     pub fn spawn(self, state: &AppState) -> Handle {
         let handle = self.handle();
