@@ -20,6 +20,9 @@ const MAX_USER_LEN: usize = 64;
 
 /// The chat-completions body for `body`, always streaming with usage (every dialect answer runs
 /// as a relay stream).
+/// The largest `max_tokens` sent to an OpenAI-compatible upstream (see [`translate`]).
+pub const MAX_FORWARDED_MAX_TOKENS: u64 = 4096;
+
 pub fn translate(body: &Map<String, Value>) -> Result<Map<String, Value>, GatewayError> {
     let mut out = Map::new();
     match body.get("model") {
@@ -61,10 +64,22 @@ pub fn translate(body: &Map<String, Value>) -> Result<Map<String, Value>, Gatewa
     out.insert("messages".into(), Value::Array(messages));
     out.insert("stream".into(), true.into());
     out.insert("stream_options".into(), json!({ "include_usage": true }));
-    for key in ["max_tokens", "temperature", "top_p"] {
+    for key in ["temperature", "top_p"] {
         if let Some(v) = body.get(key).filter(|v| v.is_number()) {
             out.insert(key.into(), v.clone());
         }
+    }
+    // Anthropic requires `max_tokens`, so clients send one even when they mean "as long as it
+    // takes" (Claude Code sends 32000 or more). OpenAI-compatible servers refuse a cap above the
+    // model's own output limit or what its context leaves (gpt-4o: 16384; a vLLM model with an
+    // 8k context: less), so only a cap that reads as a real limit goes upstream; a larger one
+    // leaves the answer to the upstream's own limit (and the team's reservation to its default).
+    if let Some(v) = body
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .filter(|n| *n <= MAX_FORWARDED_MAX_TOKENS)
+    {
+        out.insert("max_tokens".into(), v.into());
     }
     if let Some(Value::Array(stops)) = body.get("stop_sequences") {
         let stops: Vec<Value> = stops

@@ -210,6 +210,8 @@ fn claude_codes_extras_are_dropped() {
     }));
     assert!(got.get("thinking").is_none());
     assert!(got.get("context_management").is_none());
+    // 32000 is Claude Code's "no limit", which an OpenAI-compatible server would refuse.
+    assert!(got.get("max_tokens").is_none());
     assert!(got.get("user").is_none());
     assert_eq!(got["stop"], json!(["1", "2", "3", "4"]));
     assert_eq!(
