@@ -115,6 +115,16 @@ pub(super) fn read(file: &FileConfig, flags: &Flags, r: &mut Reader) -> Read {
         file.stream_retention_secs,
         DEFAULT_STREAM_RETENTION_SECS,
     );
+    let responses_retention = r.num(
+        Key::new(ENV_RESPONSES_RETENTION_SECS, "responses_retention_secs"),
+        file.responses_retention_secs,
+        DEFAULT_RESPONSES_RETENTION_SECS,
+    );
+    let responses_max_bytes = r.num(
+        Key::new(ENV_RESPONSES_MAX_BYTES, "responses_max_bytes"),
+        file.responses_max_bytes,
+        DEFAULT_RESPONSES_MAX_BYTES,
+    );
     let shutdown_grace = r.num(
         Key::new(ENV_SHUTDOWN_GRACE_SECS, "shutdown_grace_secs"),
         file.shutdown_grace_secs,
@@ -193,6 +203,8 @@ pub(super) fn read(file: &FileConfig, flags: &Flags, r: &mut Reader) -> Read {
         keepalive: secs(keepalive.value),
         stream_grace: secs(stream_grace.value),
         stream_retention: secs(stream_retention.value),
+        responses_retention: secs(responses_retention.value),
+        responses_max_bytes: responses_max_bytes.value,
         shutdown_grace: secs(shutdown_grace.value),
         timeouts: provider_adapter::Timeouts {
             connect,
