@@ -1,8 +1,9 @@
 //! Responses-API answers outlive their relay streams: with streams kept 1 s
 //! (`SLUICE_STREAM_RETENTION_SECS=1`), an `item_reference` to an earlier answer still resolves
 //! and `GET /v1/responses/{id}` still returns the object (its events have expired: `stream=true`
-//! is a 404 saying so), for its team only; `store: false` keeps nothing; and with Redis the
-//! object is found by another instance.
+//! is a 404 saying so), for its team only; `store: false` keeps nothing; with Redis the object
+//! is found by another instance; and the AI SDK's second turn after a pause works
+//! (`tests/sdk/responses_ai_sdk_retention.mjs`).
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 use sluice_tests::e2e::{assert_error_shape, client, openai_provider};
 use sluice_tests::redis::{RedisServer, Reply};
 use sluice_tests::scripted::{serve, ScriptedUpstream};
+use sluice_tests::sdk::{node_package, require, run_checks};
 use sluice_tests::sse::sse_events;
 use sluice_tests::teams;
 use sluice_tests::wait::wait_for;
@@ -255,4 +257,29 @@ async fn with_redis_another_instance_finds_the_kept_answer() {
     r.text().await.unwrap();
     assert_eq!(up.requests().len(), 2);
     assert_second_turn_sent(&up, 1);
+}
+
+/// The AI SDK's own two turns with a pause past the streams' retention (its second turn fails
+/// with a 400 "unknown or has expired" when nothing keeps the first answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_sdk_second_turn_after_the_stream_expired() {
+    let Some(()) = require(node_package("ai").and_then(|()| node_package("@ai-sdk/openai"))) else {
+        return;
+    };
+    let s = Gateway::builder()
+        .env([
+            ("SLUICE_STREAM_RETENTION_SECS", SHORT),
+            ("SLUICE_DEMO_TOKENS_PER_SEC", "0"),
+        ])
+        .start();
+    let base = s.url("/v1");
+    tokio::task::block_in_place(|| {
+        run_checks(
+            &s,
+            "node",
+            &["responses_ai_sdk_retention.mjs", &base, "2500"],
+            Duration::from_secs(120),
+            "PASS responses-ai-sdk-retention: every check passed",
+        )
+    });
 }
