@@ -50,7 +50,7 @@ async fn get(s: &Sluice, key: Option<&str>, path: &str) -> reqwest::Response {
 async fn streamed(s: &Sluice, body: &Value) -> Value {
     let resp = post(s, None, body).await;
     assert_eq!(resp.status(), 200);
-    let text = resp.text().await.unwrap();
+    let text = resp.text().await.expect("body");
     let last = sse_events(&text).pop().expect("events");
     assert_eq!(last.event.as_deref(), Some("response.completed"), "{text}");
     last.json()["response"].clone()
@@ -81,7 +81,7 @@ fn second_turn(item: &str) -> Value {
 
 /// What the upstream got for request `n`.
 fn sent(up: &ScriptedUpstream, n: usize) -> Value {
-    serde_json::from_slice(&up.requests()[n].1).unwrap()
+    serde_json::from_slice(&up.requests()[n].1).expect("a JSON request")
 }
 
 fn assert_second_turn_sent(up: &ScriptedUpstream, n: usize) {
