@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_tests::e2e::{assert_error_shape, client, openai_provider};
+use sluice_tests::e2e::{assert_error_shape, client, openai_provider, StreamReader};
 use sluice_tests::redis::{RedisServer, Reply};
 use sluice_tests::scripted::{serve, ScriptedUpstream};
 use sluice_tests::sdk::{node_package, require, run_checks};
@@ -17,7 +17,7 @@ use sluice_tests::teams;
 use sluice_tests::wait::wait_for;
 use sluice_tests::{Gateway, Sluice};
 
-use crate::responses_api::text_steps;
+use crate::responses_api::{slow_steps, text_steps};
 
 /// Streams are kept this long after their end (seconds).
 const SHORT: &str = "1";
@@ -282,4 +282,48 @@ async fn ai_sdk_second_turn_after_the_stream_expired() {
             "PASS responses-ai-sdk-retention: every check passed",
         )
     });
+}
+
+/// Waiting to keep the object is not reading: a client that goes away still lets the
+/// generation be abandoned after the grace period, and the object kept is the cancelled one.
+#[tokio::test]
+async fn an_abandoned_answer_is_still_abandoned_and_kept() {
+    // 40 tokens, one each 250 ms: 10 s if nobody stops it.
+    let up = serve(slow_steps(40, Duration::from_millis(250))).await;
+    let s = start(&up, &[("SLUICE_STREAM_GRACE_SECS", "1")]);
+    let started = std::time::Instant::now();
+    let mut r = StreamReader::post(
+        &s.url("/v1/responses"),
+        &json!({"model": "m", "input": "hi", "stream": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    r.read_until(Duration::from_secs(5), |b| b.contains("t1 "))
+        .await;
+    let stream = r.headers["x-sluice-stream-id"]
+        .to_str()
+        .expect("stream id")
+        .to_owned();
+    drop(r);
+    let id = format!("resp_{stream}");
+    // Looking at the object is not reading either (its events would be: not asked here).
+    let ended = wait_for(Duration::from_secs(15), || {
+        let url = s.url(&format!("/v1/responses/{id}"));
+        async move {
+            let obj: Value = client().get(url).send().await.ok()?.json().await.ok()?;
+            (obj["status"] != "in_progress").then_some(obj)
+        }
+    })
+    .await
+    .expect("the response ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the generation ran on after its client left: {:?} ({ended})",
+        started.elapsed()
+    );
+    stream_expired(&s, &id).await;
+    let r = get(&s, None, &format!("/v1/responses/{id}")).await;
+    assert_eq!(r.status(), 200);
+    let kept: Value = r.json().await.expect("object");
+    assert_eq!(kept["status"], "cancelled", "{kept}");
 }
