@@ -401,6 +401,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_responses_store_settings() {
+        let s = Settings::resolve(FileConfig::default(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.responses_retention, Duration::from_secs(86_400));
+        assert_eq!(s.responses_max_bytes, 64 << 20);
+        let file =
+            parse_toml("responses_retention_secs = 0\nresponses_max_bytes = 1000\n").unwrap();
+        let s = Settings::resolve(file.clone(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.responses_retention, Duration::ZERO);
+        assert_eq!(s.responses_max_bytes, 1000);
+        let v = vars(&[
+            ("SLUICE_RESPONSES_RETENTION_SECS", "60"),
+            ("SLUICE_STREAM_RETENTION_SECS", "1"),
+        ]);
+        let s = Settings::resolve(file, &Flags::default(), &v).unwrap();
+        assert_eq!(s.responses_retention, Duration::from_secs(60));
+        assert_eq!(s.stream_retention, Duration::from_secs(1));
+        let e = Settings::resolve(
+            FileConfig::default(),
+            &Flags::default(),
+            &vars(&[("SLUICE_RESPONSES_MAX_BYTES", "lots")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "SLUICE_RESPONSES_MAX_BYTES");
+    }
+
     /// Resolving does not look at the machine: an unset relay bound stays unset (worked out
     /// from the host's memory at start).
     #[test]
