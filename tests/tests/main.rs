@@ -18,6 +18,7 @@ mod proxy_stream;
 mod redis_hardening;
 mod redis_lease_restore;
 mod responses_api;
+mod responses_retention;
 mod resume_http;
 mod routes_failover;
 mod sdk_anthropic;

@@ -299,7 +299,8 @@ async fn build_state(settings: Settings) -> Result<AppState, StartupError> {
         )
         .map_err(|e| StartupError::Redis(e.to_string()))?,
         _ => crate::streams::Streams::in_memory(registry.clone(), lifecycle.clone()),
-    };
+    }
+    .keep_responses(settings.responses_retention, settings.responses_max_bytes);
     Ok(AppState(Arc::new(Inner {
         streams,
         access,

@@ -63,6 +63,23 @@ impl Handle {
         self.shared.is_finished()
     }
 
+    /// Resolves once the generation has ended (its terminal event is in the log). Not a
+    /// reader: waiting here does not keep an abandoned generation running past its grace.
+    pub async fn finished(&self) {
+        std::future::poll_fn(|cx| loop {
+            // Read before the check: the terminal event is published after it is in the log,
+            // so either the check sees it or `wait` finds more than `seen` published.
+            let seen = self.shared.published();
+            if self.shared.is_finished() {
+                return std::task::Poll::Ready(());
+            }
+            if self.shared.wait(seen, cx.waker()) {
+                return std::task::Poll::Pending;
+            }
+        })
+        .await;
+    }
+
     /// The final event, once the generation has ended.
     pub fn outcome(&self) -> Option<Event> {
         self.shared.read().terminal().cloned()

@@ -197,3 +197,33 @@ async fn refused_subscriptions_are_not_readers() {
     assert!(h.subscribe(3, Format::Browser).is_err());
     assert_eq!(h.reader_count(), 0);
 }
+
+/// `Handle::finished` waits for the end without being a reader: the grace period still runs
+/// while it waits, and it resolves once the terminal event is in the log.
+#[tokio::test(start_paused = true)]
+async fn waiting_for_the_end_is_not_reading() {
+    let (w, h) = stream(false);
+    let waiter = {
+        let h = h.clone();
+        tokio::spawn(async move { h.finished().await })
+    };
+    let done = watch_abandoned(w, GRACE);
+    settle().await;
+    assert_eq!(h.reader_count(), 0);
+    sleep(FIRST_READER_WAIT.max(GRACE) + Duration::from_secs(1)).await;
+    assert!(
+        done.is_finished(),
+        "the waiter kept the stream from being abandoned"
+    );
+    assert!(!waiter.is_finished(), "resolved before the end");
+    let (_, w) = done.await.expect("watcher task");
+    w.finish_cancelled();
+    timeout(Duration::from_secs(1), waiter)
+        .await
+        .expect("resolved at the end")
+        .expect("waiter task");
+    // Once ended, at once.
+    timeout(Duration::from_millis(1), h.finished())
+        .await
+        .expect("an ended stream is finished");
+}

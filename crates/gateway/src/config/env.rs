@@ -15,6 +15,8 @@ pub const ENV_ALLOWED_HOSTS: &str = "SLUICE_ALLOWED_HOSTS";
 pub const ENV_KEEPALIVE_SECS: &str = "SLUICE_KEEPALIVE_SECS";
 pub const ENV_STREAM_GRACE_SECS: &str = "SLUICE_STREAM_GRACE_SECS";
 pub const ENV_STREAM_RETENTION_SECS: &str = "SLUICE_STREAM_RETENTION_SECS";
+pub const ENV_RESPONSES_RETENTION_SECS: &str = "SLUICE_RESPONSES_RETENTION_SECS";
+pub const ENV_RESPONSES_MAX_BYTES: &str = "SLUICE_RESPONSES_MAX_BYTES";
 pub const ENV_SHUTDOWN_GRACE_SECS: &str = "SLUICE_SHUTDOWN_GRACE_SECS";
 pub const ENV_UPSTREAM_CONNECT_TIMEOUT_SECS: &str = "SLUICE_UPSTREAM_CONNECT_TIMEOUT_SECS";
 pub const ENV_UPSTREAM_HEADERS_TIMEOUT_SECS: &str = "SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS";
@@ -50,7 +52,7 @@ pub const ENV_ANTHROPIC_API_KEY: &str = "ANTHROPIC_API_KEY";
 pub const ENV_ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
 
 /// Every variable above, for checks that must cover them all.
-pub const ALL_ENV: [&str; 39] = [
+pub const ALL_ENV: [&str; 41] = [
     ENV_CONFIG,
     ENV_ADDR,
     ENV_DEMO,
@@ -61,6 +63,8 @@ pub const ALL_ENV: [&str; 39] = [
     ENV_KEEPALIVE_SECS,
     ENV_STREAM_GRACE_SECS,
     ENV_STREAM_RETENTION_SECS,
+    ENV_RESPONSES_RETENTION_SECS,
+    ENV_RESPONSES_MAX_BYTES,
     ENV_SHUTDOWN_GRACE_SECS,
     ENV_UPSTREAM_CONNECT_TIMEOUT_SECS,
     ENV_UPSTREAM_HEADERS_TIMEOUT_SECS,
@@ -104,6 +108,11 @@ pub const DEFAULT_METRICS_REQUIRE_KEY: bool = false;
 pub const DEFAULT_KEEPALIVE_SECS: u64 = 15;
 pub const DEFAULT_STREAM_GRACE_SECS: u64 = 30;
 pub const DEFAULT_STREAM_RETENTION_SECS: u64 = 300;
+/// Seconds a finished Responses-API answer (`store` not false) is kept after its stream, for
+/// `GET /v1/responses/{id}` and `item_reference`; 0 keeps none.
+pub const DEFAULT_RESPONSES_RETENTION_SECS: u64 = 86_400;
+/// Bytes of those answers kept in memory (without Redis): the oldest go first.
+pub const DEFAULT_RESPONSES_MAX_BYTES: usize = 64 << 20;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_SECS: u64 =
     provider_adapter::provider::DEFAULT_CONNECT_TIMEOUT_SECS;
@@ -199,6 +208,14 @@ mod tests {
             (ENV_KEEPALIVE_SECS, n(DEFAULT_KEEPALIVE_SECS)),
             (ENV_STREAM_GRACE_SECS, n(DEFAULT_STREAM_GRACE_SECS)),
             (ENV_STREAM_RETENTION_SECS, n(DEFAULT_STREAM_RETENTION_SECS)),
+            (
+                ENV_RESPONSES_RETENTION_SECS,
+                n(DEFAULT_RESPONSES_RETENTION_SECS),
+            ),
+            (
+                ENV_RESPONSES_MAX_BYTES,
+                DEFAULT_RESPONSES_MAX_BYTES.to_string(),
+            ),
             (ENV_SHUTDOWN_GRACE_SECS, n(DEFAULT_SHUTDOWN_GRACE_SECS)),
             (
                 ENV_UPSTREAM_CONNECT_TIMEOUT_SECS,

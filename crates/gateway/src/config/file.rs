@@ -19,6 +19,9 @@ pub struct FileConfig {
     pub keepalive_secs: Option<u64>,
     pub stream_grace_secs: Option<u64>,
     pub stream_retention_secs: Option<u64>,
+    /// Finished Responses-API answers kept after their streams; 0: none.
+    pub responses_retention_secs: Option<u64>,
+    pub responses_max_bytes: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
     pub upstream_connect_timeout_secs: Option<u64>,
     pub upstream_headers_timeout_secs: Option<u64>,

@@ -85,6 +85,10 @@ pub struct Settings {
     pub keepalive: Duration,
     pub stream_grace: Duration,
     pub stream_retention: Duration,
+    /// How long a finished Responses-API answer is kept after its stream (zero: not kept).
+    pub responses_retention: Duration,
+    /// Bytes of those answers kept in memory (without Redis).
+    pub responses_max_bytes: usize,
     pub shutdown_grace: Duration,
     pub timeouts: provider_adapter::Timeouts,
     pub max_body_bytes: usize,

@@ -115,6 +115,16 @@ pub(super) fn read(file: &FileConfig, flags: &Flags, r: &mut Reader) -> Read {
         file.stream_retention_secs,
         DEFAULT_STREAM_RETENTION_SECS,
     );
+    let responses_retention = r.num(
+        Key::new(ENV_RESPONSES_RETENTION_SECS, "responses_retention_secs"),
+        file.responses_retention_secs,
+        DEFAULT_RESPONSES_RETENTION_SECS,
+    );
+    let responses_max_bytes = r.num(
+        Key::new(ENV_RESPONSES_MAX_BYTES, "responses_max_bytes"),
+        file.responses_max_bytes,
+        DEFAULT_RESPONSES_MAX_BYTES,
+    );
     let shutdown_grace = r.num(
         Key::new(ENV_SHUTDOWN_GRACE_SECS, "shutdown_grace_secs"),
         file.shutdown_grace_secs,
@@ -193,6 +203,8 @@ pub(super) fn read(file: &FileConfig, flags: &Flags, r: &mut Reader) -> Read {
         keepalive: secs(keepalive.value),
         stream_grace: secs(stream_grace.value),
         stream_retention: secs(stream_retention.value),
+        responses_retention: secs(responses_retention.value),
+        responses_max_bytes: responses_max_bytes.value,
         shutdown_grace: secs(shutdown_grace.value),
         timeouts: provider_adapter::Timeouts {
             connect,
@@ -387,6 +399,32 @@ mod tests {
             e.message.starts_with("'also-nowhere' is not a HOST:PORT"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_responses_store_settings() {
+        let s = Settings::resolve(FileConfig::default(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.responses_retention, Duration::from_secs(86_400));
+        assert_eq!(s.responses_max_bytes, 64 << 20);
+        let file =
+            parse_toml("responses_retention_secs = 0\nresponses_max_bytes = 1000\n").unwrap();
+        let s = Settings::resolve(file.clone(), &Flags::default(), &Vars::new()).unwrap();
+        assert_eq!(s.responses_retention, Duration::ZERO);
+        assert_eq!(s.responses_max_bytes, 1000);
+        let v = vars(&[
+            ("SLUICE_RESPONSES_RETENTION_SECS", "60"),
+            ("SLUICE_STREAM_RETENTION_SECS", "1"),
+        ]);
+        let s = Settings::resolve(file, &Flags::default(), &v).unwrap();
+        assert_eq!(s.responses_retention, Duration::from_secs(60));
+        assert_eq!(s.stream_retention, Duration::from_secs(1));
+        let e = Settings::resolve(
+            FileConfig::default(),
+            &Flags::default(),
+            &vars(&[("SLUICE_RESPONSES_MAX_BYTES", "lots")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "SLUICE_RESPONSES_MAX_BYTES");
     }
 
     /// Resolving does not look at the machine: an unset relay bound stays unset (worked out

@@ -14,6 +14,7 @@ mod chats;
 mod copy;
 mod log;
 mod redis_log;
+mod responses_store;
 mod tails;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use relay::{Format, Handle, Registry, RelayError, StreamId};
 pub use chats::Chats;
 pub use log::{owner_lost, replication_lost, LocalStreamLog, Published, RemoteStream, StreamLog};
 pub use redis_log::{RedisStreamLog, CANCEL_CHANNEL};
+pub use responses_store::ResponsesStore;
 
 use crate::config::OnFailure;
 use crate::error::GatewayError;
@@ -41,6 +43,8 @@ pub struct Streams {
     lifecycle: Lifecycle,
     /// Which stream each chat of the AI SDK's UI stream runs now (`/v1/ui/chat`).
     pub chats: Chats,
+    /// Finished Responses-API answers, kept after their streams (`/v1/responses`).
+    pub responses: ResponsesStore,
 }
 
 /// What [`Streams::cancel`] did.
@@ -60,6 +64,7 @@ impl Streams {
     pub fn in_memory(registry: Arc<Registry>, lifecycle: Lifecycle) -> Self {
         Self {
             chats: Chats::new(registry.clone(), None, lifecycle.clone()),
+            responses: ResponsesStore::disabled(),
             registry,
             log: Arc::new(LocalStreamLog),
             shared: None,
@@ -85,11 +90,20 @@ impl Streams {
         )?;
         Ok(Self {
             chats: Chats::new(registry.clone(), Some(shared.clone()), lifecycle.clone()),
+            responses: ResponsesStore::disabled(),
             registry,
             log,
             shared: Some(shared),
             lifecycle,
         })
+    }
+
+    /// Keeps finished Responses-API answers `ttl` (zero: not at all), in Redis when streams are
+    /// shared, else in memory up to `max_bytes` (see [`ResponsesStore`]).
+    #[must_use]
+    pub fn keep_responses(mut self, ttl: Duration, max_bytes: usize) -> Self {
+        self.responses = ResponsesStore::new(ttl, max_bytes, self.shared.clone());
+        self
     }
 
     /// Owner side: makes a new local stream findable by the other instances (see

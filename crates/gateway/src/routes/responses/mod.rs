@@ -3,7 +3,8 @@
 //! replayed from after N and then live), `POST /v1/responses/{id}/cancel`. Every response
 //! runs as a relay stream (see `super::dialect`): its id is `resp_<stream ID>`, and the
 //! stream's encoder (`relay`'s Responses dialect) writes the events and the object. The
-//! request translation is [`request`]; what leads ids back to streams is [`retained`].
+//! request translation is [`request`]; what leads ids back to streams, or to the objects kept
+//! after them, is [`retained`].
 
 pub mod request;
 pub mod retained;
@@ -95,6 +96,10 @@ async fn answer(
     chat.request_id = request_id;
     let mut begun = dialect::begin(state, caller, arrival, chat, labels).await?;
     begun.started = begun.started.rename_tools(t.tool_names);
+    // `store` defaults to true, as OpenAI has it.
+    if req.get("store") != Some(&Value::Bool(false)) {
+        retained::keep_at_end(state, begun.handle());
+    }
     let mut resp = if t.stream {
         begun.stream(state, Format::Responses, hint)
     } else {
@@ -160,7 +165,17 @@ pub async fn get(
             )
         })?),
     };
-    let handle = retained::open(&state, &caller, &id, after.unwrap_or(0)).await?;
+    let handle = match retained::find(&state, &caller, &id, after.unwrap_or(0)).await? {
+        retained::Found::Stream(handle) => handle,
+        retained::Found::Kept(object) if !streaming => return Ok(Json(object).into_response()),
+        retained::Found::Kept(_) => {
+            return Err(GatewayError::NotFound(format!(
+                "the events of response '{id}' have expired (they are kept {}s); the response \
+                 object is still available without stream=true",
+                state.settings.stream_retention.as_secs()
+            )))
+        }
+    };
     if !streaming {
         return Ok(Json(handle.body(Format::Responses).unwrap_or_default()).into_response());
     }
@@ -199,7 +214,11 @@ pub async fn cancel(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
-    let handle = retained::open(&state, &caller, &id, 0).await?;
+    let handle = match retained::find(&state, &caller, &id, 0).await? {
+        retained::Found::Stream(handle) => handle,
+        // Its stream ended long ago: cancelling changes nothing.
+        retained::Found::Kept(object) => return Ok(Json(object).into_response()),
+    };
     state
         .streams
         .cancel(handle.id().as_str(), caller.team_name())

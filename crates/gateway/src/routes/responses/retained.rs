@@ -1,7 +1,9 @@
 //! Sluice's retained responses: a response id (`resp_<stream>`) and an output item id
 //! (`msg_<stream>_<n>`, `rs_…`, `fc_…`) lead back to the relay stream they came from, which
-//! holds the response for as long as the stream is retained. A stream belongs to the team that
-//! started it: to another team it does not exist.
+//! holds the response (and its events) for as long as the stream is retained; after that, to
+//! the object kept in the responses store ([`crate::streams::ResponsesStore`]), which
+//! [`keep_at_end`] puts there when the stream ends. A response belongs to the team that started
+//! it: to another team it does not exist.
 
 use std::collections::HashMap;
 
@@ -60,6 +62,55 @@ pub async fn open(
     Ok(handle)
 }
 
+/// Where a response was found: its relay stream (events and object), or only its kept object.
+pub enum Found {
+    Stream(Handle),
+    Kept(Value),
+}
+
+/// Response `id` of the caller's team: its relay stream while it is retained, else the object
+/// the store kept.
+pub async fn find(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    after: u64,
+) -> Result<Found, GatewayError> {
+    let missing = match open(state, caller, id, after).await {
+        Ok(handle) => return Ok(Found::Stream(handle)),
+        Err(e) => e,
+    };
+    if stream_of_response(id).is_none() {
+        return Err(missing);
+    }
+    match state.streams.responses.get(id, caller.team_name()).await? {
+        Some(object) => Ok(Found::Kept(object)),
+        None => Err(missing),
+    }
+}
+
+/// Keeps the response of stream `handle` (just started by `POST /v1/responses`) in the store
+/// once the stream has ended, however it ends. The task waits without being a reader, so a
+/// generation whose client went away is still abandoned after its grace period.
+pub fn keep_at_end(state: &AppState, handle: Handle) {
+    if !state.streams.responses.is_enabled() {
+        return;
+    }
+    let task_state = state.clone();
+    state.lifecycle.spawn(async move {
+        handle.finished().await;
+        let Some(object) = handle.body(Format::Responses) else {
+            return;
+        };
+        let id = format!("resp_{}", handle.id().as_str());
+        task_state
+            .streams
+            .responses
+            .put(&id, handle.owner(), &object)
+            .await;
+    });
+}
+
 /// The output items that `ids` name, from the caller's retained responses. Ids that are
 /// not Sluice's, or whose response is gone or another team's, are left out (the translator
 /// then answers 400 naming them). Each stream is folded once.
@@ -71,10 +122,11 @@ pub async fn resolve(state: &AppState, caller: &Caller, ids: &[String]) -> HashM
             continue;
         };
         if !bodies.contains_key(stream) {
-            let body = open(state, caller, &format!("resp_{stream}"), 0)
-                .await
-                .ok()
-                .and_then(|h| h.body(Format::Responses));
+            let body = match find(state, caller, &format!("resp_{stream}"), 0).await {
+                Ok(Found::Stream(h)) => h.body(Format::Responses),
+                Ok(Found::Kept(object)) => Some(object),
+                Err(_) => None,
+            };
             bodies.insert(stream, body);
         }
         let item = bodies
