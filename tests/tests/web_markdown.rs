@@ -1,6 +1,8 @@
-//! The chat page's markdown renderer (`web/markdown.js`) under node's built-in test runner: the
-//! unit tests in `tests/web/*.test.mjs` (block and inline parsing, link safety, incremental
-//! rendering into a fake DOM, pathological inputs finishing in linear time).
+//! The chat page's modules under node's built-in test runner: the unit tests in
+//! `tests/web/*.test.mjs` -- the markdown renderer (`web/markdown.js`: block and inline parsing,
+//! link safety, incremental rendering into a fake DOM, pathological inputs finishing in linear
+//! time) and the conversation store (`web/store.js`: save and load, the recent list, quota
+//! errors, disabled storage, two tabs writing at once).
 //!
 //! The files are passed by name: a bare directory (`node --test tests/web/`) is searched by
 //! node 20 but taken as a module path by node 21 and later, and globs are not expanded by 20.
