@@ -3,7 +3,10 @@
 //
 // Layout -- one key per conversation, and no shared index:
 //   sluice.chat.conv.<id>  {id, title, model, created, updated, turns, pending}
-//   sluice.chat.current    the id of the conversation a reload shows (absent: a new, empty one)
+//   sluice.chat.current    the id of the conversation a reload shows (absent: a new, empty one);
+//                          kept in sessionStorage too (opts.session), so that a reload shows
+//                          the tab's own conversation when two tabs show two conversations.
+//                          localStorage's copy serves a new tab or a reopened browser.
 // Two tabs each write only the whole record of the conversation they show, so the last writer
 // of a conversation wins and turns of two tabs are never interleaved; a shared list of ids
 // would need read-modify-write cycles that two tabs can interleave. The recent list is
@@ -67,6 +70,7 @@ export function createStore(storage, opts = {}) {
   const now = opts.now || (() => Date.now());
   const max = opts.max || MAX_CONVERSATIONS;
   const maxChars = opts.maxChars || MAX_CONVERSATION_CHARS;
+  const session = opts.session || null;
   let enabled = !!storage;
   let told = false;
 
@@ -134,6 +138,7 @@ export function createStore(storage, opts = {}) {
     try {
       storage.removeItem(CONV + id);
       if (storage.getItem(CURRENT) === id) storage.removeItem(CURRENT);
+      if (session && session.getItem(CURRENT) === id) session.setItem(CURRENT, '');
     } catch {
       disable('disabled');
     }
@@ -187,12 +192,20 @@ export function createStore(storage, opts = {}) {
 
   function current() {
     if (!enabled) return null;
+    try {
+      // '' in the tab's session: this tab chose a new, empty conversation.
+      const mine = session ? session.getItem(CURRENT) : null;
+      if (mine != null) return mine || null;
+    } catch { /* no session storage: the shared value below */ }
     try { return storage.getItem(CURRENT) || null; } catch { disable('disabled'); return null; }
   }
 
   /** Which conversation a reload shows; null: a new, empty one. */
   function setCurrent(id) {
     if (!enabled) return;
+    try {
+      if (session) session.setItem(CURRENT, id || '');
+    } catch { /* the shared value still serves */ }
     try {
       if (id) storage.setItem(CURRENT, id); else storage.removeItem(CURRENT);
     } catch (e) {

@@ -6,6 +6,7 @@ mod access_guards;
 mod azure_and_headers;
 mod bad_requests;
 mod browser_chat;
+mod browser_persist;
 mod browser_teams;
 mod error_messages;
 mod eventsource_client;

@@ -217,3 +217,23 @@ test('two tabs: each writes its own conversation; the last writer of one convers
   tab2.save(x2);
   assert.equal(st.getItem('sluice.chat.conv.one'), before);
 });
+
+test('two tabs: each reload shows the tab\'s own conversation; a new tab the last one chosen', () => {
+  const st = new FakeStorage();
+  const t = clock();
+  const s1 = new FakeStorage();
+  const s2 = new FakeStorage();
+  const tab1 = createStore(st, { now: t, session: s1 });
+  const tab2 = createStore(st, { now: t, session: s2 });
+  tab1.save(conv('one', 'q1'));
+  tab1.setCurrent('one');
+  tab2.save(conv('two', 'q2'));
+  tab2.setCurrent('two');
+  assert.equal(createStore(st, { session: s1 }).current(), 'one');
+  assert.equal(createStore(st, { session: s2 }).current(), 'two');
+  assert.equal(createStore(st, { session: new FakeStorage() }).current(), 'two');
+  // New chat in tab 2: its reload is empty, tab 1 keeps its conversation.
+  tab2.setCurrent(null);
+  assert.equal(createStore(st, { session: s2 }).current(), null);
+  assert.equal(createStore(st, { session: s1 }).current(), 'one');
+});
