@@ -42,7 +42,7 @@ const store = createStore(storage, {
   onDisabled: (why) => {
     // Said once (the store calls this once), in its own line so other notices don't hide it.
     persistNotice.textContent = why === 'full'
-      ? 'Browser storage is full: this conversation is no longer kept, a reload will lose it.'
+      ? 'Browser storage is full: conversations are not kept any more, a reload will lose them.'
       : 'Browser storage is not available: conversations are not kept, a reload will lose them.';
     persistNotice.hidden = false;
   },

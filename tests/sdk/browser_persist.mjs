@@ -11,6 +11,7 @@
 //   5. switching between two conversations and deleting them (accessible buttons);
 //   6. a tab closed mid-answer and reopened after the stream expired (404): the kept text, an
 //      "interrupted" mark and a Retry that asks again;
+//      The same for a kept stream id the gateway never knew;
 //   7. Stop after a reload stops the stored stream (the upstream request is cancelled);
 //   8. two tabs answering at once keep two whole conversations, and each reload shows its own;
 //   9. localStorage throwing (private mode): the page works, without persistence, and says so once.
@@ -327,6 +328,32 @@ async function expired(context) {
   await page.close();
 }
 
+async function unknownStream(context) {
+  console.log('-- 6b. a kept answer whose stream the gateway does not know (404)');
+  const page = await openPage(context);
+  await page.evaluate(() => {
+    const c = {
+      id: 'unknownstream', model: 'scripted', title: '',
+      turns: [{ role: 'user', content: 'Asked elsewhere' },
+        { role: 'assistant', content: 'Half an answer', state: 'streaming' }],
+      pending: { turn: 1, streamId: 'no-such-stream-0123456789abcdef', lastEventId: 4, thinking: '', tools: [] },
+    };
+    window.sluice.store.save(c);
+    window.sluice.store.setCurrent(c.id);
+  });
+  await page.reload({ waitUntil: 'load' });
+  await page.waitForFunction(() => document.querySelector('article.msg.assistant')?.dataset.state === 'interrupted',
+    null, { timeout: STEP_MS });
+  const s = await snapshot(page);
+  result('the kept text stays, marked interrupted, with Retry', s.text === 'Half an answer' &&
+    s.marks.includes('interrupted') && s.retry === 1, `${short(s.text)} ${JSON.stringify(s.marks)}`);
+  const kept = (await stored(page)).unknownstream;
+  result('it is kept as interrupted (a reload does not try again)',
+    kept && kept.pending === null && kept.turns[1].state === 'interrupted' && kept.turns[1].content === 'Half an answer');
+  await page.getByRole('button', { name: 'Delete conversation: Asked elsewhere' }).click();
+  await page.close();
+}
+
 async function stopAfterReload(context) {
   console.log('-- 7. Stop after a reload');
   const page = await openPage(context);
@@ -432,6 +459,7 @@ async function main() {
     await switchAndDelete(page, q1);
     await page.close();
     await expired(context);
+    await unknownStream(context);
     await stopAfterReload(context);
     await context.close();
     await twoTabs(browser);
