@@ -176,7 +176,7 @@ const turnsOf = (c) => c.turns.map((t) => `${t.role}:${t.content}`);
 
 async function reloadMidAnswer(page) {
   console.log('-- 1. reload in the middle of an answer');
-  const q = 'Tell me slowly [pace=120]';
+  const q = 'Tell me slowly [pace=200]';
   await send(page, q);
   // Wait until the page has kept a few events, then reload.
   await page.waitForFunction(() => window.sluice.text.length > 40 && window.sluice.lastEventId >= 5,
@@ -291,7 +291,7 @@ async function switchAndDelete(page, q1) {
 async function expired(context) {
   console.log('-- 6. a tab closed mid-answer, reopened after the stream expired');
   let page = await openPage(context);
-  const q = 'Expire me [pace=30]';
+  const q = 'Expire me [pace=100]';
   await send(page, q);
   await page.waitForFunction(() => window.sluice.text.length > 30 && window.sluice.lastEventId >= 3,
     null, { timeout: STEP_MS });
@@ -358,7 +358,7 @@ async function stopAfterReload(context) {
   console.log('-- 7. Stop after a reload');
   const page = await openPage(context);
   await page.click('#new');
-  const q = 'Stop me after a reload [pace=150]';
+  const q = 'Stop me after a reload [pace=200]';
   await send(page, q);
   await page.waitForFunction(() => window.sluice.lastEventId >= 2, null, { timeout: STEP_MS });
   const rec = requests[requests.length - 1];
