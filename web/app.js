@@ -696,7 +696,14 @@ window.addEventListener('storage', (e) => {
 // A reload, a closed tab, a phone discarding a background tab: save the answer in progress
 // now rather than up to SAVE_MS later. While the page goes away the browser cuts its event
 // stream, and that error must not be kept as the answer's end: the next page resumes it.
+// Chromium cuts it between beforeunload and pagehide, so both set the flag. No timer clears
+// it (a slow reload keeps the old page alive for a while); the user touching the page again
+// does, as does a return from the back-forward cache. A cut ignored by mistake costs nothing
+// kept: the stored answer is still "streaming", which a later load resumes.
 window.addEventListener('beforeunload', () => { leaving = true; });
+for (const type of ['pointerdown', 'keydown']) {
+  document.addEventListener(type, () => { leaving = false; }, { capture: true, passive: true });
+}
 window.addEventListener('pagehide', () => { leaving = true; if (cur) saveAnswer(cur); });
 window.addEventListener('pageshow', () => { leaving = false; }); // back from the bfcache
 document.addEventListener('visibilitychange', () => {
