@@ -12,7 +12,7 @@
 //   6. a tab closed mid-answer and reopened after the stream expired (404): the kept text, an
 //      "interrupted" mark and a Retry that asks again;
 //      The same for a kept stream id the gateway never knew;
-//   7. Stop after a reload stops the stored stream (the upstream request is cancelled);
+//   7. Stop after a (slow) reload stops the stored stream (the upstream request is cancelled);
 //   8. two tabs answering at once keep two whole conversations, and each reload shows its own;
 //   9. localStorage throwing (private mode): the page works, without persistence, and says so once.
 //
@@ -362,7 +362,12 @@ async function stopAfterReload(context) {
   await send(page, q);
   await page.waitForFunction(() => window.sluice.lastEventId >= 2, null, { timeout: STEP_MS });
   const rec = requests[requests.length - 1];
+  // A slow reload: the new document takes 1.5 s to come, so the old page lives on after its
+  // stream was cut. That cut must not be kept as the answer's end.
+  const slow = async (route) => { await sleep(1500); await route.continue(); };
+  await page.route(`${origin}/`, slow);
   await reload(page);
+  await page.unroute(`${origin}/`, slow);
   await page.waitForFunction(() => window.sluice.lastEventId >= 4 &&
     document.querySelector('article.msg.assistant').dataset.state === 'streaming', null, { timeout: STEP_MS });
   await page.click('#stop');
