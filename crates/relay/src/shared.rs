@@ -319,6 +319,10 @@ impl Shared {
                 } else {
                     grace.max(first_wait)
                 };
+                if wait.is_zero() {
+                    // No grace: abandoned as the last reader leaves, without a timer's tick.
+                    return;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(wait) => return,
                     () = changed => {}

@@ -92,6 +92,11 @@ impl Admission {
     pub fn team(&self) -> Option<Arc<str>> {
         self.charge.as_ref().map(|c| c.team.name.clone())
     }
+
+    /// The team's `on_disconnect` (as the config said at admission), if it sets one.
+    pub fn on_disconnect(&self) -> Option<crate::config::OnDisconnect> {
+        self.charge.as_ref().and_then(|c| c.team.on_disconnect)
+    }
 }
 
 /// What an admitted request holds: its token reservation and its stream slot.

@@ -204,6 +204,8 @@ mod tests {
             max_concurrent_streams: None,
             default_max_tokens: None,
             models: vec![],
+            on_disconnect: None,
+            grace_secs: None,
         };
         let w = Duration::from_secs(60);
         assert_eq!(TeamLimits::from_config(&t(Some(60), None), w).burst, 10);

@@ -93,7 +93,7 @@ use axum::http::{HeaderMap, HeaderName};
 use provider_adapter::ChatRequest;
 use serde_json::{json, Value};
 
-use crate::config::TeamConfig;
+use crate::config::{OnDisconnect, TeamConfig};
 use crate::error::GatewayError;
 pub use admission::Admission;
 pub use auth::{presented_key, AuthProblem};
@@ -112,6 +112,8 @@ pub struct Team {
     pub limits: TeamLimits,
     models: crate::glob::Patterns,
     usage: Arc<TeamUsage>,
+    /// `on_disconnect` / `grace_secs`; `None`: not set for this team.
+    pub on_disconnect: Option<OnDisconnect>,
     config: TeamConfig,
 }
 
@@ -152,6 +154,10 @@ impl Table {
                 limits: TeamLimits::from_config(&t, window),
                 models: crate::glob::Patterns::compiled(&t.models),
                 usage: usage.team(&t.name),
+                // Validated with the rest of the config; a bad one would mean "not set".
+                on_disconnect: OnDisconnect::parse(t.on_disconnect.as_deref(), t.grace_secs)
+                    .ok()
+                    .flatten(),
                 config: t,
             }));
         }

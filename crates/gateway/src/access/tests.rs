@@ -14,6 +14,8 @@ fn team(name: &str, key_hash: &str) -> TeamConfig {
         max_concurrent_streams: None,
         default_max_tokens: None,
         models: vec!["*".into()],
+        on_disconnect: None,
+        grace_secs: None,
     }
 }
 

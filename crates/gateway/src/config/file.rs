@@ -126,6 +126,10 @@ pub struct RouteConfig {
     /// How long a target that failed retryably is skipped (default
     /// [`DEFAULT_ROUTE_COOLDOWN_SECS`](super::DEFAULT_ROUTE_COOLDOWN_SECS); 0 = never).
     pub cooldown_secs: Option<u64>,
+    /// `grace` | `cancel`: what a client that goes away means (see `config::disconnect`).
+    pub on_disconnect: Option<String>,
+    /// The grace period of `on_disconnect = "grace"` (default `SLUICE_STREAM_GRACE_SECS`).
+    pub grace_secs: Option<u64>,
 }
 
 /// A `[[teams]]` entry (checked by `validate_teams`, at start and on reload).
@@ -148,6 +152,9 @@ pub struct TeamConfig {
     pub default_max_tokens: Option<u64>,
     #[serde(default = "all_models")]
     pub models: Vec<String>,
+    /// As a route's `on_disconnect`; with both, the stricter holds (see `config::disconnect`).
+    pub on_disconnect: Option<String>,
+    pub grace_secs: Option<u64>,
 }
 
 fn all_models() -> Vec<String> {

@@ -16,8 +16,10 @@
 //! - `web`: the allowed web origins and host names.
 //! - `teams`: `[[teams]]` and the `/metrics` keys.
 //! - `providers`, `routes`: `[[providers]]` (with the env shortcuts) and `[[routes]]`.
+//! - `disconnect`: `on_disconnect` and `grace_secs` (routes and teams), and which wins.
 //! - `error`: [`ConfigError`], and the problems collected on the way.
 
+mod disconnect;
 mod env;
 mod error;
 mod file;
@@ -34,6 +36,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use disconnect::{Disconnect, OnDisconnect, MAX_GRACE_SECS};
 pub use env::*;
 pub use error::ConfigError;
 pub use file::{

@@ -6,7 +6,9 @@ use std::time::Duration;
 use crate::glob;
 
 use super::error::Problems;
-use super::{ConfigError, ProviderSettings, RouteConfig, DEFAULT_ROUTE_COOLDOWN_SECS};
+use super::{
+    ConfigError, OnDisconnect, ProviderSettings, RouteConfig, DEFAULT_ROUTE_COOLDOWN_SECS,
+};
 
 /// How a route orders its targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub struct RouteSettings {
     pub targets: Vec<(String, String)>,
     pub strategy: Strategy,
     pub cooldown: Duration,
+    /// `on_disconnect` / `grace_secs`; `None`: not set here.
+    pub on_disconnect: Option<OnDisconnect>,
 }
 
 /// Checks `[[routes]]` against the providers (the env shortcuts `openai` and `anthropic`
@@ -67,6 +71,16 @@ pub(super) fn resolve(
                 ));
                 ok = false;
                 Strategy::Fallback
+            }
+        };
+        let on_disconnect = match OnDisconnect::parse(r.on_disconnect.as_deref(), r.grace_secs) {
+            Ok(o) => o,
+            Err(problems) => {
+                for (field, message) in problems {
+                    p.push(ConfigError::new(key(field), message));
+                }
+                ok = false;
+                None
             }
         };
         if r.targets.is_empty() {
@@ -114,6 +128,7 @@ pub(super) fn resolve(
                 cooldown: Duration::from_secs(
                     r.cooldown_secs.unwrap_or(DEFAULT_ROUTE_COOLDOWN_SECS),
                 ),
+                on_disconnect,
             });
         }
     }
@@ -166,5 +181,69 @@ mod tests {
             s.routes[0].cooldown,
             Duration::from_secs(DEFAULT_ROUTE_COOLDOWN_SECS)
         );
+    }
+
+    #[test]
+    fn disconnect_settings_of_routes_and_teams_are_checked_by_key() {
+        let team = |extra: &str| {
+            format!(
+                "[[teams]]\nname = \"t\"\napi_keys_sha256 = [\"{}\"]\n{extra}\n",
+                "0".repeat(64)
+            )
+        };
+        let file = parse_toml(&format!(
+            "[[routes]]\nmodel = \"a\"\ntargets = [\"openai:x\"]\non_disconnect = \"drop\"\n\
+             [[routes]]\nmodel = \"b\"\ntargets = [\"openai:x\"]\ngrace_secs = 0\n\
+             [[routes]]\nmodel = \"c\"\ntargets = [\"openai:x\"]\non_disconnect = \"cancel\"\ngrace_secs = 5\n\
+             {}{}",
+            team("grace_secs = 86400"),
+            team("on_disconnect = \"later\"").replace("\"t\"", "\"u\"").replace(
+                &"0".repeat(64),
+                &"1".repeat(64)
+            ),
+        ))
+        .unwrap();
+        let e = Settings::resolve(
+            file,
+            &Flags::default(),
+            &vars(&[("OPENAI_API_KEY", "sk-x")]),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "routes[0].on_disconnect",
+                "routes[1].grace_secs",
+                "routes[2].grace_secs",
+                "teams[0].grace_secs",
+                "teams[1].on_disconnect",
+            ],
+            "{e}"
+        );
+
+        let file = parse_toml(&format!(
+            "[[routes]]\nmodel = \"a\"\ntargets = [\"openai:x\"]\non_disconnect = \"cancel\"\n\
+             [[routes]]\nmodel = \"b\"\ntargets = [\"openai:x\"]\non_disconnect = \"grace\"\ngrace_secs = 2\n\
+             [[routes]]\nmodel = \"c\"\ntargets = [\"openai:x\"]\n{}",
+            team("on_disconnect = \"cancel\"")
+        ))
+        .unwrap();
+        let s = Settings::resolve(
+            file,
+            &Flags::default(),
+            &vars(&[("OPENAI_API_KEY", "sk-x")]),
+        )
+        .unwrap();
+        let on: Vec<_> = s.routes.iter().map(|r| r.on_disconnect).collect();
+        assert_eq!(
+            on,
+            [
+                Some(OnDisconnect::Cancel),
+                Some(OnDisconnect::Grace(Some(Duration::from_secs(2)))),
+                None
+            ]
+        );
+        assert_eq!(s.teams[0].on_disconnect.as_deref(), Some("cancel"));
     }
 }

@@ -5,7 +5,7 @@ use crate::glob;
 
 use super::error::Problems;
 use super::source::Sourced;
-use super::{ConfigError, TeamConfig};
+use super::{ConfigError, OnDisconnect, TeamConfig};
 
 /// Checks the `[[teams]]` (at start, and on reload), reporting every problem.
 pub fn validate_teams(teams: &[TeamConfig]) -> Result<(), ConfigError> {
@@ -76,6 +76,11 @@ pub(super) fn check_teams(teams: &[TeamConfig], p: &mut Problems) {
                 key("default_max_tokens"),
                 "must be at least 1",
             ));
+        }
+        if let Err(problems) = OnDisconnect::parse(t.on_disconnect.as_deref(), t.grace_secs) {
+            for (field, message) in problems {
+                p.push(ConfigError::new(key(field), message));
+            }
         }
         for (j, m) in t.models.iter().enumerate() {
             if let Err(e) = glob::validate(m) {

@@ -8,11 +8,16 @@
 //! for `POST /v1/chat/completions`, inside the response body of its first reader, so that each
 //! token goes from the upstream to the client without waking a second task; if that client goes
 //! away first, the pump moves to a task of its own and the grace period rules apply.
+//!
+//! How long a pump runs on once its last reader is gone is decided per generation, when it
+//! starts: the route's and the team's `on_disconnect` (see `config::disconnect`), `"cancel"`
+//! being no grace at all; a stream that exists to be resumed ([`Started::resumable`]) keeps a
+//! grace period whatever they say.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use provider_adapter::{AdapterError, ChatRequest, EventStream, StreamEvent};
@@ -20,6 +25,7 @@ use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
 use tracing::Instrument;
 
 use crate::access::{estimate, Admission};
+use crate::config::Disconnect;
 use crate::error::GatewayError;
 use crate::metrics::{Outcome, StreamLabels};
 use crate::net::socket::{FlushHint, BURST_GAP};
@@ -44,6 +50,10 @@ struct Context {
     arrival: Instant,
     /// When the upstream request was sent.
     sent: Instant,
+    /// How long the pump runs on with no reader (zero: cancel as the last one leaves).
+    grace: Duration,
+    /// The grace of a stream that exists to be resumed ([`Started::resumable`]).
+    resumable_grace: Duration,
 }
 
 /// A generation whose upstream has answered, ready to be pumped.
@@ -101,6 +111,11 @@ pub async fn start(
     let published = state.streams.publish(writer.handle());
     // If the caller goes away during the await, the admission is dropped with this future and
     // charges the prompt estimate: the upstream was working on it.
+    let disconnect = Disconnect::decide(
+        plan.on_disconnect(),
+        admission.on_disconnect(),
+        state.settings.stream_grace,
+    );
     let mut admission = admission;
     admission.sent_upstream();
     let sent = Instant::now();
@@ -125,6 +140,8 @@ pub async fn start(
                     labels,
                     arrival,
                     sent,
+                    grace: disconnect.grace(false, state.settings.stream_grace),
+                    resumable_grace: disconnect.grace(true, state.settings.stream_grace),
                 },
                 provider: target.provider.name.clone(),
             })
@@ -172,6 +189,14 @@ impl Started {
     /// The name of the provider that served.
     pub fn provider(&self) -> &str {
         &self.provider
+    }
+
+    /// Marks a stream that exists to be resumed (`POST /v1/streams`, the AI SDK's UI stream):
+    /// it keeps a grace period after its last reader leaves even where `on_disconnect` says
+    /// `"cancel"`.
+    pub fn resumable(mut self) -> Self {
+        self.context.grace = self.context.resumable_grace;
+        self
     }
 
     /// Renames tool calls from the upstream's names to the client's (`renames`: upstream →
@@ -267,7 +292,7 @@ async fn pump(
     // batch against the estimate of what was used, and topped up a chunk at a time.
     let mut budget = admission.tokens_taken();
     let prompt_estimate = admission.prompt_estimate();
-    let abandoned = writer.abandoned(state.settings.stream_grace);
+    let abandoned = writer.abandoned(context.grace);
     let cancelled = writer.cancelled();
     let shutdown = state.lifecycle.grace_over();
     tokio::pin!(abandoned, cancelled, shutdown);
@@ -277,7 +302,7 @@ async fn pump(
             _ = &mut cancelled => break End::Cancelled,
             _ = &mut shutdown => break End::Shutdown,
             _ = &mut abandoned => {
-                tracing::info!(stream = %writer.id().log_tag(), "no reader for the grace period: cancelling the upstream");
+                tracing::info!(stream = %writer.id().log_tag(), grace_secs = context.grace.as_secs(), "no reader for the grace period: cancelling the upstream");
                 break End::Cancelled;
             }
             item = next_or_panic(&mut upstream) => {

@@ -46,6 +46,13 @@ impl Begun {
         self.started.handle()
     }
 
+    /// Keeps a grace period after the last reader leaves whatever `on_disconnect` says (the UI
+    /// stream, which exists to be resumed; see `generation::Started::resumable`).
+    pub fn resumable(mut self) -> Self {
+        self.started = self.started.resumable();
+        self
+    }
+
     /// The streaming answer in `format`: the response is the stream's first reader and drives
     /// its pump (see `generation`). Carries `x-sluice-stream-id`, `x-sluice-provider` and the
     /// rate-limit headers.

@@ -51,7 +51,8 @@ async fn start(
     let headers = a.admission.headers.clone();
     let started = generation::start(state, &a.req, &a.plan, a.admission, a.labels, arrival).await?;
     let provider = started.provider().to_owned();
-    let handle = started.spawn(state);
+    // It exists to be resumed: it keeps its grace period whatever `on_disconnect` says.
+    let handle = started.resumable().spawn(state);
     let id = handle.id().as_str();
     let mut resp = (
         StatusCode::CREATED,

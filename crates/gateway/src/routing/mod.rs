@@ -236,6 +236,7 @@ mod tests {
                 .collect(),
             strategy,
             cooldown: Duration::from_secs(10),
+            on_disconnect: None,
         });
         r
     }

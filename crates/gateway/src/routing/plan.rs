@@ -6,7 +6,7 @@ use std::time::Instant;
 use provider_adapter::Provider;
 
 use super::rotation::{Cooldowns, RoundRobin};
-use crate::config::{RouteSettings, Strategy};
+use crate::config::{OnDisconnect, RouteSettings, Strategy};
 use crate::glob::Patterns;
 use crate::metrics::Label;
 
@@ -20,6 +20,7 @@ pub(super) struct Route {
     strategy: Strategy,
     round_robin: RoundRobin,
     cooldowns: Cooldowns,
+    on_disconnect: Option<OnDisconnect>,
 }
 
 impl Route {
@@ -32,6 +33,7 @@ impl Route {
             targets,
             strategy: r.strategy,
             round_robin: RoundRobin::default(),
+            on_disconnect: r.on_disconnect,
         }
     }
 
@@ -79,6 +81,11 @@ impl Plan<'_> {
     /// The route's name, when the request went through `[[routes]]`.
     pub fn route_name(&self) -> Option<&str> {
         self.route.map(|r| r.name.as_str())
+    }
+
+    /// The route's `on_disconnect`, when it went through one that sets it.
+    pub fn on_disconnect(&self) -> Option<OnDisconnect> {
+        self.route.and_then(|r| r.on_disconnect)
     }
 
     /// A target failed retryably at `now`: skip it for the route's cooldown.

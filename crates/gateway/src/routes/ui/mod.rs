@@ -115,7 +115,11 @@ async fn start(
     let t = request::translate(&value, default.as_deref()).map_err(invalid)?;
     let mut req = ChatRequest::from_map(t.body).map_err(GatewayError::from)?;
     req.request_id = request_id;
-    let begun = super::dialect::begin(state, caller, arrival, req, labels).await?;
+    // The UI stream exists to be resumed: it keeps its grace period whatever `on_disconnect`
+    // says.
+    let begun = super::dialect::begin(state, caller, arrival, req, labels)
+        .await?
+        .resumable();
     let handle = begun.handle();
     // Dropping `begun` on an error ends the stream as cancelled.
     state
