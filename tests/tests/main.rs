@@ -8,6 +8,7 @@ mod bad_requests;
 mod browser_chat;
 mod browser_persist;
 mod browser_teams;
+mod disconnect_policy;
 mod error_messages;
 mod eventsource_client;
 mod hostile_inputs;
