@@ -370,3 +370,34 @@ async fn a_cancelled_stream_is_charged_what_it_generated_so_far() {
     // The upstream's own count when it was cut: at least the five the client saw.
     assert!((5..50).contains(&reported), "{u2}");
 }
+
+/// The client leaves while the upstream is silent (a model thinking): no write to the client
+/// reveals it, and still the upstream is closed at once.
+#[tokio::test]
+async fn a_cancel_route_closes_a_silent_upstream_too() {
+    let mut steps = vec![sse_head(), chunk(data(&up_role()).as_bytes())];
+    for i in 0..3 {
+        steps.push(chunk(data(&up_text(&format!("t{i} "))).as_bytes()));
+    }
+    steps.push(Step::Sleep(Duration::from_secs(8)));
+    steps.push(end_chunks());
+    let up = serve(steps).await;
+    let sluice = Gateway::builder()
+        .config(&routed("p", &up, "smart", "on_disconnect = \"cancel\""))
+        .demo(false)
+        .start();
+    let r = post(
+        &sluice,
+        "/v1/chat/completions",
+        None,
+        &chat("smart", true, json!({})),
+    )
+    .await;
+    let left = leave_after(r, 2, &up, "silent").await;
+    let after = closed_within(&up, left, Duration::from_secs(6)).await;
+    assert!(
+        after.is_some_and(|a| a < CANCEL_WITHIN),
+        "the silent upstream was closed {after:?} after the client left; logs:\n{}",
+        sluice.logs()
+    );
+}
