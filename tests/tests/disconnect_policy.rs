@@ -25,14 +25,16 @@ const CANCEL_WITHIN: Duration = Duration::from_secs(1);
 const STILL_OPEN_AFTER: Duration = Duration::from_millis(1500);
 
 /// An upstream streaming `n` tokens (`t0 `, `t1 `, ...) `every` apart, then finishing; with
-/// `usage`, each token's chunk carries the usage so far, as vLLM's `continuous_usage_stats`.
+/// `usage`, each token's chunk carries the usage so far (as vLLM's `continuous_usage_stats`),
+/// counting ten tokens a chunk.
 fn slow_steps(n: usize, every: Duration, usage: bool) -> Vec<Step> {
     let mut steps = vec![sse_head(), chunk(data(&up_role()).as_bytes())];
     for i in 0..n {
         let mut c = up_text(&format!("t{i} "));
         if usage {
-            c["usage"] =
-                json!({"prompt_tokens": 7, "completion_tokens": i + 1, "total_tokens": 8 + i});
+            // Ten tokens a chunk: not what the gateway's estimate would say.
+            let n = 10 * (i + 1);
+            c["usage"] = json!({"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n});
         }
         steps.push(chunk(data(&c).as_bytes()));
         steps.push(Step::Sleep(every));
@@ -367,8 +369,12 @@ async fn a_cancelled_stream_is_charged_what_it_generated_so_far() {
     })
     .await;
     let reported = u2["completion_tokens"].as_u64().expect("completion_tokens") - completion;
-    // The upstream's own count when it was cut: at least the five the client saw.
-    assert!((5..50).contains(&reported), "{u2}");
+    // The upstream's own count when it was cut (ten a chunk): at least the five chunks the
+    // client saw, far from the 1000 of the whole answer.
+    assert!(
+        reported % 10 == 0 && (50..500).contains(&reported),
+        "{reported}: {u2}"
+    );
 }
 
 /// The client leaves while the upstream is silent (a model thinking): no write to the client
