@@ -35,15 +35,9 @@ impl OnDisconnect {
         grace_secs: Option<u64>,
     ) -> Result<Option<Self>, Vec<(&'static str, String)>> {
         let mut problems = Vec::new();
+        // 0 is accepted, as `SLUICE_STREAM_GRACE_SECS` accepts it: no grace, the same as
+        // "cancel" for the streams that follow the setting.
         let grace = match grace_secs {
-            Some(0) => {
-                problems.push((
-                    "grace_secs",
-                    "must be at least 1 (to cancel at once, write on_disconnect = \"cancel\")"
-                        .to_owned(),
-                ));
-                None
-            }
             Some(s) if s > MAX_GRACE_SECS => {
                 problems.push((
                     "grace_secs",
@@ -56,16 +50,9 @@ impl OnDisconnect {
         let parsed = match on_disconnect {
             None if grace_secs.is_none() => None,
             None | Some("grace") => Some(Self::Grace(grace)),
-            Some("cancel") => {
-                if grace_secs.is_some() {
-                    problems.push((
-                        "grace_secs",
-                        "only applies with on_disconnect = \"grace\" (this one says \"cancel\")"
-                            .to_owned(),
-                    ));
-                }
-                Some(Self::Cancel)
-            }
+            // A `grace_secs` beside "cancel" has nothing to time: it is accepted (a team may
+            // switch between the two by editing one line) and has no effect.
+            Some("cancel") => Some(Self::Cancel),
             Some(other) => {
                 problems.push((
                     "on_disconnect",
@@ -116,6 +103,8 @@ impl Disconnect {
         match self {
             Self::Cancel if resumable => global,
             Self::Cancel => Duration::ZERO,
+            // A grace of 0 is "cancel" by another name: a resumable stream keeps the global one.
+            Self::Grace(g) if resumable && g.is_zero() => global,
             Self::Grace(g) => g,
         }
     }
@@ -160,17 +149,20 @@ mod tests {
             fields(OnDisconnect::parse(Some("Cancel"), None)),
             ["on_disconnect"]
         );
-        assert_eq!(fields(OnDisconnect::parse(None, Some(0))), ["grace_secs"]);
+        assert_eq!(
+            OnDisconnect::parse(None, Some(0)),
+            Ok(Some(OnDisconnect::Grace(Some(Duration::ZERO))))
+        );
         assert_eq!(
             fields(OnDisconnect::parse(Some("grace"), Some(MAX_GRACE_SECS + 1))),
             ["grace_secs"]
         );
         assert_eq!(
-            fields(OnDisconnect::parse(Some("cancel"), Some(5))),
-            ["grace_secs"]
+            OnDisconnect::parse(Some("cancel"), Some(5)),
+            Ok(Some(OnDisconnect::Cancel))
         );
         assert_eq!(
-            fields(OnDisconnect::parse(Some("x"), Some(0))),
+            fields(OnDisconnect::parse(Some("x"), Some(MAX_GRACE_SECS + 1))),
             ["grace_secs", "on_disconnect"]
         );
     }
@@ -209,5 +201,7 @@ mod tests {
         assert_eq!(Disconnect::Cancel.grace(true, g), g);
         assert_eq!(Disconnect::Grace(S(2)).grace(false, g), S(2));
         assert_eq!(Disconnect::Grace(S(2)).grace(true, g), S(2));
+        assert_eq!(Disconnect::Grace(S(0)).grace(false, g), Duration::ZERO);
+        assert_eq!(Disconnect::Grace(S(0)).grace(true, g), g);
     }
 }

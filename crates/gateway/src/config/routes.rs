@@ -193,7 +193,7 @@ mod tests {
         };
         let file = parse_toml(&format!(
             "[[routes]]\nmodel = \"a\"\ntargets = [\"openai:x\"]\non_disconnect = \"drop\"\n\
-             [[routes]]\nmodel = \"b\"\ntargets = [\"openai:x\"]\ngrace_secs = 0\n\
+             [[routes]]\nmodel = \"b\"\ntargets = [\"openai:x\"]\ngrace_secs = 3601\n\
              [[routes]]\nmodel = \"c\"\ntargets = [\"openai:x\"]\non_disconnect = \"cancel\"\ngrace_secs = 5\n\
              {}{}",
             team("grace_secs = 86400"),
@@ -215,7 +215,6 @@ mod tests {
             [
                 "routes[0].on_disconnect",
                 "routes[1].grace_secs",
-                "routes[2].grace_secs",
                 "teams[0].grace_secs",
                 "teams[1].on_disconnect",
             ],
