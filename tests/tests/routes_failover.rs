@@ -161,7 +161,14 @@ async fn connect_failure_headers_timeout_and_429_fail_over_but_400_does_not() {
         assert_eq!(content_of(&check_openai_wire(&a.body), 0), "Hello");
     }
     assert_eq!(good.requests().len(), 3);
-    assert_eq!(silent.requests().len(), 1);
+    // The silent upstream records its request when its task gets to read it, which on a loaded
+    // machine can come after the gateway has given up on it and moved on.
+    assert!(
+        sluice_tests::wait::wait_until(Duration::from_secs(5), || silent.requests().len() == 1)
+            .await,
+        "the silent upstream got {} requests",
+        silent.requests().len()
+    );
     assert_eq!(limited.requests().len(), 1);
 
     let a = post_chat(&sluice, &chat("r-400", true, json!({})), LIMIT).await;
