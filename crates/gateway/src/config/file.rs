@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub upstream_connect_timeout_secs: Option<u64>,
     pub upstream_headers_timeout_secs: Option<u64>,
     pub upstream_response_timeout_secs: Option<u64>,
+    /// Also `SLUICE_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS`; 0 (default): off.
+    pub upstream_first_token_timeout_secs: Option<u64>,
     pub upstream_idle_timeout_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub relay_max_stream_bytes: Option<usize>,
@@ -126,6 +128,10 @@ pub struct RouteConfig {
     /// How long a target that failed retryably is skipped (default
     /// [`DEFAULT_ROUTE_COOLDOWN_SECS`](super::DEFAULT_ROUTE_COOLDOWN_SECS); 0 = never).
     pub cooldown_secs: Option<u64>,
+    /// Seconds from a target's headers to its first content before the next target is tried
+    /// (on the last target: the stream ends with `upstream_timeout`); 0: off on this route.
+    /// Unset: `upstream_first_token_timeout_secs`.
+    pub first_token_timeout_secs: Option<u64>,
 }
 
 /// A `[[teams]]` entry (checked by `validate_teams`, at start and on reload).

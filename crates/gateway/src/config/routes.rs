@@ -24,6 +24,8 @@ pub struct RouteSettings {
     pub targets: Vec<(String, String)>,
     pub strategy: Strategy,
     pub cooldown: Duration,
+    /// `first_token_timeout_secs`: `None` unset (the global value applies), zero off.
+    pub first_token_timeout: Option<Duration>,
 }
 
 /// Checks `[[routes]]` against the providers (the env shortcuts `openai` and `anthropic`
@@ -114,6 +116,7 @@ pub(super) fn resolve(
                 cooldown: Duration::from_secs(
                     r.cooldown_secs.unwrap_or(DEFAULT_ROUTE_COOLDOWN_SECS),
                 ),
+                first_token_timeout: r.first_token_timeout_secs.map(Duration::from_secs),
             });
         }
     }

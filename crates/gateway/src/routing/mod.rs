@@ -236,6 +236,7 @@ mod tests {
                 .collect(),
             strategy,
             cooldown: Duration::from_secs(10),
+            first_token_timeout: None,
         });
         r
     }

@@ -1,7 +1,7 @@
 //! One request's plan: the targets to try, in order, and what a target's failure or answer
 //! does to the plans of the requests after it (through its route's cooldowns).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use provider_adapter::Provider;
 
@@ -20,6 +20,8 @@ pub(super) struct Route {
     strategy: Strategy,
     round_robin: RoundRobin,
     cooldowns: Cooldowns,
+    /// `first_token_timeout_secs` (`None`: unset; zero: off).
+    first_token_timeout: Option<Duration>,
 }
 
 impl Route {
@@ -32,6 +34,7 @@ impl Route {
             targets,
             strategy: r.strategy,
             round_robin: RoundRobin::default(),
+            first_token_timeout: r.first_token_timeout,
         }
     }
 
@@ -79,6 +82,16 @@ impl Plan<'_> {
     /// The route's name, when the request went through `[[routes]]`.
     pub fn route_name(&self) -> Option<&str> {
         self.route.map(|r| r.name.as_str())
+    }
+
+    /// How long a target may take from its headers to its first content: the route's
+    /// `first_token_timeout_secs` if set (0: none), else `global`.
+    pub fn first_token_timeout(&self, global: Option<Duration>) -> Option<Duration> {
+        match self.route.and_then(|r| r.first_token_timeout) {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => global,
+        }
     }
 
     /// A target failed retryably at `now`: skip it for the route's cooldown.
