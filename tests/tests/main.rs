@@ -9,6 +9,7 @@ mod browser_chat;
 mod browser_persist;
 mod browser_teams;
 mod error_messages;
+mod first_token_failover;
 mod eventsource_client;
 mod hostile_inputs;
 mod long_answers;

@@ -170,4 +170,52 @@ mod tests {
             Duration::from_secs(DEFAULT_ROUTE_COOLDOWN_SECS)
         );
     }
+
+    #[test]
+    fn first_token_timeouts_per_route_and_global_and_their_keys() {
+        let toml = |route: &str, global: &str| {
+            format!(
+                "{global}[[providers]]\nname = \"p\"\nkind = \"openai\"\nmodels = [\"x\"]\n\
+                 [[routes]]\nmodel = \"smart\"\ntargets = [\"p:a\", \"p:b\"]\n{route}"
+            )
+        };
+        let resolve = |text: &str, env: &[(&str, &str)]| {
+            Settings::resolve(parse_toml(text).unwrap(), &Flags::default(), &vars(env))
+        };
+        // Off by default.
+        let s = resolve(&toml("", ""), &[]).unwrap();
+        assert_eq!(
+            (s.first_token_timeout, s.routes[0].first_token_timeout),
+            (None, None)
+        );
+        // The route's own value; the global one from TOML or the environment.
+        let s = resolve(
+            &toml(
+                "first_token_timeout_secs = 5\n",
+                "upstream_first_token_timeout_secs = 7\n",
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.routes[0].first_token_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(s.first_token_timeout, Some(Duration::from_secs(7)));
+        let s = resolve(
+            &toml("first_token_timeout_secs = 0\n", ""),
+            &[("SLUICE_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS", "3")],
+        )
+        .unwrap();
+        assert_eq!(s.first_token_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(s.routes[0].first_token_timeout, Some(Duration::ZERO));
+        // Errors name the key.
+        let e = resolve(
+            &toml("", ""),
+            &[("SLUICE_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS", "soon")],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "SLUICE_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS", "{e}");
+        let e = parse_toml(&toml("first_token_timeout_secs = -1\n", "")).unwrap_err();
+        assert_eq!(e.key, "routes[0].first_token_timeout_secs", "{e}");
+        let e = parse_toml(&toml("", "upstream_first_token_timeout_secs = \"x\"\n")).unwrap_err();
+        assert_eq!(e.key, "upstream_first_token_timeout_secs", "{e}");
+    }
 }
