@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice_tests::e2e::{
-    assert_error_shape, assert_failed_stream, chat, check_openai_wire, client, collect,
-    content_of, data, openai_provider, post_chat, provider, sse_steps, up_chunk, up_role,
-    up_stream, up_text, wait_until, Collected,
+    assert_error_shape, assert_failed_stream, chat, check_openai_wire, client, collect, content_of,
+    data, openai_provider, post_chat, provider, sse_steps, up_chunk, up_role, up_stream, up_text,
+    wait_until, Collected,
 };
 use sluice_tests::metric_with;
 use sluice_tests::scripted::{chunk, serve, sse_head, ScriptedUpstream, Step};
@@ -50,7 +50,9 @@ fn anthropic_event(v: &Value) -> String {
 
 /// Anthropic's `message_start` for message `id` of model `model`.
 fn message_start(id: &str, model: &str) -> String {
-    anthropic_event(&json!({"type":"message_start","message":{"id":id,"type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}}))
+    anthropic_event(
+        &json!({"type":"message_start","message":{"id":id,"type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}}),
+    )
 }
 
 /// An Anthropic upstream: 200, `message_start`, a ping, then `event: error` `overloaded_error`.
@@ -155,7 +157,11 @@ async fn anthropic_overloaded_before_content_is_served_by_the_next_target_as_if_
         prov("good", &direct_up),
         route("smart", &["good:m"], "")
     ));
-    let body = chat("smart", true, json!({"stream_options": {"include_usage": true}}));
+    let body = chat(
+        "smart",
+        true,
+        json!({"stream_options": {"include_usage": true}}),
+    );
     let a = post_chat(&s, &body, LIMIT).await;
     let d = post_chat(&direct, &body, LIMIT).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -184,9 +190,13 @@ async fn anthropic_overloaded_before_content_is_served_by_the_next_target_as_if_
 
 #[tokio::test]
 async fn an_openai_error_chunk_or_finish_reason_error_before_content_fails_over() {
-    let error_chunk = data(&json!({"error": {"message": "Internal error", "type": "server_error", "code": 502}}));
+    let error_chunk =
+        data(&json!({"error": {"message": "Internal error", "type": "server_error", "code": 502}}));
     let finish_error = data(&up_chunk(0, json!({}), Some("error")));
-    for (what, rest) in [("error chunk", error_chunk), ("finish_reason error", finish_error)] {
+    for (what, rest) in [
+        ("error chunk", error_chunk),
+        ("finish_reason error", finish_error),
+    ] {
         let bad = openai_failing(&rest).await;
         let good = healthy().await;
         let s = gateway(&format!(
@@ -201,7 +211,11 @@ async fn an_openai_error_chunk_or_finish_reason_error_before_content_fails_over(
         let events = check_openai_wire(&a.body);
         assert_eq!(content_of(&events, 0), "Hello", "{what}");
         no_trace_of_the_bad_target(&a.body);
-        assert_eq!(failovers(&s, "first_token", "bad", "good").await, (1, 1), "{what}");
+        assert_eq!(
+            failovers(&s, "first_token", "bad", "good").await,
+            (1, 1),
+            "{what}"
+        );
     }
 }
 
@@ -218,7 +232,11 @@ async fn silence_past_the_first_token_timeout_moves_on_and_drops_the_silent_upst
         "{}{}{}",
         prov("bad", &silent),
         prov("good", &good),
-        route("smart", &["bad:m", "good:m"], "first_token_timeout_secs = 1")
+        route(
+            "smart",
+            &["bad:m", "good:m"],
+            "first_token_timeout_secs = 1"
+        )
     ));
     let started = Instant::now();
     let a = post_chat(&s, &chat("smart", true, json!({})), LIMIT).await;
@@ -227,8 +245,14 @@ async fn silence_past_the_first_token_timeout_moves_on_and_drops_the_silent_upst
     assert_eq!(a.header("x-sluice-provider"), Some("good"));
     assert_eq!(content_of(&check_openai_wire(&a.body), 0), "Hello");
     no_trace_of_the_bad_target(&a.body);
-    assert!(took >= Duration::from_millis(950), "waited the timeout: {took:?}");
-    assert!(took < Duration::from_secs(15), "but not much longer: {took:?}");
+    assert!(
+        took >= Duration::from_millis(950),
+        "waited the timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "but not much longer: {took:?}"
+    );
     assert_eq!(failovers(&s, "first_token", "bad", "good").await, (1, 1));
     // The abandoned upstream's connection is closed.
     wait_until(Duration::from_secs(10), || silent.client_closed() >= 1).await;
@@ -262,7 +286,10 @@ async fn on_the_last_target_the_first_token_timeout_ends_the_stream_in_band() {
     // The last target is accepted at its headers: the response starts at once.
     let head = started.elapsed();
     assert_eq!(resp.status(), 200);
-    assert!(head < Duration::from_millis(900), "headers at once: {head:?}");
+    assert!(
+        head < Duration::from_millis(900),
+        "headers at once: {head:?}"
+    );
     let a = collect(resp, started, LIMIT).await;
     assert!(started.elapsed() >= Duration::from_millis(950));
     let events = check_openai_wire(&a.body);
@@ -298,7 +325,11 @@ async fn a_failure_after_the_first_content_is_in_band_and_the_next_target_is_nev
         "{}{}{}",
         prov("bad", &bad),
         prov("good", &good),
-        route("smart", &["bad:m", "good:m"], "first_token_timeout_secs = 5")
+        route(
+            "smart",
+            &["bad:m", "good:m"],
+            "first_token_timeout_secs = 5"
+        )
     ));
     let a = post_chat(&s, &chat("smart", true, json!({})), LIMIT).await;
     assert_eq!(a.status, 200);
@@ -308,12 +339,18 @@ async fn a_failure_after_the_first_content_is_in_band_and_the_next_target_is_nev
     assert_failed_stream(&events, "server_error");
     assert_eq!(good.requests().len(), 0, "never replayed");
     let m = s.metrics().await;
-    assert_eq!(metric_with(&m, "sluice_failovers_by_phase_total", &[]), 0, "{m}");
+    assert_eq!(
+        metric_with(&m, "sluice_failovers_by_phase_total", &[]),
+        0,
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn an_error_the_client_caused_before_content_is_not_failed_over() {
-    let too_long = data(&json!({"error": {"message": "This model's maximum context length is 8192 tokens", "type": "invalid_request_error", "code": "context_length_exceeded"}}));
+    let too_long = data(
+        &json!({"error": {"message": "This model's maximum context length is 8192 tokens", "type": "invalid_request_error", "code": "context_length_exceeded"}}),
+    );
     let bad = openai_failing(&too_long).await;
     let good = healthy().await;
     let s = gateway(&format!(
@@ -397,4 +434,57 @@ async fn anthropic_messages_from_an_overloaded_anthropic_target_fail_over_unseen
     assert_eq!(unid(&a.body), unid(&d.body));
     assert!(unid(&a.body).contains("\"msg_ID\""), "{}", a.body);
     assert_eq!(failovers(&s, "first_token", "bad", "good").await, (1, 1));
+}
+
+#[tokio::test]
+async fn the_responses_api_and_post_streams_fail_over_before_content_too() {
+    let bad = openai_failing(&data(&up_chunk(0, json!({}), Some("error")))).await;
+    let good = healthy().await;
+    let s = gateway(&format!(
+        "{}{}{}",
+        prov("bad", &bad),
+        prov("good", &good),
+        route("smart", &["bad:m", "good:m"], "cooldown_secs = 0")
+    ));
+    let resp = client()
+        .post(s.url("/v1/responses"))
+        .json(&json!({"model": "smart", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-sluice-provider"], "good");
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("event: response.completed"), "{body}");
+    assert!(!body.contains("response.failed"), "{body}");
+    assert!(body.contains("\"Hello\""), "{body}");
+    no_trace_of_the_bad_target(&body);
+
+    // A stream started for later readers: the same, and its readers see the good target only.
+    let resp = client()
+        .post(s.url("/v1/streams"))
+        .json(&chat("smart", true, json!({})))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(resp.status().as_u16() / 100, 2);
+    assert_eq!(resp.headers()["x-sluice-provider"], "good");
+    let v: Value = resp.json().await.expect("json");
+    let id = v["id"]
+        .as_str()
+        .or(v["stream_id"].as_str())
+        .expect("an id")
+        .to_owned();
+    let read = client()
+        .get(s.url(&format!("/v1/streams/{id}/events?format=openai")))
+        .send()
+        .await
+        .expect("events")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(content_of(&check_openai_wire(&read), 0), "Hello");
+    no_trace_of_the_bad_target(&read);
+    assert_eq!(failovers(&s, "first_token", "bad", "good").await, (2, 2));
+    assert_eq!(bad.requests().len(), 2);
 }

@@ -168,9 +168,18 @@ impl AdapterError {
             Self::Upstream { kind, code, .. } => {
                 let names_client = |s: &str| {
                     let s = s.to_ascii_lowercase();
-                    ["invalid_request", "invalid_argument", "context_length", "too_large", "not_found", "content_filter", "content_policy", "bad_request"]
-                        .iter()
-                        .any(|w| s.contains(w))
+                    [
+                        "invalid_request",
+                        "invalid_argument",
+                        "context_length",
+                        "too_large",
+                        "not_found",
+                        "content_filter",
+                        "content_policy",
+                        "bad_request",
+                    ]
+                    .iter()
+                    .any(|w| s.contains(w))
                         || s.parse::<u16>().is_ok_and(|n| {
                             (400..=499).contains(&n) && !matches!(n, 401 | 403 | 408 | 429)
                         })

@@ -197,7 +197,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(s.routes[0].first_token_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            s.routes[0].first_token_timeout,
+            Some(Duration::from_secs(5))
+        );
         assert_eq!(s.first_token_timeout, Some(Duration::from_secs(7)));
         let s = resolve(
             &toml("first_token_timeout_secs = 0\n", ""),

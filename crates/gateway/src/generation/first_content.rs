@@ -127,7 +127,8 @@ impl Stream for Deadline {
         if let Poll::Ready(item) = this.inner.poll_next_unpin(cx) {
             if this.sleep.is_some() {
                 match &item {
-                    Some(Ok(ev)) if !is_content(ev) && !matches!(ev, StreamEvent::Finish { .. }) => {}
+                    Some(Ok(ev))
+                        if !is_content(ev) && !matches!(ev, StreamEvent::Finish { .. }) => {}
                     _ => this.sleep = None,
                 }
             }
@@ -148,6 +149,8 @@ impl Stream for Deadline {
 }
 
 #[cfg(test)]
+// The upstream stream's own item type, error and all.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use provider_adapter::{ChoiceDelta, FinishReason, ResponseMeta, Usage};
@@ -226,7 +229,9 @@ mod tests {
         assert!(is_content(&d(|d| d.reasoning = Some("hm".into()))));
         assert!(is_content(&d(|d| d.refusal = Some("no".into()))));
         assert!(is_content(&d(|d| d.tool_calls.push(Default::default()))));
-        assert!(!is_content(&d(|d| d.reasoning_signature = Some("s".into()))));
+        assert!(!is_content(
+            &d(|d| d.reasoning_signature = Some("s".into()))
+        ));
     }
 
     #[tokio::test]
@@ -259,9 +264,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_after_content_is_the_streams() {
-        let s = hold(of(vec![Ok(meta()), Ok(text("a")), Err(overloaded())]), None, "p")
-            .await
-            .unwrap();
+        let s = hold(
+            of(vec![Ok(meta()), Ok(text("a")), Err(overloaded())]),
+            None,
+            "p",
+        )
+        .await
+        .unwrap();
         let got = all(s).await;
         assert_eq!(got.len(), 3);
         assert!(got[2].starts_with("error: "));
@@ -280,10 +289,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn silence_past_the_timeout_fails_the_attempt() {
-        let e = hold(then_silent(vec![Ok(meta())]), Some(Duration::from_secs(2)), "p")
-            .await
-            .err()
-            .unwrap();
+        let e = hold(
+            then_silent(vec![Ok(meta())]),
+            Some(Duration::from_secs(2)),
+            "p",
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(matches!(
             e,
             AdapterError::Timeout {
@@ -326,11 +339,9 @@ mod tests {
         );
         assert!(s.next().await.is_some());
         assert!(s.next().await.is_some());
-        assert!(
-            tokio::time::timeout(Duration::from_secs(60), s.next())
-                .await
-                .is_err()
-        );
+        assert!(tokio::time::timeout(Duration::from_secs(60), s.next())
+            .await
+            .is_err());
     }
 
     #[test]

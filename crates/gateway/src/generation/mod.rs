@@ -428,7 +428,9 @@ async fn pump(
 /// The upstream's next event. A panic while decoding it (a bug, but one an upstream's bytes could
 /// trigger) becomes an error that ends the stream, instead of a dead task whose readers would
 /// wait for an end that never comes.
-pub(crate) async fn next_or_panic(upstream: &mut EventStream) -> Option<Result<StreamEvent, AdapterError>> {
+pub(crate) async fn next_or_panic(
+    upstream: &mut EventStream,
+) -> Option<Result<StreamEvent, AdapterError>> {
     match std::panic::AssertUnwindSafe(upstream.next())
         .catch_unwind()
         .await
