@@ -220,6 +220,59 @@ async fn an_openai_error_chunk_or_finish_reason_error_before_content_fails_over(
 }
 
 #[tokio::test]
+async fn an_end_or_reset_before_content_fails_over_but_an_empty_finished_answer_serves() {
+    for (what, steps) in [
+        ("clean end", sse_steps([bad_role()])),
+        (
+            "reset",
+            vec![sse_head(), chunk(bad_role().as_bytes()), Step::Reset],
+        ),
+    ] {
+        let bad = serve(steps).await;
+        let good = healthy().await;
+        let s = gateway(&format!(
+            "{}{}{}",
+            prov("bad", &bad),
+            prov("good", &good),
+            route("smart", &["bad:m", "good:m"], "")
+        ));
+        let a = post_chat(&s, &chat("smart", true, json!({})), LIMIT).await;
+        assert_eq!(a.status, 200, "{what}: {}", a.body);
+        assert_eq!(a.header("x-sluice-provider"), Some("good"), "{what}");
+        assert_eq!(
+            content_of(&check_openai_wire(&a.body), 0),
+            "Hello",
+            "{what}"
+        );
+        no_trace_of_the_bad_target(&a.body);
+        assert_eq!(
+            failovers(&s, "first_token", "bad", "good").await,
+            (1, 1),
+            "{what}"
+        );
+    }
+    // A finish reason and no text: the model's answer is empty, and it is the answer.
+    let empty = serve(sse_steps([bad_role()
+        + &data(&up_chunk(0, json!({}), Some("stop")))
+        + "data: [DONE]\n\n"]))
+    .await;
+    let good = healthy().await;
+    let s = gateway(&format!(
+        "{}{}{}",
+        prov("bad", &empty),
+        prov("good", &good),
+        route("smart", &["bad:m", "good:m"], "")
+    ));
+    let a = post_chat(&s, &chat("smart", true, json!({})), LIMIT).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.header("x-sluice-provider"), Some("bad"));
+    let events = check_openai_wire(&a.body);
+    assert_eq!(content_of(&events, 0), "");
+    assert!(a.body.contains("\"finish_reason\":\"stop\""), "{}", a.body);
+    assert_eq!(good.requests().len(), 0);
+}
+
+#[tokio::test]
 async fn silence_past_the_first_token_timeout_moves_on_and_drops_the_silent_upstream() {
     let silent = serve(vec![
         sse_head(),

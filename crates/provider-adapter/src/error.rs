@@ -574,4 +574,34 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn in_stream_errors_the_client_caused_are_not_failed_over() {
+        let up = |kind: &str, code: Option<&str>| AdapterError::Upstream {
+            status: None,
+            kind: kind.into(),
+            message: "m".into(),
+            code: code.map(str::to_owned),
+            param: None,
+            retry_after: None,
+        };
+        for e in [
+            up("invalid_request_error", None),
+            up("x", Some("context_length_exceeded")),
+            up("error", Some("400")),
+        ] {
+            assert!(!e.is_retryable_before_content(), "{e:?}");
+            assert_eq!(e.http_status(), 400);
+        }
+        for e in [
+            up("overloaded_error", None),
+            up("rate_limit_error", None),
+            up("api_error", None),
+            up("upstream_error", None),
+            up("server_error", Some("502")),
+            up("x", Some("429")),
+        ] {
+            assert!(e.is_retryable_before_content(), "{e:?}");
+        }
+    }
 }

@@ -212,6 +212,35 @@ mod tests {
     }
 
     #[test]
+    fn after_the_headers_more_fails_over_but_never_what_the_client_caused() {
+        let in_stream = |kind: &str| AdapterError::Upstream {
+            status: None,
+            kind: kind.into(),
+            message: "m".into(),
+            code: None,
+            param: None,
+            retry_after: None,
+        };
+        let idle = AdapterError::Timeout {
+            provider: "p".into(),
+            phase: provider_adapter::TimeoutPhase::Idle,
+        };
+        let cut = AdapterError::Truncated("cut".into());
+        for e in [in_stream("overloaded_error"), idle, cut] {
+            assert!(!Attempt::from(e.clone()).is_retryable(), "{e:?}");
+            assert!(Attempt::first_token(e.clone()).is_retryable(), "{e:?}");
+        }
+        assert!(!Attempt::first_token(in_stream("invalid_request_error")).is_retryable());
+        // A status error is classified the same in either phase.
+        assert!(Attempt::first_token(http(503, None)).is_retryable());
+        assert!(!Attempt::first_token(http(400, None)).is_retryable());
+        assert_eq!(
+            (Phase::Headers.label(), Phase::FirstToken.label()),
+            ("headers", "first_token")
+        );
+    }
+
+    #[test]
     fn one_target_answers_with_its_own_error() {
         let e = fail(vec![http(503, None)]);
         assert!(matches!(e, GatewayError::Upstream(ref a) if a.upstream_status() == Some(503)));
