@@ -11,6 +11,7 @@ mod browser_teams;
 mod disconnect_policy;
 mod error_messages;
 mod eventsource_client;
+mod first_token_failover;
 mod hostile_inputs;
 mod long_answers;
 mod messages_api;

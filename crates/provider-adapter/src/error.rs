@@ -15,6 +15,8 @@ pub enum TimeoutPhase {
     Idle,
     /// A non-streaming answer did not arrive whole in time (its headers come with it).
     Response,
+    /// A stream's first content (text, reasoning or a tool call) did not come in time.
+    FirstToken,
 }
 
 impl fmt::Display for TimeoutPhase {
@@ -24,6 +26,7 @@ impl fmt::Display for TimeoutPhase {
             Self::Headers => "waiting for the upstream's response headers",
             Self::Idle => "waiting for the upstream's next bytes",
             Self::Response => "waiting for the upstream's answer",
+            Self::FirstToken => "waiting for the upstream's first token",
         })
     }
 }
@@ -136,6 +139,57 @@ impl AdapterError {
         }
     }
 
+    /// Whether a failure of a stream that answered 200 but sent no content yet (text,
+    /// reasoning or a tool call) moves on to the next target: everything [`Self::is_retryable`]
+    /// says, and also an error the upstream sent in the stream unless the client caused it
+    /// (invalid request, context length, content filter, not found: see
+    /// [`Self::is_client_error`]), a timeout while waiting for bytes or the first token, a
+    /// stream that ended or was cut, undecodable data. Nothing was shown yet, so another target
+    /// costs the client nothing but time.
+    pub fn is_retryable_before_content(&self) -> bool {
+        match self {
+            Self::Upstream { status: None, .. } => !self.is_client_error(),
+            Self::Timeout { phase, .. } => !matches!(phase, TimeoutPhase::Response),
+            Self::Truncated(_) | Self::Protocol(_) => true,
+            _ => self.is_retryable(),
+        }
+    }
+
+    /// Whether the upstream said the request itself is at fault: an HTTP 4xx other than 401,
+    /// 403, 408 and 429, or an in-stream error whose type or code names a client error
+    /// (`invalid_request_error`, `context_length_exceeded`, `request_too_large`,
+    /// `not_found_error`, a content filter), or a numeric code in that 4xx range.
+    pub fn is_client_error(&self) -> bool {
+        match self {
+            Self::InvalidRequest { .. } => true,
+            Self::Upstream {
+                status: Some(s), ..
+            } => matches!(*s, 400..=499) && !matches!(*s, 401 | 403 | 408 | 429),
+            Self::Upstream { kind, code, .. } => {
+                let names_client = |s: &str| {
+                    let s = s.to_ascii_lowercase();
+                    [
+                        "invalid_request",
+                        "invalid_argument",
+                        "context_length",
+                        "too_large",
+                        "not_found",
+                        "content_filter",
+                        "content_policy",
+                        "bad_request",
+                    ]
+                    .iter()
+                    .any(|w| s.contains(w))
+                        || s.parse::<u16>().is_ok_and(|n| {
+                            (400..=499).contains(&n) && !matches!(n, 401 | 403 | 408 | 429)
+                        })
+                };
+                names_client(kind) || code.as_deref().is_some_and(names_client)
+            }
+            _ => false,
+        }
+    }
+
     /// The HTTP status the gateway answers with for this error before its response headers.
     /// An upstream's 4xx is passed on; 529 (Anthropic overloaded) is 503, other 5xx 502: the
     /// gateway is the server that failed, not the upstream. The provider refusing the gateway's
@@ -151,6 +205,9 @@ impl AdapterError {
             },
             Self::Timeout { .. } => 504,
             Self::InvalidRequest { .. } => 400,
+            // An error the client caused, sent in a stream before any content (a status
+            // error's twin: the gateway answers with a status, not a stream).
+            Self::Upstream { status: None, .. } if self.is_client_error() => 400,
             Self::Upstream { status: None, .. }
             | Self::Connect(_)
             | Self::Auth { .. }
@@ -515,6 +572,36 @@ mod tests {
                 AdapterError::from_any_error_body(None, &not_an_error).is_none(),
                 "{not_an_error}"
             );
+        }
+    }
+
+    #[test]
+    fn in_stream_errors_the_client_caused_are_not_failed_over() {
+        let up = |kind: &str, code: Option<&str>| AdapterError::Upstream {
+            status: None,
+            kind: kind.into(),
+            message: "m".into(),
+            code: code.map(str::to_owned),
+            param: None,
+            retry_after: None,
+        };
+        for e in [
+            up("invalid_request_error", None),
+            up("x", Some("context_length_exceeded")),
+            up("error", Some("400")),
+        ] {
+            assert!(!e.is_retryable_before_content(), "{e:?}");
+            assert_eq!(e.http_status(), 400);
+        }
+        for e in [
+            up("overloaded_error", None),
+            up("rate_limit_error", None),
+            up("api_error", None),
+            up("upstream_error", None),
+            up("server_error", Some("502")),
+            up("x", Some("429")),
+        ] {
+            assert!(e.is_retryable_before_content(), "{e:?}");
         }
     }
 }

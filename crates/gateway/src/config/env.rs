@@ -22,6 +22,9 @@ pub const ENV_UPSTREAM_CONNECT_TIMEOUT_SECS: &str = "SLUICE_UPSTREAM_CONNECT_TIM
 pub const ENV_UPSTREAM_HEADERS_TIMEOUT_SECS: &str = "SLUICE_UPSTREAM_HEADERS_TIMEOUT_SECS";
 pub const ENV_UPSTREAM_IDLE_TIMEOUT_SECS: &str = "SLUICE_UPSTREAM_IDLE_TIMEOUT_SECS";
 pub const ENV_UPSTREAM_RESPONSE_TIMEOUT_SECS: &str = "SLUICE_UPSTREAM_RESPONSE_TIMEOUT_SECS";
+/// Seconds a stream may go from its upstream's headers to its first content (0, the default:
+/// no limit). Routes override it with `first_token_timeout_secs`.
+pub const ENV_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS: &str = "SLUICE_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS";
 pub const ENV_MAX_BODY_BYTES: &str = "SLUICE_MAX_BODY_BYTES";
 pub const ENV_RELAY_MAX_STREAM_BYTES: &str = "SLUICE_RELAY_MAX_STREAM_BYTES";
 pub const ENV_RELAY_MAX_TOTAL_BYTES: &str = "SLUICE_RELAY_MAX_TOTAL_BYTES";
@@ -52,7 +55,7 @@ pub const ENV_ANTHROPIC_API_KEY: &str = "ANTHROPIC_API_KEY";
 pub const ENV_ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
 
 /// Every variable above, for checks that must cover them all.
-pub const ALL_ENV: [&str; 41] = [
+pub const ALL_ENV: [&str; 42] = [
     ENV_CONFIG,
     ENV_ADDR,
     ENV_DEMO,
@@ -70,6 +73,7 @@ pub const ALL_ENV: [&str; 41] = [
     ENV_UPSTREAM_HEADERS_TIMEOUT_SECS,
     ENV_UPSTREAM_IDLE_TIMEOUT_SECS,
     ENV_UPSTREAM_RESPONSE_TIMEOUT_SECS,
+    ENV_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS,
     ENV_MAX_BODY_BYTES,
     ENV_RELAY_MAX_STREAM_BYTES,
     ENV_RELAY_MAX_TOTAL_BYTES,
@@ -233,6 +237,7 @@ mod tests {
                 ENV_UPSTREAM_RESPONSE_TIMEOUT_SECS,
                 n(DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_SECS),
             ),
+            (ENV_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS, n(0)),
             (ENV_MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES.to_string()),
             (
                 ENV_RELAY_MAX_STREAM_BYTES,

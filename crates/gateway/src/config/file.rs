@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub upstream_connect_timeout_secs: Option<u64>,
     pub upstream_headers_timeout_secs: Option<u64>,
     pub upstream_response_timeout_secs: Option<u64>,
+    /// Also `SLUICE_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS`; 0 (default): off.
+    pub upstream_first_token_timeout_secs: Option<u64>,
     pub upstream_idle_timeout_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub relay_max_stream_bytes: Option<usize>,
@@ -130,6 +132,10 @@ pub struct RouteConfig {
     pub on_disconnect: Option<String>,
     /// The grace period of `on_disconnect = "grace"` (default `SLUICE_STREAM_GRACE_SECS`).
     pub grace_secs: Option<u64>,
+    /// Seconds from a target's headers to its first content before the next target is tried
+    /// (on the last target: the stream ends with `upstream_timeout`); 0: off on this route.
+    /// Unset: `upstream_first_token_timeout_secs`.
+    pub first_token_timeout_secs: Option<u64>,
 }
 
 /// A `[[teams]]` entry (checked by `validate_teams`, at start and on reload).

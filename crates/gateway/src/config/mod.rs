@@ -94,6 +94,9 @@ pub struct Settings {
     pub responses_max_bytes: usize,
     pub shutdown_grace: Duration,
     pub timeouts: provider_adapter::Timeouts,
+    /// From a stream's headers to its first content (`None`: no limit); a route's own value
+    /// wins (see `RouteSettings::first_token_timeout`).
+    pub first_token_timeout: Option<Duration>,
     pub max_body_bytes: usize,
     pub relay_max_stream_bytes: usize,
     /// `None`: not configured; a share of the host's memory, worked out at start (see

@@ -28,6 +28,8 @@ pub struct RouteSettings {
     pub cooldown: Duration,
     /// `on_disconnect` / `grace_secs`; `None`: not set here.
     pub on_disconnect: Option<OnDisconnect>,
+    /// `first_token_timeout_secs`: `None` unset (the global value applies), zero off.
+    pub first_token_timeout: Option<Duration>,
 }
 
 /// Checks `[[routes]]` against the providers (the env shortcuts `openai` and `anthropic`
@@ -129,6 +131,7 @@ pub(super) fn resolve(
                     r.cooldown_secs.unwrap_or(DEFAULT_ROUTE_COOLDOWN_SECS),
                 ),
                 on_disconnect,
+                first_token_timeout: r.first_token_timeout_secs.map(Duration::from_secs),
             });
         }
     }
@@ -244,5 +247,56 @@ mod tests {
             ]
         );
         assert_eq!(s.teams[0].on_disconnect.as_deref(), Some("cancel"));
+    }
+
+    #[test]
+    fn first_token_timeouts_per_route_and_global_and_their_keys() {
+        let toml = |route: &str, global: &str| {
+            format!(
+                "{global}[[providers]]\nname = \"p\"\nkind = \"openai\"\nmodels = [\"x\"]\n\
+                 [[routes]]\nmodel = \"smart\"\ntargets = [\"p:a\", \"p:b\"]\n{route}"
+            )
+        };
+        let resolve = |text: &str, env: &[(&str, &str)]| {
+            Settings::resolve(parse_toml(text).unwrap(), &Flags::default(), &vars(env))
+        };
+        // Off by default.
+        let s = resolve(&toml("", ""), &[]).unwrap();
+        assert_eq!(
+            (s.first_token_timeout, s.routes[0].first_token_timeout),
+            (None, None)
+        );
+        // The route's own value; the global one from TOML or the environment.
+        let s = resolve(
+            &toml(
+                "first_token_timeout_secs = 5\n",
+                "upstream_first_token_timeout_secs = 7\n",
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            s.routes[0].first_token_timeout,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(s.first_token_timeout, Some(Duration::from_secs(7)));
+        let s = resolve(
+            &toml("first_token_timeout_secs = 0\n", ""),
+            &[("SLUICE_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS", "3")],
+        )
+        .unwrap();
+        assert_eq!(s.first_token_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(s.routes[0].first_token_timeout, Some(Duration::ZERO));
+        // Errors name the key.
+        let e = resolve(
+            &toml("", ""),
+            &[("SLUICE_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS", "soon")],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "SLUICE_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS", "{e}");
+        let e = parse_toml(&toml("first_token_timeout_secs = -1\n", "")).unwrap_err();
+        assert_eq!(e.key, "routes[0].first_token_timeout_secs", "{e}");
+        let e = parse_toml(&toml("", "upstream_first_token_timeout_secs = \"x\"\n")).unwrap_err();
+        assert_eq!(e.key, "upstream_first_token_timeout_secs", "{e}");
     }
 }

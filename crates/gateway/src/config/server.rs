@@ -94,6 +94,14 @@ pub(super) fn read(file: &FileConfig, flags: &Flags, r: &mut Reader) -> Read {
         r.at_least_1(t);
     }
     let [connect, headers, idle, response] = upstream.map(|t| secs(t.value));
+    let first_token_timeout = r.num(
+        Key::new(
+            ENV_UPSTREAM_FIRST_TOKEN_TIMEOUT_SECS,
+            "upstream_first_token_timeout_secs",
+        ),
+        file.upstream_first_token_timeout_secs,
+        0,
+    );
     let max_body_bytes = r.num(
         Key::new(ENV_MAX_BODY_BYTES, "max_body_bytes"),
         file.max_body_bytes,
@@ -212,6 +220,8 @@ pub(super) fn read(file: &FileConfig, flags: &Flags, r: &mut Reader) -> Read {
             idle,
             response,
         },
+        first_token_timeout: (first_token_timeout.value > 0)
+            .then(|| secs(first_token_timeout.value)),
         max_body_bytes: max_body_bytes.value,
         relay_max_stream_bytes: relay_max_stream_bytes.value,
         relay_max_total_bytes: relay_max_total_bytes.value,

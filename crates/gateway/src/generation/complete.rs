@@ -36,8 +36,8 @@ pub async fn complete(
     // If the client goes away during the await, the admission is dropped with this future and
     // charges the prompt estimate: the upstream was working on it.
     admission.sent_upstream();
-    let (completion, target) = match try_targets(&state.metrics, plan, req, |p, r| async move {
-        p.complete(&r).await
+    let (completion, target) = match try_targets(&state.metrics, plan, req, |p, r, _| async move {
+        Ok(p.complete(&r).await?)
     })
     .await
     {

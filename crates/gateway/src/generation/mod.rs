@@ -29,11 +29,12 @@ use crate::config::Disconnect;
 use crate::error::GatewayError;
 use crate::metrics::{Outcome, StreamLabels};
 use crate::net::socket::{FlushHint, BURST_GAP};
-use crate::routing::failover::try_targets;
+use crate::routing::failover::{try_targets, Attempt};
 use crate::routing::Plan;
 use crate::state::AppState;
 
 mod complete;
+pub mod first_content;
 mod summary;
 
 pub use complete::{complete, Answer};
@@ -119,8 +120,20 @@ pub async fn start(
     let mut admission = admission;
     admission.sent_upstream();
     let sent = Instant::now();
-    match try_targets(&state.metrics, plan, req, |p, r| async move {
-        p.stream(&r).await
+    // Every target but the last is held until its first content (see `first_content`); the
+    // last is accepted at its headers, under the first-token deadline if there is one.
+    let first_token = plan.first_token_timeout(state.settings.first_token_timeout);
+    match try_targets(&state.metrics, plan, req, |p, r, last| async move {
+        let upstream = p.stream(&r).await?;
+        if last {
+            return Ok(match first_token {
+                Some(t) => Box::pin(first_content::Deadline::new(upstream, t, &p.name)),
+                None => upstream,
+            });
+        }
+        first_content::hold(upstream, first_token, &p.name)
+            .await
+            .map_err(Attempt::first_token)
     })
     .await
     {
@@ -440,7 +453,9 @@ async fn pump(
 /// The upstream's next event. A panic while decoding it (a bug, but one an upstream's bytes could
 /// trigger) becomes an error that ends the stream, instead of a dead task whose readers would
 /// wait for an end that never comes.
-async fn next_or_panic(upstream: &mut EventStream) -> Option<Result<StreamEvent, AdapterError>> {
+pub(crate) async fn next_or_panic(
+    upstream: &mut EventStream,
+) -> Option<Result<StreamEvent, AdapterError>> {
     match std::panic::AssertUnwindSafe(upstream.next())
         .catch_unwind()
         .await

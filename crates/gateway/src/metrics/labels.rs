@@ -137,3 +137,8 @@ pub(super) struct FailoverLabels {
     pub(super) from: Label,
     pub(super) to: Label,
 }
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PhaseLabels {
+    pub(super) phase: &'static str,
+}

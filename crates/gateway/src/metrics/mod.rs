@@ -34,7 +34,8 @@ pub use labels::{
     empty_label, method_label, other_label, HttpLabels, Label, RequestLabels, Route, StreamLabels,
 };
 use labels::{
-    FailedLabels, FailoverLabels, ModelLabels, ProviderLabels, TokenLabels, UpstreamErrorLabels,
+    FailedLabels, FailoverLabels, ModelLabels, PhaseLabels, ProviderLabels, TokenLabels,
+    UpstreamErrorLabels,
 };
 pub use summary::{Outcome, Summary};
 
@@ -85,6 +86,7 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     upstream_requests: Family<ProviderLabels, Counter>,
     failovers: Family<FailoverLabels, Counter>,
+    failovers_by_phase: Family<PhaseLabels, Counter>,
     resumes: Counter,
     accept_errors: Counter,
     pub totals: Totals,
@@ -119,6 +121,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             upstream_requests: Family::default(),
             failovers: Family::default(),
+            failovers_by_phase: Family::default(),
             resumes: Counter::default(),
             accept_errors: Counter::default(),
             totals: Totals::default(),
@@ -191,6 +194,11 @@ impl Metrics {
             m.failovers.clone(),
         );
         r.register(
+            "sluice_failovers_by_phase",
+            "Moves from a route's target to the next one, by when the target failed: before its headers (headers) or after a 200 but before its first content (first_token)",
+            m.failovers_by_phase.clone(),
+        );
+        r.register(
             "sluice_stream_resumes",
             "Event stream reads that resumed from a position after the start (Last-Event-ID)",
             m.resumes.clone(),
@@ -255,6 +263,13 @@ impl Metrics {
                 from: from.clone(),
                 to: to.clone(),
             })
+            .inc();
+    }
+
+    /// A failover, by phase (`headers` | `first_token`), beside [`Self::failover`].
+    pub fn failover_phase(&self, phase: &'static str) {
+        self.failovers_by_phase
+            .get_or_create(&PhaseLabels { phase })
             .inc();
     }
 

@@ -1,5 +1,6 @@
-//! Failover: a plan's targets tried in turn before any response header is sent (never once a
-//! stream has started), and the one error that answers when every target failed.
+//! Failover: a plan's targets tried in turn before any response header is sent, and for a
+//! stream until its first content (never once content has been sent), and the one error that
+//! answers when every target failed.
 
 use std::future::Future;
 use std::time::Instant;
@@ -11,11 +12,62 @@ use super::{Plan, Target};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 
-/// Tries `plan`'s targets in turn with `call` (the request carrying each target's model) until
-/// one answers, and returns its answer and the target. A retryable failure moves on (and cools
-/// the target down); any other is returned at once. When every target failed: with one
-/// target, its error as is; with more, the last failure's status and a message naming each
-/// target tried and why.
+/// When an attempt failed: before its headers, or after a 200 but before its first content
+/// (`generation::first_content`). The label of `sluice_failovers_by_phase_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Headers,
+    FirstToken,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Headers => "headers",
+            Self::FirstToken => "first_token",
+        }
+    }
+}
+
+/// A failed attempt: the error and when it came.
+#[derive(Debug)]
+pub struct Attempt {
+    pub error: AdapterError,
+    pub phase: Phase,
+}
+
+impl Attempt {
+    pub fn first_token(error: AdapterError) -> Self {
+        Self {
+            error,
+            phase: Phase::FirstToken,
+        }
+    }
+
+    /// Whether the next target is tried: [`AdapterError::is_retryable`] before the headers,
+    /// [`AdapterError::is_retryable_before_content`] after them.
+    fn is_retryable(&self) -> bool {
+        match self.phase {
+            Phase::Headers => self.error.is_retryable(),
+            Phase::FirstToken => self.error.is_retryable_before_content(),
+        }
+    }
+}
+
+impl From<AdapterError> for Attempt {
+    fn from(error: AdapterError) -> Self {
+        Self {
+            error,
+            phase: Phase::Headers,
+        }
+    }
+}
+
+/// Tries `plan`'s targets in turn with `call` (the request carrying each target's model, and
+/// whether this target is the last to try) until one answers, and returns its answer and the
+/// target. A retryable failure moves on (and cools the target down); any other is returned at
+/// once. When every target failed: with one target, its error as is; with more, the last
+/// failure's status and a message naming each target tried and why.
 pub async fn try_targets<'a, T, F, Fut>(
     metrics: &Metrics,
     plan: &Plan<'a>,
@@ -23,15 +75,17 @@ pub async fn try_targets<'a, T, F, Fut>(
     mut call: F,
 ) -> Result<(T, Target<'a>), GatewayError>
 where
-    F: FnMut(&'a Provider, ChatRequest) -> Fut,
-    Fut: Future<Output = Result<T, AdapterError>>,
+    F: FnMut(&'a Provider, ChatRequest, bool) -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
 {
     let mut tried: Vec<(String, AdapterError)> = Vec::new();
-    let mut previous: Option<&Target<'a>> = None;
-    for t in &plan.targets {
-        if let Some(from) = previous {
+    let mut previous: Option<(&Target<'a>, Phase)> = None;
+    let last = plan.targets.len().saturating_sub(1);
+    for (i, t) in plan.targets.iter().enumerate() {
+        if let Some((from, phase)) = previous {
             metrics.failover(from.label, t.label);
-            tracing::info!(from = %from.describe(), to = %t.describe(), "failing over");
+            metrics.failover_phase(phase.label());
+            tracing::info!(from = %from.describe(), to = %t.describe(), phase = phase.label(), "failing over");
         }
         let mut r = req.clone();
         if let Some(m) = t.model {
@@ -40,20 +94,21 @@ where
                 .insert("model".into(), serde_json::Value::String(m.to_owned()));
         }
         metrics.upstream_request(t.label);
-        match call(t.provider, r).await {
+        match call(t.provider, r, i == last).await {
             Ok(v) => {
                 plan.served(t);
                 return Ok((v, t.clone()));
             }
-            Err(e) => {
-                metrics.upstream_error(t.label, &e);
-                tracing::warn!(provider = %t.provider.name, target = %t.describe(), error = %e, "upstream request failed");
-                if !e.is_retryable() {
-                    return Err(e.into());
+            Err(a) => {
+                let e = &a.error;
+                metrics.upstream_error(t.label, e);
+                tracing::warn!(provider = %t.provider.name, target = %t.describe(), error = %e, phase = a.phase.label(), "upstream request failed");
+                if !a.is_retryable() {
+                    return Err(a.error.into());
                 }
                 plan.failed(t, Instant::now());
-                tried.push((t.describe(), e));
-                previous = Some(t);
+                previous = Some((t, a.phase));
+                tried.push((t.describe(), a.error));
             }
         }
     }
@@ -154,6 +209,35 @@ mod tests {
             } => (status.as_u16(), code, message, retry_after),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn after_the_headers_more_fails_over_but_never_what_the_client_caused() {
+        let in_stream = |kind: &str| AdapterError::Upstream {
+            status: None,
+            kind: kind.into(),
+            message: "m".into(),
+            code: None,
+            param: None,
+            retry_after: None,
+        };
+        let idle = AdapterError::Timeout {
+            provider: "p".into(),
+            phase: provider_adapter::TimeoutPhase::Idle,
+        };
+        let cut = AdapterError::Truncated("cut".into());
+        for e in [in_stream("overloaded_error"), idle, cut] {
+            assert!(!Attempt::from(e.clone()).is_retryable(), "{e:?}");
+            assert!(Attempt::first_token(e.clone()).is_retryable(), "{e:?}");
+        }
+        assert!(!Attempt::first_token(in_stream("invalid_request_error")).is_retryable());
+        // A status error is classified the same in either phase.
+        assert!(Attempt::first_token(http(503, None)).is_retryable());
+        assert!(!Attempt::first_token(http(400, None)).is_retryable());
+        assert_eq!(
+            (Phase::Headers.label(), Phase::FirstToken.label()),
+            ("headers", "first_token")
+        );
     }
 
     #[test]

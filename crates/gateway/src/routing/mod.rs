@@ -237,8 +237,32 @@ mod tests {
             strategy,
             cooldown: Duration::from_secs(10),
             on_disconnect: None,
+            first_token_timeout: None,
         });
         r
+    }
+
+    #[test]
+    fn a_routes_first_token_timeout_wins_over_the_global_one() {
+        let global = Some(Duration::from_secs(30));
+        let mut r = router(Strategy::Fallback);
+        assert_eq!(r.plan("smart").unwrap().first_token_timeout(global), global);
+        assert_eq!(r.plan("a-x").unwrap().first_token_timeout(global), global);
+        for (model, secs) in [("quick", 5), ("patient", 0)] {
+            r.push_route(&RouteSettings {
+                model: model.into(),
+                targets: vec![("a".into(), "a-1".into())],
+                strategy: Strategy::Fallback,
+                cooldown: Duration::from_secs(10),
+                on_disconnect: None,
+                first_token_timeout: Some(Duration::from_secs(secs)),
+            });
+        }
+        let quick = r.plan("quick").unwrap().first_token_timeout(global);
+        assert_eq!(quick, Some(Duration::from_secs(5)));
+        // 0 on a route: no limit there, whatever the global setting.
+        assert_eq!(r.plan("patient").unwrap().first_token_timeout(global), None);
+        assert_eq!(r.plan("smart").unwrap().first_token_timeout(None), None);
     }
 
     fn tried(plan: &Plan<'_>) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! One request's plan: the targets to try, in order, and what a target's failure or answer
 //! does to the plans of the requests after it (through its route's cooldowns).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use provider_adapter::Provider;
 
@@ -21,6 +21,8 @@ pub(super) struct Route {
     round_robin: RoundRobin,
     cooldowns: Cooldowns,
     on_disconnect: Option<OnDisconnect>,
+    /// `first_token_timeout_secs` (`None`: unset; zero: off).
+    first_token_timeout: Option<Duration>,
 }
 
 impl Route {
@@ -34,6 +36,7 @@ impl Route {
             strategy: r.strategy,
             round_robin: RoundRobin::default(),
             on_disconnect: r.on_disconnect,
+            first_token_timeout: r.first_token_timeout,
         }
     }
 
@@ -86,6 +89,16 @@ impl Plan<'_> {
     /// The route's `on_disconnect`, when it went through one that sets it.
     pub fn on_disconnect(&self) -> Option<OnDisconnect> {
         self.route.and_then(|r| r.on_disconnect)
+    }
+
+    /// How long a target may take from its headers to its first content: the route's
+    /// `first_token_timeout_secs` if set (0: none), else `global`.
+    pub fn first_token_timeout(&self, global: Option<Duration>) -> Option<Duration> {
+        match self.route.and_then(|r| r.first_token_timeout) {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => global,
+        }
     }
 
     /// A target failed retryably at `now`: skip it for the route's cooldown.
