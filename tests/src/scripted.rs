@@ -173,3 +173,23 @@ pub async fn serve(steps: Vec<Step>) -> ScriptedUpstream {
     });
     ScriptedUpstream { addr, recorded }
 }
+
+/// A loopback address that refuses connections for as long as this value lives: its port is
+/// bound, so no other test's listener can be given it meanwhile (a port bound and then released
+/// can be), but nothing listens on it.
+pub struct RefusedPort {
+    _socket: tokio::net::TcpSocket,
+    pub addr: std::net::SocketAddr,
+}
+
+pub fn refused_port() -> RefusedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    RefusedPort {
+        _socket: socket,
+        addr,
+    }
+}

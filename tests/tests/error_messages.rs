@@ -36,10 +36,9 @@ async fn answering(status: u16) -> ScriptedUpstream {
 
 #[tokio::test]
 async fn a_connect_failure_names_the_provider_not_its_address() {
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    // A port that refuses connections (bound, not listening, held for the whole test).
+    let refused = sluice_tests::scripted::refused_port();
+    let closed = refused.addr;
     // Cut mid-stream: the in-band failure must not carry the address either.
     let cut = serve(vec![
         sse_head(),

@@ -128,11 +128,9 @@ async fn a_failing_target_is_tried_once_then_skipped_while_cooling_down() {
 
 #[tokio::test]
 async fn connect_failure_headers_timeout_and_429_fail_over_but_400_does_not() {
-    // A closed port: bound, then released.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    // A port that refuses connections (bound, not listening, held for the whole test).
+    let refused = sluice_tests::scripted::refused_port();
+    let closed = refused.addr;
     let silent = serve(vec![Step::Sleep(Duration::from_secs(60))]).await;
     let limited = failing(429, "retry-after: 7\r\n").await;
     let refused400 = failing(400, "").await;

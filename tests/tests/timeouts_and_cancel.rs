@@ -127,10 +127,9 @@ async fn a_keep_alive_before_the_first_event_is_a_lone_comment_line() {
 
 #[tokio::test]
 async fn a_refused_connection_is_502() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // A port that refuses connections (bound, not listening, held for the whole test).
+    let refused = sluice_tests::scripted::refused_port();
+    let port = refused.addr.port();
     let sluice = Gateway::builder()
         .config(&openai_provider(
             "up",
