@@ -37,6 +37,25 @@ pub fn body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Byt
     })
 }
 
+/// The request body as a JSON object (the dialects' requests), or a 400 naming the body.
+pub fn json_object(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<serde_json::Map<String, serde_json::Value>, GatewayError> {
+    let bytes = self::body(state, body)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(GatewayError::bad_request(
+            "body",
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(GatewayError::bad_request(
+            "body",
+            format!("the request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
 /// The request's ID (see `crate::request_id`) as text, for the upstream request.
 pub fn request_id_text(
     id: Option<axum::Extension<tower_http::request_id::RequestId>>,
@@ -101,11 +120,7 @@ pub async fn admit_request<'a>(
     if state.lifecycle.draining() {
         return Err(GatewayError::Draining);
     }
-    let plan = state
-        .router
-        .plan(&req.model)
-        .filter(|p| !p.targets.is_empty())
-        .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
+    let plan = plan(state, &req.model)?;
     let provider_label = plan.targets[0].label;
     labels.model = state.router.model_label(&req.model);
     // Once per client request, whatever number of targets it takes.
@@ -123,6 +138,15 @@ pub async fn admit_request<'a>(
     })
 }
 
+/// The targets that serve `model`, or 404 `model_not_found`.
+pub fn plan<'a>(state: &'a AppState, model: &str) -> Result<Plan<'a>, GatewayError> {
+    state
+        .router
+        .plan(model)
+        .filter(|p| !p.targets.is_empty())
+        .ok_or_else(|| GatewayError::ModelNotFound(model.to_owned()))
+}
+
 /// Names the provider that served a response (`x-sluice-provider`).
 pub fn served_by(resp: &mut Response, provider: &str) {
     if let Ok(v) = HeaderValue::from_str(provider) {
@@ -132,7 +156,11 @@ pub fn served_by(resp: &mut Response, provider: &str) {
 
 /// An SSE response over `body`: no compression, no proxy buffering, flushed per event.
 pub fn sse_response(body: SseBody) -> Response {
-    let body = axum::body::Body::from_stream(body);
+    sse_body(axum::body::Body::from_stream(body))
+}
+
+/// An SSE response over any event-stream body, with [`sse_response`]'s headers.
+pub fn sse_body(body: axum::body::Body) -> Response {
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(

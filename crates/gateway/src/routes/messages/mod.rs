@@ -61,7 +61,7 @@ fn parse(
     body: Result<Bytes, BytesRejection>,
     request_id: Option<String>,
 ) -> Result<ChatRequest, GatewayError> {
-    let client = client_body(state, body)?;
+    let client = super::json_object(state, body)?;
     let mut req = chat_request(&client)?;
     req.request_id = request_id;
     req.anthropic = Some(AnthropicNative {
@@ -132,11 +132,7 @@ async fn count(
     request_id: Option<String>,
 ) -> Result<u64, GatewayError> {
     let req = parse(state, headers, body, request_id)?;
-    let plan = state
-        .router
-        .plan(&req.model)
-        .filter(|p| !p.targets.is_empty())
-        .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
+    let plan = super::plan(state, &req.model)?;
     if !state.access.may_use(caller, &req.model) {
         return Err(GatewayError::Forbidden(format!(
             "your team may not use the model '{}'",
@@ -156,25 +152,6 @@ async fn count(
             tracing::warn!(provider = %target.provider.name, error = %e, "count_tokens upstream failed; answering the estimate");
             Ok(estimate::prompt_tokens(&req))
         }
-    }
-}
-
-/// The request body as a JSON object, or a 400.
-fn client_body(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Map<String, Value>, GatewayError> {
-    let bytes = super::body(state, body)?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(GatewayError::bad_request(
-            "body",
-            "the request body must be a JSON object",
-        )),
-        Err(e) => Err(GatewayError::bad_request(
-            "body",
-            format!("the request body is not valid JSON: {e}"),
-        )),
     }
 }
 

@@ -20,7 +20,7 @@ use axum::{Extension, Json};
 use provider_adapter::{AdapterError, ChatRequest};
 use relay::{Event, Format, Handle, RelayError};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tower_http::request_id::RequestId;
 
 use crate::access::Caller;
@@ -73,22 +73,7 @@ async fn answer(
     labels: &mut RequestLabels,
     request_id: Option<String>,
 ) -> Result<Response, GatewayError> {
-    let bytes = super::body(state, body)?;
-    let req: Map<String, Value> = match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => {
-            return Err(GatewayError::bad_request(
-                "body",
-                "request body must be a JSON object",
-            ))
-        }
-        Err(e) => {
-            return Err(GatewayError::bad_request(
-                "body",
-                format!("request body is not valid JSON: {e}"),
-            ))
-        }
-    };
+    let req = super::json_object(state, body)?;
     let ids = request::references(&req)?;
     let resolved = retained::resolve(state, caller, &ids).await;
     let t = request::translate(&req, &resolved)?;

@@ -31,12 +31,10 @@ pub fn stream_of_item(id: &str) -> Option<(&str, usize)> {
     valid_stream_id(stream).then_some((stream, n))
 }
 
-/// Stream IDs are 22 URL-safe characters; anything else is not one of ours (a client-made id
-/// such as Codex's `msg_<uuid>`), and is not looked up.
+/// Only what could be a stream ID Sluice made (`relay::StreamId::parse`): anything else (a
+/// client-made id such as Codex's `msg_<uuid>`) is not one of ours, and is not looked up.
 fn valid_stream_id(s: &str) -> bool {
-    s.len() == 22
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    relay::StreamId::parse(s).is_some()
 }
 
 fn not_found(id: &str) -> GatewayError {

@@ -18,7 +18,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::StreamExt;
@@ -162,14 +162,7 @@ fn continuing(
             pending = false;
             Ok(rename_start(&bytes, &message_id).unwrap_or(bytes))
         });
-    let mut resp = Response::new(axum::body::Body::from_stream(body));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let mut resp = super::sse_body(axum::body::Body::from_stream(body));
     super::dialect::finish_headers(&mut resp, &handle, &provider, begun.headers);
     resp
 }
