@@ -6,6 +6,7 @@ WHO=$1
 OUT=${OUT:-/work/bench-out/profile}; mkdir -p "$OUT"
 B=${BENCH:-${CARGO_TARGET_DIR:-target}/release/sluice-bench}
 S=${SLUICE:-${CARGO_TARGET_DIR:-target}/release/sluice}
+B=$(realpath "$B"); S=$(realpath "$S")
 cd $OUT
 $B mock-upstream --addr 127.0.0.1:18001 > $OUT/mock-$WHO.log 2>&1 &
 MOCK=$!
