@@ -385,6 +385,28 @@ mod tests {
     }
 
     #[test]
+    fn the_stream_lane_takes_its_steps_and_needs_the_bench_mock() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["sluice-bench", "suite", "--scenarios", "stream"];
+            args.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(args).expect("parse");
+            let Command::Suite(a) = cli.command else {
+                panic!("not suite")
+            };
+            a.into_opts(ScanMode::Fast)
+        };
+        let o = parse(&[]).expect("opts");
+        assert_eq!(o.stream.steps, crate::lane::DEFAULT_STEPS.to_vec());
+        assert_eq!(o.stream.c1_requests, 40);
+        // The knobs need the bench mock: chosen by default, refused to be replaced.
+        assert!(o.mock_program.is_some());
+        let o = parse(&["--stream-steps", "8,16", "--stream-c1-requests", "0"]).expect("opts");
+        assert_eq!(o.stream.steps, vec![8, 16]);
+        assert_eq!(o.stream.c1_requests, 1);
+        assert!(parse(&["--mock", "sluice"]).is_err());
+    }
+
+    #[test]
     fn rejects_bad_pairs() {
         assert!(pid_pairs(&["x".into()]).is_err());
         assert!(pid_pairs(&["x=y".into()]).is_err());
