@@ -12,7 +12,7 @@ use crate::load::{LoadSpec, Stop, Target};
 use crate::measure::{measure, Watch};
 use crate::prom::RELAY_METRICS;
 use crate::report::{self, Row};
-use crate::scenarios::{self, Other, OtherSpec, Scenario, SoakOpts, SuiteOpts};
+use crate::scenarios::{self, Other, OtherSpec, Scenario, SoakOpts, StreamOpts, SuiteOpts};
 use crate::sse::ScanMode;
 
 #[derive(Debug, Parser)]
@@ -107,6 +107,15 @@ pub struct SuiteArgs {
     /// Soak: seconds between samples.
     #[arg(long, default_value_t = 2.0)]
     pub sample_secs: f64,
+    /// Stream lane: the concurrency steps, comma-separated (default 64,128,256,512,1024,2048).
+    #[arg(long, value_delimiter = ',')]
+    pub stream_steps: Vec<usize>,
+    /// Stream lane: requests per target at C=1 for the added TTFT.
+    #[arg(long, default_value_t = 40)]
+    pub stream_c1_requests: u64,
+    /// Stream lane: seconds each target keeps starting streams at each step.
+    #[arg(long, default_value_t = 5.0)]
+    pub stream_step_secs: f64,
 }
 
 #[derive(Debug, Args)]
@@ -213,10 +222,18 @@ impl SuiteArgs {
             }
             others.push(Other { name, spec });
         }
+        // The stream lane shapes answers with the `mock` knobs, which a release `sluice
+        // mock-upstream` ignores: it needs the bench's mock.
+        let wants_knobs = self.scenarios.contains(&Scenario::Stream);
+        if wants_knobs && self.mock == MockKind::Sluice {
+            bail!(
+                "--scenarios stream needs --mock bench (the release sluice mock ignores the knobs)"
+            );
+        }
         let bench_mock = match self.mock {
             MockKind::Sluice => false,
             MockKind::Bench => true,
-            MockKind::Auto => others.iter().any(|o| o.name == "vllm-router"),
+            MockKind::Auto => wants_knobs || others.iter().any(|o| o.name == "vllm-router"),
         };
         let mock_program = if bench_mock {
             let exe = std::env::current_exe().context("this executable's path")?;
@@ -253,6 +270,15 @@ impl SuiteArgs {
                 concurrency: self.concurrency,
                 after: secs(self.after_secs, "--after-secs")?,
                 sample_every: secs(self.sample_secs, "--sample-secs")?,
+            },
+            stream: StreamOpts {
+                steps: if self.stream_steps.is_empty() {
+                    crate::lane::DEFAULT_STEPS.to_vec()
+                } else {
+                    self.stream_steps
+                },
+                c1_requests: self.stream_c1_requests.max(1),
+                step_secs: self.stream_step_secs,
             },
         })
     }
@@ -356,6 +382,28 @@ mod tests {
             OtherSpec::Url { pid: Some(42), .. }
         ));
         assert_eq!(o.soak.duration, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_stream_lane_takes_its_steps_and_needs_the_bench_mock() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["sluice-bench", "suite", "--scenarios", "stream"];
+            args.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(args).expect("parse");
+            let Command::Suite(a) = cli.command else {
+                panic!("not suite")
+            };
+            a.into_opts(ScanMode::Fast)
+        };
+        let o = parse(&[]).expect("opts");
+        assert_eq!(o.stream.steps, crate::lane::DEFAULT_STEPS.to_vec());
+        assert_eq!(o.stream.c1_requests, 40);
+        // The knobs need the bench mock: chosen by default, refused to be replaced.
+        assert!(o.mock_program.is_some());
+        let o = parse(&["--stream-steps", "8,16", "--stream-c1-requests", "0"]).expect("opts");
+        assert_eq!(o.stream.steps, vec![8, 16]);
+        assert_eq!(o.stream.c1_requests, 1);
+        assert!(parse(&["--mock", "sluice"]).is_err());
     }
 
     #[test]

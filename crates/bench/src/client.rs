@@ -188,6 +188,8 @@ pub struct Timing {
     pub ttft_us: u32,
     pub total_us: u32,
     pub tokens: u32,
+    /// The longest wait between two reads that carried content (0 with fewer than two).
+    pub max_gap_us: u32,
 }
 
 /// Sends one streaming chat request on `conn` and reads the answer to its end.
@@ -217,6 +219,7 @@ pub async fn stream_once(
     let mut ttft = None;
     let mut last = start;
     let mut tokens = 0u32;
+    let mut max_gap_us = 0u32;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             if let Some(g) = gaps.as_deref_mut() {
@@ -234,8 +237,12 @@ pub async fn stream_once(
         let now = Instant::now();
         if ttft.is_none() {
             ttft = Some(micros(now - start));
-        } else if let Some(g) = gaps.as_deref_mut() {
-            g.push(micros(now - last));
+        } else {
+            let gap = micros(now - last);
+            max_gap_us = max_gap_us.max(gap);
+            if let Some(g) = gaps.as_deref_mut() {
+                g.push(gap);
+            }
         }
         if let Some(g) = gaps.as_deref_mut() {
             g.extend(std::iter::repeat_n(0, n as usize - 1));
@@ -261,6 +268,7 @@ pub async fn stream_once(
         ttft_us: ttft.unwrap_or(total_us),
         total_us,
         tokens,
+        max_gap_us,
     })
 }
 

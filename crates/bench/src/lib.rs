@@ -19,6 +19,8 @@ pub mod chart;
 pub mod cli;
 /// hyper client connections and one timed streaming request.
 pub mod client;
+/// The stream lane's stall and hold rules.
+pub mod lane;
 /// One load run: workers, stop conditions, merged samples.
 pub mod load;
 /// One measured run: CPU, RSS and metrics around a load run.

@@ -100,6 +100,8 @@ pub struct RunResult {
     pub ttft_us: Vec<u32>,
     pub total_us: Vec<u32>,
     pub gaps_us: Vec<u32>,
+    /// Per successful stream, its longest gap between content reads.
+    pub max_gap_us: Vec<u32>,
     /// The run hit its hard limit and its workers were abandoned.
     pub aborted: bool,
 }
@@ -120,6 +122,7 @@ impl RunResult {
         self.ttft_us.extend(other.ttft_us);
         self.total_us.extend(other.total_us);
         self.gaps_us.extend(other.gaps_us);
+        self.max_gap_us.extend(other.max_gap_us);
         self.aborted |= other.aborted;
     }
 }
@@ -242,6 +245,7 @@ async fn worker(shared: Arc<Shared>, start_delay: Duration) -> RunResult {
                 out.tokens += u64::from(t.tokens);
                 out.ttft_us.push(t.ttft_us);
                 out.total_us.push(t.total_us);
+                out.max_gap_us.push(t.max_gap_us);
                 s.progress.ok.fetch_add(1, Ordering::Relaxed);
                 s.progress
                     .tokens

@@ -67,6 +67,10 @@ pub struct Row {
     pub ttft_ms: Summary,
     pub gap_ms: Summary,
     pub total_ms: Summary,
+    /// Each successful stream's longest gap between content reads.
+    pub max_gap_ms: Summary,
+    /// Successful streams with a gap over [`crate::lane::STALL`].
+    pub stalled: u64,
     pub procs: BTreeMap<String, ProcRow>,
     /// The gateway's metrics before the first round and after the last (Sluice only).
     pub metrics_before: Metrics,
@@ -133,6 +137,8 @@ impl Row {
             ttft_ms: Summary::of(&mut merged.ttft_us),
             gap_ms: Summary::of(&mut merged.gaps_us),
             total_ms: Summary::of(&mut merged.total_us),
+            stalled: crate::lane::stalled(&merged.max_gap_us, crate::lane::STALL),
+            max_gap_ms: Summary::of(&mut merged.max_gap_us),
             procs,
             metrics_before: runs
                 .first()

@@ -24,6 +24,9 @@ use crate::sse::ScanMode;
 use crate::stats::ratio;
 use crate::{chart, procfs, soak};
 
+#[path = "stream_lane.rs"]
+mod stream_lane;
+
 /// A scenario of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 pub enum Scenario {
@@ -37,6 +40,9 @@ pub enum Scenario {
     Retention,
     /// Sluice under steady load for minutes: RSS, relay bytes, errors over time.
     Soak,
+    /// Busbar's stream lane: 64 deltas 20 ms apart; added TTFT at C=1, then a concurrency
+    /// sweep with the stall and hold rules.
+    Stream,
 }
 
 /// The open-file limit the suite asks for (10,000 open streams through a gateway need 20,000
@@ -92,6 +98,18 @@ pub struct SuiteOpts {
     pub rounds: Option<usize>,
     pub duration: Option<Duration>,
     pub soak: SoakOpts,
+    pub stream: StreamOpts,
+}
+
+/// Stream lane settings.
+#[derive(Debug, Clone)]
+pub struct StreamOpts {
+    /// The concurrency sweep's steps.
+    pub steps: Vec<usize>,
+    /// Requests per target at C=1 (interleaved with the other targets, a few at a time).
+    pub c1_requests: u64,
+    /// Seconds each target keeps starting streams at each step (after a one-stream ramp).
+    pub step_secs: f64,
 }
 
 /// The running processes of one scenario.
@@ -183,6 +201,7 @@ pub async fn run(opts: SuiteOpts) -> anyhow::Result<()> {
             Scenario::Open => suite.open().await?,
             Scenario::Retention => suite.retention().await?,
             Scenario::Soak => suite.soak().await?,
+            Scenario::Stream => suite.stream().await?,
         };
         reports.push(report);
     }
