@@ -14,35 +14,30 @@
 //! being no grace at all; a stream that exists to be resumed ([`Started::resumable`]) keeps a
 //! grace period whatever they say.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use provider_adapter::{AdapterError, ChatRequest, EventStream, StreamEvent};
-use relay::{Delta, Driver, Failure, Handle, Meta, ToolCall, Usage, Writer};
-use tracing::Instrument;
+use relay::{Driver, Failure, Handle, Meta, Usage, Writer};
 
-use crate::access::{estimate, Admission};
+use crate::access::Admission;
 use crate::config::Disconnect;
 use crate::error::GatewayError;
-use crate::metrics::{Outcome, StreamLabels};
-use crate::net::socket::{FlushHint, BURST_GAP};
+use crate::metrics::StreamLabels;
+use crate::net::socket::FlushHint;
 use crate::routing::failover::{try_targets, Attempt};
 use crate::routing::Plan;
 use crate::state::AppState;
 
 mod complete;
 pub mod first_content;
+mod pump;
 mod summary;
 
 pub use complete::{complete, Answer};
-use summary::{finished, settle};
+pub(crate) use pump::next_or_panic;
 pub use summary::{Summary, Tokens};
-
-/// Most events appended before readers are woken (bounds a reader's wait behind a fast upstream).
-const MAX_BATCH: usize = 64;
 
 /// What a generation carries for its [`Summary`] besides its writer.
 struct Context {
@@ -238,282 +233,28 @@ impl Started {
     /// Runs the pump in a task of its own (streams whose readers come later).
     pub fn spawn(self, state: &AppState) -> Handle {
         let handle = self.handle();
-        state.lifecycle.spawn_generation(
-            pump(
-                state.clone(),
-                self.writer,
-                self.upstream,
-                self.admission,
-                self.context,
-                None,
-            )
-            .instrument(self.span),
-        );
+        state
+            .lifecycle
+            .spawn_generation(self.into_pump(state, None, None).run());
         handle
     }
 
     /// The pump as a [`Driver`] for the first reader's body to poll; handed to a task of its
     /// own if that body is dropped first. `hint` is the reader's connection's (see `conn`).
     pub fn into_driver(self, state: &AppState, hint: Option<FlushHint>) -> Driver {
+        // Counts the pump as running (shutdown waits for it) wherever it is polled.
         let token = state.lifecycle.generation_token();
-        let fut = pump(
-            state.clone(),
-            self.writer,
-            self.upstream,
-            self.admission,
-            self.context,
-            hint,
-        )
-        .instrument(self.span);
-        let tracked: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
-            fut.await;
-            drop(token);
-        });
-        Driver::new(tracked, state.lifecycle.generation_spawner())
+        let pump = self.into_pump(state, hint, Some(token));
+        Driver::new(Box::pin(pump.run()), state.lifecycle.generation_spawner())
     }
-}
 
-/// How the upstream's part of a generation ended.
-enum End {
-    Finished,
-    Failed(AdapterError),
-    /// The relay refused more (the per-stream memory bound); it failed the stream itself.
-    Refused,
-    /// The team's token budget could not cover what the stream generated past its
-    /// reservation.
-    OutOfTokens,
-    Cancelled,
-    Shutdown,
-}
-
-/// Runs a generation to its end. `admission` is held (a concurrency slot) until then and settled
-/// with the real usage. `hint` is told when upstream chunks come in a burst.
-async fn pump(
-    state: AppState,
-    mut writer: Writer,
-    mut upstream: EventStream,
-    mut admission: Admission,
-    context: Context,
-    hint: Option<FlushHint>,
-) {
-    let mut last_chunk = Instant::now();
-    let mut ttft = None;
-    let mut upstream_ttft = None;
-    // Bytes of generated text, to estimate the completion if the upstream reports no usage.
-    let mut text_bytes = 0u64;
-    // Tokens taken from the team's budget so far (`None`: no token limit); checked after each
-    // batch against the estimate of what was used, and topped up a chunk at a time.
-    let mut budget = admission.tokens_taken();
-    let prompt_estimate = admission.prompt_estimate();
-    let abandoned = writer.abandoned(context.grace);
-    let cancelled = writer.cancelled();
-    let shutdown = state.lifecycle.grace_over();
-    tokio::pin!(abandoned, cancelled, shutdown);
-    let end = loop {
-        tokio::select! {
-            biased;
-            _ = &mut cancelled => break End::Cancelled,
-            _ = &mut shutdown => break End::Shutdown,
-            _ = &mut abandoned => {
-                tracing::info!(stream = %writer.id().log_tag(), grace_secs = context.grace.as_secs(), "no reader for the grace period: cancelling the upstream");
-                break End::Cancelled;
-            }
-            item = next_or_panic(&mut upstream) => {
-                // Take every event already decoded from the same upstream read before waking
-                // the readers, so that they write them in one piece. One token per read (the
-                // usual pace of a model) is a batch of one: no added latency.
-                let mut batch = writer.batch();
-                let mut item = item;
-                let mut taken = 0;
-                let end = loop {
-                    match item {
-                        Some(Ok(ev)) => {
-                            if let StreamEvent::Delta(d) = &ev {
-                                text_bytes =
-                                    text_bytes.saturating_add(estimate::delta_text_bytes(d));
-                                // A delta always carries output (see `ChoiceDelta`): the
-                                // first one is the first token.
-                                if upstream_ttft.is_none() {
-                                    upstream_ttft = Some(context.sent.elapsed());
-                                }
-                            }
-                            if !apply(&mut batch, ev) {
-                                break Some(End::Refused);
-                            }
-                        }
-                        Some(Err(e)) => break Some(End::Failed(e)),
-                        None => break Some(End::Finished),
-                    }
-                    taken += 1;
-                    if taken == MAX_BATCH {
-                        break None;
-                    }
-                    match next_or_panic(&mut upstream).now_or_never() {
-                        Some(next) => item = next,
-                        None => break None,
-                    }
-                };
-                // Readers are woken here: the first token is now theirs to write.
-                drop(batch);
-                if ttft.is_none() && upstream_ttft.is_some() {
-                    ttft = Some(context.arrival.elapsed());
-                }
-                if let Some(end) = end {
-                    break end;
-                }
-                if let Some(limit) = budget {
-                    let used = prompt_estimate.saturating_add(
-                        estimate::streamed_completion_tokens(writer.last_id(), text_bytes),
-                    );
-                    if used > limit {
-                        // Once per chunk: the only store call (a Redis round trip) in the pump.
-                        match admission.take_more(used).await {
-                            Some(more) => budget = Some(more),
-                            None => break End::OutOfTokens,
-                        }
-                    }
-                }
-                if let Some(hint) = &hint {
-                    let now = Instant::now();
-                    if now.duration_since(last_chunk) < BURST_GAP {
-                        hint.burst();
-                    }
-                    last_chunk = now;
-                }
-            }
-        }
-    };
-    // The upstream connection closes before the stream's end is written.
-    drop(upstream);
-    let usage = writer.usage();
-    let cut_short = writer.last_id();
-    let stream = writer.id().log_tag().to_owned();
-    let resumes = writer.resumes();
-    let outcome = match end {
-        End::Finished => {
-            writer.finish();
-            Outcome::Completed
-        }
-        End::Cancelled => {
-            writer.finish_cancelled();
-            Outcome::Cancelled
-        }
-        // The relay failed the stream itself, with this type.
-        End::Refused => Outcome::Failed("stream_too_large"),
-        End::OutOfTokens => {
-            tracing::warn!(stream = %stream, team = %context.labels.team, "stream ended: the team's token budget is used up");
-            writer.fail(Failure {
-                message: "the team's token budget (tokens_per_minute) is used up; the answer was cut short".into(),
-                kind: "tokens".into(),
-                code: Some("rate_limit_exceeded".into()),
-                ..Default::default()
-            });
-            Outcome::Failed("tokens")
-        }
-        End::Failed(e) => {
-            tracing::warn!(stream = %stream, error = %e, "upstream stream failed");
-            state.metrics.upstream_error(&context.labels.provider, &e);
-            writer.fail(failure(&e));
-            Outcome::Failed(e.metric_kind())
-        }
-        End::Shutdown => {
-            writer.fail(Failure {
-                message: "the server is shutting down".into(),
-                kind: "server_shutdown".into(),
-                code: Some("server_shutdown".into()),
-                ..Default::default()
-            });
-            Outcome::Failed("server_shutdown")
-        }
-    };
-    let tokens = settle(
-        admission,
-        usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
-        // An estimate of what was generated: the log holds about one event per delta.
-        || estimate::streamed_completion_tokens(cut_short, text_bytes),
-    );
-    finished(
-        &state,
-        &Summary {
-            stream: Some(stream),
-            model: context.model,
-            labels: context.labels,
-            outcome,
-            ttft,
-            upstream_ttft,
-            duration: context.arrival.elapsed(),
-            prompt_tokens: tokens.prompt,
-            completion_tokens: tokens.completion,
-            usage_reported: tokens.reported,
-            resumes,
-        },
-    );
-}
-
-/// The upstream's next event. A panic while decoding it (a bug, but one an upstream's bytes could
-/// trigger) becomes an error that ends the stream, instead of a dead task whose readers would
-/// wait for an end that never comes.
-pub(crate) async fn next_or_panic(
-    upstream: &mut EventStream,
-) -> Option<Result<StreamEvent, AdapterError>> {
-    match std::panic::AssertUnwindSafe(upstream.next())
-        .catch_unwind()
-        .await
-    {
-        Ok(item) => item,
-        Err(_) => Some(Err(AdapterError::Protocol(
-            "internal error while decoding the upstream's stream".into(),
-        ))),
-    }
-}
-
-/// Appends one normalised event; false when the relay refuses more (memory bound).
-fn apply(writer: &mut Writer, ev: StreamEvent) -> bool {
-    match ev {
-        StreamEvent::Meta(m) => {
-            writer.set_meta(|meta| {
-                if let Some(id) = m.id {
-                    meta.id = id;
-                }
-                if let Some(model) = m.model {
-                    meta.model = model;
-                }
-                if let Some(c) = m.created {
-                    meta.created = c;
-                }
-                if m.system_fingerprint.is_some() {
-                    meta.system_fingerprint = m.system_fingerprint;
-                }
-            });
-            true
-        }
-        StreamEvent::Delta(d) => writer.push_delta(Delta {
-            choice: d.choice,
-            content: d.content,
-            reasoning: d.reasoning,
-            refusal: d.refusal,
-            tool_calls: d
-                .tool_calls
-                .into_iter()
-                .map(|t| ToolCall {
-                    index: t.index,
-                    id: t.id,
-                    name: t.name,
-                    arguments: t.arguments,
-                })
-                .collect(),
-            logprobs: d.logprobs,
-            signature: d.reasoning_signature,
-            first: false,
-        }),
-        StreamEvent::Finish { choice, reason } => {
-            writer.record_finish(choice, reason.as_str());
-            true
-        }
-        StreamEvent::Usage(u) => {
-            writer.record_usage(usage(u));
-            true
-        }
+    fn into_pump(
+        self,
+        state: &AppState,
+        hint: Option<FlushHint>,
+        token: Option<tokio_util::task::task_tracker::TaskTrackerToken>,
+    ) -> pump::Pump {
+        pump::Pump::new(state.clone(), self, hint, token)
     }
 }
 
