@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::metrics::{empty_label, HttpLabels, RequestLabels, Route};
 use crate::request_id;
@@ -56,13 +56,7 @@ pub fn app(state: AppState) -> Router {
         // A foreign origin or host learns nothing else, preflights included.
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         // The request's span, with its ID: every log line of the request carries it.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(log_response)
-                // Failures are logged by `log_response`, which can tell a refusal from one.
-                .on_failure(()),
-        )
+        .layer(middleware::from_fn(trace))
         .layer(PropagateRequestIdLayer::new(request_id::HEADER))
         .layer(SetRequestIdLayer::new(
             request_id::HEADER,
@@ -87,9 +81,20 @@ fn request_span(req: &Request) -> tracing::Span {
     )
 }
 
+/// Runs the request in its span and logs the answer. Not tower-http's `TraceLayer`: it also
+/// enters the span on every poll of the response body, twice per token of a stream, for no log
+/// line (a stream's pump logs in its span itself, see `generation`).
+async fn trace(req: Request, next: Next) -> Response {
+    let span = request_span(&req);
+    let start = std::time::Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| log_response(&resp, start.elapsed()));
+    resp
+}
+
 /// Logs each answered request: a refusal by design (over a team limit, `too_many_streams`,
 /// draining) at WARN with its reason; another 5xx at ERROR; the rest at DEBUG.
-fn log_response(resp: &Response, latency: std::time::Duration, _: &tracing::Span) {
+fn log_response(resp: &Response, latency: std::time::Duration) {
     let status = resp.status().as_u16();
     let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
     if let Some(crate::error::Refusal(reason)) = resp.extensions().get() {

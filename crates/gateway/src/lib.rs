@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 /// Every request error, and the one place it becomes an OpenAI-shaped HTTP response.
 pub mod error;
+/// A future polled only when its own waker fired (rare events next to per-token work).
+pub mod gate;
 /// One generation's life: start, pump from the upstream into the relay, end.
 pub mod generation;
 /// Model-name globs for routing and team permissions.

@@ -19,6 +19,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+
+use crate::gate::Gate;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
@@ -44,11 +46,13 @@ impl Lifecycle {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let stopped = self.stopped.clone();
+        // Gated: a connection's task is woken for every chunk it writes, and the stop is rare.
+        let stopped = Gate::new(Box::pin(self.stopped.clone().cancelled_owned()));
         spawn_on(&self.background, async move {
             tokio::select! {
-                _ = stopped.cancelled() => {}
-                _ = task => {}
+                biased;
+                () = stopped => {}
+                () = task => {}
             }
         })
     }

@@ -7,17 +7,14 @@
 //! from inside the same poll: the upstream stack is polled once per token plus once to find it
 //! empty, and nothing else is. The three things that end a stream from outside (a cancel, the
 //! last reader gone for the grace period, shutdown) are one future polled only when its own
-//! waker fired ([`Control`]), not on every token. The request's span is entered where the pump
+//! waker fired (a [`Gate`]), not on every token. The request's span is entered where the pump
 //! logs (its end, a token top-up), not on every poll.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::task::AtomicWaker;
 use provider_adapter::{AdapterError, EventStream, StreamEvent};
 use relay::{Delta, Failure, ToolCall, Writer};
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -26,6 +23,7 @@ use tracing::Instrument;
 use super::summary::{finished, settle};
 use super::{failure, usage, Context as GenContext, Started, Summary};
 use crate::access::{estimate, Admission};
+use crate::gate::Gate;
 use crate::metrics::Outcome;
 use crate::net::socket::{FlushHint, BURST_GAP};
 use crate::state::AppState;
@@ -74,7 +72,9 @@ pub(super) struct Pump {
     hint: Option<FlushHint>,
     /// Held until the pump ends: shutdown waits for it (a pump polled by a response body).
     _token: Option<TaskTrackerToken>,
-    last_batch: Instant,
+    /// When the last batch was published (`None` before the first: a stream's opening
+    /// chunks are not a burst to wait for).
+    last_batch: Option<Instant>,
     /// Batches in a row that followed the previous one within [`BURST_GAP`].
     streak: u32,
     ttft: Option<Duration>,
@@ -102,7 +102,7 @@ impl Pump {
             context,
             provider: _,
         } = started;
-        let control = Control::new(&writer, &state, context.grace);
+        let control = control(&writer, &state, context.grace);
         Self {
             budget: admission.tokens_taken(),
             prompt_estimate: admission.prompt_estimate(),
@@ -115,7 +115,7 @@ impl Pump {
             control,
             hint,
             _token: token,
-            last_batch: Instant::now(),
+            last_batch: None,
             streak: 0,
             ttft: None,
             upstream_ttft: None,
@@ -147,7 +147,7 @@ impl Pump {
     /// Appends what the upstream has ready; `Pending` once it has nothing more (readers woken
     /// for what was appended).
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
-        if let Poll::Ready(end) = self.control.poll(cx) {
+        if let Poll::Ready(end) = Pin::new(&mut self.control).poll(cx) {
             return Poll::Ready(Step::End(end));
         }
         let mut item = match poll_next_or_panic(&mut self.upstream, cx) {
@@ -197,7 +197,10 @@ impl Pump {
         }
         if let Some(hint) = &self.hint {
             let now = Instant::now();
-            if now.duration_since(self.last_batch) < BURST_GAP {
+            if self
+                .last_batch
+                .is_some_and(|last| now.duration_since(last) < BURST_GAP)
+            {
                 self.streak = self.streak.saturating_add(1);
                 if self.streak >= BURST_STREAK {
                     hint.burst();
@@ -205,7 +208,7 @@ impl Pump {
             } else {
                 self.streak = 0;
             }
-            self.last_batch = now;
+            self.last_batch = Some(now);
         }
         if let Some(limit) = self.budget {
             let used = self
@@ -307,69 +310,22 @@ impl Pump {
     }
 }
 
-/// What ends a stream from outside (a cancel, no reader for the grace period, shutdown), as one
-/// future polled with a waker of its own: it is polled again only after that waker fired, so a
-/// token costs it one atomic load instead of a poll of two `Notify`s and a cancellation token.
-struct Control {
-    future: Pin<Box<dyn Future<Output = End> + Send>>,
-    woken: Arc<Woken>,
-    waker: Waker,
-}
+/// What ends a stream from outside: a cancel, no reader for the grace period, shutdown.
+/// Gated: polled again only after one of them woke it, not on every token.
+type Control = Gate<Pin<Box<dyn Future<Output = End> + Send>>>;
 
-/// The control future's waker: notes that it fired, then wakes the pump's task.
-struct Woken {
-    fired: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for Woken {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl Control {
-    fn new(writer: &Writer, state: &AppState, grace: Duration) -> Self {
-        let cancelled = writer.cancelled();
-        let abandoned = writer.abandoned(grace);
-        let shutdown = state.lifecycle.grace_over();
-        let future = Box::pin(async move {
-            tokio::select! {
-                biased;
-                () = cancelled => End::Cancelled,
-                () = shutdown => End::Shutdown,
-                () = abandoned => End::Abandoned,
-            }
-        });
-        // Fired at first, so that the first poll arms the future.
-        let woken = Arc::new(Woken {
-            fired: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
-        Self {
-            future,
-            waker: Waker::from(woken.clone()),
-            woken,
+fn control(writer: &Writer, state: &AppState, grace: Duration) -> Control {
+    let cancelled = writer.cancelled();
+    let abandoned = writer.abandoned(grace);
+    let shutdown = state.lifecycle.grace_over();
+    Gate::new(Box::pin(async move {
+        tokio::select! {
+            biased;
+            () = cancelled => End::Cancelled,
+            () = shutdown => End::Shutdown,
+            () = abandoned => End::Abandoned,
         }
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        // Registered before the check: a wake in between is seen by the next poll.
-        self.woken.task.register(cx.waker());
-        if !self.woken.fired.load(Ordering::Acquire)
-            || !self.woken.fired.swap(false, Ordering::AcqRel)
-        {
-            return Poll::Pending;
-        }
-        self.future
-            .as_mut()
-            .poll(&mut Context::from_waker(&self.waker))
-    }
+    }))
 }
 
 /// The upstream's next event. A panic while decoding it (a bug, but one an upstream's bytes could

@@ -2,19 +2,20 @@
 //! HTTP/2), and on shutdown drains the generations before it stops accepting.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::body::{Arrival, TimedBody, Tracked};
 use super::connections::Connections;
 use super::socket::Conn;
+use crate::gate::Gate;
 use crate::lifecycle::Lifecycle;
 
 /// Most bytes of a response the server buffers for a client before it stops pulling more from
@@ -68,7 +69,8 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Tells every connection to finish its response and close; each holds a receiver.
+    let (closing, _) = tokio::sync::watch::channel(());
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut drained => break,
@@ -112,38 +114,84 @@ pub async fn serve(
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), svc)
             .into_owned();
-        let conn = graceful.watch(conn);
+        // Counts the connection as open until its task ends (shutdown waits for them all).
+        let open = closing.subscribe();
+        let stop = stop_signals(&admitted, header_timeout, closing.subscribe());
         lifecycle.spawn(async move {
-            let first_deadline = tokio::time::sleep(header_timeout);
-            tokio::pin!(conn, first_deadline);
-            let mut waiting_first = true;
+            tokio::pin!(conn);
+            // Its rare events are gated: polling them on every response chunk would take a
+            // lock per token of the stream this connection carries.
+            let mut stop = Gate::new(stop);
             loop {
                 tokio::select! {
+                    biased;
                     r = &mut conn => {
                         if let Err(e) = r {
                             tracing::debug!(error = %e, "connection ended with an error");
                         }
                         break;
                     }
-                    // Made room for a new connection: this one was idle. Dropping it closes it.
-                    _ = admitted.close.cancelled() => break,
-                    _ = &mut first_deadline, if waiting_first => {
-                        if admitted.activity.requests() == 0 {
-                            tracing::debug!("no request head within the header-read timeout: closing");
-                            break;
+                    s = &mut stop => match s {
+                        Stop::Close => break,
+                        Stop::Drain => {
+                            // Finish the response under way, then close; unless the caps need
+                            // the room first.
+                            conn.as_mut().graceful_shutdown();
+                            let close = admitted.close.clone().cancelled_owned();
+                            stop = Gate::new(Box::pin(async move {
+                                close.await;
+                                Stop::Close
+                            }));
                         }
-                        waiting_first = false;
-                    }
+                    },
                 }
             }
+            drop(open);
             drop(admitted);
         });
     }
     drop(listener);
     // Connections that stay open after every stream ended (an idle client, say) must not
     // hold the exit up for long.
-    let _ = tokio::time::timeout(Duration::from_secs(3), graceful.shutdown()).await;
+    closing.send_replace(());
+    let _ = tokio::time::timeout(Duration::from_secs(3), closing.closed()).await;
     Ok(())
+}
+
+/// What ends a connection besides its own traffic.
+enum Stop {
+    /// Close it now: the caps need its room, or it sent no request head in time.
+    Close,
+    /// The server is shutting down: finish the response under way, then close.
+    Drain,
+}
+
+/// The rare events of a connection's life, as one future: the caps closing it, no request head
+/// within `header_timeout`, the server draining.
+fn stop_signals(
+    admitted: &super::connections::Admitted,
+    header_timeout: Duration,
+    mut closing: tokio::sync::watch::Receiver<()>,
+) -> Pin<Box<dyn Future<Output = Stop> + Send>> {
+    let close = admitted.close.clone().cancelled_owned();
+    let activity = admitted.activity.clone();
+    Box::pin(async move {
+        let silent = async {
+            tokio::time::sleep(header_timeout).await;
+            if activity.requests() == 0 {
+                tracing::debug!("no request head within the header-read timeout: closing");
+                return;
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            biased;
+            () = close => Stop::Close,
+            () = silent => Stop::Close,
+            // A dropped sender (the accept loop is gone) drains too.
+            _ = closing.changed() => Stop::Drain,
+        }
+    })
 }
 
 /// hyper's executor (it spawns a task per HTTP/2 stream): through the lifecycle, like every
