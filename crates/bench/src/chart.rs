@@ -1,5 +1,5 @@
-//! SVG charts (plotters, SVG backend only): added TTFT against concurrency, and the soak's
-//! curves over time.
+//! SVG charts (plotters, SVG backend only): added TTFT against concurrency, the stream lane's
+//! CPU and stalls against concurrency, and the soak's curves over time.
 
 use std::path::Path;
 
@@ -91,6 +91,93 @@ pub fn added_ttft(path: &Path, data: &[AddedTtft]) -> anyhow::Result<()> {
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
+    root.present().context("write SVG")?;
+    Ok(())
+}
+
+/// One target at one step of the stream lane's sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStep {
+    pub target: String,
+    pub concurrency: usize,
+    /// CPU of the serving process per 64-frame stream (the mock's for direct).
+    pub cpu_ms_per_stream: Option<f64>,
+    /// Share of the step's successful streams with a gap over the stall limit, in percent.
+    pub stalled_pct: f64,
+}
+
+/// The stream lane: CPU per stream (top) and stalled streams (bottom) against concurrency, one
+/// line per target, x on a log scale.
+pub fn stream_lane(path: &Path, data: &[StreamStep]) -> anyhow::Result<()> {
+    if data.is_empty() {
+        bail!("no steps to chart");
+    }
+    let min_c = data.iter().map(|d| d.concurrency).min().unwrap_or(1) as f64;
+    let max_c = data.iter().map(|d| d.concurrency).max().unwrap_or(1) as f64;
+    let mut targets: Vec<&str> = Vec::new();
+    for d in data {
+        if !targets.contains(&d.target.as_str()) {
+            targets.push(&d.target);
+        }
+    }
+    let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (upper, lower) = root.split_vertically(380);
+    type Pick = fn(&StreamStep) -> Option<f64>;
+    let panels: [(
+        &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+        &str,
+        &str,
+        Pick,
+    ); 2] = [
+        (
+            &upper,
+            "Stream lane: CPU per 64-frame stream (direct: the mock itself)",
+            "CPU ms per stream",
+            |d| d.cpu_ms_per_stream,
+        ),
+        (
+            &lower,
+            "Streams stalled (a gap over 200 ms)",
+            "% of streams",
+            |d| Some(d.stalled_pct),
+        ),
+    ];
+    for (area, title, y_desc, pick) in panels {
+        let (lo, hi) = y_range(data.iter().filter_map(pick));
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d((min_c * 0.8..max_c * 1.25).log_scale(), lo.max(0.0)..hi)?;
+        chart
+            .configure_mesh()
+            .x_desc("concurrent streams")
+            .y_desc(y_desc)
+            .draw()?;
+        for (i, t) in targets.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let mut pts: Vec<(f64, f64)> = data
+                .iter()
+                .filter(|d| d.target == *t)
+                .filter_map(|d| pick(d).map(|v| (d.concurrency as f64, v)))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)).point_size(4))?
+                .label(*t)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
     root.present().context("write SVG")?;
     Ok(())
 }
@@ -196,6 +283,27 @@ mod tests {
         assert!(std::fs::read_to_string(&p)
             .expect("svg written")
             .contains("errors"));
+    }
+
+    #[test]
+    fn writes_the_stream_lane_chart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = dir.path().join("stream.svg");
+        let data: Vec<StreamStep> = [(64, 1.6, 0.0), (1024, 0.8, 0.0), (2048, 0.7, 12.5)]
+            .iter()
+            .flat_map(|&v| [("direct", v), ("sluice", v)])
+            .map(|(t, (c, cpu, stalled))| StreamStep {
+                target: t.into(),
+                concurrency: c,
+                cpu_ms_per_stream: Some(cpu),
+                stalled_pct: stalled,
+            })
+            .collect();
+        stream_lane(&p, &data).expect("stream chart");
+        let svg = std::fs::read_to_string(&p).expect("svg written");
+        // Each target in the legend of both panels.
+        assert_eq!(svg.lines().filter(|l| l.trim() == "sluice").count(), 2);
+        assert!(stream_lane(&p, &[]).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{fmt, versus_direct, Suite};
+use crate::chart;
 use crate::lane::{self, StepCounts};
 use crate::load::Stop;
 use crate::report::{self, Row, ScenarioReport};
@@ -123,6 +124,7 @@ impl Suite {
         }
         let mut held: BTreeMap<String, Vec<(usize, bool)>> = BTreeMap::new();
         let mut extra_steps = Vec::new();
+        let mut chart_steps = Vec::new();
         for r in &sweep_rows {
             let v = lane::verdict(&counts(r), lane::FRAMES);
             held.entry(r.target.clone())
@@ -173,6 +175,16 @@ impl Suite {
                     _ => String::new(),
                 },
             ));
+            chart_steps.push(chart::StreamStep {
+                target: r.target.clone(),
+                concurrency: r.concurrency,
+                cpu_ms_per_stream: cpu,
+                stalled_pct: if r.ok > 0 {
+                    100.0 * r.stalled as f64 / r.ok as f64
+                } else {
+                    0.0
+                },
+            });
             extra_steps.push(json!({
                 "target": r.target, "concurrency": r.concurrency, "verdict": v,
                 "frames_per_s": r.tokens_per_s, "gap_p50_ms": r.gap_ms.p50,
@@ -195,6 +207,11 @@ impl Suite {
         ));
         for l in &lines {
             println!("{l}");
+        }
+        let svg = self.opts.out.join("stream.svg");
+        match chart::stream_lane(&svg, &chart_steps) {
+            Ok(()) => println!("wrote {}", svg.display()),
+            Err(e) => println!("note: no chart: {e:#}"),
         }
         let mut rows = c1_rows;
         rows.extend(sweep_rows);
