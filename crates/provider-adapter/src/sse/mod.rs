@@ -382,5 +382,10 @@ impl Tail {
     }
 }
 
+mod parser;
+mod simple;
+
+pub use parser::{Parser, SseError};
+
 #[cfg(test)]
 mod tests;
