@@ -1,0 +1,39 @@
+#!/bin/bash
+# Instructions (user space, callgrind) per streamed frame of a gateway: two runs, 4 s and 12 s of
+# load at C=16 (64 deltas 20 ms apart); the difference over the difference in frames.
+# (vllm-router runs under its Python: a fixed start-up cost, which the difference removes).
+# usage: instructions.sh label path/to/sluice|vllm ; prints instructions per stream and frame
+# Deterministic (instruction counts, not time), so two binaries can be compared on a busy
+# machine; it does not see the kernel (syscalls per frame: perf stat, see profile.sh).
+set -u
+label=$1; bin=$2; C=${C:-16}
+OUT=${OUT:-/tmp/sluice-instructions}/$label; mkdir -p $OUT
+B=$(realpath ${BENCH:-${CARGO_TARGET_DIR:-target}/release/sluice-bench})
+PORTM=$((18400 + RANDOM % 50)); PORTG=$((PORTM + 50))
+$B mock-upstream --addr 127.0.0.1:$PORTM > $OUT/mock.log 2>&1 &
+MOCK=$!
+KEY=sk-bench-profile-0123456789abcdef
+printf "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:$PORTM/v1\"\nmodels = [\"*\"]\n\n[[teams]]\nname = \"bench\"\napi_keys_sha256 = [\"$(printf %s $KEY | sha256sum | cut -d\" \" -f1)\"]\nrequests_per_minute = 100000000\ntokens_per_minute = 100000000000\nmax_concurrent_streams = 100000\nmodels = [\"*\"]\n" > $OUT/sluice.toml
+PY=$(python3 -c "import sys; print(sys.executable)")
+ulimit -n 20000; sleep 0.5
+rm -f $OUT/runs
+for secs in ${DURS:-4 12}; do
+  if [ "$bin" = vllm ]; then
+    valgrind --tool=callgrind --callgrind-out-file=$OUT/cg.$secs --dump-instr=no $PY $(dirname $PY)/vllm-router --host 127.0.0.1 --port $PORTG --worker-urls http://127.0.0.1:$PORTM --policy round_robin --health-check-endpoint /healthz --worker-startup-check-interval 1 > $OUT/gw.$secs.log 2>&1 &
+    GW=$!; KEYARG=""
+  else
+    SLUICE_DEMO=off valgrind --tool=callgrind --callgrind-out-file=$OUT/cg.$secs --dump-instr=no $bin --config $OUT/sluice.toml --addr 127.0.0.1:$PORTG > $OUT/gw.$secs.log 2>&1 &
+    GW=$!; KEYARG="--key $KEY"
+  fi
+  for i in $(seq 1 240); do curl -s -o /dev/null http://127.0.0.1:$PORTG/ && break; sleep 0.5; done
+  sleep 1
+  $B load --url http://127.0.0.1:$PORTG $KEYARG --concurrency $C --tokens 64 --delay-ms 20 --duration $secs --ramp-secs 1.28 --name $label > $OUT/load.$secs.txt 2>&1
+  sleep 1
+  kill -INT $GW; wait $GW 2>/dev/null
+  ok=$(grep -oE "ok [0-9]+" $OUT/load.$secs.txt | head -1 | awk '{print $2}')
+  ir=$(grep -E "^(summary|totals):" $OUT/cg.$secs* | head -1 | awk '{print $2}')
+  echo "$label secs=$secs ok=$ok Ir=$ir"
+  echo "$secs $ok $ir" >> $OUT/runs
+done
+kill $MOCK
+awk -v l=$label 'NR==1{s1=$2;i1=$3} NR==2{s2=$2;i2=$3} END{printf "%s: %.0f instructions per stream, %.0f per frame (streams %d -> %d)\n", l, (i2-i1)/(s2-s1), (i2-i1)/(s2-s1)/64, s1, s2}' $OUT/runs
