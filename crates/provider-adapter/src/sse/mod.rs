@@ -97,6 +97,7 @@ struct Prelude<S> {
     /// `Some(start)` while the body's start could still be a BOM; empty until the first bytes.
     bom_head: Option<Vec<u8>>,
     lines: ErrorLines,
+    utf8: Utf8Check,
     idle: IdleTimer,
     completed_at_eof: Arc<AtomicBool>,
 }
@@ -118,6 +119,7 @@ impl<S> Prelude<S> {
             tail: Tail::default(),
             bom_head: Some(Vec::new()),
             lines: ErrorLines::default(),
+            utf8: Utf8Check::default(),
             idle: IdleTimer::new(idle),
             completed_at_eof,
         }
@@ -219,8 +221,17 @@ where
                 return this.fail(ReadError::EventTooLarge);
             }
             this.idle.activity();
+            let valid = this.utf8.check(&chunk);
             let chunk = this.strip_bom(chunk);
             let chunk = this.lines.rewrite(chunk);
+            if !valid {
+                // The parser keeps every byte from the first one that is not UTF-8 until the
+                // end of input, dispatches nothing more, and then fails on them
+                // (`EventStreamError::Utf8`). Ending the body here gives the same events and the
+                // same failure now, instead of buffering the rest of the upstream's stream.
+                this.phase = Phase::Done;
+                return Poll::Ready((!chunk.is_empty()).then_some(Ok(chunk)));
+            }
             // Empty when all of it is held back until the next read decides it.
             if !chunk.is_empty() {
                 return Poll::Ready(Some(Ok(chunk)));
@@ -312,6 +323,48 @@ impl ErrorLines {
 }
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// Whether the body is still UTF-8, however the reads split its characters.
+#[derive(Default)]
+struct Utf8Check {
+    /// The start of a character the last read ended inside.
+    carry: [u8; 4],
+    carried: usize,
+}
+
+impl Utf8Check {
+    /// False once `chunk` has a byte that cannot be UTF-8 whatever follows.
+    fn check(&mut self, chunk: &[u8]) -> bool {
+        let mut rest = chunk;
+        if self.carried > 0 {
+            let width = match self.carry[0] {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                _ => 4,
+            };
+            let take = (width - self.carried).min(rest.len());
+            self.carry[self.carried..self.carried + take].copy_from_slice(&rest[..take]);
+            self.carried += take;
+            rest = &rest[take..];
+            match std::str::from_utf8(&self.carry[..self.carried]) {
+                Ok(_) => self.carried = 0,
+                // Still inside the character: this read was all of it.
+                Err(e) if e.error_len().is_none() => return true,
+                Err(_) => return false,
+            }
+        }
+        match std::str::from_utf8(rest) {
+            Ok(_) => true,
+            Err(e) if e.error_len().is_none() => {
+                let tail = &rest[e.valid_up_to()..];
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.carried = tail.len();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
 
 /// The idle timeout without a timer per read: a read only records the time, and the one sleep
 /// (registered once) is moved on when it fires before the silence is long enough.
