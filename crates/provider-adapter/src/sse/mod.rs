@@ -16,6 +16,10 @@
 //! at byte 1, inside the three-byte BOM). So the BOM is stripped here, on the bytes (it may be
 //! split across reads), and the parser's first input is a harmless `\n` (a blank line with no
 //! pending event dispatches nothing), so its own check never sees a BOM.
+//!
+//! Its UTF-8 decoder keeps every byte from the first invalid one until the end of input and only
+//! then fails, so the body is ended here at the first read that cannot be UTF-8: the parser fails
+//! the same way at once instead of buffering the rest of the stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -88,8 +92,9 @@ where
 /// The bytes the parser reads: `body` with everything above done to it in one `poll_next`, so a
 /// frame passes one layer here, not one `async` state machine per job. In order: a `\n` first,
 /// then per read the size limits and the end-of-input check ([`Tail`], on the bytes as they
-/// came), the BOM removed and `error:` lines rewritten ([`ErrorLines`]). A read with no BOM and
-/// no `error:` line is passed on as the same `Bytes`, uncopied.
+/// came), the UTF-8 check ([`Utf8Check`]), the BOM removed and `error:` lines rewritten
+/// ([`ErrorLines`]); the idle timeout when the body has nothing. A read with no BOM and no
+/// `error:` line is passed on as the same `Bytes`, uncopied.
 struct Prelude<S> {
     body: S,
     phase: Phase,
