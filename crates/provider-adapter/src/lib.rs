@@ -9,6 +9,10 @@
 pub mod anthropic;
 /// Azure OpenAI deployments: OpenAI's format at Azure's URL, with Azure's key header.
 pub mod azure;
+/// The crate-private stream path, opened for the criterion benchmark (`--features bench`).
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
 /// Everything that can go wrong with an upstream.
 pub mod error;
 /// The normalised events every upstream is translated into.

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use eventsource_stream::EventStreamError;
@@ -501,9 +502,12 @@ async fn read_body(
     }
 }
 
+/// The SSE parser and the mapper as one poll-based stream: a frame's wake-up polls the parser
+/// once and maps what it gives, with no `async` state machine around it.
 struct Driver<S> {
     events: S,
     mapper: Box<dyn StreamMapper>,
+    /// Mapped events not yet handed out; reused for the whole stream.
     out: VecDeque<StreamEvent>,
     completed_at_eof: Arc<AtomicBool>,
     provider: Provider,
@@ -523,28 +527,36 @@ where
     B: Stream<Item = reqwest::Result<bytes::Bytes>> + Send + Unpin + 'static,
 {
     let flag = Arc::new(AtomicBool::new(false));
-    let events = Box::pin(sse::events(body, idle, flag.clone()));
-    let driver = Driver {
-        events,
+    Box::pin(Driver {
+        events: sse::events(body, idle, flag.clone()),
         mapper,
         out: VecDeque::with_capacity(4),
         completed_at_eof: flag,
         provider,
         failed: None,
         done: false,
-    };
-    Box::pin(futures::stream::unfold(driver, |mut d| async move {
+    })
+}
+
+impl<S> Stream for Driver<S>
+where
+    S: Stream<Item = sse::SseItem> + Unpin,
+{
+    type Item = Result<StreamEvent, AdapterError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let d = &mut *self;
         loop {
             if let Some(ev) = d.out.pop_front() {
-                return Some((Ok(ev), d));
+                return Poll::Ready(Some(Ok(ev)));
             }
             if let Some(e) = d.failed.take() {
-                return Some((Err(e), d));
+                return Poll::Ready(Some(Err(e)));
             }
             if d.done {
-                return None;
+                return Poll::Ready(None);
             }
-            let failure = match d.events.next().await {
+            let failure = match ready!(d.events.poll_next_unpin(cx)) {
                 Some(Ok(ev)) => match d.mapper.on_event(&ev.event, &ev.data, &mut d.out) {
                     Ok(false) => None,
                     Ok(true) => {
@@ -582,5 +594,5 @@ where
                 d.failed = Some(e);
             }
         }
-    }))
+    }
 }

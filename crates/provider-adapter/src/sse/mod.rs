@@ -16,9 +16,16 @@
 //! at byte 1, inside the three-byte BOM). So the BOM is stripped here, on the bytes (it may be
 //! split across reads), and the parser's first input is a harmless `\n` (a blank line with no
 //! pending event dispatches nothing), so its own check never sees a BOM.
+//!
+//! Its UTF-8 decoder keeps every byte from the first invalid one until the end of input and only
+//! then fails, so the body is ended here at the first read that cannot be UTF-8: the parser fails
+//! the same way at once instead of buffering the rest of the stream.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -74,56 +81,176 @@ pub fn events<S, E>(
     body: S,
     idle: Duration,
     completed_at_eof: Arc<AtomicBool>,
-) -> impl Stream<Item = SseItem> + Send
+) -> impl Stream<Item = SseItem> + Send + Unpin
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::fmt::Display,
 {
-    // Track the last two bytes so we know whether the body ended on a blank line.
-    let bytes = futures::stream::unfold(
-        (
+    Prelude::new(body, idle, completed_at_eof).eventsource()
+}
+
+/// The bytes the parser reads: `body` with everything above done to it in one `poll_next`, so a
+/// frame passes one layer here, not one `async` state machine per job. In order: a `\n` first,
+/// then per read the size limits and the end-of-input check ([`Tail`], on the bytes as they
+/// came), the UTF-8 check ([`Utf8Check`]), the BOM removed and `error:` lines rewritten
+/// ([`ErrorLines`]); the idle timeout when the body has nothing. A read with no BOM and no
+/// `error:` line is passed on as the same `Bytes`, uncopied.
+struct Prelude<S> {
+    body: S,
+    phase: Phase,
+    tail: Tail,
+    /// `Some(start)` while the body's start could still be a BOM; empty until the first bytes.
+    bom_head: Option<Vec<u8>>,
+    lines: ErrorLines,
+    utf8: Utf8Check,
+    idle: IdleTimer,
+    completed_at_eof: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The parser's first `\n` is still to be given (see the module doc).
+    Start,
+    Body,
+    /// After end of input or a failure: nothing more.
+    Done,
+}
+
+impl<S> Prelude<S> {
+    fn new(body: S, idle: Duration, completed_at_eof: Arc<AtomicBool>) -> Self {
+        Self {
             body,
-            Some((Tail::default(), IdleTimer::new(idle))),
+            phase: Phase::Start,
+            tail: Tail::default(),
+            bom_head: Some(Vec::new()),
+            lines: ErrorLines::default(),
+            utf8: Utf8Check::default(),
+            idle: IdleTimer::new(idle),
             completed_at_eof,
-        ),
-        move |(mut body, state, flag)| async move {
-            let (mut tail, mut timer) = state?;
-            let next = tokio::select! {
-                biased;
-                next = body.next() => Some(next),
-                () = timer.expired() => None,
-            };
-            match next {
-                None => Some((Err(ReadError::Idle), (body, None, flag))),
-                Some(Some(Ok(chunk))) => {
-                    tail.push(&chunk);
-                    if tail.line_len > MAX_LINE_BYTES {
-                        return Some((Err(ReadError::LineTooLong), (body, None, flag)));
-                    }
-                    if tail.event_len > MAX_EVENT_BYTES {
-                        return Some((Err(ReadError::EventTooLarge), (body, None, flag)));
-                    }
-                    timer.activity();
-                    Some((Ok(chunk), (body, Some((tail, timer)), flag)))
-                }
-                Some(Some(Err(e))) => Some((Err(ReadError::Io(e.to_string())), (body, None, flag))),
-                Some(None) => {
-                    if tail.ends_event() {
-                        // A last blank line written as a lone CR is still pending in the
-                        // parser; an LF completes it (as CRLF) without adding a line.
-                        tail.ends_with_cr()
-                            .then(|| (Ok(Bytes::from_static(b"\n")), (body, None, flag)))
-                    } else {
-                        flag.store(true, Ordering::Relaxed);
-                        Some((Ok(Bytes::from_static(b"\n\n")), (body, None, flag)))
-                    }
-                }
+        }
+    }
+
+    /// `chunk` without a leading BOM, however the reads split it: empty while undecided.
+    fn strip_bom(&mut self, chunk: Bytes) -> Bytes {
+        let Some(mut head) = self.bom_head.take() else {
+            return chunk;
+        };
+        let head = if head.is_empty() && chunk.len() >= BOM.len() {
+            // The usual first read: decided on its own, without a copy.
+            chunk
+        } else {
+            head.extend_from_slice(&chunk);
+            if head.len() < BOM.len() && BOM.starts_with(&head) {
+                self.bom_head = Some(head);
+                return Bytes::new();
             }
-        },
-    );
-    let start = futures::stream::once(futures::future::ready(Ok(Bytes::from_static(b"\n"))));
-    let body = error_lines_as_data(Box::pin(strip_bom(Box::pin(bytes).fuse())));
-    Box::pin(start.chain(body)).eventsource()
+            Bytes::from(head)
+        };
+        if head.starts_with(BOM) {
+            head.slice(BOM.len()..)
+        } else {
+            head
+        }
+    }
+
+    /// The bytes that end the body once the upstream has: what completes a last event the
+    /// upstream left open (and marks that), and anything held back while undecided.
+    fn finish(&mut self) -> Bytes {
+        let end: &'static [u8] = if !self.tail.ends_event() {
+            self.completed_at_eof.store(true, Ordering::Relaxed);
+            b"\n\n"
+        } else if self.tail.ends_with_cr() {
+            // A last blank line written as a lone CR is still pending in the parser; an LF
+            // completes it (as CRLF) without adding a line.
+            b"\n"
+        } else {
+            b""
+        };
+        let end = self.strip_bom(Bytes::from_static(end));
+        let mut out = self.lines.rewrite(end);
+        // Nothing is left here in practice (a body that ends on a blank line has decided both
+        // its BOM and its last line start), but nothing the upstream sent is dropped either.
+        let head = self.bom_head.take().unwrap_or_default();
+        let head = self.lines.rewrite(Bytes::from(head));
+        let held = std::mem::take(&mut self.lines.held);
+        if !head.is_empty() || !held.is_empty() {
+            let mut joined = out.to_vec();
+            joined.extend_from_slice(&head);
+            joined.extend_from_slice(&held);
+            out = Bytes::from(joined);
+        }
+        out
+    }
+}
+
+impl<S, E> Stream for Prelude<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, ReadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            match this.phase {
+                Phase::Body => {}
+                Phase::Start => {
+                    this.phase = Phase::Body;
+                    return Poll::Ready(Some(Ok(Bytes::from_static(b"\n"))));
+                }
+                Phase::Done => return Poll::Ready(None),
+            }
+            // The body first: the idle timer is looked at only when it has nothing, so it costs
+            // nothing while bytes flow.
+            let chunk = match this.body.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(chunk))) => chunk,
+                Poll::Ready(Some(Err(e))) => return this.fail(ReadError::Io(e.to_string())),
+                Poll::Ready(None) => {
+                    this.phase = Phase::Done;
+                    let end = this.finish();
+                    return Poll::Ready((!end.is_empty()).then_some(Ok(end)));
+                }
+                Poll::Pending => {
+                    return match this.idle.poll_expired(cx) {
+                        Poll::Ready(()) => this.fail(ReadError::Idle),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            };
+            this.tail.push(&chunk);
+            if this.tail.line_len > MAX_LINE_BYTES {
+                return this.fail(ReadError::LineTooLong);
+            }
+            if this.tail.event_len > MAX_EVENT_BYTES {
+                return this.fail(ReadError::EventTooLarge);
+            }
+            this.idle.activity();
+            let valid = this.utf8.check(&chunk);
+            let chunk = this.strip_bom(chunk);
+            let chunk = this.lines.rewrite(chunk);
+            if !valid {
+                // The parser keeps every byte from the first one that is not UTF-8 until the
+                // end of input, dispatches nothing more, and then fails on them
+                // (`EventStreamError::Utf8`). Ending the body here gives the same events and the
+                // same failure now, instead of buffering the rest of the upstream's stream.
+                this.phase = Phase::Done;
+                return Poll::Ready((!chunk.is_empty()).then_some(Ok(chunk)));
+            }
+            // Empty when all of it is held back until the next read decides it.
+            if !chunk.is_empty() {
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+        }
+    }
+}
+
+impl<S> Prelude<S> {
+    /// Ends the body with `e`. Bytes held back are dropped: the stream has failed.
+    fn fail(&mut self, e: ReadError) -> Poll<Option<Result<Bytes, ReadError>>> {
+        self.phase = Phase::Done;
+        Poll::Ready(Some(Err(e)))
+    }
 }
 
 /// llama.cpp's server (builds until September 2025) sent a mid-stream failure as an `error:`
@@ -131,37 +258,9 @@ where
 /// just stops (<https://github.com/ggml-org/llama.cpp/pull/16109>). The error's JSON is what the
 /// user needs, so a line that starts with `error:` is read as a `data:` line: the six bytes are
 /// replaced in place by `data: ` (the value then starts with a space, which JSON ignores).
-fn error_lines_as_data<S>(body: S) -> impl Stream<Item = Result<Bytes, ReadError>> + Send
-where
-    S: Stream<Item = Result<Bytes, ReadError>> + Send + Unpin,
-{
-    futures::stream::unfold(
-        (body, Some(ErrorLines::default())),
-        |(mut body, state)| async move {
-            let mut state = state?;
-            loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        let chunk = state.rewrite(chunk);
-                        if chunk.is_empty() {
-                            continue;
-                        }
-                        return Some((Ok(chunk), (body, Some(state))));
-                    }
-                    Some(Err(e)) => return Some((Err(e), (body, None))),
-                    None => {
-                        let rest = std::mem::take(&mut state.held);
-                        return (!rest.is_empty()).then(|| (Ok(Bytes::from(rest)), (body, None)));
-                    }
-                }
-            }
-        },
-    )
-}
-
 const ERROR_FIELD: &[u8] = b"error:";
 
-/// Line-start tracking for [`error_lines_as_data`].
+/// Line-start tracking for the `error:` rewrite.
 struct ErrorLines {
     /// The next byte starts a line. (The LF of a CRLF split between reads then counts as a
     /// blank line of its own here, which does not matter for finding `error:`.)
@@ -180,6 +279,7 @@ impl Default for ErrorLines {
 }
 
 impl ErrorLines {
+    /// `chunk` with its `error:` lines rewritten; the same bytes when it has none.
     fn rewrite(&mut self, chunk: Bytes) -> Bytes {
         let mut data = if self.held.is_empty() {
             chunk
@@ -205,7 +305,7 @@ impl ErrorLines {
                     break;
                 }
             }
-            match data[at..].iter().position(|&b| b == b'\n' || b == b'\r') {
+            match memchr::memchr2(b'\n', b'\r', &data[at..]) {
                 Some(end) => {
                     self.line_start = true;
                     at += end + 1;
@@ -229,42 +329,52 @@ impl ErrorLines {
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
 
-/// Removes a byte order mark from the start of `body`, wherever the reads split it.
-fn strip_bom<S>(body: S) -> impl Stream<Item = Result<Bytes, ReadError>> + Send
-where
-    S: Stream<Item = Result<Bytes, ReadError>> + futures::stream::FusedStream + Send + Unpin,
-{
-    // `Some(bytes)`: the start of the body, while it could still be a BOM.
-    futures::stream::unfold((body, Some(Vec::new())), |(mut body, head)| async move {
-        let Some(mut head) = head else {
-            let item = body.next().await?;
-            return Some((item, (body, None)));
-        };
-        loop {
-            match body.next().await {
-                Some(Ok(chunk)) => {
-                    head.extend_from_slice(&chunk);
-                    if head.len() < BOM.len() && BOM.starts_with(&head) {
-                        continue;
-                    }
-                    let rest = match head.strip_prefix(BOM) {
-                        Some(rest) => rest.to_vec(),
-                        None => head,
-                    };
-                    return Some((Ok(Bytes::from(rest)), (body, None)));
-                }
-                Some(Err(e)) => return Some((Err(e), (body, None))),
-                None if head.is_empty() => return None,
-                None => return Some((Ok(Bytes::from(head)), (body, None))),
+/// Whether the body is still UTF-8, however the reads split its characters.
+#[derive(Default)]
+struct Utf8Check {
+    /// The start of a character the last read ended inside.
+    carry: [u8; 4],
+    carried: usize,
+}
+
+impl Utf8Check {
+    /// False once `chunk` has a byte that cannot be UTF-8 whatever follows.
+    fn check(&mut self, chunk: &[u8]) -> bool {
+        let mut rest = chunk;
+        if self.carried > 0 {
+            let width = match self.carry[0] {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                _ => 4,
+            };
+            let take = (width - self.carried).min(rest.len());
+            self.carry[self.carried..self.carried + take].copy_from_slice(&rest[..take]);
+            self.carried += take;
+            rest = &rest[take..];
+            match std::str::from_utf8(&self.carry[..self.carried]) {
+                Ok(_) => self.carried = 0,
+                // Still inside the character: this read was all of it.
+                Err(e) if e.error_len().is_none() => return true,
+                Err(_) => return false,
             }
         }
-    })
+        match std::str::from_utf8(rest) {
+            Ok(_) => true,
+            Err(e) if e.error_len().is_none() => {
+                let tail = &rest[e.valid_up_to()..];
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.carried = tail.len();
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// The idle timeout without a timer per read: a read only records the time, and the one sleep
 /// (registered once) is moved on when it fires before the silence is long enough.
 struct IdleTimer {
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
     last: tokio::time::Instant,
     idle: Duration,
 }
@@ -283,13 +393,14 @@ impl IdleTimer {
         self.last = tokio::time::Instant::now();
     }
 
-    /// Resolves once nothing has been read for the idle timeout.
-    async fn expired(&mut self) {
+    /// Ready once nothing has been read for the idle timeout. Polled only when the body has
+    /// nothing, which registers the waker with the one sleep.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            self.sleep.as_mut().await;
+            ready!(self.sleep.as_mut().poll(cx));
             let due = self.last + self.idle;
             if tokio::time::Instant::now() >= due {
-                return;
+                return Poll::Ready(());
             }
             self.sleep.as_mut().reset(due);
         }
@@ -321,7 +432,7 @@ impl Tail {
                 rest = tail;
             }
         }
-        while let Some(at) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', rest) {
             self.extend_line(&rest[..at]);
             self.end_line();
             let cr = rest[at] == b'\r';

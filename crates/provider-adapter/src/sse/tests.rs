@@ -252,3 +252,103 @@ async fn idle_timeout_is_an_error() {
         Err(EventStreamError::Transport(ReadError::Idle))
     ));
 }
+
+#[tokio::test]
+async fn reads_without_a_bom_or_error_line_reach_the_parser_uncopied() {
+    let reads = [
+        Bytes::from_static(b"data: {\"a\":1}\n\n"),
+        Bytes::from_static(b"data: {\"b\""),
+        Bytes::from_static(b":2}\r\n\r\n"),
+    ];
+    let body = futures::stream::iter(reads.clone().map(Ok::<_, Infallible>));
+    let prelude = Prelude::new(
+        body,
+        Duration::from_secs(5),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let out: Vec<Bytes> = prelude.map(|r| r.expect("bytes")).collect().await;
+    assert_eq!(out.len(), 4, "{out:?}");
+    assert_eq!(out[0], "\n", "the parser's first line");
+    for (read, passed) in reads.iter().zip(&out[1..]) {
+        assert_eq!(read.as_ptr(), passed.as_ptr(), "{read:?} was copied");
+        assert_eq!(read, passed);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_timeout_counts_from_the_last_read() {
+    // A read every 15 ms for 90 ms against an idle timeout of 20 ms: no timeout while they
+    // come, then one exactly 20 ms after the last.
+    let start = tokio::time::Instant::now();
+    let reads = futures::stream::unfold(0, |n| async move {
+        (n < 6).then_some(())?;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        Some((
+            Ok::<_, Infallible>(Bytes::from_static(b"data: x\n\n")),
+            n + 1,
+        ))
+    });
+    let body = Box::pin(reads.chain(futures::stream::pending()));
+    let flag = Arc::new(AtomicBool::new(false));
+    let items: Vec<_> = events(body, Duration::from_millis(20), flag)
+        .collect()
+        .await;
+    assert_eq!(items.len(), 7, "{items:?}");
+    assert!(items[..6].iter().all(Result::is_ok), "{items:?}");
+    assert!(matches!(
+        items[6],
+        Err(EventStreamError::Transport(ReadError::Idle))
+    ));
+    assert_eq!(start.elapsed(), Duration::from_millis(90 + 20));
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_utf8_fails_at_once_instead_of_being_buffered_to_its_end() {
+    // The events before the bad byte, then the parser's UTF-8 failure, without reading the
+    // 1,000 reads after it (the parser would have kept all of them).
+    let mut chunks = vec![Bytes::from_static(b"data: a\n\ndata: b\xff\n\n")];
+    let first = chunks[0].len();
+    chunks.extend(std::iter::repeat_n(
+        Bytes::from_static(b"data: c\n\n"),
+        1000,
+    ));
+    let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let body = counted(chunks, pulled.clone());
+    let flag = Arc::new(AtomicBool::new(false));
+    let items: Vec<_> = events(body, Duration::from_secs(5), flag.clone())
+        .collect()
+        .await;
+    assert!(
+        matches!(&items[..], [Ok(a), Err(EventStreamError::Utf8(_))] if a.data == "a"),
+        "{items:?}"
+    );
+    assert_eq!(
+        pulled.load(Ordering::Relaxed),
+        first,
+        "read past the bad byte"
+    );
+    assert!(!flag.load(Ordering::Relaxed));
+}
+
+#[test]
+fn utf8_check_follows_characters_across_reads() {
+    let text = "h\u{e9}\u{20ac}\u{1f600}x".as_bytes();
+    for cut1 in 0..=text.len() {
+        for cut2 in cut1..=text.len() {
+            let mut check = Utf8Check::default();
+            for part in [&text[..cut1], &text[cut1..cut2], &text[cut2..]] {
+                assert!(check.check(part), "cuts {cut1} {cut2}");
+            }
+        }
+    }
+    // Bad at once, bad only with the next read, and a lead byte that can never start one.
+    for (a, b) in [
+        (&b"a\xff"[..], &b""[..]),
+        (b"\xe2\x82", b"x"),
+        (b"\xf0", b"\x9f\x98("),
+        (b"\xc0\x80", b""),
+    ] {
+        let mut check = Utf8Check::default();
+        assert!(!(check.check(a) && check.check(b)), "{a:?} {b:?}");
+    }
+}
