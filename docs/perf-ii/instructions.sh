@@ -13,7 +13,22 @@ PORTM=$((18400 + RANDOM % 50)); PORTG=$((PORTM + 50))
 $B mock-upstream --addr 127.0.0.1:$PORTM > $OUT/mock.log 2>&1 &
 MOCK=$!
 KEY=sk-bench-profile-0123456789abcdef
-printf "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:$PORTM/v1\"\nmodels = [\"*\"]\n\n[[teams]]\nname = \"bench\"\napi_keys_sha256 = [\"$(printf %s $KEY | sha256sum | cut -d\" \" -f1)\"]\nrequests_per_minute = 100000000\ntokens_per_minute = 100000000000\nmax_concurrent_streams = 100000\nmodels = [\"*\"]\n" > $OUT/sluice.toml
+SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+cat > $OUT/sluice.toml <<TOML
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:$PORTM/v1"
+models = ["*"]
+
+[[teams]]
+name = "bench"
+api_keys_sha256 = ["$SHA"]
+requests_per_minute = 100000000
+tokens_per_minute = 100000000000
+max_concurrent_streams = 100000
+models = ["*"]
+TOML
 PY=$(python3 -c "import sys; print(sys.executable)")
 ulimit -n 20000; sleep 0.5
 rm -f $OUT/runs
