@@ -503,9 +503,10 @@ async fn read_body(
 }
 
 /// The SSE parser and the mapper as one poll-based stream: a frame's wake-up polls the parser
-/// once and maps what it gives, with no `async` state machine around it.
-struct Driver<S> {
-    events: S,
+/// once and maps what it gives, with no `async` state machine around it. The mapper reads each
+/// event's type and data where the parser has them (in the upstream's read, for simple reads).
+struct Driver<R> {
+    parser: sse::Parser<R>,
     mapper: Box<dyn StreamMapper>,
     /// Mapped events not yet handed out; reused for the whole stream.
     out: VecDeque<StreamEvent>,
@@ -528,7 +529,7 @@ where
 {
     let flag = Arc::new(AtomicBool::new(false));
     Box::pin(Driver {
-        events: sse::events(body, idle, flag.clone()),
+        parser: sse::parser(body, idle, flag.clone()),
         mapper,
         out: VecDeque::with_capacity(4),
         completed_at_eof: flag,
@@ -538,9 +539,9 @@ where
     })
 }
 
-impl<S> Stream for Driver<S>
+impl<R> Stream for Driver<R>
 where
-    S: Stream<Item = sse::SseItem> + Unpin,
+    R: Stream<Item = Result<bytes::Bytes, ReadError>> + Unpin,
 {
     type Item = Result<StreamEvent, AdapterError>;
 
@@ -556,8 +557,12 @@ where
             if d.done {
                 return Poll::Ready(None);
             }
-            let failure = match ready!(d.events.poll_next_unpin(cx)) {
-                Some(Ok(ev)) => match d.mapper.on_event(&ev.event, &ev.data, &mut d.out) {
+            let (mapper, out) = (&mut d.mapper, &mut d.out);
+            let next = ready!(d
+                .parser
+                .poll_event(cx, |event, data| mapper.on_event(event, data, out)));
+            let failure = match next {
+                Some(Ok(mapped)) => match mapped {
                     Ok(false) => None,
                     Ok(true) => {
                         d.done = true;

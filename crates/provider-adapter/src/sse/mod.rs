@@ -1,4 +1,7 @@
-//! Upstream bytes to SSE events: eventsource-stream, with end of input handled here.
+//! Upstream bytes to SSE events: eventsource-stream, with end of input handled here. Reads that
+//! are whole simple events (one or a few per read, as model upstreams write their tokens) are
+//! split in place instead, while eventsource-stream holds nothing (see [`parser`]); everything
+//! below is about the reads it parses.
 //!
 //! eventsource-stream follows the WHATWG parsing algorithm, with one gap that matters for model
 //! streams: an event whose last line is not followed by a blank line (the upstream closed the
@@ -29,7 +32,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventsource_stream::{Event, EventStreamError, Eventsource};
+use eventsource_stream::{Event, EventStreamError};
 use futures::{Stream, StreamExt};
 
 /// Why the byte stream under the SSE parser stopped.
@@ -75,8 +78,9 @@ impl std::fmt::Display for ReadError {
 
 pub type SseItem = Result<Event, EventStreamError<ReadError>>;
 
-/// Parses `body` as SSE. `completed_at_eof` becomes true when the body ended without a final
-/// blank line and Sluice completed the last event itself.
+/// Parses `body` as SSE: each event's type and data (the last event id and retry time are not
+/// kept: nothing downstream reads them). `completed_at_eof` becomes true when the body ended
+/// without a final blank line and Sluice completed the last event itself.
 pub fn events<S, E>(
     body: S,
     idle: Duration,
@@ -86,7 +90,29 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::fmt::Display,
 {
-    Prelude::new(body, idle, completed_at_eof).eventsource()
+    let mut parser = parser(body, idle, completed_at_eof);
+    futures::stream::poll_fn(move |cx| {
+        parser.poll_event(cx, |event, data| Event {
+            event: event.to_owned(),
+            data: data.to_owned(),
+            ..Event::default()
+        })
+    })
+}
+
+/// Like [`events`], as the [`Parser`] the stream driver polls: simple reads (whole events, one
+/// or a few per read, as every model upstream writes its tokens) are split in place, and
+/// eventsource-stream parses the rest, with the same events as [`events`].
+pub fn parser<S, E>(
+    body: S,
+    idle: Duration,
+    completed_at_eof: Arc<AtomicBool>,
+) -> Parser<impl Stream<Item = Result<Bytes, ReadError>> + Send + Unpin>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display,
+{
+    Parser::new(Prelude::new(body, idle, completed_at_eof))
 }
 
 /// The bytes the parser reads: `body` with everything above done to it in one `poll_next`, so a
