@@ -42,7 +42,7 @@ for secs in ${DURS:-4 12}; do
   fi
   for i in $(seq 1 240); do curl -s -o /dev/null http://127.0.0.1:$PORTG/ && break; sleep 0.5; done
   sleep 1
-  $B load --url http://127.0.0.1:$PORTG $KEYARG --concurrency $C --tokens 64 --delay-ms 20 --duration $secs --ramp-secs 1.28 --name $label > $OUT/load.$secs.txt 2>&1
+  $B load --url http://127.0.0.1:$PORTG $KEYARG --concurrency $C --tokens ${TOKENS:-64} --delay-ms 20 --duration $secs --ramp-secs 1.28 --name $label > $OUT/load.$secs.txt 2>&1
   sleep 1
   kill -INT $GW; wait $GW 2>/dev/null
   ok=$(grep -oE "ok [0-9]+" $OUT/load.$secs.txt | head -1 | awk '{print $2}')
@@ -51,4 +51,4 @@ for secs in ${DURS:-4 12}; do
   echo "$secs $ok $ir" >> $OUT/runs
 done
 kill $MOCK
-awk -v l=$label 'NR==1{s1=$2;i1=$3} NR==2{s2=$2;i2=$3} END{printf "%s: %.0f instructions per stream, %.0f per frame (streams %d -> %d)\n", l, (i2-i1)/(s2-s1), (i2-i1)/(s2-s1)/64, s1, s2}' $OUT/runs
+awk -v l=$label 'NR==1{s1=$2;i1=$3} NR==2{s2=$2;i2=$3} END{printf "%s: %.0f instructions per stream, %.0f per frame (streams %d -> %d)\n", l, (i2-i1)/(s2-s1), (i2-i1)/(s2-s1)/'${TOKENS:-64}', s1, s2}' $OUT/runs

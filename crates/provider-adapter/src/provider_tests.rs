@@ -259,3 +259,26 @@ async fn a_native_stream_goes_out_as_sent_and_its_thinking_signature_comes_back(
     want["messages"][1]["content"] = json!([{"type": "text", "text": "hello"}]);
     assert_eq!(got.body, want);
 }
+
+/// The streaming endpoint is parsed once, when the provider is made: the URL each request is
+/// built with must be that same URL, or every request parses it again.
+#[test]
+fn requests_go_to_the_endpoint_parsed_at_start() {
+    let req = ChatRequest::parse(
+        br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    for (kind, base) in [
+        (ProviderKind::OpenAi, "http://127.0.0.1:9/v1/"),
+        (ProviderKind::Anthropic, "http://127.0.0.1:9/v1"),
+        (ProviderKind::Anthropic, "http://127.0.0.1:9"),
+    ] {
+        let p = provider(kind, base);
+        let up = p.build(&req, true).unwrap();
+        assert_eq!(
+            p.endpoint.as_ref().map(reqwest::Url::as_str),
+            Some(up.url.as_str()),
+            "{kind:?} at {base}"
+        );
+    }
+}

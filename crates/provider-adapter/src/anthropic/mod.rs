@@ -23,7 +23,7 @@ fn invalid(param: impl Into<String>, message: impl Into<String>) -> AdapterError
 
 /// `{base}/v1/{path}`: a base configured as `.../v1` (as OpenAI bases are) must not become
 /// `/v1/v1/...`.
-fn url(base_url: &str, path: &str) -> String {
+pub(crate) fn url(base_url: &str, path: &str) -> String {
     let base = if base_url.is_empty() {
         DEFAULT_BASE_URL
     } else {
