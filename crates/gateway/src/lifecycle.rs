@@ -44,13 +44,7 @@ impl Lifecycle {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let stopped = self.stopped.clone();
-        spawn_on(&self.background, async move {
-            tokio::select! {
-                _ = stopped.cancelled() => {}
-                _ = task => {}
-            }
-        })
+        spawn_on(&self.background, until_stopped(task, self.stopped.clone()))
     }
 
     /// Runs a generation's pump to its end; shutdown waits for it through the grace period.
@@ -119,6 +113,19 @@ impl Lifecycle {
         self.background.close();
         let _ = tokio::time::timeout(patience, self.background.wait()).await;
     }
+}
+
+/// `task`, dropped when `stopped` is cancelled. A combinator, not an `async` block: a block
+/// that captures `task` and then awaits it keeps the captured copy's slot as well as the
+/// awaited one, so every connection's task (hyper's connection inline) would be twice its
+/// size for as long as the connection is open.
+fn until_stopped<F>(task: F, stopped: CancellationToken) -> impl Future<Output = ()> + Send
+where
+    F: Future<Output = ()> + Send,
+{
+    use futures::FutureExt as _;
+    use tokio_util::future::FutureExt as _;
+    task.with_cancellation_token_owned(stopped).map(drop)
 }
 
 // The one place that spawns.

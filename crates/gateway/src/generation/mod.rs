@@ -265,10 +265,10 @@ impl Started {
             hint,
         )
         .instrument(self.span);
-        let tracked: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
-            fut.await;
-            drop(token);
-        });
+        // `map`, not an `async` block awaiting `fut`: that would hold the pump twice over (the
+        // captured copy and the awaited one) for the whole stream.
+        let tracked: Pin<Box<dyn Future<Output = ()> + Send>> =
+            Box::pin(fut.map(move |()| drop(token)));
         Driver::new(tracked, state.lifecycle.generation_spawner())
     }
 }

@@ -109,11 +109,15 @@ pub async fn serve(
                 }))
             }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         lifecycle.spawn(async move {
+            // Made in here, not captured: a captured connection that is then pinned keeps its
+            // captured slot too, twice hyper's connection state for as long as it is open.
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                .into_owned();
+            let conn = watcher.watch(conn);
             let first_deadline = tokio::time::sleep(header_timeout);
             tokio::pin!(conn, first_deadline);
             let mut waiting_first = true;
