@@ -5,6 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::Either;
+use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -16,6 +18,8 @@ use super::body::{Arrival, TimedBody, Tracked};
 use super::connections::Connections;
 use super::socket::Conn;
 use crate::lifecycle::Lifecycle;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Most bytes of a response the server buffers for a client before it stops pulling more from
 /// the response body: a client that stops reading holds about this much, not its stream's
@@ -68,6 +72,13 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    // The same HTTP/1 settings, for connections known to speak HTTP/1 (see below).
+    let mut h1_builder = hyper::server::conn::http1::Builder::new();
+    h1_builder
+        .max_buf_size(MAX_CONN_WRITE_BUFFER)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let h1_builder = Arc::new(h1_builder);
     let graceful = GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -110,16 +121,45 @@ pub async fn serve(
             }
         });
         let builder = builder.clone();
+        let h1_builder = h1_builder.clone();
         let watcher = graceful.watcher();
         lifecycle.spawn(async move {
+            let first_deadline = tokio::time::sleep(header_timeout);
+            tokio::pin!(first_deadline);
+            let speaks_http1 = tokio::select! {
+                first = io.speaks_http1() => match first {
+                    Ok(Some(h1)) => h1,
+                    // Closed (or failed) before a byte: nothing to serve.
+                    Ok(None) | Err(_) => return,
+                },
+                _ = admitted.close.cancelled() => return,
+                _ = &mut first_deadline => {
+                    tracing::debug!("no request head within the header-read timeout: closing");
+                    return;
+                }
+            };
             // Made in here, not captured: a captured connection that is then pinned keeps its
             // captured slot too, twice hyper's connection state for as long as it is open.
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), svc)
-                .into_owned();
-            let conn = watcher.watch(conn);
-            let first_deadline = tokio::time::sleep(header_timeout);
-            tokio::pin!(conn, first_deadline);
+            // HTTP/1 goes straight to hyper's HTTP/1 server: the version sniffing of the auto
+            // builder reads the first 24 bytes itself and hands them back as a first short
+            // read, which makes hyper grow its read buffer from 8 to 16 KiB on every
+            // connection (kept for as long as the connection is open).
+            let conn = if speaks_http1 {
+                Either::Left(
+                    watcher
+                        .watch(h1_builder.serve_connection(TokioIo::new(io), svc))
+                        .map(|r| r.map_err(BoxError::from)),
+                )
+            } else {
+                Either::Right(
+                    watcher.watch(
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                            .into_owned(),
+                    ),
+                )
+            };
+            tokio::pin!(conn);
             let mut waiting_first = true;
             loop {
                 tokio::select! {
