@@ -141,6 +141,25 @@ where
 mod tests {
     use super::*;
 
+    /// A connection's task holds hyper's whole connection state: stopping it must not need
+    /// a second copy of it.
+    #[test]
+    fn a_background_task_is_held_once() {
+        let state = [7u8; 4096];
+        let task = async move {
+            std::future::ready(()).await;
+            std::hint::black_box(&state);
+        };
+        let alone = std::mem::size_of_val(&task);
+        let stoppable = until_stopped(task, CancellationToken::new());
+        assert!(alone >= 4096);
+        assert!(
+            std::mem::size_of_val(&stoppable) < alone + 256,
+            "{} bytes for a {alone}-byte task",
+            std::mem::size_of_val(&stoppable)
+        );
+    }
+
     #[tokio::test]
     async fn background_work_ends_when_stopped_and_generations_get_their_grace() {
         let life = Lifecycle::new();
