@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::body::{Arrival, TimedBody, Tracked};
@@ -80,6 +81,9 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     let h1_builder = Arc::new(h1_builder);
     let graceful = GracefulShutdown::new();
+    // Cancelled when accepting stops: a connection that has not sent a byte yet is not watched
+    // by `graceful` (see below), so this closes it then, as `graceful` closes the others.
+    let not_started = CancellationToken::new();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut drained => break,
@@ -123,6 +127,7 @@ pub async fn serve(
         let builder = builder.clone();
         let h1_builder = h1_builder.clone();
         let watcher = graceful.watcher();
+        let closing = not_started.clone();
         lifecycle.spawn(async move {
             let first_deadline = tokio::time::sleep(header_timeout);
             tokio::pin!(first_deadline);
@@ -133,6 +138,7 @@ pub async fn serve(
                     Ok(None) | Err(_) => return,
                 },
                 _ = admitted.close.cancelled() => return,
+                _ = closing.cancelled() => return,
                 _ = &mut first_deadline => {
                     tracing::debug!("no request head within the header-read timeout: closing");
                     return;
@@ -184,6 +190,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    not_started.cancel();
     // Connections that stay open after every stream ended (an idle client, say) must not
     // hold the exit up for long.
     let _ = tokio::time::timeout(Duration::from_secs(3), graceful.shutdown()).await;
