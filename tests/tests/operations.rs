@@ -1,7 +1,8 @@
 //! Running Sluice in front of users: slow-loris clients are dropped after the header-read
 //! timeout while others are served, a flood of idle connections past the cap does not keep a
-//! real request out, and the chat page carries its security headers. (`/readyz` turning 503 on
-//! SIGTERM: crates/gateway/tests/process.rs.)
+//! real request out, the chat page carries its security headers, and HTTP/2 and HTTP/1
+//! clients are told apart by their first bytes. (`/readyz` turning 503 on SIGTERM:
+//! crates/gateway/tests/process.rs.)
 
 use std::time::{Duration, Instant};
 
@@ -335,4 +336,43 @@ async fn every_finished_stream_logs_one_summary_line_without_its_text() {
     assert_eq!(logs.matches("stream finished").count(), 1, "{logs}");
     assert!(!logs.contains(prompt), "the prompt is in the log");
     assert!(!logs.contains(answer.trim()), "the answer is in the log");
+}
+
+/// A connection's protocol is told from its first bytes: a client with HTTP/2 prior knowledge
+/// gets its stream, and an HTTP/1 request whose first bytes could still be HTTP/2's preface
+/// ("P", "PU") when they arrive one at a time is answered as HTTP/1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_and_a_trickled_http1_request_are_both_served() {
+    let s = Gateway::builder().start();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let r = h2
+        .post(s.url("/v1/chat/completions"))
+        .json(&chat("sluice-demo", true, json!({"max_tokens": 5})))
+        .send()
+        .await
+        .expect("HTTP/2 request");
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.expect("HTTP/2 body");
+    assert!(body.contains("data: [DONE]"), "{body}");
+
+    let mut c = TcpStream::connect(s.addr).await.expect("connect");
+    let head = format!(
+        "PUT /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        s.addr
+    );
+    for b in &head.as_bytes()[..3] {
+        c.write_all(&[*b]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.write_all(&head.as_bytes()[3..]).await.expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(LIMIT, c.read_to_string(&mut out))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    assert!(out.starts_with("HTTP/1.1 "), "{out}");
 }

@@ -46,15 +46,7 @@ impl Lifecycle {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        // Gated: a connection's task is woken for every chunk it writes, and the stop is rare.
-        let stopped = Gate::new(Box::pin(self.stopped.clone().cancelled_owned()));
-        spawn_on(&self.background, async move {
-            tokio::select! {
-                biased;
-                () = stopped => {}
-                () = task => {}
-            }
-        })
+        spawn_on(&self.background, until_stopped(task, self.stopped.clone()))
     }
 
     /// Runs a generation's pump to its end; shutdown waits for it through the grace period.
@@ -125,6 +117,20 @@ impl Lifecycle {
     }
 }
 
+/// `task`, dropped when `stopped` is cancelled. A combinator, not an `async` block: a block
+/// that captures `task` and then awaits it keeps the captured copy's slot as well as the
+/// awaited one, so every connection's task (hyper's connection inline) would be twice its
+/// size for as long as the connection is open. The stop is gated (see [`Gate`]): a
+/// connection's task is woken for every chunk it writes, and the stop comes once.
+fn until_stopped<F>(task: F, stopped: CancellationToken) -> impl Future<Output = ()> + Send
+where
+    F: Future<Output = ()> + Send,
+{
+    use futures::FutureExt as _;
+    let stop = Gate::new(Box::pin(stopped.cancelled_owned()));
+    futures::future::select(Box::pin(task), stop).map(drop)
+}
+
 // The one place that spawns.
 #[allow(clippy::disallowed_methods)]
 fn spawn_on<F>(tracker: &TaskTracker, task: F) -> JoinHandle<()>
@@ -137,6 +143,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection's task holds hyper's whole connection state: stopping it must not need
+    /// a second copy of it.
+    #[test]
+    fn a_background_task_is_held_once() {
+        let state = [7u8; 4096];
+        let task = async move {
+            std::future::ready(()).await;
+            std::hint::black_box(&state);
+        };
+        let alone = std::mem::size_of_val(&task);
+        let stoppable = until_stopped(task, CancellationToken::new());
+        assert!(alone >= 4096);
+        assert!(
+            std::mem::size_of_val(&stoppable) < alone + 256,
+            "{} bytes for a {alone}-byte task",
+            std::mem::size_of_val(&stoppable)
+        );
+    }
 
     #[tokio::test]
     async fn background_work_ends_when_stopped_and_generations_get_their_grace() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::provider::drive;
+use crate::driver::drive;
 use crate::{openai, EventStream, Provider};
 
 /// `body` through the SSE parser and the OpenAI mapper, as [`Provider::stream`] runs it after

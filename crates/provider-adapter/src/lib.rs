@@ -14,6 +14,8 @@ pub mod azure;
 #[doc(hidden)]
 pub mod bench;
 /// Everything that can go wrong with an upstream.
+/// An upstream body through the SSE parser and a mapper into normalised events.
+mod driver;
 pub mod error;
 /// The normalised events every upstream is translated into.
 pub mod event;

@@ -14,7 +14,8 @@ use futures::StreamExt;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use crate::provider::{drive, StreamMapper};
+use crate::driver::drive;
+use crate::provider::StreamMapper;
 use crate::{anthropic, openai, AdapterError, ChatRequest, Provider, ProviderKind, StreamEvent};
 
 static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {

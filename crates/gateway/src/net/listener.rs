@@ -9,6 +9,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -69,7 +70,15 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    // Tells every connection to finish its response and close; each holds a receiver.
+    // The same HTTP/1 settings, for connections known to speak HTTP/1 (see below).
+    let mut h1_builder = hyper::server::conn::http1::Builder::new();
+    h1_builder
+        .max_buf_size(MAX_CONN_WRITE_BUFFER)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let h1_builder = Arc::new(h1_builder);
+    // Tells every connection to finish its response and close (or, before its first byte, to
+    // close); each holds a receiver, so shutdown can wait for them all.
     let (closing, _) = tokio::sync::watch::channel(());
     loop {
         let (tcp, peer) = tokio::select! {
@@ -111,40 +120,44 @@ pub async fn serve(
                 }))
             }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), svc)
-            .into_owned();
+        let builder = builder.clone();
+        let h1_builder = h1_builder.clone();
         // Counts the connection as open until its task ends (shutdown waits for them all).
         let open = closing.subscribe();
-        let stop = stop_signals(&admitted, header_timeout, closing.subscribe());
+        let mut drain = closing.subscribe();
+        let first_deadline = tokio::time::Instant::now() + header_timeout;
         lifecycle.spawn(async move {
-            tokio::pin!(conn);
-            // Its rare events are gated: polling them on every response chunk would take a
-            // lock per token of the stream this connection carries.
-            let mut stop = Gate::new(stop);
-            loop {
-                tokio::select! {
-                    biased;
-                    r = &mut conn => {
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    s = &mut stop => match s {
-                        Stop::Close => break,
-                        Stop::Drain => {
-                            // Finish the response under way, then close; unless the caps need
-                            // the room first.
-                            conn.as_mut().graceful_shutdown();
-                            let close = admitted.close.clone().cancelled_owned();
-                            stop = Gate::new(Box::pin(async move {
-                                close.await;
-                                Stop::Close
-                            }));
-                        }
-                    },
+            let speaks_http1 = tokio::select! {
+                first = io.speaks_http1() => match first {
+                    Ok(Some(h1)) => h1,
+                    // Closed (or failed) before a byte: nothing to serve.
+                    Ok(None) | Err(_) => return,
+                },
+                _ = admitted.close.cancelled() => return,
+                _ = drain.changed() => return,
+                () = tokio::time::sleep_until(first_deadline) => {
+                    tracing::debug!("no request head within the header-read timeout: closing");
+                    return;
                 }
+            };
+            let stop = stop_signals(&admitted, first_deadline, drain);
+            // Made in here, not captured: a captured connection that is then pinned keeps its
+            // captured slot too, twice hyper's connection state for as long as it is open.
+            // HTTP/1 goes straight to hyper's HTTP/1 server: the version sniffing of the auto
+            // builder reads the first 24 bytes itself and hands them back as a first short
+            // read, which makes hyper grow its read buffer from 8 to 16 KiB on every
+            // connection (kept for as long as the connection is open).
+            // Pinned here and lent: `run_connection` taking it by value would hold it twice.
+            if speaks_http1 {
+                let conn = h1_builder.serve_connection(TokioIo::new(io), svc);
+                tokio::pin!(conn);
+                run_connection(conn, stop, &admitted.close).await;
+            } else {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc)
+                    .into_owned();
+                tokio::pin!(conn);
+                run_connection(conn, stop, &admitted.close).await;
             }
             drop(open);
             drop(admitted);
@@ -167,17 +180,17 @@ enum Stop {
 }
 
 /// The rare events of a connection's life, as one future: the caps closing it, no request head
-/// within `header_timeout`, the server draining.
+/// by `first_deadline`, the server draining.
 fn stop_signals(
     admitted: &super::connections::Admitted,
-    header_timeout: Duration,
+    first_deadline: tokio::time::Instant,
     mut closing: tokio::sync::watch::Receiver<()>,
 ) -> Pin<Box<dyn Future<Output = Stop> + Send>> {
     let close = admitted.close.clone().cancelled_owned();
     let activity = admitted.activity.clone();
     Box::pin(async move {
         let silent = async {
-            tokio::time::sleep(header_timeout).await;
+            tokio::time::sleep_until(first_deadline).await;
             if activity.requests() == 0 {
                 tracing::debug!("no request head within the header-read timeout: closing");
                 return;
@@ -192,6 +205,44 @@ fn stop_signals(
             _ = closing.changed() => Stop::Drain,
         }
     })
+}
+
+/// Serves `conn` until it ends, the caps close it or the server drains. Its rare events are
+/// gated: polling them on every response chunk would take a lock per token of the stream the
+/// connection carries.
+async fn run_connection<C>(
+    mut conn: Pin<&mut C>,
+    stop: Pin<Box<dyn Future<Output = Stop> + Send>>,
+    close: &tokio_util::sync::CancellationToken,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut stop = Gate::new(stop);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut conn => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            s = &mut stop => match s {
+                Stop::Close => return,
+                Stop::Drain => {
+                    // Finish the response under way, then close; unless the caps need the
+                    // room first.
+                    conn.as_mut().graceful_shutdown();
+                    let close = close.clone().cancelled_owned();
+                    stop = Gate::new(Box::pin(async move {
+                        close.await;
+                        Stop::Close
+                    }));
+                }
+            },
+        }
+    }
 }
 
 /// hyper's executor (it spawns a task per HTTP/2 stream): through the lifecycle, like every

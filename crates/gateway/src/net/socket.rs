@@ -34,6 +34,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+/// What an HTTP/2 client with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Chunks closer together than this are a burst: the next write waits for the following one.
 pub const BURST_GAP: Duration = Duration::from_millis(3);
 
@@ -82,6 +85,18 @@ impl Conn {
             },
             hint,
         )
+    }
+
+    /// Whether the client speaks HTTP/1, from its first bytes, peeked (left for hyper to read):
+    /// `Some(false)` for HTTP/2's connection preface, or a part of it too short to tell;
+    /// `None` when the client closed before sending a byte.
+    pub async fn speaks_http1(&self) -> io::Result<Option<bool>> {
+        let mut first = [0u8; H2_PREFACE.len()];
+        let n = self.tcp.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(!H2_PREFACE.starts_with(&first[..n])))
     }
 
     /// Fails a write that accepts no byte for `timeout` (zero: never).
@@ -260,6 +275,53 @@ mod tests {
         })
         .await;
         assert!(writing.is_err(), "a live reader was timed out: {writing:?}");
+    }
+
+    /// A connected pair: the accepted side wrapped as a [`Conn`], and the client's stream.
+    async fn pair() -> (Conn, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        (Conn::new(tcp).0, client)
+    }
+
+    /// The protocol is told from the first bytes without taking them: hyper reads the whole
+    /// request head itself (into one buffer of its initial size).
+    #[tokio::test]
+    async fn an_http1_request_is_told_by_peeking_and_left_to_read() {
+        let (mut conn, mut client) = pair().await;
+        let head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n";
+        client.write_all(head).await.unwrap();
+        assert_eq!(conn.speaks_http1().await.unwrap(), Some(true));
+        let mut read = vec![0u8; head.len()];
+        conn.read_exact(&mut read).await.unwrap();
+        assert_eq!(read, head);
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_or_a_part_of_it_is_not_http1() {
+        let (conn, mut client) = pair().await;
+        client.write_all(&H2_PREFACE[..3]).await.unwrap();
+        assert_eq!(conn.speaks_http1().await.unwrap(), Some(false));
+        let (conn, mut client) = pair().await;
+        client.write_all(H2_PREFACE).await.unwrap();
+        assert_eq!(conn.speaks_http1().await.unwrap(), Some(false));
+        // One byte of a method that shares the preface's first letter is not enough to tell.
+        let (conn, mut client) = pair().await;
+        client.write_all(b"P").await.unwrap();
+        assert_eq!(conn.speaks_http1().await.unwrap(), Some(false));
+        let (conn, mut client) = pair().await;
+        client.write_all(b"PO").await.unwrap();
+        assert_eq!(conn.speaks_http1().await.unwrap(), Some(true));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_before_a_byte_has_no_protocol() {
+        let (conn, client) = pair().await;
+        drop(client);
+        assert_eq!(conn.speaks_http1().await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -58,10 +58,12 @@ async fn answer(
     let super::Admitted {
         req,
         plan,
-        admission,
+        mut admission,
         labels: stream_labels,
     } = super::admit(state, caller, &bytes, labels, request_id).await?;
-    let headers = admission.headers.clone();
+    // Taken, not cloned: the admission lives as long as the stream, its headers only until the
+    // response head is written.
+    let headers = std::mem::take(&mut admission.headers);
     let mut resp = if req.stream {
         let started =
             generation::start(state, &req, &plan, admission, stream_labels, arrival).await?;

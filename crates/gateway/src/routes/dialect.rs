@@ -35,8 +35,9 @@ pub async fn begin(
     req: ChatRequest,
     labels: &mut RequestLabels,
 ) -> Result<Begun, GatewayError> {
-    let a = super::admit_request(state, caller, req, labels).await?;
-    let headers = a.admission.headers.clone();
+    let mut a = super::admit_request(state, caller, req, labels).await?;
+    // Taken, not cloned: the admission lives as long as the stream.
+    let headers = std::mem::take(&mut a.admission.headers);
     let started = generation::start(state, &a.req, &a.plan, a.admission, a.labels, arrival).await?;
     Ok(Begun { started, headers })
 }

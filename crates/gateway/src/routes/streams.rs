@@ -47,8 +47,9 @@ async fn start(
     request_id: Option<String>,
 ) -> Result<Response, GatewayError> {
     let bytes = super::body(state, body)?;
-    let a = super::admit(state, caller, &bytes, labels, request_id).await?;
-    let headers = a.admission.headers.clone();
+    let mut a = super::admit(state, caller, &bytes, labels, request_id).await?;
+    // Taken, not cloned: the admission lives as long as the stream.
+    let headers = std::mem::take(&mut a.admission.headers);
     let started = generation::start(state, &a.req, &a.plan, a.admission, a.labels, arrival).await?;
     let provider = started.provider().to_owned();
     // It exists to be resumed: it keeps its grace period whatever `on_disconnect` says.
