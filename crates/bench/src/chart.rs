@@ -143,7 +143,8 @@ pub fn stream_lane(path: &Path, data: &[StreamStep]) -> anyhow::Result<()> {
             |d| Some(d.stalled_pct),
         ),
     ];
-    for (area, title, y_desc, pick) in panels {
+    for (n, (area, title, y_desc, pick)) in panels.into_iter().enumerate() {
+        let top = n == 0;
         let (lo, hi) = y_range(data.iter().filter_map(pick));
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 18))
@@ -153,6 +154,8 @@ pub fn stream_lane(path: &Path, data: &[StreamStep]) -> anyhow::Result<()> {
             .build_cartesian_2d((min_c * 0.8..max_c * 1.25).log_scale(), lo.max(0.0)..hi)?;
         chart
             .configure_mesh()
+            .max_light_lines(0)
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .x_desc("concurrent streams")
             .y_desc(y_desc)
             .draw()?;
@@ -173,7 +176,12 @@ pub fn stream_lane(path: &Path, data: &[StreamStep]) -> anyhow::Result<()> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            // Out of the lines' way: CPU falls to the right, stalls rise there.
+            .position(if top {
+                SeriesLabelPosition::LowerLeft
+            } else {
+                SeriesLabelPosition::UpperLeft
+            })
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()?;
