@@ -74,7 +74,17 @@ where
                 // Checked as UTF-8 when it was split.
                 let text = std::str::from_utf8(&self.read).unwrap_or_default();
                 let event = ev.event.clone().map_or("message", |r| &text[r]);
-                return Poll::Ready(Some(Ok(on(event, &text[ev.data.clone()]))));
+                let out = on(event, &text[ev.data.clone()]);
+                if self.next == self.events.len() {
+                    // Let go of the read at once: it is a slice of the upstream connection's
+                    // read buffer, which hyper can reuse for the next read only once nothing
+                    // else holds it (else it allocates a new one, and an idle stream would
+                    // keep two).
+                    self.read = Bytes::new();
+                    self.events.clear();
+                    self.next = 0;
+                }
+                return Poll::Ready(Some(Ok(out)));
             }
             if self.general_busy {
                 match self.poll_general() {
