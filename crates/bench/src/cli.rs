@@ -66,7 +66,8 @@ pub struct SuiteArgs {
     /// Where summary.json, the SVG charts and the peers' logs go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
-    /// Comma-separated: ttft, throughput, open, retention, soak (default: all but soak).
+    /// Comma-separated: ttft, throughput, open, retention, stream, soak (default: all but stream
+    /// and soak, the two long ones).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub scenarios: Vec<Scenario>,
     /// Also compare vllm-router (when the `vllm-router` executable is on PATH).
