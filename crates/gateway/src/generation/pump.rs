@@ -38,6 +38,33 @@ const MAX_BATCH: usize = 64;
 /// answer) makes the streak in its first few tokens.
 const BURST_STREAK: u32 = 2;
 
+/// Whether the upstream is bursting, from when batches are published.
+#[derive(Debug, Default)]
+struct Burst {
+    /// When the last batch was published (`None` before the first: a stream's opening chunks
+    /// are not a burst to wait for).
+    last: Option<Instant>,
+    /// Batches in a row that followed the previous one within [`BURST_GAP`].
+    streak: u32,
+}
+
+impl Burst {
+    /// A batch was published at `now`: true when the next write should wait for the following
+    /// one.
+    fn batch(&mut self, now: Instant) -> bool {
+        let close = self
+            .last
+            .is_some_and(|last| now.duration_since(last) < BURST_GAP);
+        self.last = Some(now);
+        self.streak = if close {
+            self.streak.saturating_add(1)
+        } else {
+            0
+        };
+        self.streak >= BURST_STREAK
+    }
+}
+
 /// How the upstream's part of a generation ended.
 enum End {
     Finished,
@@ -72,11 +99,7 @@ pub(super) struct Pump {
     hint: Option<FlushHint>,
     /// Held until the pump ends: shutdown waits for it (a pump polled by a response body).
     _token: Option<TaskTrackerToken>,
-    /// When the last batch was published (`None` before the first: a stream's opening
-    /// chunks are not a burst to wait for).
-    last_batch: Option<Instant>,
-    /// Batches in a row that followed the previous one within [`BURST_GAP`].
-    streak: u32,
+    burst: Burst,
     ttft: Option<Duration>,
     upstream_ttft: Option<Duration>,
     /// Bytes of generated text, to estimate the completion if the upstream reports no usage.
@@ -115,8 +138,7 @@ impl Pump {
             control,
             hint,
             _token: token,
-            last_batch: None,
-            streak: 0,
+            burst: Burst::default(),
             ttft: None,
             upstream_ttft: None,
             text_bytes: 0,
@@ -196,19 +218,9 @@ impl Pump {
             return Poll::Ready(Step::End(end));
         }
         if let Some(hint) = &self.hint {
-            let now = Instant::now();
-            if self
-                .last_batch
-                .is_some_and(|last| now.duration_since(last) < BURST_GAP)
-            {
-                self.streak = self.streak.saturating_add(1);
-                if self.streak >= BURST_STREAK {
-                    hint.burst();
-                }
-            } else {
-                self.streak = 0;
+            if self.burst.batch(Instant::now()) {
+                hint.burst();
             }
-            self.last_batch = Some(now);
         }
         if let Some(limit) = self.budget {
             let used = self
@@ -399,5 +411,33 @@ fn apply(writer: &mut Writer, ev: StreamEvent) -> bool {
             writer.record_usage(usage(u));
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame that arrives alone leaves alone, at once: only a run of close batches (a fast
+    /// model, a replayed answer) puts a write off.
+    #[test]
+    fn only_a_run_of_close_batches_is_a_burst() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut b = Burst::default();
+        // A trickled stream: its opening pair (role chunk, first token) and then 20 ms apart.
+        assert!(!b.batch(ms(0)));
+        assert!(!b.batch(ms(0)), "a stream's opening pair is not a burst");
+        for n in 1..10 {
+            assert!(!b.batch(ms(20 * n)), "a trickled token leaves at once");
+        }
+        // Two tokens taken back to back because the pump was late for the first: not yet.
+        assert!(!b.batch(ms(201)));
+        assert!(!b.batch(ms(202)));
+        // A third close one: the upstream is bursting.
+        assert!(b.batch(ms(203)));
+        assert!(b.batch(ms(204)));
+        // A pause ends it.
+        assert!(!b.batch(ms(250)));
     }
 }

@@ -6,10 +6,12 @@
 //! them), and the server writes whatever the body has produced each time the body waits. When an
 //! upstream sends a burst (a fast model, a replayed answer), that is one small `writev` per token,
 //! and on two shared cores each write costs more than everything else a token costs. So when the
-//! pump has just taken a chunk that followed the previous one closely ([`FlushHint::burst`]),
-//! the next write on its connection is put off once: the task yields, the upstream's connection
-//! task delivers the next chunk, and both leave in one write. A token that arrives alone (a
-//! model's normal pace) is written at once.
+//! pump has just taken a run of chunks that each followed the one before closely
+//! ([`FlushHint::burst`]; the rule is in `generation::pump`), the next write on its connection is
+//! put off once: the task yields, the upstream's connection task delivers the next chunk, and
+//! both leave in one write. A token that arrives alone (a model's normal pace) is written at
+//! once, and so is a pair of tokens taken back to back because the machine was busy: putting
+//! that off would bunch a slow stream's frames further when the machine is loaded.
 //!
 //! Writes also have a progress deadline ([`Conn::with_write_timeout`]): a client that stops
 //! reading its socket (its receive window closed) leaves a write pending for ever, hyper stops
