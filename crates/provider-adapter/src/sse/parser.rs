@@ -122,17 +122,18 @@ where
 
     /// Splits a simple read, or hands the read to eventsource-stream.
     fn take(&mut self, read: Bytes) {
-        self.next = 0;
-        if self.framing.clean() {
-            if let Ok(text) = std::str::from_utf8(&read) {
-                if simple::split(text, &mut self.events) {
-                    self.read = read;
-                    return;
-                }
+        // Called only once the events of the read before are all out (and it was let go).
+        let simple = self.framing.clean()
+            && std::str::from_utf8(&read).is_ok_and(|text| simple::split(text, &mut self.events));
+        if simple {
+            self.next = 0;
+            // A read of comments and blank lines alone (a keep-alive) has no event to hand out:
+            // it is not kept, so as not to hold the connection's read buffer.
+            if !self.events.is_empty() {
+                self.read = read;
             }
+            return;
         }
-        self.events.clear();
-        self.read = Bytes::new();
         self.framing.gave_parser(&read);
         if let Some(feed) = &self.feed {
             // Unbounded, but it never holds more than this one read: eventsource-stream is
@@ -235,6 +236,27 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 2);
+        assert!(p.framing.untouched());
+    }
+
+    /// A read is a slice of the upstream connection's read buffer: once its events are out (or
+    /// it had none, a keep-alive), the parser must not hold it, or hyper allocates a new buffer
+    /// for every read and an idle stream keeps two.
+    #[test]
+    fn a_read_is_let_go_once_its_events_are_out() {
+        let reads: Vec<Result<Bytes, ReadError>> = vec![
+            Ok(Bytes::from_static(b"data: {}\n\n")),
+            Ok(Bytes::from_static(b": keep-alive\n\n")),
+        ];
+        let mut p = Parser::new(futures::stream::iter(reads).chain(futures::stream::pending()));
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        assert!(matches!(
+            p.poll_event(&mut cx, |_, d| d.to_owned()),
+            Poll::Ready(Some(Ok(d))) if d == "{}"
+        ));
+        assert!(p.read.is_empty(), "held after its last event");
+        assert!(p.poll_event(&mut cx, |_, _| ()).is_pending());
+        assert!(p.read.is_empty(), "a keep-alive read held");
         assert!(p.framing.untouched());
     }
 
