@@ -124,23 +124,20 @@ pub async fn serve(
         let h1_builder = h1_builder.clone();
         // Counts the connection as open until its task ends (shutdown waits for them all).
         let open = closing.subscribe();
-        let mut drain = closing.subscribe();
         let first_deadline = tokio::time::Instant::now() + header_timeout;
+        let mut stop = Gate::new(stop_signals(&admitted, first_deadline, closing.subscribe()));
         lifecycle.spawn(async move {
             let speaks_http1 = tokio::select! {
+                biased;
                 first = io.speaks_http1() => match first {
                     Ok(Some(h1)) => h1,
                     // Closed (or failed) before a byte: nothing to serve.
                     Ok(None) | Err(_) => return,
                 },
-                _ = admitted.close.cancelled() => return,
-                _ = drain.changed() => return,
-                () = tokio::time::sleep_until(first_deadline) => {
-                    tracing::debug!("no request head within the header-read timeout: closing");
-                    return;
-                }
+                // Before its first byte a connection has no response to finish: any stop,
+                // a drain too, closes it.
+                _ = &mut stop => return,
             };
-            let stop = stop_signals(&admitted, first_deadline, drain);
             // Made in here, not captured: a captured connection that is then pinned keeps its
             // captured slot too, twice hyper's connection state for as long as it is open.
             // HTTP/1 goes straight to hyper's HTTP/1 server: the version sniffing of the auto
@@ -179,13 +176,15 @@ enum Stop {
     Drain,
 }
 
+type StopSignals = Pin<Box<dyn Future<Output = Stop> + Send>>;
+
 /// The rare events of a connection's life, as one future: the caps closing it, no request head
 /// by `first_deadline`, the server draining.
 fn stop_signals(
     admitted: &super::connections::Admitted,
     first_deadline: tokio::time::Instant,
     mut closing: tokio::sync::watch::Receiver<()>,
-) -> Pin<Box<dyn Future<Output = Stop> + Send>> {
+) -> StopSignals {
     let close = admitted.close.clone().cancelled_owned();
     let activity = admitted.activity.clone();
     Box::pin(async move {
@@ -212,13 +211,12 @@ fn stop_signals(
 /// connection carries.
 async fn run_connection<C>(
     mut conn: Pin<&mut C>,
-    stop: Pin<Box<dyn Future<Output = Stop> + Send>>,
+    mut stop: Gate<StopSignals>,
     close: &tokio_util::sync::CancellationToken,
 ) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
-    let mut stop = Gate::new(stop);
     loop {
         tokio::select! {
             biased;
