@@ -32,7 +32,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventsource_stream::{Event, EventStreamError};
 use futures::{Stream, StreamExt};
 
 /// Why the byte stream under the SSE parser stopped.
@@ -76,33 +75,10 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-pub type SseItem = Result<Event, EventStreamError<ReadError>>;
-
-/// Parses `body` as SSE: each event's type and data (the last event id and retry time are not
-/// kept: nothing downstream reads them). `completed_at_eof` becomes true when the body ended
+/// Parses `body` as SSE, as the [`Parser`] the stream driver polls: simple reads (whole events,
+/// one or a few per read, as every model upstream writes its tokens) are split in place, and
+/// eventsource-stream parses the rest. `completed_at_eof` becomes true when the body ended
 /// without a final blank line and Sluice completed the last event itself.
-pub fn events<S, E>(
-    body: S,
-    idle: Duration,
-    completed_at_eof: Arc<AtomicBool>,
-) -> impl Stream<Item = SseItem> + Send + Unpin
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
-    E: std::fmt::Display,
-{
-    let mut parser = parser(body, idle, completed_at_eof);
-    futures::stream::poll_fn(move |cx| {
-        parser.poll_event(cx, |event, data| Event {
-            event: event.to_owned(),
-            data: data.to_owned(),
-            ..Event::default()
-        })
-    })
-}
-
-/// Like [`events`], as the [`Parser`] the stream driver polls: simple reads (whole events, one
-/// or a few per read, as every model upstream writes its tokens) are split in place, and
-/// eventsource-stream parses the rest, with the same events as [`events`].
 pub fn parser<S, E>(
     body: S,
     idle: Duration,

@@ -1,6 +1,28 @@
 use super::*;
 use std::convert::Infallible;
 
+use eventsource_stream::{Event, EventStreamError};
+
+/// [`parser`] as a stream of owned events (type and data), for the tests.
+fn events<S, E>(
+    body: S,
+    idle: Duration,
+    completed_at_eof: Arc<AtomicBool>,
+) -> impl Stream<Item = Result<Event, SseError>> + Unpin
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display,
+{
+    let mut parser = parser(body, idle, completed_at_eof);
+    futures::stream::poll_fn(move |cx| {
+        parser.poll_event(cx, |event, data| Event {
+            event: event.to_owned(),
+            data: data.to_owned(),
+            ..Event::default()
+        })
+    })
+}
+
 async fn parse(chunks: &[&'static [u8]]) -> (Vec<(String, String)>, bool) {
     let flag = Arc::new(AtomicBool::new(false));
     let body = futures::stream::iter(
