@@ -6,29 +6,14 @@
 # Deterministic (instruction counts, not time), so two binaries can be compared on a busy
 # machine; it does not see the kernel (syscalls per frame: perf stat, see profile.sh).
 set -u
+. "$(dirname "$(realpath "$0")")/bench-config.sh"
 label=$1; bin=$2; C=${C:-16}
 OUT=${OUT:-/tmp/sluice-instructions}/$label; mkdir -p $OUT
 B=$(realpath ${BENCH:-${CARGO_TARGET_DIR:-target}/release/sluice-bench})
 PORTM=$((18400 + RANDOM % 50)); PORTG=$((PORTM + 50))
 $B mock-upstream --addr 127.0.0.1:$PORTM > $OUT/mock.log 2>&1 &
 MOCK=$!
-KEY=sk-bench-profile-0123456789abcdef
-SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
-cat > $OUT/sluice.toml <<TOML
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:$PORTM/v1"
-models = ["*"]
-
-[[teams]]
-name = "bench"
-api_keys_sha256 = ["$SHA"]
-requests_per_minute = 100000000
-tokens_per_minute = 100000000000
-max_concurrent_streams = 100000
-models = ["*"]
-TOML
+write_config $PORTM $OUT/sluice.toml
 PY=$(python3 -c "import sys; print(sys.executable)")
 ulimit -n 20000; sleep 0.5
 rm -f $OUT/runs

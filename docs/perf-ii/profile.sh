@@ -2,6 +2,7 @@
 # Profile one gateway under the stream lane's load at C=512 (64 deltas 20 ms apart).
 # usage: run.sh sluice|vllm-router
 set -u
+. "$(dirname "$(realpath "$0")")/bench-config.sh"
 WHO=$1
 OUT=${OUT:-/work/bench-out/profile}; mkdir -p "$OUT"
 B=${BENCH:-${CARGO_TARGET_DIR:-target}/release/sluice-bench}
@@ -10,23 +11,7 @@ B=$(realpath "$B"); S=$(realpath "$S")
 cd $OUT
 $B mock-upstream --addr 127.0.0.1:18001 > $OUT/mock-$WHO.log 2>&1 &
 MOCK=$!
-KEY=sk-bench-profile-0123456789abcdef
-SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
-cat > $OUT/sluice.toml <<TOML
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:18001/v1"
-models = ["*"]
-
-[[teams]]
-name = "bench"
-api_keys_sha256 = ["$SHA"]
-requests_per_minute = 100000000
-tokens_per_minute = 100000000000
-max_concurrent_streams = 100000
-models = ["*"]
-TOML
+write_config 18001 $OUT/sluice.toml
 ulimit -n 20000
 sleep 1
 if [ "$WHO" = sluice ]; then
