@@ -71,10 +71,14 @@ where
         loop {
             if let Some(ev) = self.events.get(self.next) {
                 self.next += 1;
-                // Checked as UTF-8 when it was split.
-                let text = std::str::from_utf8(&self.read).unwrap_or_default();
-                let event = ev.event.clone().map_or("message", |r| &text[r]);
-                let out = on(event, &text[ev.data.clone()]);
+                // The read was checked as UTF-8 when it was split, and its ranges start and end
+                // at ASCII bytes: only this event's own bytes are looked at again (the whole
+                // read per event would cost a burst of N events in one read N times its size).
+                let text = |r: std::ops::Range<usize>| {
+                    std::str::from_utf8(&self.read[r]).unwrap_or_default()
+                };
+                let event = ev.event.clone().map_or("message", text);
+                let out = on(event, text(ev.data.clone()));
                 if self.next == self.events.len() {
                     // Let go of the read at once: it is a slice of the upstream connection's
                     // read buffer, which hyper can reuse for the next read only once nothing
