@@ -25,6 +25,8 @@ pub mod registry;
 pub mod replica;
 /// What a stream's writer, readers and handles share.
 mod shared;
+/// Wakers that record which source woke a body.
+mod signal;
 /// The write side of a stream: a single owner appends, then ends it once.
 pub mod writer;
 

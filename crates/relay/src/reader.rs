@@ -21,6 +21,7 @@ use crate::encode::{self, Format};
 use crate::event::Event;
 use crate::log::Cursor;
 use crate::shared::Shared;
+use crate::signal::Signal;
 
 /// Most bytes handed to the server in one piece.
 pub const MAX_WRITE: usize = 64 * 1024;
@@ -211,11 +212,15 @@ impl Reader {
     /// This reader as an SSE body: the format's preamble, then events, with a keep-alive
     /// comment after `keep_alive` of silence. Ends after the terminal event.
     pub fn into_sse(self, keep_alive: Duration) -> SseBody {
+        let (pumped, quiet) = Signal::pair();
         SseBody {
             preamble: self.format.preamble(),
             reader: self,
             silence: Silence::new(keep_alive),
             driving: false,
+            fresh: true,
+            pumped,
+            quiet,
         }
     }
 
@@ -288,6 +293,11 @@ pub struct SseBody {
     /// This body polls the stream's writer (see [`Reader::into_sse_driving`]) until the driver
     /// is done or taken away.
     driving: bool,
+    /// While driving: the writer may have appended since the log was last found empty.
+    fresh: bool,
+    /// The writer's wake-ups, and the keep-alive timer's (see [`signal`](crate::signal)).
+    pumped: Signal,
+    quiet: Signal,
 }
 
 impl Drop for SseBody {
@@ -308,29 +318,46 @@ impl Stream for SseBody {
             let p = std::mem::take(&mut this.preamble);
             return Poll::Ready(Some(Ok(Bytes::from_static(p))));
         }
-        // One uncontended lock per poll: the slot is shared only with a cancel.
-        if this.driving && !this.reader.shared.poll_pump(cx) {
-            this.driving = false;
+        // Registered before the signals are looked at: a wake-up in between is seen next time.
+        this.pumped.register(cx.waker());
+        // The writer is polled only when one of its own wake-ups fired (the upstream has bytes,
+        // its pump asked for another turn, a cancel): hyper polls a body again after each
+        // write, and the whole upstream stack would be polled to find nothing. The slot's lock
+        // is uncontended: it is shared only with a cancel.
+        if this.driving && this.pumped.take() {
+            this.fresh = true;
+            if !this.reader.shared.poll_pump(&mut this.pumped.context()) {
+                this.driving = false;
+            }
         }
         if this.driving {
-            // Only the driver appends, and it has registered this task for its own progress:
-            // waiting on the log as well would only wake this task a second time.
-            match this.reader.try_chunk() {
-                Fill::Chunk(b) => {
-                    this.silence.activity();
-                    return Poll::Ready(Some(Ok(b)));
+            // Only the driver appends, and its wake-ups are this task's: waiting on the log as
+            // well would only wake this task a second time.
+            if this.fresh {
+                match this.reader.try_chunk() {
+                    Fill::Chunk(b) => {
+                        this.silence.activity();
+                        return Poll::Ready(Some(Ok(b)));
+                    }
+                    Fill::End => return Poll::Ready(None),
+                    Fill::Empty => this.fresh = false,
                 }
-                Fill::End => return Poll::Ready(None),
-                Fill::Empty => {}
             }
         } else if let Poll::Ready(b) = this.reader.poll_chunk(cx) {
             this.silence.activity();
             return Poll::Ready(b.map(Ok));
         }
-        match this.silence.poll_elapsed(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Ok(Bytes::from_static(
-                this.reader.format.keep_alive(),
-            )))),
+        if !this.quiet.take() {
+            return Poll::Pending;
+        }
+        match this.silence.poll_elapsed(&mut this.quiet.context()) {
+            Poll::Ready(()) => {
+                // The timer was moved on without being polled: poll it next time to arm it.
+                this.quiet.arm();
+                Poll::Ready(Some(Ok(Bytes::from_static(
+                    this.reader.format.keep_alive(),
+                ))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -427,3 +427,83 @@ async fn a_cancel_hands_off_the_driver_of_a_body_nobody_polls() {
         None
     );
 }
+
+/// hyper polls a body again after every write, twice, to find it empty. A driving body polls
+/// its writer (the whole upstream stack, down to the socket) only when one of the writer's own
+/// wake-ups fired, and its keep-alive timer only when that fired.
+#[tokio::test(start_paused = true)]
+async fn a_driving_body_polls_its_writer_only_after_the_writer_was_woken() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    let r = relay::Registry::new(relay::Limits::default());
+    let mut w = r.create(meta(), false).unwrap();
+    let h = w.handle();
+    let reader = h.reader(Format::Browser);
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let counted = polls.clone();
+    let driver = relay::Driver::new(
+        Box::pin(async move {
+            let mut next = std::future::poll_fn(move |cx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                rx.poll_recv(cx)
+            });
+            while let Some(text) = (&mut next).await {
+                w.push_delta(Delta::text(0, text));
+            }
+            w.finish();
+        }),
+        |rest| {
+            tokio::spawn(rest);
+        },
+    );
+    let mut b: Body = Box::pin(reader.into_sse_driving(KEEP_ALIVE, driver));
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut poll = |b: &mut Body| match b.as_mut().poll_next(&mut cx) {
+        Poll::Ready(Some(Ok(bytes))) => Some(String::from_utf8(bytes.to_vec()).unwrap()),
+        Poll::Ready(None) => panic!("the body ended"),
+        Poll::Pending => None,
+    };
+    assert_eq!(poll(&mut b).as_deref(), Some("retry: 1000\n\n"));
+    for _ in 0..5 {
+        assert_eq!(poll(&mut b), None);
+    }
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        1,
+        "armed once, then left alone"
+    );
+
+    tx.send("Hel").unwrap();
+    assert!(poll(&mut b).unwrap().contains("Hel"));
+    let after = polls.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(poll(&mut b), None);
+    }
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        after,
+        "not polled without a wake-up"
+    );
+
+    // The keep-alive timer still fires, and the writer is not polled for it.
+    tokio::time::advance(KEEP_ALIVE + Duration::from_secs(1)).await;
+    assert_eq!(
+        poll(&mut b).as_deref(),
+        Some(s(Format::Browser.keep_alive()))
+    );
+    assert_eq!(poll(&mut b), None);
+    assert_eq!(polls.load(Ordering::SeqCst), after);
+    tokio::time::advance(KEEP_ALIVE + Duration::from_secs(1)).await;
+    assert_eq!(
+        poll(&mut b).as_deref(),
+        Some(s(Format::Browser.keep_alive())),
+        "the timer was armed again"
+    );
+
+    drop(tx);
+    assert!(poll(&mut b).unwrap().contains("done"));
+}
