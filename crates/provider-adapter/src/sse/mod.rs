@@ -262,6 +262,10 @@ impl<S> Prelude<S> {
 /// replaced in place by `data: ` (the value then starts with a space, which JSON ignores).
 const ERROR_FIELD: &[u8] = b"error:";
 
+/// Built once: building a searcher costs more than searching a read.
+static ERROR_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(ERROR_FIELD));
+
 /// Line-start tracking for the `error:` rewrite.
 struct ErrorLines {
     /// The next byte starts a line. (The LF of a CRLF split between reads then counts as a
@@ -283,6 +287,16 @@ impl Default for ErrorLines {
 impl ErrorLines {
     /// `chunk` with its `error:` lines rewritten; the same bytes when it has none.
     fn rewrite(&mut self, chunk: Bytes) -> Bytes {
+        if self.held.is_empty() && chunk.ends_with(b"\n") && ERROR_FINDER.find(&chunk).is_none() {
+            // The usual read: no line of it can start with `error:`, and it ends at a line end.
+            self.line_start = true;
+            return chunk;
+        }
+        self.rewrite_lines(chunk)
+    }
+
+    /// [`rewrite`](Self::rewrite), line by line.
+    fn rewrite_lines(&mut self, chunk: Bytes) -> Bytes {
         let mut data = if self.held.is_empty() {
             chunk
         } else {
@@ -428,6 +442,22 @@ struct Tail {
 
 impl Tail {
     fn push(&mut self, chunk: &[u8]) {
+        if !self.after_cr && chunk.ends_with(b"\n\n") && memchr::memchr(b'\r', chunk).is_none() {
+            // The usual read, whole events with LF ends: whatever its lines, it ends with a
+            // blank line, so nothing of a line or an event is left open.
+            self.line_len = 0;
+            self.event_len = 0;
+        } else {
+            self.push_lines(chunk);
+        }
+        for &b in &chunk[chunk.len().saturating_sub(4)..] {
+            self.last.rotate_left(1);
+            self.last[3] = b;
+            self.len = (self.len + 1).min(4);
+        }
+    }
+
+    fn push_lines(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
         if std::mem::take(&mut self.after_cr) {
             if let [b'\n', tail @ ..] = rest {
@@ -448,11 +478,6 @@ impl Tail {
             }
         }
         self.extend_line(rest);
-        for &b in &chunk[chunk.len().saturating_sub(4)..] {
-            self.last.rotate_left(1);
-            self.last[3] = b;
-            self.len = (self.len + 1).min(4);
-        }
     }
 
     fn extend_line(&mut self, bytes: &[u8]) {

@@ -374,3 +374,55 @@ fn utf8_check_follows_characters_across_reads() {
         assert!(!(check.check(a) && check.check(b)), "{a:?} {b:?}");
     }
 }
+
+/// Reads of SSE-ish bytes: field lines, `error:` lines and pieces of them, every line end.
+fn sse_reads() -> impl proptest::strategy::Strategy<Value = Vec<Vec<u8>>> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        Just(b"data: x".to_vec()),
+        Just(b"error: {}".to_vec()),
+        Just(b"err".to_vec()),
+        Just(b"or:".to_vec()),
+        Just(b": c".to_vec()),
+        Just(b"\n".to_vec()),
+        Just(b"\n\n".to_vec()),
+        Just(b"\r".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(b"\r\n\r\n".to_vec()),
+    ];
+    proptest::collection::vec(proptest::collection::vec(piece, 0..6), 0..8)
+        .prop_map(|reads| reads.into_iter().map(|r| r.concat()).collect())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+    /// The shortcuts for the usual read (whole events, LF ends, no `error:`) leave `Tail` and
+    /// `ErrorLines` exactly as the line-by-line walk does, whatever came before.
+    #[test]
+    fn the_usual_read_shortcuts_match_the_line_walk(reads in sse_reads()) {
+        let (mut fast, mut walk) = (Tail::default(), Tail::default());
+        let (mut lines, mut walked) = (ErrorLines::default(), ErrorLines::default());
+        for read in reads {
+            fast.push(&read);
+            walk.push_lines(&read);
+            for &b in &read[read.len().saturating_sub(4)..] {
+                walk.last.rotate_left(1);
+                walk.last[3] = b;
+                walk.len = (walk.len + 1).min(4);
+            }
+            proptest::prop_assert_eq!(
+                (fast.line_len, fast.event_len, fast.after_cr, fast.last, fast.len),
+                (walk.line_len, walk.event_len, walk.after_cr, walk.last, walk.len)
+            );
+            if fast.line_len > 0 {
+                proptest::prop_assert_eq!(fast.comment, walk.comment);
+            }
+            let out = lines.rewrite(Bytes::from(read.clone()));
+            let want = walked.rewrite_lines(Bytes::from(read));
+            proptest::prop_assert_eq!(out, want);
+            proptest::prop_assert_eq!(lines.line_start, walked.line_start);
+            proptest::prop_assert_eq!(&lines.held, &walked.held);
+        }
+    }
+}
