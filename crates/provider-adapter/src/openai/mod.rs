@@ -17,6 +17,8 @@ use crate::lenient::{Content, Num, Text};
 use crate::provider::{Completion, StreamMapper, UpstreamRequest};
 use crate::{AdapterError, ChatRequest};
 
+mod fast;
+
 /// The upstream request: `POST {base}/chat/completions` with the client's body.
 pub(crate) fn build_request(
     base_url: &str,
@@ -117,7 +119,8 @@ pub(crate) fn completion(body: Value) -> Completion {
 /// (see [`lenient`](crate::lenient)): servers omit or null fields OpenAI always sends (`id`,
 /// `object`, `created`, `model`, `choices[].index`; llama.cpp sends `"model":""`, Mistral's
 /// first chunk has no `object`/`created`), and one odd value must not cost the user the answer.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug))]
 struct Chunk<'a> {
     #[serde(borrow, default)]
     id: Text<'a>,
@@ -167,7 +170,8 @@ struct XGroq<'a> {
     usage: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug))]
 struct ChunkChoice<'a> {
     #[serde(default)]
     index: Num,
@@ -181,6 +185,7 @@ struct ChunkChoice<'a> {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug))]
 struct Delta<'a> {
     #[serde(borrow, default)]
     content: Content<'a>,
@@ -199,6 +204,7 @@ struct Delta<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct ToolCall<'a> {
     /// Gemini leaves it out (<https://github.com/openai/openai-python/issues/2806>).
     #[serde(default)]
@@ -210,6 +216,7 @@ struct ToolCall<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct Function<'a> {
     #[serde(borrow, default)]
     name: Text<'a>,
@@ -355,9 +362,13 @@ impl StreamMapper for ChunkMapper {
                 }),
             );
         }
-        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| {
-            AdapterError::Protocol(format!("a stream chunk is not valid JSON ({e})"))
-        })?;
+        // The common shapes are read by hand; serde reads the rest (and says what is wrong).
+        let chunk = match fast::chunk(data) {
+            Some(chunk) => chunk,
+            None => serde_json::from_str::<Chunk<'_>>(data).map_err(|e| {
+                AdapterError::Protocol(format!("a stream chunk is not valid JSON ({e})"))
+            })?,
+        };
         if let Some(err) = chunk.error {
             // OpenRouter's mid-stream error chunk also has a choice with `finish_reason:
             // "error"`; the error object is what the client needs

@@ -1,0 +1,429 @@
+//! A hand-written reader for the common shapes of a stream chunk, one pass over the bytes.
+//!
+//! serde's derived reader costs more per chunk than anything else Sluice does per token. Almost
+//! every chunk is the same few fields with strings, small integers and `null`s, so this reads
+//! those by hand and gives the very [`Chunk`] serde would; for anything else (a tool call, a
+//! usage report, an error, a float, an escaped key, a duplicate field, anything malformed) it
+//! gives `None` and the caller parses with serde as before. It never accepts what serde
+//! rejects: the grammar is serde_json's (whitespace, numbers, strings, no trailing characters),
+//! and an escaped string is unescaped by serde_json itself.
+
+use std::borrow::Cow;
+
+use super::{Chunk, ChunkChoice, Delta};
+use crate::lenient::{Content, Num, Text};
+
+/// How deep an unknown field's value may nest before the reader leaves the chunk to serde.
+const MAX_SKIP_DEPTH: u32 = 16;
+
+/// `data` as serde_json would read it into a [`Chunk`], or `None` if it is not one of the
+/// shapes read here (or not JSON).
+pub(super) fn chunk(data: &str) -> Option<Chunk<'_>> {
+    let mut p = Reader {
+        s: data,
+        b: data.as_bytes(),
+        i: 0,
+    };
+    p.ws();
+    let c = p.chunk()?;
+    p.ws();
+    (p.i == p.b.len()).then_some(c)
+}
+
+/// Marks field number `field` as seen; `None` if it was already (serde rejects duplicate
+/// fields).
+fn once(seen: &mut u16, field: u8) -> Option<()> {
+    let bit = 1 << field;
+    if *seen & bit != 0 {
+        return None;
+    }
+    *seen |= bit;
+    Some(())
+}
+
+struct Reader<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    fn word(&mut self, w: &[u8]) -> Option<()> {
+        let end = self.i + w.len();
+        (self.b.get(self.i..end)? == w).then(|| self.i = end)
+    }
+
+    /// `null`: `Some(true)`; another value: `Some(false)` and nothing read.
+    fn null(&mut self) -> Option<bool> {
+        if self.peek()? == b'n' {
+            self.word(b"null")?;
+            return Some(true);
+        }
+        Some(false)
+    }
+
+    /// An object, with `field` called for each key with the reader at its value.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            field(self, key)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A key without escapes (an escaped key may spell a known field: left to serde).
+    fn key(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => break,
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        self.i += 1;
+        self.s.get(start..self.i - 1)
+    }
+
+    /// A string: borrowed if it has no escapes, else unescaped by serde_json (as serde would,
+    /// into an owned string).
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let start = self.i;
+        self.eat(b'"')?;
+        let mut escaped = false;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.i += 2;
+                }
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        self.i += 1;
+        let literal = self.s.get(start..self.i)?;
+        if escaped {
+            serde_json::from_str::<String>(literal).ok().map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(&literal[1..literal.len() - 1]))
+        }
+    }
+
+    /// A string skipped over, checked as serde_json checks an ignored one.
+    fn skip_string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => break,
+                b'\\' => {
+                    self.i += 1;
+                    match *self.b.get(self.i)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 1..self.i + 5)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                c if c < 0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        self.i += 1;
+        Some(())
+    }
+
+    fn digits(&mut self) -> Option<()> {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        (self.i > start).then_some(())
+    }
+
+    /// A number in JSON's grammar; with its value if it is an integer that is not negative
+    /// and fits a `u64` (what serde_json hands a visitor as `u64`).
+    fn number(&mut self) -> Option<Option<u64>> {
+        let negative = self.eat(b'-').is_some();
+        let start = self.i;
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits()?,
+            _ => return None,
+        }
+        let int = &self.b[start..self.i];
+        let mut plain = !negative;
+        if self.eat(b'.').is_some() {
+            self.digits()?;
+            plain = false;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            self.digits()?;
+            plain = false;
+        }
+        if !plain {
+            return Some(None);
+        }
+        let mut v: u64 = 0;
+        for d in int {
+            v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        Some(Some(v))
+    }
+
+    /// Any value, checked and skipped as serde_json skips an unknown field's.
+    fn skip(&mut self, depth: u32) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.skip_string(),
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            b'n' => self.word(b"null"),
+            b't' => self.word(b"true"),
+            b'f' => self.word(b"false"),
+            b'[' if depth < MAX_SKIP_DEPTH => {
+                self.i += 1;
+                self.ws();
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => {
+                            self.i += 1;
+                            self.ws();
+                        }
+                        b']' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'{' if depth < MAX_SKIP_DEPTH => {
+                self.i += 1;
+                self.ws();
+                if self.eat(b'}').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.skip_string()?;
+                    self.ws();
+                    self.eat(b':')?;
+                    self.ws();
+                    self.skip(depth + 1)?;
+                    self.ws();
+                    match self.peek()? {
+                        b',' => {
+                            self.i += 1;
+                            self.ws();
+                        }
+                        b'}' => {
+                            self.i += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// A [`Text`] field: a string (`""` is none) or `null`.
+    fn text(&mut self) -> Option<Text<'a>> {
+        if self.null()? {
+            return Some(Text(None));
+        }
+        let s = self.string()?;
+        Some(Text((!s.is_empty()).then_some(s)))
+    }
+
+    /// A [`Num`] field: an integer that fits a `u64`, or `null`.
+    fn num(&mut self) -> Option<Num> {
+        if self.null()? {
+            return Some(Num(None));
+        }
+        Some(Num(Some(self.number()??)))
+    }
+
+    /// An `Option<&RawValue>` field: only `null` (which serde reads as `None`) is read here.
+    fn raw_null(&mut self) -> Option<()> {
+        self.null()?.then_some(())
+    }
+
+    fn chunk(&mut self) -> Option<Chunk<'a>> {
+        let mut c = Chunk::default();
+        let mut seen = 0;
+        self.object(|p, key| {
+            let field = match key {
+                "id" => 0,
+                "model" => 1,
+                "created" => 2,
+                "system_fingerprint" => 3,
+                "choices" => 4,
+                "object" => 5,
+                "usage" => 6,
+                "x_groq" => 7,
+                "error" => 8,
+                "message" => 9,
+                "detail" => 10,
+                _ => return p.skip(0),
+            };
+            once(&mut seen, field)?;
+            match field {
+                0 => c.id = p.text()?,
+                1 => c.model = p.text()?,
+                2 => c.created = p.num()?,
+                3 => c.system_fingerprint = p.text()?,
+                4 => c.choices = p.choices()?,
+                5 => c.object = p.text()?,
+                // usage, x_groq, error, message, detail
+                _ => p.raw_null()?,
+            }
+            Some(())
+        })?;
+        Some(c)
+    }
+
+    fn choices(&mut self) -> Option<Option<Vec<ChunkChoice<'a>>>> {
+        if self.null()? {
+            return Some(None);
+        }
+        self.eat(b'[')?;
+        self.ws();
+        let mut v = Vec::new();
+        if self.eat(b']').is_some() {
+            return Some(Some(v));
+        }
+        loop {
+            v.push(self.choice()?);
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b']' => {
+                    self.i += 1;
+                    return Some(Some(v));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn choice(&mut self) -> Option<ChunkChoice<'a>> {
+        let mut c = ChunkChoice::default();
+        let mut seen = 0;
+        self.object(|p, key| {
+            let field = match key {
+                "index" => 0,
+                "delta" => 1,
+                "logprobs" => 2,
+                "finish_reason" => 3,
+                _ => return p.skip(0),
+            };
+            once(&mut seen, field)?;
+            match field {
+                0 => c.index = p.num()?,
+                1 => c.delta = if p.null()? { None } else { Some(p.delta()?) },
+                2 => p.raw_null()?,
+                _ => c.finish_reason = p.text()?,
+            }
+            Some(())
+        })?;
+        Some(c)
+    }
+
+    fn delta(&mut self) -> Option<Delta<'a>> {
+        let mut d = Delta::default();
+        let mut seen = 0;
+        self.object(|p, key| {
+            let field = match key {
+                "content" => 0,
+                "reasoning_content" => 1,
+                "reasoning" => 2,
+                "refusal" => 3,
+                "tool_calls" => 4,
+                _ => return p.skip(0),
+            };
+            once(&mut seen, field)?;
+            match field {
+                0 => {
+                    // `Content` keeps `""` (unlike `Text`).
+                    if !p.null()? {
+                        d.content = Content {
+                            text: Some(p.string()?),
+                            thinking: None,
+                        };
+                    }
+                }
+                1 => d.reasoning_content = p.text()?,
+                2 => d.reasoning = p.text()?,
+                3 => d.refusal = p.text()?,
+                // tool_calls: `null`, or an empty list.
+                _ => {
+                    if !p.null()? {
+                        p.eat(b'[')?;
+                        p.ws();
+                        p.eat(b']')?;
+                        d.tool_calls = Some(Vec::new());
+                    }
+                }
+            }
+            Some(())
+        })?;
+        Some(d)
+    }
+}
+
+#[cfg(test)]
+#[path = "fast_tests.rs"]
+mod tests;
