@@ -25,7 +25,9 @@ pub(super) fn chunk(data: &str) -> Option<Chunk<'_>> {
         i: 0,
     };
     p.ws();
-    let c = p.chunk()?;
+    // Filled in place: the structs are large, and each move is a copy.
+    let mut c = Chunk::default();
+    p.chunk(&mut c)?;
     p.ws();
     (p.i == p.b.len()).then_some(c)
 }
@@ -77,7 +79,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An object, with `field` called for each key with the reader at its value.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         self.ws();
         if self.eat(b'}').is_some() {
@@ -136,13 +138,15 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A key without escapes (an escaped key may spell a known field: left to serde).
-    fn key(&mut self) -> Option<&'a str> {
+    /// A key without escapes (an escaped key may spell a known field: left to serde), as
+    /// bytes: only compared with the known names.
+    #[inline]
+    fn key(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
         self.skip_plain();
         self.eat(b'"')?;
-        self.s.get(start..self.i - 1)
+        self.b.get(start..self.i - 1)
     }
 
     /// A string: borrowed if it has no escapes, else unescaped by serde_json (as serde would,
@@ -163,11 +167,11 @@ impl<'a> Reader<'a> {
             }
         }
         self.i += 1;
-        let literal = self.s.get(start..self.i)?;
         if escaped {
+            let literal = self.s.get(start..self.i)?;
             serde_json::from_str::<String>(literal).ok().map(Cow::Owned)
         } else {
-            Some(Cow::Borrowed(&literal[1..literal.len() - 1]))
+            self.s.get(start + 1..self.i - 1).map(Cow::Borrowed)
         }
     }
 
@@ -211,13 +215,17 @@ impl<'a> Reader<'a> {
     /// and fits a `u64` (what serde_json hands a visitor as `u64`).
     fn number(&mut self) -> Option<Option<u64>> {
         let negative = self.eat(b'-').is_some();
-        let start = self.i;
+        let mut value = Some(0u64);
         match self.peek()? {
             b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits()?,
+            b'1'..=b'9' => {
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    value = value.and_then(|v| v.checked_mul(10)?.checked_add(u64::from(d - b'0')));
+                    self.i += 1;
+                }
+            }
             _ => return None,
         }
-        let int = &self.b[start..self.i];
         let mut plain = !negative;
         if self.eat(b'.').is_some() {
             self.digits()?;
@@ -231,14 +239,7 @@ impl<'a> Reader<'a> {
             self.digits()?;
             plain = false;
         }
-        if !plain {
-            return Some(None);
-        }
-        let mut v: u64 = 0;
-        for d in int {
-            v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        }
-        Some(Some(v))
+        Some(value.filter(|_| plain))
     }
 
     /// Any value, checked and skipped as serde_json skips an unknown field's.
@@ -323,22 +324,21 @@ impl<'a> Reader<'a> {
         self.null()?.then_some(())
     }
 
-    fn chunk(&mut self) -> Option<Chunk<'a>> {
-        let mut c = Chunk::default();
+    fn chunk(&mut self, c: &mut Chunk<'a>) -> Option<()> {
         let mut seen = 0;
         self.object(|p, key| {
             let field = match key {
-                "id" => 0,
-                "model" => 1,
-                "created" => 2,
-                "system_fingerprint" => 3,
-                "choices" => 4,
-                "object" => 5,
-                "usage" => 6,
-                "x_groq" => 7,
-                "error" => 8,
-                "message" => 9,
-                "detail" => 10,
+                b"id" => 0,
+                b"model" => 1,
+                b"created" => 2,
+                b"system_fingerprint" => 3,
+                b"choices" => 4,
+                b"object" => 5,
+                b"usage" => 6,
+                b"x_groq" => 7,
+                b"error" => 8,
+                b"message" => 9,
+                b"detail" => 10,
                 _ => return p.skip(0),
             };
             once(&mut seen, field)?;
@@ -353,8 +353,7 @@ impl<'a> Reader<'a> {
                 _ => p.raw_null()?,
             }
             Some(())
-        })?;
-        Some(c)
+        })
     }
 
     fn choices(&mut self) -> Option<Option<Vec<ChunkChoice<'a>>>> {
@@ -363,12 +362,14 @@ impl<'a> Reader<'a> {
         }
         self.eat(b'[')?;
         self.ws();
-        let mut v = Vec::new();
         if self.eat(b']').is_some() {
-            return Some(Some(v));
+            return Some(Some(Vec::new()));
         }
+        // Nearly always one choice: allocated at once rather than grown into.
+        let mut v = Vec::with_capacity(1);
         loop {
-            v.push(self.choice()?);
+            v.push(ChunkChoice::default());
+            self.choice(v.last_mut()?)?;
             self.ws();
             match self.peek()? {
                 b',' => {
@@ -384,39 +385,40 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn choice(&mut self) -> Option<ChunkChoice<'a>> {
-        let mut c = ChunkChoice::default();
+    fn choice(&mut self, c: &mut ChunkChoice<'a>) -> Option<()> {
         let mut seen = 0;
         self.object(|p, key| {
             let field = match key {
-                "index" => 0,
-                "delta" => 1,
-                "logprobs" => 2,
-                "finish_reason" => 3,
+                b"index" => 0,
+                b"delta" => 1,
+                b"logprobs" => 2,
+                b"finish_reason" => 3,
                 _ => return p.skip(0),
             };
             once(&mut seen, field)?;
             match field {
                 0 => c.index = p.num()?,
-                1 => c.delta = if p.null()? { None } else { Some(p.delta()?) },
+                1 => {
+                    if !p.null()? {
+                        p.delta(c.delta.insert(Delta::default()))?;
+                    }
+                }
                 2 => p.raw_null()?,
                 _ => c.finish_reason = p.text()?,
             }
             Some(())
-        })?;
-        Some(c)
+        })
     }
 
-    fn delta(&mut self) -> Option<Delta<'a>> {
-        let mut d = Delta::default();
+    fn delta(&mut self, d: &mut Delta<'a>) -> Option<()> {
         let mut seen = 0;
         self.object(|p, key| {
             let field = match key {
-                "content" => 0,
-                "reasoning_content" => 1,
-                "reasoning" => 2,
-                "refusal" => 3,
-                "tool_calls" => 4,
+                b"content" => 0,
+                b"reasoning_content" => 1,
+                b"reasoning" => 2,
+                b"refusal" => 3,
+                b"tool_calls" => 4,
                 _ => return p.skip(0),
             };
             once(&mut seen, field)?;
@@ -444,8 +446,7 @@ impl<'a> Reader<'a> {
                 }
             }
             Some(())
-        })?;
-        Some(d)
+        })
     }
 }
 
