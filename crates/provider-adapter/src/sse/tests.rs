@@ -407,6 +407,7 @@ proptest::proptest! {
             fast.push(&read);
             walk.push_lines(&read);
             for &b in &read[read.len().saturating_sub(4)..] {
+                // One byte at a time: the plainest form of what `push` does.
                 walk.last.rotate_left(1);
                 walk.last[3] = b;
                 walk.len = (walk.len + 1).min(4);
