@@ -13,6 +13,12 @@
 //! once, and so is a pair of tokens taken back to back because the machine was busy: putting
 //! that off would bunch a slow stream's frames further when the machine is loaded.
 //!
+//! A yield waits for every task queued before it. When the deferred write comes back later than
+//! a burst's gap, the machine is loaded: its streams' chunks only look like bursts because they
+//! are taken late, and each deferred write would wait a whole scheduler round more (at 2,048
+//! trickled streams on two cores, rounds of tens of milliseconds turned into frames held past
+//! 200 ms). So that connection stops putting writes off for [`LOADED_PAUSE`].
+//!
 //! Writes also have a progress deadline ([`Conn::with_write_timeout`]): a client that stops
 //! reading its socket (its receive window closed) leaves a write pending for ever, hyper stops
 //! polling the response body, and a stream's pump running inside that body would freeze with its
@@ -42,6 +48,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Chunks closer together than this are a burst: the next write waits for the following one.
 pub const BURST_GAP: Duration = Duration::from_millis(3);
 
+/// How long a connection writes at once after a deferred write came back late (see the module
+/// doc).
+const LOADED_PAUSE: Duration = Duration::from_secs(1);
+
 /// Shared between a connection's write side and the pump driven by its response body (passed
 /// in the request's extensions).
 #[derive(Debug, Clone, Default)]
@@ -69,6 +79,10 @@ pub struct Conn {
     stall: Option<Pin<Box<Sleep>>>,
     /// A write is pending and `stall` is armed for it.
     stalled: bool,
+    /// When the write pending now was put off (see [`Conn::defer`]).
+    deferred_at: Option<Instant>,
+    /// Writes are not put off before this: a deferred write came back late.
+    writes_at_once_until: Option<Instant>,
 }
 
 impl Conn {
@@ -84,6 +98,8 @@ impl Conn {
                 write_timeout: None,
                 stall: None,
                 stalled: false,
+                deferred_at: None,
+                writes_at_once_until: None,
             },
             hint,
         )
@@ -142,13 +158,28 @@ impl Conn {
     }
 
     /// Puts a write off once when a burst is under way: wakes this task to run again after the
-    /// tasks already queued (the upstream's among them) and reports the write as pending.
-    fn defer(&self, cx: &mut Context<'_>) -> bool {
-        if self.hint.take() {
-            cx.waker().wake_by_ref();
-            return true;
+    /// tasks already queued (the upstream's among them) and reports the write as pending. Not
+    /// while the machine is loaded (see the module doc).
+    fn defer(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(at) = self.deferred_at.take() {
+            // The write put off last time, back: it goes now, and the wait says whether
+            // putting writes off pays.
+            let now = Instant::now();
+            if now.duration_since(at) > BURST_GAP {
+                self.writes_at_once_until = Some(now + LOADED_PAUSE);
+            }
+            return false;
         }
-        false
+        if !self.hint.take() {
+            return false;
+        }
+        let now = Instant::now();
+        if self.writes_at_once_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        self.deferred_at = Some(now);
+        cx.waker().wake_by_ref();
+        true
     }
 }
 
@@ -287,6 +318,37 @@ mod tests {
             .unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
         (Conn::new(tcp).0, client)
+    }
+
+    /// During a burst a write is put off once (to leave with the next chunk); once a put-off
+    /// write comes back later than a burst's gap (a loaded machine, whose rounds would bunch a
+    /// stream's frames further), writes go at once for a while.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_puts_a_write_off_once_unless_the_machine_is_loaded() {
+        let (mut conn, _client) = pair().await;
+        let hint = conn.hint.clone();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut write = |conn: &mut Conn| Pin::new(conn).poll_write(&mut cx, b"data: x\n\n");
+        assert!(write(&mut conn).is_ready(), "no burst: at once");
+        hint.burst();
+        assert!(write(&mut conn).is_pending(), "a burst: put off once");
+        assert!(write(&mut conn).is_ready(), "then written");
+        hint.burst();
+        assert!(write(&mut conn).is_pending());
+        tokio::time::advance(BURST_GAP * 3).await;
+        assert!(write(&mut conn).is_ready(), "back late: written");
+        hint.burst();
+        assert!(
+            write(&mut conn).is_ready(),
+            "loaded: bursts are not waited for"
+        );
+        tokio::time::advance(LOADED_PAUSE).await;
+        hint.burst();
+        assert!(
+            write(&mut conn).is_pending(),
+            "after the pause, put off again"
+        );
     }
 
     /// The protocol is told from the first bytes without taking them: hyper reads the whole
