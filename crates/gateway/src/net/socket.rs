@@ -13,11 +13,14 @@
 //! once, and so is a pair of tokens taken back to back because the machine was busy: putting
 //! that off would bunch a slow stream's frames further when the machine is loaded.
 //!
-//! A yield waits for every task queued before it. When the deferred write comes back later than
-//! a burst's gap, the machine is loaded: its streams' chunks only look like bursts because they
-//! are taken late, and each deferred write would wait a whole scheduler round more (at 2,048
-//! trickled streams on two cores, rounds of tens of milliseconds turned into frames held past
-//! 200 ms). So that connection stops putting writes off for [`LOADED_PAUSE`].
+//! A yield waits for every task queued before it, and for the CPU. When the deferred write comes
+//! back later than a model's token interval ([`LATE_ROUND`]), the machine is loaded: its streams'
+//! chunks may only look like bursts because they are taken late, and each deferred write would
+//! wait another such round (at 2,048 trickled streams on two cores, frames held past 200 ms).
+//! So that connection writes at once for [`LOADED_PAUSE`]. (A shorter limit, a burst's own gap,
+//! also turned coalescing off in real bursts on this busy 2-core machine, where a process is
+//! preempted for milliseconds at a time: burst throughput at C=50 fell from 0.42 to 0.28 of a
+//! direct connection; at 20 ms it is 0.34.)
 //!
 //! Writes also have a progress deadline ([`Conn::with_write_timeout`]): a client that stops
 //! reading its socket (its receive window closed) leaves a write pending for ever, hyper stops
@@ -48,8 +51,11 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Chunks closer together than this are a burst: the next write waits for the following one.
 pub const BURST_GAP: Duration = Duration::from_millis(3);
 
-/// How long a connection writes at once after a deferred write came back late (see the module
-/// doc).
+/// A put-off write that comes back later than this waited a scheduler round long enough to show
+/// in a stream's pace (see the module doc).
+const LATE_ROUND: Duration = Duration::from_millis(20);
+
+/// How long a connection writes at once after a deferred write came back late.
 const LOADED_PAUSE: Duration = Duration::from_secs(1);
 
 /// Shared between a connection's write side and the pump driven by its response body (passed
@@ -165,7 +171,7 @@ impl Conn {
             // The write put off last time, back: it goes now, and the wait says whether
             // putting writes off pays.
             let now = Instant::now();
-            if now.duration_since(at) > BURST_GAP {
+            if now.duration_since(at) > LATE_ROUND {
                 self.writes_at_once_until = Some(now + LOADED_PAUSE);
             }
             return false;
@@ -336,7 +342,7 @@ mod tests {
         assert!(write(&mut conn).is_ready(), "then written");
         hint.burst();
         assert!(write(&mut conn).is_pending());
-        tokio::time::advance(BURST_GAP * 3).await;
+        tokio::time::advance(LATE_ROUND * 2).await;
         assert!(write(&mut conn).is_ready(), "back late: written");
         hint.burst();
         assert!(
