@@ -91,18 +91,27 @@ impl<'a> Reader<'a> {
             self.eat(b':')?;
             self.ws();
             field(self, key)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.next_or_end(b'}')? {
+                return Some(());
             }
+        }
+    }
+
+    /// After a member or an element: `true` at the `close` that ends the object or list,
+    /// `false` after a comma (and the whitespace after it).
+    fn next_or_end(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        match self.peek()? {
+            b',' => {
+                self.i += 1;
+                self.ws();
+                Some(false)
+            }
+            c if c == close => {
+                self.i += 1;
+                Some(true)
+            }
+            _ => None,
         }
     }
 
@@ -258,17 +267,8 @@ impl<'a> Reader<'a> {
                 }
                 loop {
                     self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => {
-                            self.i += 1;
-                            self.ws();
-                        }
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
+                    if self.next_or_end(b']')? {
+                        return Some(());
                     }
                 }
             }
@@ -284,17 +284,8 @@ impl<'a> Reader<'a> {
                     self.eat(b':')?;
                     self.ws();
                     self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => {
-                            self.i += 1;
-                            self.ws();
-                        }
-                        b'}' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
+                    if self.next_or_end(b'}')? {
+                        return Some(());
                     }
                 }
             }
@@ -370,17 +361,8 @@ impl<'a> Reader<'a> {
         loop {
             v.push(ChunkChoice::default());
             self.choice(v.last_mut()?)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.i += 1;
-                    return Some(Some(v));
-                }
-                _ => return None,
+            if self.next_or_end(b']')? {
+                return Some(Some(v));
             }
         }
     }

@@ -310,24 +310,26 @@ fn entry(
 }
 
 fn object(entries: impl Strategy<Value = String> + 'static, max: usize) -> BoxedStrategy<String> {
-    (prop::collection::vec(entries, 0..max), ws())
-        .prop_map(|(es, w)| {
-            if es.is_empty() {
-                format!("{{{w}}}")
-            } else {
-                format!("{{{}}}", es.join(","))
-            }
-        })
-        .boxed()
+    joined(entries, max, '{', '}')
 }
 
 fn array(items: impl Strategy<Value = String> + 'static, max: usize) -> BoxedStrategy<String> {
+    joined(items, max, '[', ']')
+}
+
+/// Up to `max` items between `open` and `close`, comma-separated (whitespace alone when empty).
+fn joined(
+    items: impl Strategy<Value = String> + 'static,
+    max: usize,
+    open: char,
+    close: char,
+) -> BoxedStrategy<String> {
     (prop::collection::vec(items, 0..max), ws())
-        .prop_map(|(xs, w)| {
+        .prop_map(move |(xs, w)| {
             if xs.is_empty() {
-                format!("[{w}]")
+                format!("{open}{w}{close}")
             } else {
-                format!("[{}]", xs.join(","))
+                format!("{open}{}{close}", xs.join(","))
             }
         })
         .boxed()
