@@ -18,7 +18,8 @@
 //! eventsource-stream 0.2 also panics on a leading byte order mark (it slices the first string
 //! at byte 1, inside the three-byte BOM). So the BOM is stripped here, on the bytes (it may be
 //! split across reads), and the parser's first input is a harmless `\n` (a blank line with no
-//! pending event dispatches nothing), so its own check never sees a BOM.
+//! pending event dispatches nothing; given by [`parser`] just before the first read it hands
+//! over, if any), so its own check never sees a BOM.
 //!
 //! Its UTF-8 decoder keeps every byte from the first invalid one until the end of input and only
 //! then fails, so the body is ended here at the first read that cannot be UTF-8: the parser fails
@@ -92,8 +93,7 @@ where
 }
 
 /// The bytes the parser reads: `body` with everything above done to it in one `poll_next`, so a
-/// frame passes one layer here, not one `async` state machine per job. In order: a `\n` first,
-/// then per read the size limits and the end-of-input check ([`Tail`], on the bytes as they
+/// frame passes one layer here, not one `async` state machine per job. In order, per read: the size limits and the end-of-input check ([`Tail`], on the bytes as they
 /// came), the UTF-8 check ([`Utf8Check`]), the BOM removed and `error:` lines rewritten
 /// ([`ErrorLines`]); the idle timeout when the body has nothing. A read with no BOM and no
 /// `error:` line is passed on as the same `Bytes`, uncopied.
@@ -111,8 +111,6 @@ struct Prelude<S> {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// The parser's first `\n` is still to be given (see the module doc).
-    Start,
     Body,
     /// After end of input or a failure: nothing more.
     Done,
@@ -122,7 +120,7 @@ impl<S> Prelude<S> {
     fn new(body: S, idle: Duration, completed_at_eof: Arc<AtomicBool>) -> Self {
         Self {
             body,
-            phase: Phase::Start,
+            phase: Phase::Body,
             tail: Tail::default(),
             bom_head: Some(Vec::new()),
             lines: ErrorLines::default(),
@@ -197,10 +195,6 @@ where
         loop {
             match this.phase {
                 Phase::Body => {}
-                Phase::Start => {
-                    this.phase = Phase::Body;
-                    return Poll::Ready(Some(Ok(Bytes::from_static(b"\n"))));
-                }
                 Phase::Done => return Poll::Ready(None),
             }
             // The body first: the idle timer is looked at only when it has nothing, so it costs

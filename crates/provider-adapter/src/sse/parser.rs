@@ -36,6 +36,10 @@ pub struct Parser<R> {
     next: usize,
     /// eventsource-stream was given bytes (or the end) it may not have turned into events yet.
     general_busy: bool,
+    /// eventsource-stream was given its first input, a `\n` (see the `sse` module doc): only
+    /// when a read first goes to it, so a body of simple reads never touches it (a `\n` read
+    /// at the start would send the first event, the role chunk, through it too).
+    general_primed: bool,
     done: bool,
 }
 
@@ -51,6 +55,7 @@ impl<R> Parser<R> {
             events: Vec::new(),
             next: 0,
             general_busy: false,
+            general_primed: false,
             done: false,
         }
     }
@@ -140,8 +145,14 @@ where
         }
         self.framing.gave_parser(&read);
         if let Some(feed) = &self.feed {
-            // Unbounded, but it never holds more than this one read: eventsource-stream is
-            // polled until it has taken it before the next read is taken.
+            // A blank line with no event pending: it dispatches nothing and leaves the parser
+            // where it was, at an event boundary (so `framing` need not see it).
+            if !std::mem::replace(&mut self.general_primed, true) {
+                let _ = feed.unbounded_send(Bytes::from_static(b"\n"));
+            }
+            // Unbounded, but it never holds more than this read (and the `\n` before the
+            // first): eventsource-stream is polled until it has taken them before the next
+            // read is taken.
             let _ = feed.unbounded_send(read);
         }
         self.general_busy = true;
@@ -209,6 +220,33 @@ mod tests {
         }
         reads.push(doc[at..].to_vec());
         reads
+    }
+
+    #[test]
+    fn a_body_of_simple_reads_never_reaches_eventsource_stream() {
+        // One read per event, as upstreams write them: the first event (OpenAI's role chunk)
+        // too, which a leading `\n` for eventsource-stream used to push onto its path.
+        let reads: Vec<Result<Bytes, ReadError>> =
+            [&b"data: {\"role\":1}\n\n"[..], b"data: [DONE]\n\n"]
+                .iter()
+                .map(|r| Ok(Bytes::from_static(r)))
+                .collect();
+        let mut p = Parser::new(futures::stream::iter(reads));
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut n = 0;
+        while let Poll::Ready(Some(ev)) = p.poll_event(&mut cx, |_, d| d.len()) {
+            assert!(ev.is_ok());
+            n += 1;
+        }
+        assert_eq!(n, 2);
+        assert!(!p.general_primed, "eventsource-stream was fed");
+        // A read that is not simple goes to it, after its `\n`, and it reads the same events.
+        let split = [b"data: {\"a\"".to_vec(), b":1}\n\n".to_vec()];
+        assert_eq!(hybrid(&split), general(&split));
+        assert_eq!(
+            hybrid(&split).0,
+            vec![("message".to_owned(), "{\"a\":1}".to_owned())]
+        );
     }
 
     #[test]
