@@ -27,6 +27,10 @@ for secs in ${DURS:-4 12}; do
   fi
   for i in $(seq 1 240); do curl -s -o /dev/null http://127.0.0.1:$PORTG/ && break; sleep 0.5; done
   sleep 1
+  # Counted from here: what the process did to start (allocator and runtime set-up, clock
+  # calibration, the first requests' lazy statics) varies by millions of instructions from one
+  # start to the next under valgrind, more than the difference of the two runs can remove.
+  callgrind_control -z $GW > /dev/null 2>&1
   $B load --url http://127.0.0.1:$PORTG $KEYARG --concurrency $C --tokens ${TOKENS:-64} --delay-ms 20 --duration $secs --ramp-secs 1.28 --name $label > $OUT/load.$secs.txt 2>&1
   sleep 1
   kill -INT $GW; wait $GW 2>/dev/null
