@@ -18,7 +18,7 @@
 //! eventsource-stream 0.2 also panics on a leading byte order mark (it slices the first string
 //! at byte 1, inside the three-byte BOM). So the BOM is stripped here, on the bytes (it may be
 //! split across reads), and the parser's first input is a harmless `\n` (a blank line with no
-//! pending event dispatches nothing; given by [`parser`] just before the first read it hands
+//! pending event dispatches nothing; given by the `Parser` just before the first read it hands
 //! over, if any), so its own check never sees a BOM.
 //!
 //! Its UTF-8 decoder keeps every byte from the first invalid one until the end of input and only
@@ -93,9 +93,10 @@ where
 }
 
 /// The bytes the parser reads: `body` with everything above done to it in one `poll_next`, so a
-/// frame passes one layer here, not one `async` state machine per job. In order, per read: the size limits and the end-of-input check ([`Tail`], on the bytes as they
-/// came), the UTF-8 check ([`Utf8Check`]), the BOM removed and `error:` lines rewritten
-/// ([`ErrorLines`]); the idle timeout when the body has nothing. A read with no BOM and no
+/// frame passes one layer here, not one `async` state machine per job. In order, per read: the
+/// size limits and the end-of-input check ([`Tail`], on the bytes as they came), the UTF-8
+/// check ([`Utf8Check`]), the BOM removed and `error:` lines rewritten ([`ErrorLines`]); the
+/// idle timeout when the body has nothing. A read with no BOM and no
 /// `error:` line is passed on as the same `Bytes`, uncopied.
 struct Prelude<S> {
     body: S,
