@@ -327,8 +327,8 @@ mod tests {
     }
 
     /// During a burst a write is put off once (to leave with the next chunk); once a put-off
-    /// write comes back later than a burst's gap (a loaded machine, whose rounds would bunch a
-    /// stream's frames further), writes go at once for a while.
+    /// write comes back later than a model's token interval (a loaded machine, whose rounds
+    /// would bunch a stream's frames further), writes go at once for a while.
     #[tokio::test(start_paused = true)]
     async fn a_burst_puts_a_write_off_once_unless_the_machine_is_loaded() {
         let (mut conn, _client) = pair().await;
