@@ -96,11 +96,12 @@ where
 /// frame passes one layer here, not one `async` state machine per job. In order, per read: the
 /// size limits and the end-of-input check ([`Tail`], on the bytes as they came), the UTF-8
 /// check ([`Utf8Check`]), the BOM removed and `error:` lines rewritten ([`ErrorLines`]); the
-/// idle timeout when the body has nothing. A read with no BOM and no
-/// `error:` line is passed on as the same `Bytes`, uncopied.
+/// idle timeout when the body has nothing. A read with no BOM and no `error:` line is passed on
+/// as the same `Bytes`, uncopied.
 struct Prelude<S> {
     body: S,
-    phase: Phase,
+    /// After end of input or a failure: nothing more.
+    done: bool,
     tail: Tail,
     /// `Some(start)` while the body's start could still be a BOM; empty until the first bytes.
     bom_head: Option<Vec<u8>>,
@@ -110,18 +111,11 @@ struct Prelude<S> {
     completed_at_eof: Arc<AtomicBool>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Body,
-    /// After end of input or a failure: nothing more.
-    Done,
-}
-
 impl<S> Prelude<S> {
     fn new(body: S, idle: Duration, completed_at_eof: Arc<AtomicBool>) -> Self {
         Self {
             body,
-            phase: Phase::Body,
+            done: false,
             tail: Tail::default(),
             bom_head: Some(Vec::new()),
             lines: ErrorLines::default(),
@@ -194,9 +188,8 @@ where
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            match this.phase {
-                Phase::Body => {}
-                Phase::Done => return Poll::Ready(None),
+            if this.done {
+                return Poll::Ready(None);
             }
             // The body first: the idle timer is looked at only when it has nothing, so it costs
             // nothing while bytes flow.
@@ -204,7 +197,7 @@ where
                 Poll::Ready(Some(Ok(chunk))) => chunk,
                 Poll::Ready(Some(Err(e))) => return this.fail(ReadError::Io(e.to_string())),
                 Poll::Ready(None) => {
-                    this.phase = Phase::Done;
+                    this.done = true;
                     let end = this.finish();
                     return Poll::Ready((!end.is_empty()).then_some(Ok(end)));
                 }
@@ -231,7 +224,7 @@ where
                 // end of input, dispatches nothing more, and then fails on them
                 // (`EventStreamError::Utf8`). Ending the body here gives the same events and the
                 // same failure now, instead of buffering the rest of the upstream's stream.
-                this.phase = Phase::Done;
+                this.done = true;
                 return Poll::Ready((!chunk.is_empty()).then_some(Ok(chunk)));
             }
             // Empty when all of it is held back until the next read decides it.
@@ -245,7 +238,7 @@ where
 impl<S> Prelude<S> {
     /// Ends the body with `e`. Bytes held back are dropped: the stream has failed.
     fn fail(&mut self, e: ReadError) -> Poll<Option<Result<Bytes, ReadError>>> {
-        self.phase = Phase::Done;
+        self.done = true;
         Poll::Ready(Some(Err(e)))
     }
 }
@@ -418,12 +411,34 @@ impl IdleTimer {
     }
 }
 
+/// The last (up to) four bytes of a run of reads, oldest first: enough to tell whether they
+/// ended with a blank line, whatever its line ends.
+#[derive(Debug, Default)]
+struct LastBytes {
+    bytes: [u8; 4],
+    len: usize,
+}
+
+impl LastBytes {
+    fn push(&mut self, read: &[u8]) {
+        // Shifted in at once (a rotate per byte is a call per byte).
+        let n = read.len().min(4);
+        self.bytes.copy_within(n.., 0);
+        self.bytes[4 - n..].copy_from_slice(&read[read.len() - n..]);
+        self.len = (self.len + n).min(4);
+    }
+
+    /// Empty while nothing was pushed.
+    fn get(&self) -> &[u8] {
+        &self.bytes[4 - self.len..]
+    }
+}
+
 /// The last bytes seen, enough to tell whether the body ended at an event boundary, and the
 /// sizes of the current line and event (WHATWG line ends: CRLF, LF or a lone CR).
 #[derive(Default)]
 struct Tail {
-    last: [u8; 4],
-    len: usize,
+    last: LastBytes,
     /// Bytes of the current line so far.
     line_len: usize,
     /// Bytes of the current event's field lines so far, one more per line for the LF the
@@ -445,11 +460,7 @@ impl Tail {
         } else {
             self.push_lines(chunk);
         }
-        // The last four bytes, shifted in (a rotate per byte is a call per byte).
-        let n = chunk.len().min(4);
-        self.last.copy_within(n.., 0);
-        self.last[4 - n..].copy_from_slice(&chunk[chunk.len() - n..]);
-        self.len = (self.len + n).min(4);
+        self.last.push(chunk);
     }
 
     fn push_lines(&mut self, chunk: &[u8]) {
@@ -499,16 +510,14 @@ impl Tail {
     }
 
     fn ends_with_cr(&self) -> bool {
-        self.len > 0 && self.last[3] == b'\r'
+        self.last.get().ends_with(b"\r")
     }
 
     /// Nothing seen, or the body ends with a blank line (`\n\n`, `\r\r`, `\r\n\r\n`, `\n\r\n`...).
     fn ends_event(&self) -> bool {
-        if self.len == 0 {
-            return true;
-        }
-        let t = &self.last[4 - self.len..];
-        t.ends_with(b"\n\n")
+        let t = self.last.get();
+        t.is_empty()
+            || t.ends_with(b"\n\n")
             || t.ends_with(b"\r\r")
             || t.ends_with(b"\n\r\n")
             || t.ends_with(b"\r\n\r\n")

@@ -16,6 +16,8 @@
 
 use std::ops::Range;
 
+use super::LastBytes;
+
 /// One event of a simple read: ranges into the read's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Simple {
@@ -89,31 +91,26 @@ enum Field {
 /// Tracks the last bytes given to it, across reads.
 #[derive(Debug, Default)]
 pub(crate) struct Framing {
-    /// The last (up to) four bytes the parser was given, oldest first.
-    last: [u8; 4],
-    len: usize,
+    /// The last bytes the parser was given.
+    last: LastBytes,
 }
 
 impl Framing {
     pub(crate) fn clean(&self) -> bool {
-        let t = &self.last[4 - self.len..];
+        let t = self.last.get();
         // `\r\n\n` is CRLF then LF, `\n\r\n` LF then CRLF: both a line end and a blank line.
-        self.len == 0 || t.ends_with(b"\n\n") || t.ends_with(b"\n\r\n")
+        t.is_empty() || t.ends_with(b"\n\n") || t.ends_with(b"\n\r\n")
     }
 
     /// Nothing went to the general parser yet.
     #[cfg(test)]
     pub(crate) fn untouched(&self) -> bool {
-        self.len == 0
+        self.last.get().is_empty()
     }
 
     /// `bytes` went to the general parser.
     pub(crate) fn gave_parser(&mut self, bytes: &[u8]) {
-        for &b in &bytes[bytes.len().saturating_sub(4)..] {
-            self.last.rotate_left(1);
-            self.last[3] = b;
-            self.len = (self.len + 1).min(4);
-        }
+        self.last.push(bytes);
     }
 }
 
